@@ -1,0 +1,259 @@
+//! Control-socket protocol: one JSON object per line each way.
+//!
+//! A client connects to the runtime's Unix socket (by default
+//! `/run/ubox/<instance>.sock`), writes one [`Request`] as a JSON line and
+//! reads one [`Response`] line back.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default control socket of an instance.
+pub fn default_socket(instance: &str) -> PathBuf {
+    PathBuf::from(format!("/run/ubox/{instance}.sock"))
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// All counters.
+    Stats,
+    /// Liveness and identity.
+    Ping,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Response {
+    Stats(Stats),
+    Pong { instance: String, pid: u32 },
+    Error { message: String },
+}
+
+/// Counters of a whole runtime instance at one moment.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub instance: String,
+    pub uptime_ms: u64,
+    /// How flows reach their worker: `rss` or `software`.
+    pub steering: String,
+    pub ports: Vec<PortStats>,
+    pub workers: Vec<WorkerStats>,
+}
+
+/// One port, summed over the workers that poll it, plus the PMD's own view.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PortStats {
+    pub name: String,
+    pub device: String,
+    pub driver: String,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Packets the TX queue refused (full), freed and counted here.
+    pub tx_dropped: u64,
+    pub pmd: PmdStats,
+}
+
+/// `rte_eth_stats` of a port.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PmdStats {
+    pub ipackets: u64,
+    pub opackets: u64,
+    pub ibytes: u64,
+    pub obytes: u64,
+    pub imissed: u64,
+    pub ierrors: u64,
+    pub oerrors: u64,
+    pub rx_nombuf: u64,
+}
+
+/// One worker lcore.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WorkerStats {
+    pub id: u32,
+    pub lcore: u32,
+    pub rx_packets: u64,
+    pub forwarded: u64,
+    /// ARP and ICMP echo replies sent for the box's own addresses.
+    pub replies: u64,
+    /// Frames for the box that needed no answer.
+    pub consumed: u64,
+    /// Packets handed to the worker that owns their flow (software steering).
+    pub handoff_out: u64,
+    pub handoff_in: u64,
+    pub dropped: u64,
+    /// Drops by reason (only reasons with a non-zero count).
+    pub drops: std::collections::BTreeMap<String, u64>,
+    pub flows: FlowStats,
+}
+
+/// Flow table of one worker.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FlowStats {
+    pub active: u64,
+    pub capacity: u64,
+    /// FLOW/START events.
+    pub started: u64,
+    /// FLOW/END events for flows idle past the timeout.
+    pub ended_idle: u64,
+    /// FLOW/END events for flows evicted because the table was full.
+    pub evicted: u64,
+}
+
+impl Stats {
+    /// Total drops over all workers, by reason.
+    pub fn drops(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for w in &self.workers {
+            for (k, v) in &w.drops {
+                *out.entry(k.clone()).or_insert(0) += v;
+            }
+        }
+        out
+    }
+
+    pub fn port(&self, name: &str) -> Option<&PortStats> {
+        self.ports.iter().find(|p| p.name == name)
+    }
+
+    /// Flow-table counters summed over workers.
+    pub fn flows(&self) -> FlowStats {
+        let mut f = FlowStats::default();
+        for w in &self.workers {
+            f.active += w.flows.active;
+            f.capacity += w.flows.capacity;
+            f.started += w.flows.started;
+            f.ended_idle += w.flows.ended_idle;
+            f.evicted += w.flows.evicted;
+        }
+        f
+    }
+
+    /// A human-readable multi-line report.
+    pub fn render(&self) -> String {
+        use crate::table::Table;
+        let mut out = format!(
+            "ubox instance '{}' up {:.1}s, steering: {}\n",
+            self.instance,
+            self.uptime_ms as f64 / 1000.0,
+            self.steering
+        );
+        let mut t = Table::new(&[
+            "port", "device", "rx pkts", "rx bytes", "tx pkts", "tx bytes", "tx drop", "pmd imissed", "pmd ierrors",
+        ]);
+        for p in &self.ports {
+            t.row(vec![
+                p.name.clone(),
+                p.device.clone(),
+                p.rx_packets.to_string(),
+                p.rx_bytes.to_string(),
+                p.tx_packets.to_string(),
+                p.tx_bytes.to_string(),
+                p.tx_dropped.to_string(),
+                p.pmd.imissed.to_string(),
+                p.pmd.ierrors.to_string(),
+            ]);
+        }
+        out.push_str(&t.render());
+        let mut t = Table::new(&[
+            "worker", "lcore", "rx", "fwd", "replies", "consumed", "handoff out/in", "dropped", "flows", "started",
+            "idle-ended", "evicted",
+        ]);
+        for w in &self.workers {
+            t.row(vec![
+                w.id.to_string(),
+                w.lcore.to_string(),
+                w.rx_packets.to_string(),
+                w.forwarded.to_string(),
+                w.replies.to_string(),
+                w.consumed.to_string(),
+                format!("{}/{}", w.handoff_out, w.handoff_in),
+                w.dropped.to_string(),
+                format!("{}/{}", w.flows.active, w.flows.capacity),
+                w.flows.started.to_string(),
+                w.flows.ended_idle.to_string(),
+                w.flows.evicted.to_string(),
+            ]);
+        }
+        out.push_str(&t.render());
+        let drops = self.drops();
+        if drops.is_empty() {
+            out.push_str("drops: none\n");
+        } else {
+            let mut t = Table::new(&["drop reason", "packets"]);
+            for (k, v) in drops {
+                t.row(vec![k, v.to_string()]);
+            }
+            out.push_str(&t.render());
+        }
+        out
+    }
+}
+
+/// Errors talking to a runtime.
+#[derive(Debug)]
+pub struct ClientError(pub String);
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Send one request to the runtime at `socket` and read its response.
+pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    let mut s = UnixStream::connect(socket).map_err(|e| {
+        ClientError(format!(
+            "cannot connect to {}: {e} (is ubox-runtime running? pass --socket for another instance)",
+            socket.display()
+        ))
+    })?;
+    s.set_read_timeout(Some(timeout)).ok();
+    s.set_write_timeout(Some(timeout)).ok();
+    let mut line = serde_json::to_string(req).expect("requests serialise");
+    line.push('\n');
+    s.write_all(line.as_bytes())
+        .map_err(|e| ClientError(format!("sending to {}: {e}", socket.display())))?;
+    let mut resp = String::new();
+    BufReader::new(&s)
+        .read_line(&mut resp)
+        .map_err(|e| ClientError(format!("reading from {}: {e}", socket.display())))?;
+    serde_json::from_str(&resp).map_err(|e| ClientError(format!("bad response from {}: {e}", socket.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_tagged_json() {
+        let s = serde_json::to_string(&Request::Stats).unwrap();
+        assert_eq!(s, r#"{"cmd":"stats"}"#);
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), Request::Stats);
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn stats_sum_over_workers() {
+        let mut st = Stats::default();
+        for i in 0..2 {
+            let mut w = WorkerStats { id: i, ..Default::default() };
+            w.drops.insert("ipv4_bad_checksum".into(), 3);
+            w.flows.started = 5;
+            w.flows.evicted = 1;
+            st.workers.push(w);
+        }
+        assert_eq!(st.drops()["ipv4_bad_checksum"], 6);
+        assert_eq!(st.flows().started, 10);
+        assert_eq!(st.flows().evicted, 2);
+        let text = st.render();
+        assert!(text.contains("ipv4_bad_checksum"), "{text}");
+    }
+}

@@ -1,0 +1,69 @@
+//! `uboxctl`: talk to a running ubox-runtime over its control socket.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use controller::api::{self, Request, Response};
+
+/// Control a running ubox-runtime.
+///
+/// uboxctl connects to the runtime's Unix control socket (by default
+/// /run/ubox/<instance>.sock, where <instance> is `runtime.name` in the
+/// runtime's config) and prints what it answers: readable tables by default,
+/// JSON with --json.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Instance name (the runtime config's `runtime.name`).
+    #[arg(short, long, global = true, default_value = "ubox")]
+    instance: String,
+    /// Control socket path; overrides --instance.
+    #[arg(short, long, global = true)]
+    socket: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Counters per port, per worker and per drop reason.
+    Stats,
+    /// Check that the runtime answers.
+    Ping,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let socket = cli.socket.clone().unwrap_or_else(|| api::default_socket(&cli.instance));
+    let req = match cli.cmd {
+        Cmd::Stats => Request::Stats,
+        Cmd::Ping => Request::Ping,
+    };
+    match api::call(&socket, &req, Duration::from_secs(5)) {
+        Ok(Response::Error { message }) => {
+            eprintln!("uboxctl: runtime refused: {message}");
+            ExitCode::FAILURE
+        }
+        Ok(resp) if cli.json => {
+            println!("{}", serde_json::to_string_pretty(&resp).expect("serialise"));
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Stats(st)) => {
+            print!("{}", st.render());
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Pong { instance, pid }) => {
+            println!("instance '{instance}' (pid {pid}) is up");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("uboxctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

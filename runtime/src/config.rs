@@ -1,0 +1,439 @@
+//! The runtime's TOML configuration: parsing, defaults and validation.
+//!
+//! Every error is one line naming the file, the key and the fix. Nothing
+//! here touches DPDK; [`Config::eal_args`] turns a validated config into the
+//! EAL command line.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A configuration error, already formatted as one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+    #[serde(default)]
+    pub flow_table: FlowTableSection,
+    #[serde(rename = "port", default)]
+    pub ports: Vec<PortConfig>,
+    #[serde(rename = "wire", default)]
+    pub wires: Vec<WireConfig>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Bridge port pairs transparently (`[[wire]]`).
+    Wire,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSection {
+    /// Instance name: names the control socket and DPDK's file prefix.
+    pub name: String,
+    pub mode: Mode,
+    /// Worker lcores (each polls one RX/TX queue pair of every port).
+    pub workers: u16,
+    /// CPU of the main (control) lcore.
+    pub main_cpu: u32,
+    /// CPUs of the workers; default: the CPUs after `main_cpu`, wrapping.
+    pub worker_cpus: Option<Vec<u32>>,
+    /// Use hugepages (the default). `false` runs EAL with --no-huge.
+    pub hugepages: bool,
+    /// Memory for EAL when running without hugepages, in MiB.
+    pub no_huge_memory_mb: u32,
+    /// Mbufs in the packet pool; default: computed from ports, queues and
+    /// descriptors.
+    pub mbufs: Option<u32>,
+    /// RX/TX burst size.
+    pub burst: u16,
+    pub rx_desc: u16,
+    pub tx_desc: u16,
+    /// Slots of each worker-to-worker handoff ring (software steering).
+    pub handoff_ring: u32,
+    /// Control socket; default /run/ubox/<name>.sock.
+    pub control_socket: Option<PathBuf>,
+    /// Extra EAL arguments, appended last (e.g. ["--log-level=pmd.*:debug"]).
+    pub eal_args: Vec<String>,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        RuntimeSection {
+            name: "ubox".into(),
+            mode: Mode::Wire,
+            workers: 1,
+            main_cpu: 0,
+            worker_cpus: None,
+            hugepages: true,
+            no_huge_memory_mb: 512,
+            mbufs: None,
+            burst: 32,
+            rx_desc: 1024,
+            tx_desc: 1024,
+            handoff_ring: 1024,
+            control_socket: None,
+            eal_args: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowTableSection {
+    /// Flows per worker; at the bound the least recently used is evicted.
+    pub capacity: usize,
+    /// A flow idle this long ends (FLOW/END).
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for FlowTableSection {
+    fn default() -> Self {
+        FlowTableSection { capacity: 65536, idle_timeout_ms: 60_000 }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    AfPacket,
+    Tap,
+    Pcap,
+    Null,
+    Ring,
+    Memif,
+}
+
+impl Driver {
+    fn vdev_prefix(self) -> &'static str {
+        match self {
+            Driver::AfPacket => "net_af_packet",
+            Driver::Tap => "net_tap",
+            Driver::Pcap => "net_pcap",
+            Driver::Null => "net_null",
+            Driver::Ring => "net_ring",
+            Driver::Memif => "net_memif",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    /// Name used in `[[wire]]`, stats and errors.
+    pub name: String,
+    /// A virtual device driver; exclusive with `pci`.
+    pub driver: Option<Driver>,
+    /// Linux interface for `af_packet` and `tap`.
+    pub iface: Option<String>,
+    /// Extra device arguments, e.g. "rx_pcap=x.pcap,infinite_rx=1".
+    pub args: Option<String>,
+    /// PCI address of a DPDK-bound NIC, e.g. "0000:01:00.0".
+    pub pci: Option<String>,
+    /// The box's own IPv4 addresses on this port (answers ARP and ping).
+    #[serde(default)]
+    pub ipv4: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub ipv6: Vec<Ipv6Addr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WireConfig {
+    /// Two port names bridged both ways.
+    pub ports: [String; 2],
+}
+
+impl Config {
+    /// Read and validate `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parse and validate config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let at = inner
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            let msg = inner.message().trim().replace('\n', " ");
+            if key == "." || key.is_empty() {
+                ConfigError(format!("bad config {origin}: {msg}{at}"))
+            } else {
+                ConfigError(format!("bad config {origin}: key `{key}`: {msg}{at}"))
+            }
+        })?;
+        cfg.validate().map_err(|m| ConfigError(format!("bad config {origin}: {m}")))?;
+        Ok(cfg)
+    }
+
+    /// Validate again after command-line overrides.
+    pub fn revalidate(&self, origin: &str) -> Result<(), ConfigError> {
+        self.validate().map_err(|m| ConfigError(format!("bad config {origin}: {m}")))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let r = &self.runtime;
+        if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!("key `runtime.name`: {:?} must be non-empty letters, digits, '-' or '_'", r.name));
+        }
+        if r.workers == 0 || r.workers > 64 {
+            return Err(format!("key `runtime.workers`: {} is out of range (1 to 64)", r.workers));
+        }
+        if let Some(cpus) = &r.worker_cpus {
+            if cpus.len() != r.workers as usize {
+                return Err(format!(
+                    "key `runtime.worker_cpus`: lists {} CPUs for {} workers; give one per worker",
+                    cpus.len(),
+                    r.workers
+                ));
+            }
+        }
+        if r.burst == 0 || r.burst > 512 {
+            return Err(format!("key `runtime.burst`: {} is out of range (1 to 512)", r.burst));
+        }
+        if !r.handoff_ring.is_power_of_two() || r.handoff_ring < 64 {
+            return Err(format!("key `runtime.handoff_ring`: {} must be a power of two >= 64", r.handoff_ring));
+        }
+        if self.flow_table.capacity == 0 || self.flow_table.capacity > (1 << 24) {
+            return Err(format!("key `flow_table.capacity`: {} is out of range (1 to 16777216)", self.flow_table.capacity));
+        }
+        if self.flow_table.idle_timeout_ms == 0 {
+            return Err("key `flow_table.idle_timeout_ms`: must be > 0".into());
+        }
+        if self.ports.is_empty() {
+            return Err("no [[port]] given; add at least one (see examples/wire.toml)".into());
+        }
+        if self.ports.len() > 32 {
+            return Err(format!("{} ports given; at most 32 are supported", self.ports.len()));
+        }
+        let mut names = HashSet::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            let key = format!("port[{i}]");
+            if p.name.is_empty() {
+                return Err(format!("key `{key}.name`: must not be empty"));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(format!("key `{key}.name`: port name '{}' is used twice", p.name));
+            }
+            match (p.driver, &p.pci) {
+                (Some(_), Some(_)) => {
+                    return Err(format!("port '{}': give either `driver` or `pci`, not both", p.name));
+                }
+                (None, None) => {
+                    return Err(format!(
+                        "port '{}': give `driver` (af_packet, tap, pcap, null, ring, memif) or `pci`",
+                        p.name
+                    ));
+                }
+                (Some(Driver::AfPacket), _) if p.iface.is_none() => {
+                    return Err(format!("port '{}': driver af_packet needs `iface` (a Linux interface)", p.name));
+                }
+                _ => {}
+            }
+            for s in [&p.iface, &p.args, &p.pci].into_iter().flatten() {
+                if s.contains(' ') || s.contains('\0') {
+                    return Err(format!("port '{}': {s:?} must not contain spaces", p.name));
+                }
+            }
+        }
+        if self.runtime.mode == Mode::Wire && self.wires.is_empty() {
+            return Err("mode \"wire\" needs at least one [[wire]] ports = [\"a\", \"b\"]".into());
+        }
+        let mut used = HashSet::new();
+        for (i, w) in self.wires.iter().enumerate() {
+            for n in &w.ports {
+                if !names.contains(n.as_str()) {
+                    return Err(format!("key `wire[{i}].ports`: unknown port '{n}' (ports: {})", self.port_names()));
+                }
+                if !used.insert(n.as_str()) {
+                    return Err(format!("key `wire[{i}].ports`: port '{n}' is in more than one wire"));
+                }
+            }
+            if w.ports[0] == w.ports[1] {
+                return Err(format!("key `wire[{i}].ports`: a wire needs two different ports"));
+            }
+        }
+        Ok(())
+    }
+
+    fn port_names(&self) -> String {
+        self.ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// EAL's device name for port `i` (what `rte_eth_dev_get_port_by_name`
+    /// takes).
+    pub fn device_name(&self, i: usize) -> String {
+        let p = &self.ports[i];
+        match (&p.pci, p.driver) {
+            (Some(pci), _) => pci.clone(),
+            (None, Some(d)) => format!("{}{i}", d.vdev_prefix()),
+            (None, None) => unreachable!("validated"),
+        }
+    }
+
+    /// The CPU each worker runs on.
+    pub fn worker_cpus(&self, ncpus: u32) -> Vec<u32> {
+        match &self.runtime.worker_cpus {
+            Some(c) => c.clone(),
+            None => (0..self.runtime.workers as u32).map(|w| (self.runtime.main_cpu + 1 + w) % ncpus.max(1)).collect(),
+        }
+    }
+
+    /// The EAL command line (without the program name).
+    pub fn eal_args(&self, ncpus: u32, no_huge: bool) -> Vec<String> {
+        let r = &self.runtime;
+        let mut lcores = vec![format!("0@{}", r.main_cpu)];
+        for (w, cpu) in self.worker_cpus(ncpus).iter().enumerate() {
+            lcores.push(format!("{}@{cpu}", w + 1));
+        }
+        let mut a = vec!["--lcores".to_string(), lcores.join(","), "--in-memory".into()];
+        a.push(format!("--file-prefix=ubox-{}", r.name));
+        if no_huge || !r.hugepages {
+            a.push("--no-huge".into());
+            a.push("-m".into());
+            a.push(r.no_huge_memory_mb.to_string());
+        }
+        let mut any_pci = false;
+        for (i, p) in self.ports.iter().enumerate() {
+            if let Some(pci) = &p.pci {
+                any_pci = true;
+                a.push("-a".into());
+                a.push(pci.clone());
+                continue;
+            }
+            let mut dev = self.device_name(i);
+            if let Some(iface) = &p.iface {
+                dev.push_str(&format!(",iface={iface}"));
+            }
+            if p.driver == Some(Driver::AfPacket) {
+                dev.push_str(&format!(",qpairs={}", r.workers));
+            }
+            if let Some(args) = &p.args {
+                if !args.is_empty() {
+                    dev.push(',');
+                    dev.push_str(args);
+                }
+            }
+            a.push("--vdev".into());
+            a.push(dev);
+        }
+        if !any_pci {
+            // Never probe the machine's own NICs unless the config names one.
+            a.push("--no-pci".into());
+        }
+        a.extend(r.eal_args.iter().cloned());
+        a
+    }
+
+    /// Where the control socket lives.
+    pub fn control_socket(&self) -> PathBuf {
+        self.runtime.control_socket.clone().unwrap_or_else(|| controller::api::default_socket(&self.runtime.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[runtime]
+name = "t1"
+workers = 2
+
+[[port]]
+name = "client"
+driver = "af_packet"
+iface = "ubx-c"
+ipv4 = ["10.10.0.254"]
+
+[[port]]
+name = "server"
+driver = "af_packet"
+iface = "ubx-s"
+
+[[wire]]
+ports = ["client", "server"]
+"#;
+
+    #[test]
+    fn good_config_builds_eal_args_without_pci() {
+        let c = Config::parse(GOOD, "t").unwrap();
+        let a = c.eal_args(2, false);
+        assert!(a.contains(&"--no-pci".to_string()), "{a:?}");
+        assert!(a.contains(&"net_af_packet0,iface=ubx-c,qpairs=2".to_string()), "{a:?}");
+        assert!(a.contains(&"net_af_packet1,iface=ubx-s,qpairs=2".to_string()), "{a:?}");
+        assert_eq!(a[1], "0@0,1@1,2@0");
+        assert!(!a.contains(&"--no-huge".to_string()));
+        assert_eq!(c.ports[0].ipv4, vec![Ipv4Addr::new(10, 10, 0, 254)]);
+    }
+
+    #[test]
+    fn pci_port_turns_pci_scan_on_for_that_device_only() {
+        let t = r#"
+[[port]]
+name = "a"
+pci = "0000:01:00.0"
+[[port]]
+name = "b"
+driver = "null"
+[[wire]]
+ports = ["a", "b"]
+"#;
+        let a = Config::parse(t, "t").unwrap().eal_args(4, true);
+        assert!(!a.contains(&"--no-pci".to_string()));
+        assert!(a.windows(2).any(|w| w[0] == "-a" && w[1] == "0000:01:00.0"));
+        assert!(a.contains(&"--no-huge".to_string()));
+    }
+
+    fn err(t: &str) -> String {
+        let e = Config::parse(t, "x.toml").unwrap_err().to_string();
+        assert!(!e.contains('\n'), "error must be one line: {e}");
+        e
+    }
+
+    #[test]
+    fn bad_toml_names_the_key() {
+        let e = err("[runtime]\nworkers = \"two\"\n");
+        assert!(e.contains("runtime.workers") && e.contains("line 2"), "{e}");
+        let e = err("[runtime]\nwrokers = 2\n");
+        assert!(e.contains("wrokers"), "{e}");
+        let e = err("[[port]]\nname = \"a\"\ndriver = \"e1000\"\n");
+        assert!(e.contains("port[0].driver") || e.contains("port.driver"), "{e}");
+        let e = err("[runtime\n");
+        assert!(e.starts_with("bad config x.toml:"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_are_caught() {
+        assert!(err("").contains("no [[port]]"));
+        let base = "[[port]]\nname = \"a\"\ndriver = \"null\"\n[[port]]\nname = \"b\"\ndriver = \"null\"\n";
+        assert!(err(base).contains("[[wire]]"));
+        assert!(err(&format!("{base}[[wire]]\nports = [\"a\", \"c\"]\n")).contains("unknown port 'c'"));
+        assert!(err(&format!("{base}[[wire]]\nports = [\"a\", \"a\"]\n")).contains("two different"));
+        assert!(err(&format!("{base}[runtime]\nworkers = 0\n")).contains("runtime.workers"));
+        assert!(err("[[port]]\nname = \"a\"\ndriver = \"af_packet\"\n").contains("needs `iface`"));
+        assert!(err("[[port]]\nname = \"a\"\n").contains("give `driver`"));
+        let dup = "[[port]]\nname = \"a\"\ndriver = \"null\"\n[[port]]\nname = \"a\"\ndriver = \"null\"\n";
+        assert!(err(dup).contains("used twice"));
+        assert!(err(&format!("{base}[[wire]]\nports = [\"a\", \"b\"]\n[flow_table]\ncapacity = 0\n")).contains("capacity"));
+    }
+}

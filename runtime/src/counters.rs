@@ -1,0 +1,142 @@
+//! Single-writer counters shared between a worker and the control thread.
+//!
+//! Each worker owns one [`WorkerCounters`]; only that worker writes it (a
+//! relaxed load and store, which on x86 is a plain `mov`: no locked
+//! instruction on the data path). The control thread reads with relaxed
+//! loads: a snapshot may be a few packets behind, never torn per counter.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use ustack::l3::DropReason;
+
+/// One monotonically increasing counter with a single writer.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline(always)]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    #[inline(always)]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Drops the runtime decides on, beyond the parse errors of `ustack::l3`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RuntimeDrop {
+    /// The ingress port is not part of any `[[wire]]`.
+    NoRoute,
+    /// The flow's owner worker's handoff ring was full.
+    HandoffFull,
+    /// A chained (multi-segment) mbuf; ports here deliver whole frames.
+    MultiSegment,
+}
+
+impl RuntimeDrop {
+    pub const ALL: [RuntimeDrop; 3] = [RuntimeDrop::NoRoute, RuntimeDrop::HandoffFull, RuntimeDrop::MultiSegment];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeDrop::NoRoute => "no_route",
+            RuntimeDrop::HandoffFull => "handoff_full",
+            RuntimeDrop::MultiSegment => "multi_segment",
+        }
+    }
+}
+
+/// Per-port counters of one worker.
+#[derive(Default)]
+pub struct PortCounters {
+    pub rx_packets: Counter,
+    pub rx_bytes: Counter,
+    pub tx_packets: Counter,
+    pub tx_bytes: Counter,
+    pub tx_dropped: Counter,
+}
+
+/// Everything one worker counts. Cache-line aligned so two workers' counters
+/// never share a line.
+#[repr(align(64))]
+pub struct WorkerCounters {
+    pub ports: Vec<PortCounters>,
+    pub rx_packets: Counter,
+    pub forwarded: Counter,
+    pub replies: Counter,
+    pub consumed: Counter,
+    pub handoff_out: Counter,
+    pub handoff_in: Counter,
+    /// Indexed by `DropReason::index()`.
+    pub parse_drops: Vec<Counter>,
+    /// Indexed by `RuntimeDrop as usize`.
+    pub runtime_drops: Vec<Counter>,
+    pub flows_active: Counter,
+    pub flows_started: Counter,
+    pub flows_ended_idle: Counter,
+    pub flows_evicted: Counter,
+}
+
+impl WorkerCounters {
+    pub fn new(nports: usize) -> WorkerCounters {
+        WorkerCounters {
+            ports: (0..nports).map(|_| PortCounters::default()).collect(),
+            rx_packets: Counter::default(),
+            forwarded: Counter::default(),
+            replies: Counter::default(),
+            consumed: Counter::default(),
+            handoff_out: Counter::default(),
+            handoff_in: Counter::default(),
+            parse_drops: (0..DropReason::COUNT).map(|_| Counter::default()).collect(),
+            runtime_drops: (0..RuntimeDrop::ALL.len()).map(|_| Counter::default()).collect(),
+            flows_active: Counter::default(),
+            flows_started: Counter::default(),
+            flows_ended_idle: Counter::default(),
+            flows_evicted: Counter::default(),
+        }
+    }
+
+    #[inline(always)]
+    pub fn drop_parse(&self, r: DropReason) {
+        self.parse_drops[r.index()].add(1);
+    }
+
+    #[inline(always)]
+    pub fn drop_runtime(&self, r: RuntimeDrop) {
+        self.runtime_drops[r as usize].add(1);
+    }
+
+    /// Drops by reason name, non-zero only.
+    pub fn drops(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut m = std::collections::BTreeMap::new();
+        for r in DropReason::ALL {
+            let v = self.parse_drops[r.index()].get();
+            if v > 0 {
+                m.insert(r.name().to_string(), v);
+            }
+        }
+        for r in RuntimeDrop::ALL {
+            let v = self.runtime_drops[r as usize].get();
+            if v > 0 {
+                m.insert(r.name().to_string(), v);
+            }
+        }
+        let tx_full: u64 = self.ports.iter().map(|p| p.tx_dropped.get()).sum();
+        if tx_full > 0 {
+            m.insert("tx_full".to_string(), tx_full);
+        }
+        m
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.parse_drops.iter().chain(self.runtime_drops.iter()).map(Counter::get).sum::<u64>()
+            + self.ports.iter().map(|p| p.tx_dropped.get()).sum::<u64>()
+    }
+}

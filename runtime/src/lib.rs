@@ -1,0 +1,354 @@
+//! `ubox-runtime`: the ubox daemon.
+//!
+//! Owns DPDK (EAL, ports, mbuf pools), runs the poll-mode workers that move
+//! frames through the L2/L3 code of `ustack` and the per-worker flow tables,
+//! and serves the control socket. Only this crate links DPDK, and only its
+//! [`dpdk`] modules contain `unsafe` code (plus one `geteuid` and the signal
+//! handler installation, each argued in place).
+//!
+//! Modules: [`config`] (TOML), [`preflight`] (root, hugepages, interfaces),
+//! [`dpdk`] (safe wrappers), [`worker`] (the data path), [`counters`]
+//! (single-writer counters), [`control`] (Unix control socket),
+//! [`signals`].
+
+pub mod config;
+pub mod control;
+pub mod counters;
+pub mod dpdk;
+pub mod preflight;
+pub mod signals;
+pub mod worker;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use controller::api::{FlowStats, PmdStats, PortStats, Request, Response, Stats, WorkerStats};
+use ustack::flow::FlowTable;
+use ustack::l3::LocalAddrs;
+use ustack::wire::ethernet::EthernetAddress;
+
+use config::Config;
+use counters::WorkerCounters;
+use dpdk::eal::Eal;
+use dpdk::mempool::Mempool;
+use dpdk::port::{Port, PortSetup};
+use dpdk::ring::MbufRing;
+use worker::{Steering, Worker};
+
+/// Bytes one mbuf takes in its pool (struct, headroom, data room, overhead).
+const MBUF_FOOTPRINT: u64 = 2560;
+/// What EAL and the rest need besides the pool.
+const BASE_MEMORY: u64 = 96 << 20;
+const MEMPOOL_CACHE: u32 = 256;
+
+/// Options from the command line that override or extend the config.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Run EAL without hugepages (testing only; warns loudly).
+    pub no_huge: bool,
+    /// Write the final counters as JSON here on exit.
+    pub stats_json: Option<PathBuf>,
+    /// Print the counters every this often.
+    pub stats_interval: Option<Duration>,
+}
+
+/// Mbufs the pool needs for the configured ports, queues and rings.
+pub fn mbufs_needed(cfg: &Config) -> u32 {
+    let r = &cfg.runtime;
+    let w = r.workers as u32;
+    let ports = cfg.ports.len() as u32;
+    let queues = ports * w * (r.rx_desc as u32 + r.tx_desc as u32);
+    let in_flight = w * (r.burst as u32 * (ports + 2) + MEMPOOL_CACHE);
+    let rings = if w > 1 { w * (w - 1) * r.handoff_ring } else { 0 };
+    let n = queues + in_flight + rings + 4096;
+    (n + 1).next_power_of_two() - 1
+}
+
+/// Start everything, forward until SIGINT/SIGTERM, print the counters.
+pub fn run(cfg: Config, opts: Options) -> anyhow::Result<Stats> {
+    preflight::check_root().map_err(|e| anyhow!(e))?;
+    preflight::check_ports(&cfg).map_err(|e| anyhow!(e))?;
+    let nmbufs = cfg.runtime.mbufs.unwrap_or_else(|| mbufs_needed(&cfg));
+    let no_huge = opts.no_huge || !cfg.runtime.hugepages;
+    if no_huge {
+        eprintln!(
+            "WARNING: ubox-runtime is running WITHOUT hugepages (--no-huge): memory is not pinned and \
+             throughput suffers. This is for tests only; operators should run scripts/setup.sh."
+        );
+    } else {
+        let need = BASE_MEMORY + nmbufs as u64 * MBUF_FOOTPRINT;
+        preflight::check_hugepages(need).map_err(|e| anyhow!(e))?;
+    }
+    let ncpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    let cpus = cfg.worker_cpus(ncpus);
+    if cpus.iter().any(|&c| c == cfg.runtime.main_cpu) || has_duplicates(&cpus) {
+        tracing::warn!(
+            "worker CPUs {cpus:?} share a CPU with each other or with the main lcore (CPU {}): poll-mode workers will time-slice",
+            cfg.runtime.main_cpu
+        );
+    }
+
+    signals::install();
+    let eal_args = cfg.eal_args(ncpus, no_huge);
+    tracing::info!("EAL arguments: {}", eal_args.join(" "));
+    let eal = Eal::init(&eal_args).map_err(|e| {
+        anyhow!("DPDK EAL failed to start: {e} (EAL's own messages above say which device or resource)")
+    })?;
+    let stats = run_with_eal(&eal, &cfg, &opts, nmbufs);
+    drop(eal);
+    stats
+}
+
+fn has_duplicates(v: &[u32]) -> bool {
+    let mut s = v.to_vec();
+    s.sort_unstable();
+    s.windows(2).any(|w| w[0] == w[1])
+}
+
+struct PortState {
+    name: String,
+    device: String,
+    driver: String,
+    port: Port,
+}
+
+fn run_with_eal(eal: &Eal, cfg: &Config, opts: &Options, nmbufs: u32) -> anyhow::Result<Stats> {
+    let r = &cfg.runtime;
+    let nworkers = r.workers as usize;
+    let lcores = eal.worker_lcores();
+    if lcores.len() < nworkers {
+        return Err(anyhow!("EAL started {} worker lcores, {} configured", lcores.len(), nworkers));
+    }
+    let socket = dpdk::eal::socket_id();
+    let pool = Mempool::new("ubox_pkt", nmbufs, MEMPOOL_CACHE, socket)
+        .map_err(|e| anyhow!("{e} (free hugepages: {} MiB; lower runtime.mbufs or reserve more)", preflight::free_hugepage_bytes() >> 20))?;
+
+    // Decide steering from what the ports can do.
+    let mut ids = Vec::new();
+    let mut infos = Vec::new();
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let dev = cfg.device_name(i);
+        let id = dpdk::port::port_id_by_name(&dev).map_err(|e| anyhow!("port '{}': {e}", p.name))?;
+        let info = dpdk::port::port_info(id).map_err(|e| anyhow!("port '{}': {e}", p.name))?;
+        if (info.max_rx_queues as usize) < nworkers || (info.max_tx_queues as usize) < nworkers {
+            return Err(anyhow!(
+                "port '{}' ({}) supports {} RX / {} TX queues but {} workers need one each: lower runtime.workers",
+                p.name,
+                info.driver,
+                info.max_rx_queues,
+                info.max_tx_queues,
+                nworkers
+            ));
+        }
+        ids.push(id);
+        infos.push(info);
+    }
+    let steering = if nworkers > 1 && infos.iter().all(|i| i.supports_rss()) { Steering::Rss } else { Steering::Software };
+    if nworkers > 1 {
+        tracing::info!("flow steering: {}", steering.name());
+    }
+
+    let mut ports = Vec::new();
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let setup = PortSetup {
+            queues: nworkers as u16,
+            rx_desc: r.rx_desc,
+            tx_desc: r.tx_desc,
+            rss: steering == Steering::Rss,
+            pool: &pool,
+            socket,
+        };
+        let port = Port::start(ids[i], &setup).map_err(|e| anyhow!("port '{}': {e}", p.name))?;
+        ports.push(PortState { name: p.name.clone(), device: cfg.device_name(i), driver: infos[i].driver.clone(), port });
+    }
+
+    let mut peer = vec![None; ports.len()];
+    for w in &cfg.wires {
+        let a = cfg.ports.iter().position(|p| p.name == w.ports[0]).expect("validated");
+        let b = cfg.ports.iter().position(|p| p.name == w.ports[1]).expect("validated");
+        peer[a] = Some(b);
+        peer[b] = Some(a);
+    }
+    let local: Vec<LocalAddrs> = cfg
+        .ports
+        .iter()
+        .zip(&ports)
+        .map(|(pc, ps)| LocalAddrs { mac: EthernetAddress(ps.port.mac()), ipv4: pc.ipv4.clone(), ipv6: pc.ipv6.clone() })
+        .collect();
+    let max_id = ids.iter().copied().max().unwrap_or(0) as usize;
+    let mut index_of_port = vec![0u8; max_id + 1];
+    for (i, &id) in ids.iter().enumerate() {
+        index_of_port[id as usize] = i as u8;
+    }
+
+    // rings[from][to]
+    let mut rings: Vec<Vec<Option<Arc<MbufRing>>>> = vec![vec![None; nworkers]; nworkers];
+    if steering == Steering::Software && nworkers > 1 {
+        for (from, row) in rings.iter_mut().enumerate() {
+            for (to, slot) in row.iter_mut().enumerate() {
+                if from != to {
+                    let ring = MbufRing::new(&format!("ubox_ho_{from}_{to}"), r.handoff_ring, socket).map_err(|e| anyhow!(e))?;
+                    *slot = Some(Arc::new(ring));
+                }
+            }
+        }
+    }
+
+    let idle_ns = cfg.flow_table.idle_timeout_ms * 1_000_000;
+    let tsc_hz = dpdk::eal::tsc_hz();
+    let counters: Vec<Arc<WorkerCounters>> = (0..nworkers).map(|_| Arc::new(WorkerCounters::new(ports.len()))).collect();
+    let started = Instant::now();
+    for (w, &lcore) in lcores.iter().enumerate().take(nworkers) {
+        let (rx, tx): (Vec<_>, Vec<_>) = ports.iter().map(|p| dpdk::port::queue_pair(&p.port, w as u16)).unzip();
+        let worker = Worker {
+            id: w,
+            nworkers,
+            steering,
+            burst: r.burst as usize,
+            rx,
+            tx,
+            peer: peer.clone(),
+            local: local.clone(),
+            index_of_port: index_of_port.clone(),
+            table: FlowTable::new(cfg.flow_table.capacity, idle_ns),
+            handoff_out: rings[w].clone(),
+            handoff_in: (0..nworkers).filter(|&f| f != w).filter_map(|f| rings[f][w].clone()).collect(),
+            counters: Arc::clone(&counters[w]),
+            tsc_hz,
+        };
+        eal.launch(lcore, move || worker.run(&signals::RUNNING)).map_err(|e| anyhow!(e))?;
+    }
+    let capacity = cfg.flow_table.capacity as u64;
+    let collect = |ports: &[PortState]| -> Stats {
+        collect_stats(&r.name, started, steering, ports, &counters, &lcores, capacity)
+    };
+
+    let sock_path = cfg.control_socket();
+    let control = match control::ControlSocket::bind(&sock_path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            signals::RUNNING.store(false, std::sync::atomic::Ordering::SeqCst);
+            for &l in lcores.iter().take(nworkers) {
+                eal.wait(l);
+            }
+            return Err(anyhow!(e));
+        }
+    };
+    let mut addrs: Vec<Ipv4Addr> = cfg.ports.iter().flat_map(|p| p.ipv4.iter().copied()).collect();
+    addrs.sort();
+    println!(
+        "ubox-runtime '{}' up: {} worker(s), {} port(s) [{}], own addresses {:?}, control socket {}",
+        r.name,
+        nworkers,
+        ports.len(),
+        ports.iter().map(|p| format!("{}={}", p.name, p.device)).collect::<Vec<_>>().join(", "),
+        addrs,
+        sock_path.display()
+    );
+    let pid = std::process::id();
+    let mut last_print = Instant::now();
+    while signals::running() {
+        std::thread::sleep(Duration::from_millis(20));
+        if let Some(c) = &control {
+            c.poll(&mut |req| match req {
+                Request::Stats => Response::Stats(collect(&ports)),
+                Request::Ping => Response::Pong { instance: r.name.clone(), pid },
+            });
+        }
+        let periodic = opts.stats_interval.is_some_and(|i| last_print.elapsed() >= i);
+        if signals::take_dump_request() || periodic {
+            last_print = Instant::now();
+            print!("{}", collect(&ports).render());
+        }
+    }
+    println!("ubox-runtime '{}': stopping", r.name);
+    for &l in lcores.iter().take(nworkers) {
+        let rc = eal.wait(l);
+        if rc != 0 {
+            tracing::warn!("worker on lcore {l} exited with {rc}");
+        }
+    }
+    drop(control);
+    let stats = collect(&ports);
+    print!("{}", stats.render());
+    if let Some(path) = &opts.stats_json {
+        let json = serde_json::to_string_pretty(&stats).expect("stats serialise");
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    drop(rings);
+    drop(ports);
+    drop(pool);
+    Ok(stats)
+}
+
+fn collect_stats(
+    name: &str,
+    started: Instant,
+    steering: Steering,
+    ports: &[PortState],
+    counters: &[Arc<WorkerCounters>],
+    lcores: &[u32],
+    capacity: u64,
+) -> Stats {
+    let ports = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let hw = p.port.stats();
+            let sum = |f: &dyn Fn(&counters::PortCounters) -> u64| counters.iter().map(|c| f(&c.ports[i])).sum();
+            PortStats {
+                name: p.name.clone(),
+                device: p.device.clone(),
+                driver: p.driver.clone(),
+                rx_packets: sum(&|c| c.rx_packets.get()),
+                rx_bytes: sum(&|c| c.rx_bytes.get()),
+                tx_packets: sum(&|c| c.tx_packets.get()),
+                tx_bytes: sum(&|c| c.tx_bytes.get()),
+                tx_dropped: sum(&|c| c.tx_dropped.get()),
+                pmd: PmdStats {
+                    ipackets: hw.ipackets,
+                    opackets: hw.opackets,
+                    ibytes: hw.ibytes,
+                    obytes: hw.obytes,
+                    imissed: hw.imissed,
+                    ierrors: hw.ierrors,
+                    oerrors: hw.oerrors,
+                    rx_nombuf: hw.rx_nombuf,
+                },
+            }
+        })
+        .collect();
+    let workers = counters
+        .iter()
+        .enumerate()
+        .map(|(w, c)| WorkerStats {
+            id: w as u32,
+            lcore: lcores.get(w).copied().unwrap_or(0),
+            rx_packets: c.rx_packets.get(),
+            forwarded: c.forwarded.get(),
+            replies: c.replies.get(),
+            consumed: c.consumed.get(),
+            handoff_out: c.handoff_out.get(),
+            handoff_in: c.handoff_in.get(),
+            dropped: c.dropped_total(),
+            drops: c.drops(),
+            flows: FlowStats {
+                active: c.flows_active.get(),
+                capacity,
+                started: c.flows_started.get(),
+                ended_idle: c.flows_ended_idle.get(),
+                evicted: c.flows_evicted.get(),
+            },
+        })
+        .collect();
+    Stats {
+        instance: name.to_string(),
+        uptime_ms: started.elapsed().as_millis() as u64,
+        steering: steering.name().to_string(),
+        ports,
+        workers,
+    }
+}

@@ -1,0 +1,87 @@
+//! `ubox-runtime --config FILE.toml`: start the ubox daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ubox_runtime::config::Config;
+
+/// The ubox NFV runtime: DPDK poll-mode workers that bridge ports and track
+/// flows.
+///
+/// Reads a TOML config (see examples/wire.toml), starts DPDK, forwards until
+/// SIGINT or SIGTERM, then prints its counters. SIGUSR1 prints them at any
+/// time; `uboxctl stats` reads them over the control socket. Must run as
+/// root with hugepages reserved (scripts/setup.sh does both).
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// The runtime's TOML configuration file.
+    #[arg(short, long)]
+    config: PathBuf,
+    /// Override runtime.workers.
+    #[arg(short, long)]
+    workers: Option<u16>,
+    /// Override runtime.name (the instance name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Run without hugepages. For tests only: memory is not pinned and
+    /// throughput suffers.
+    #[arg(long)]
+    no_huge: bool,
+    /// Write the final counters as JSON to this file on exit.
+    #[arg(long)]
+    stats_json: Option<PathBuf>,
+    /// Print the counters every N seconds.
+    #[arg(long, value_name = "SECONDS")]
+    stats_interval: Option<u64>,
+    /// Check the config and print the EAL arguments, then exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("UBOX_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let mut cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ubox-runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(w) = cli.workers {
+        cfg.runtime.workers = w;
+    }
+    if let Some(n) = cli.name {
+        cfg.runtime.name = n;
+    }
+    if let Err(e) = cfg.revalidate(&cli.config.display().to_string()) {
+        eprintln!("ubox-runtime: {e}");
+        return ExitCode::from(2);
+    }
+    if cli.check {
+        let ncpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+        println!("config OK; EAL arguments: {}", cfg.eal_args(ncpus, cli.no_huge).join(" "));
+        return ExitCode::SUCCESS;
+    }
+    let opts = ubox_runtime::Options {
+        no_huge: cli.no_huge,
+        stats_json: cli.stats_json,
+        stats_interval: cli.stats_interval.map(Duration::from_secs),
+    };
+    match ubox_runtime::run(cfg, opts) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ubox-runtime: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

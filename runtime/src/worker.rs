@@ -1,0 +1,204 @@
+//! The poll-mode worker loop: RX burst → L2/L3 → flow table → TX burst.
+//!
+//! A worker owns one RX/TX queue pair on every port, its flow table and its
+//! counters; nothing here takes a lock. When ports cannot spread flows with
+//! symmetric RSS and there are several workers, a frame whose flow belongs
+//! to another worker (by the flow key's symmetric hash) is handed to that
+//! worker over an SPSC ring, so both directions of a flow always meet the
+//! same flow-table entry.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ustack::flow::{EndReason, FlowEvent, FlowTable};
+use ustack::l3::{self, LocalAddrs, Verdict};
+
+use crate::counters::{RuntimeDrop, WorkerCounters};
+use crate::dpdk::eal::rdtsc;
+use crate::dpdk::mbuf::Mbuf;
+use crate::dpdk::port::{RxQueue, TxQueue};
+use crate::dpdk::ring::MbufRing;
+
+/// Largest burst a worker handles at once.
+pub const MAX_BURST: usize = 512;
+
+/// Flows expired per loop iteration at most, so a mass timeout never stalls
+/// the data path.
+const EXPIRE_BATCH: usize = 64;
+
+/// Where a worker's flows live when there are several workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Steering {
+    /// The NIC's symmetric RSS already put the flow on this worker's queue.
+    Rss,
+    /// Software symmetric hash of the flow key; frames may be handed over.
+    Software,
+}
+
+impl Steering {
+    pub fn name(self) -> &'static str {
+        match self {
+            Steering::Rss => "rss",
+            Steering::Software => "software",
+        }
+    }
+}
+
+/// Everything one worker owns. Built on the main lcore, moved to the worker
+/// lcore, dropped there at shutdown.
+pub struct Worker {
+    pub id: usize,
+    pub nworkers: usize,
+    pub steering: Steering,
+    pub burst: usize,
+    /// Per port index (config order).
+    pub rx: Vec<RxQueue>,
+    pub tx: Vec<TxQueue>,
+    /// Wire peer of each port index.
+    pub peer: Vec<Option<usize>>,
+    pub local: Vec<LocalAddrs>,
+    /// DPDK port id → port index.
+    pub index_of_port: Vec<u8>,
+    pub table: FlowTable,
+    /// Rings to each other worker (None for self).
+    pub handoff_out: Vec<Option<Arc<MbufRing>>>,
+    /// Rings from each other worker.
+    pub handoff_in: Vec<Arc<MbufRing>>,
+    pub counters: Arc<WorkerCounters>,
+    pub tsc_hz: u64,
+}
+
+struct TxBufs {
+    bufs: Vec<Vec<Mbuf>>,
+}
+
+impl Worker {
+    /// Poll until `running` goes false, then release everything held.
+    pub fn run(mut self, running: &AtomicBool) -> i32 {
+        let burst = self.burst.min(MAX_BURST);
+        let mut rxb: Vec<Mbuf> = Vec::with_capacity(burst);
+        let mut txb = TxBufs { bufs: (0..self.tx.len()).map(|_| Vec::with_capacity(2 * burst)).collect() };
+        let nports = self.rx.len();
+        tracing::debug!(worker = self.id, ports = nports, "worker polling");
+        while running.load(Ordering::Relaxed) {
+            let now = self.now_ns();
+            for pi in 0..nports {
+                let n = self.rx[pi].recv(&mut rxb, burst);
+                if n == 0 {
+                    continue;
+                }
+                let pc = &self.counters.ports[pi];
+                pc.rx_packets.add(n as u64);
+                pc.rx_bytes.add(rxb.iter().map(|m| m.len() as u64).sum());
+                self.counters.rx_packets.add(n as u64);
+                for m in &rxb {
+                    m.prefetch();
+                }
+                for m in rxb.drain(..) {
+                    self.handle(m, pi, now, &mut txb, false);
+                }
+                self.flush(&mut txb);
+            }
+            if self.steering == Steering::Software && self.nworkers > 1 {
+                for r in 0..self.handoff_in.len() {
+                    let ring = Arc::clone(&self.handoff_in[r]);
+                    let n = ring.pop_burst(&mut rxb, burst);
+                    if n == 0 {
+                        continue;
+                    }
+                    self.counters.handoff_in.add(n as u64);
+                    for m in rxb.drain(..) {
+                        let pi = self.port_index(m.port());
+                        self.handle(m, pi, now, &mut txb, true);
+                    }
+                    self.flush(&mut txb);
+                }
+            }
+            let c = &self.counters;
+            self.table.expire(now, EXPIRE_BATCH, &mut |e| count_event(c, e));
+            c.flows_active.set(self.table.len() as u64);
+        }
+        let c = &self.counters;
+        self.table.drain(&mut |e| count_event(c, e));
+        c.flows_active.set(0);
+        tracing::debug!(worker = self.id, "worker stopped");
+        0
+    }
+
+    #[inline(always)]
+    fn now_ns(&self) -> u64 {
+        ((rdtsc() as u128 * 1_000_000_000u128) / self.tsc_hz as u128) as u64
+    }
+
+    #[inline(always)]
+    fn port_index(&self, port_id: u16) -> usize {
+        self.index_of_port.get(port_id as usize).copied().unwrap_or(0) as usize
+    }
+
+    #[inline(always)]
+    fn handle(&mut self, mut m: Mbuf, in_port: usize, now: u64, txb: &mut TxBufs, handed_over: bool) {
+        if m.nb_segs() != 1 {
+            self.counters.drop_runtime(RuntimeDrop::MultiSegment);
+            return;
+        }
+        let len = m.len();
+        let verdict = l3::process(m.data_mut(), &self.local[in_port]);
+        match verdict {
+            Verdict::Forward { flow } => {
+                let Some(out) = self.peer[in_port] else {
+                    self.counters.drop_runtime(RuntimeDrop::NoRoute);
+                    return;
+                };
+                if let Some(f) = flow {
+                    if self.steering == Steering::Software && self.nworkers > 1 && !handed_over {
+                        let owner = f.key.symmetric_hash() as usize % self.nworkers;
+                        if owner != self.id {
+                            let ring = self.handoff_out[owner].as_ref().expect("ring to every other worker");
+                            match ring.push(m) {
+                                Ok(()) => self.counters.handoff_out.add(1),
+                                Err(_m) => self.counters.drop_runtime(RuntimeDrop::HandoffFull),
+                            }
+                            return;
+                        }
+                    }
+                    let c = &self.counters;
+                    self.table.touch(&f.key, f.dir, len as u32, now, &mut |e| count_event(c, e));
+                }
+                self.counters.forwarded.add(1);
+                txb.bufs[out].push(m);
+            }
+            Verdict::Reply => {
+                self.counters.replies.add(1);
+                txb.bufs[in_port].push(m);
+            }
+            Verdict::Consume => self.counters.consumed.add(1),
+            Verdict::Drop(reason) => self.counters.drop_parse(reason),
+        }
+    }
+
+    fn flush(&mut self, txb: &mut TxBufs) {
+        for (pi, buf) in txb.bufs.iter_mut().enumerate() {
+            if buf.is_empty() {
+                continue;
+            }
+            let bytes: usize = buf.iter().map(Mbuf::len).sum();
+            let (sent, dropped, dropped_bytes) = self.tx[pi].send(buf);
+            let pc = &self.counters.ports[pi];
+            pc.tx_packets.add(sent as u64);
+            pc.tx_bytes.add((bytes - dropped_bytes) as u64);
+            if dropped > 0 {
+                pc.tx_dropped.add(dropped as u64);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn count_event(c: &WorkerCounters, e: FlowEvent) {
+    match e {
+        FlowEvent::Start(_) => c.flows_started.add(1),
+        FlowEvent::End(_, EndReason::IdleTimeout) => c.flows_ended_idle.add(1),
+        FlowEvent::End(_, EndReason::Evicted) => c.flows_evicted.add(1),
+        FlowEvent::End(_, EndReason::Shutdown) => {}
+    }
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# scripts/setup.sh — prepare a Debian 12 machine for ubox. Idempotent.
+#
+# Installs what a fresh machine lacks (DPDK 22.11, the bindgen toolchain,
+# network tools and the test peers), reserves 2 MiB hugepages and mounts
+# hugetlbfs on /dev/hugepages. Safe to run again: every step checks first.
+#
+# Environment:
+#   UBOX_HUGEPAGES   number of 2 MiB pages to reserve (default 1024 = 2 GiB)
+set -euo pipefail
+
+HUGEPAGES=${UBOX_HUGEPAGES:-1024}
+PKGS=(
+  libdpdk-dev dpdk dpdk-dev
+  clang libclang-dev pkg-config
+  iproute2 ethtool tcpdump iptables iputils-ping procps psmisc
+  nginx-light curl iperf3 wrk haproxy
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh: must run as root (it installs packages and reserves hugepages); try: sudo $0" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts nginx on install; the testbed runs its own instances.
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now nginx >/dev/null 2>&1 || true; fi
+  pkill -x nginx 2>/dev/null || true
+else
+  echo "setup.sh: packages already installed"
+fi
+
+nr=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
+if [ -w "$nr" ]; then
+  cur=$(cat "$nr")
+  if [ "$cur" -lt "$HUGEPAGES" ]; then
+    echo "$HUGEPAGES" > "$nr" || true
+  fi
+  echo "setup.sh: 2 MiB hugepages reserved: $(cat "$nr")"
+else
+  echo "setup.sh: warning: cannot write $nr; hugepages not reserved" >&2
+fi
+mkdir -p /dev/hugepages
+if ! mountpoint -q /dev/hugepages; then
+  mount -t hugetlbfs nodev /dev/hugepages
+fi
+echo "setup.sh: hugetlbfs mounted on /dev/hugepages"

@@ -14,6 +14,8 @@
 #   10.10.0.254 (see examples/wire.toml).
 # - Segmentation and checksum offloads are off on every veth, so frames on
 #   the wire are real, full-checksum, MTU-sized frames, as on a NIC.
+# - IPv6 is disabled inside the namespaces so the only traffic is the
+#   tests' own.
 # - Namespaces are named with the prefix UBOX_TB (default "ubox"), so two
 #   testbeds can coexist: UBOX_TB=t2 scripts/testbed.sh up.
 set -euo pipefail
@@ -34,7 +36,13 @@ quiet_offloads() { # ns iface
 up() {
   need_root
   down >/dev/null 2>&1 || true
-  for ns in "$C" "$SW" "$S1" "$S2"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+  for ns in "$C" "$SW" "$S1" "$S2"; do
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    # IPv4 only: router solicitations and MLD reports would add flows
+    # nobody asked for and make counters in tests nondeterministic.
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  done
 
   # Client side.
   ip link add "$IC" type veth peer name eth0 netns "$C"

@@ -1,0 +1,106 @@
+# scripts/lib.sh — helpers shared by demo.sh, e2e.sh and the benchmarks.
+# Source it; it defines functions only.
+
+UBOX_ROOT=${UBOX_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+UBOX_BIN=${UBOX_BIN:-$UBOX_ROOT/target/release}
+
+# build_release: compile the runtime, uboxctl and the bench in release mode.
+build_release() {
+  (cd "$UBOX_ROOT" && cargo build --release --locked -p ubox-runtime -p controller -p ubox-bench "$@")
+}
+
+# write_wire_config FILE NAME [extra TOML appended]
+write_wire_config() {
+  local file=$1 name=$2 extra=${3:-}
+  cat > "$file" <<TOML
+[runtime]
+name = "$name"
+workers = ${UBOX_WORKERS:-1}
+
+[flow_table]
+capacity = ${UBOX_FLOW_CAPACITY:-65536}
+idle_timeout_ms = ${UBOX_FLOW_IDLE_MS:-60000}
+
+[[port]]
+name = "client"
+driver = "af_packet"
+iface = "ubx-c"
+ipv4 = ["10.10.0.254"]
+
+[[port]]
+name = "server"
+driver = "af_packet"
+iface = "ubx-s"
+
+[[wire]]
+ports = ["client", "server"]
+$extra
+TOML
+}
+
+# start_runtime CONFIG LOG [args...]: start ubox-runtime in the background,
+# wait until its control socket answers. Sets RUNTIME_PID and RUNTIME_NAME.
+start_runtime() {
+  local cfg=$1 log=$2; shift 2
+  RUNTIME_NAME=$(sed -n 's/^name = "\(.*\)"/\1/p' "$cfg" | head -1)
+  "$UBOX_BIN/ubox-runtime" --config "$cfg" "$@" > "$log" 2>&1 &
+  RUNTIME_PID=$!
+  local i
+  for i in $(seq 1 100); do
+    if "$UBOX_BIN/uboxctl" -i "$RUNTIME_NAME" ping >/dev/null 2>&1; then return 0; fi
+    if ! kill -0 "$RUNTIME_PID" 2>/dev/null; then
+      echo "ubox-runtime exited during start-up:" >&2; tail -20 "$log" >&2; return 1
+    fi
+    sleep 0.1
+  done
+  echo "ubox-runtime did not answer on its control socket within 10s" >&2; tail -20 "$log" >&2
+  return 1
+}
+
+# stop_runtime: SIGTERM the runtime, wait; returns its exit code.
+stop_runtime() {
+  [ -n "${RUNTIME_PID:-}" ] || return 0
+  kill -TERM "$RUNTIME_PID" 2>/dev/null || true
+  local rc=0
+  wait "$RUNTIME_PID" || rc=$?
+  RUNTIME_PID=
+  return $rc
+}
+
+# json_get FILE EXPR: evaluate a Python expression over a JSON file bound to
+# `s`, e.g. json_get stats.json "s['ports'][0]['rx_packets']".
+json_get() {
+  python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+# runtime_stats FILE: save the running runtime's counters as JSON.
+runtime_stats() {
+  "$UBOX_BIN/uboxctl" -i "$RUNTIME_NAME" --json stats > "$1"
+}
+
+# start_nginx NS DIR: serve DIR over HTTP on port 80 in namespace NS.
+start_nginx() {
+  local ns=$1 dir=$2 conf
+  conf=$(mktemp -d)
+  mkdir -p "$conf/logs"
+  cat > "$conf/nginx.conf" <<NGX
+daemon off;
+worker_processes 1;
+pid $conf/nginx.pid;
+error_log $conf/logs/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  keepalive_requests 100000;
+  server { listen 80; root $dir; }
+}
+NGX
+  ip netns exec "$ns" nginx -c "$conf/nginx.conf" -p "$conf" &
+  local i
+  for i in $(seq 1 50); do
+    ip netns exec "$ns" bash -c 'exec 3<>/dev/tcp/127.0.0.1/80' 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nginx did not start in $ns" >&2; return 1
+}

@@ -1,0 +1,801 @@
+//! Flow keys and the per-worker flow table.
+//!
+//! Owns the direction-free [`FlowKey`] (and its symmetric hash, which the
+//! runtime uses to pick the worker that owns a flow) and the [`FlowTable`]:
+//! a fixed-capacity, exact-LRU table of [`FlowRecord`]s that emits
+//! [`FlowEvent::Start`] and [`FlowEvent::End`] (`FLOW/START`, `FLOW/END`).
+//!
+//! The table is single-threaded by design (one per worker, no locks) and
+//! preallocates everything in [`FlowTable::new`]: a slab of slots linked
+//! into an intrusive doubly-linked LRU list by `u32` indices, a free list
+//! threaded through the same slots, and a hash map from key to slot index
+//! created with its final capacity. `touch`, eviction and expiry are O(1)
+//! per flow and never allocate. Time is whatever unit the caller passes
+//! (the runtime uses nanoseconds); the table never reads a clock.
+
+use core::fmt;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use hashbrown::HashMap;
+
+use crate::wire::protocol;
+
+const FAMILY_V4: u8 = 4;
+const FAMILY_V6: u8 = 6;
+
+/// Canonical, direction-free key of a bidirectional flow: the (address,
+/// port) pair that compares lower is `lo`. IPv4 addresses are stored
+/// IPv4-mapped (`::ffff:a.b.c.d`) with a family tag, so an IPv4 flow and an
+/// IPv6 flow between `::ffff:`-mapped addresses never collide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    lo_addr: [u8; 16],
+    hi_addr: [u8; 16],
+    lo_port: u16,
+    hi_port: u16,
+    proto: u8,
+    family: u8,
+}
+
+/// Which way a packet travels relative to a [`FlowKey`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the `lo` endpoint to the `hi` endpoint.
+    LoToHi,
+    /// From the `hi` endpoint to the `lo` endpoint.
+    HiToLo,
+}
+
+impl Direction {
+    /// The other direction.
+    #[inline]
+    pub fn reverse(self) -> Direction {
+        match self {
+            Direction::LoToHi => Direction::HiToLo,
+            Direction::HiToLo => Direction::LoToHi,
+        }
+    }
+}
+
+impl FlowKey {
+    #[inline]
+    fn from_parts(family: u8, src: [u8; 16], sp: u16, dst: [u8; 16], dp: u16, proto: u8) -> (FlowKey, Direction) {
+        if (src, sp) <= (dst, dp) {
+            let key = FlowKey { lo_addr: src, hi_addr: dst, lo_port: sp, hi_port: dp, proto, family };
+            (key, Direction::LoToHi)
+        } else {
+            let key = FlowKey { lo_addr: dst, hi_addr: src, lo_port: dp, hi_port: sp, proto, family };
+            (key, Direction::HiToLo)
+        }
+    }
+
+    /// Key of the flow a packet from `src:src_port` to `dst:dst_port` belongs
+    /// to, and the packet's direction. Mixed families are keyed as IPv6 (the
+    /// IPv4 side IPv4-mapped); real packets never mix them.
+    pub fn new(src: IpAddr, src_port: u16, dst: IpAddr, dst_port: u16, proto: u8) -> (FlowKey, Direction) {
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => Self::from_v4(s, src_port, d, dst_port, proto),
+            (s, d) => Self::from_v6(to_v6(s), src_port, to_v6(d), dst_port, proto),
+        }
+    }
+
+    /// [`FlowKey::new`] for IPv4, without going through `IpAddr`.
+    #[inline]
+    pub fn from_v4(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, proto: u8) -> (FlowKey, Direction) {
+        Self::from_parts(FAMILY_V4, src.to_ipv6_mapped().octets(), sp, dst.to_ipv6_mapped().octets(), dp, proto)
+    }
+
+    /// [`FlowKey::new`] for IPv6, without going through `IpAddr`.
+    #[inline]
+    pub fn from_v6(src: Ipv6Addr, sp: u16, dst: Ipv6Addr, dp: u16, proto: u8) -> (FlowKey, Direction) {
+        Self::from_parts(FAMILY_V6, src.octets(), sp, dst.octets(), dp, proto)
+    }
+
+    /// IP protocol number.
+    #[inline]
+    pub fn proto(&self) -> u8 {
+        self.proto
+    }
+
+    /// Whether this is an IPv4 flow.
+    #[inline]
+    pub fn is_ipv4(&self) -> bool {
+        self.family == FAMILY_V4
+    }
+
+    #[inline]
+    fn addr(&self, bytes: [u8; 16]) -> IpAddr {
+        let v6 = Ipv6Addr::from(bytes);
+        match v6.to_ipv4_mapped() {
+            Some(v4) if self.family == FAMILY_V4 => IpAddr::V4(v4),
+            _ => IpAddr::V6(v6),
+        }
+    }
+
+    /// The endpoint that compares lower.
+    #[inline]
+    pub fn lo(&self) -> (IpAddr, u16) {
+        (self.addr(self.lo_addr), self.lo_port)
+    }
+
+    /// The endpoint that compares higher.
+    #[inline]
+    pub fn hi(&self) -> (IpAddr, u16) {
+        (self.addr(self.hi_addr), self.hi_port)
+    }
+
+    /// Source and destination of a packet travelling in `dir`.
+    #[inline]
+    pub fn endpoints(&self, dir: Direction) -> ((IpAddr, u16), (IpAddr, u16)) {
+        match dir {
+            Direction::LoToHi => (self.lo(), self.hi()),
+            Direction::HiToLo => (self.hi(), self.lo()),
+        }
+    }
+
+    /// Deterministic (unseeded) hash of the key. Symmetric by construction:
+    /// both directions of a flow have the same key, hence the same hash.
+    /// The runtime uses it to pick the worker that owns a flow.
+    #[inline]
+    pub fn symmetric_hash(&self) -> u32 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let w = |b: &[u8; 16], i: usize| u64::from_le_bytes(crate::wire::rd_array::<8>(b, i));
+        let tail = u64::from(self.lo_port)
+            | (u64::from(self.hi_port) << 16)
+            | (u64::from(self.proto) << 32)
+            | (u64::from(self.family) << 40);
+        let mut h: u64 = 0;
+        for v in [w(&self.lo_addr, 0), w(&self.lo_addr, 8), w(&self.hi_addr, 0), w(&self.hi_addr, 8), tail] {
+            h = (h.rotate_left(5) ^ v).wrapping_mul(K);
+        }
+        // murmur3 finalizer for avalanche in the low bits.
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        h as u32
+    }
+
+    /// A placeholder key for unused slots.
+    const EMPTY: FlowKey = FlowKey { lo_addr: [0; 16], hi_addr: [0; 16], lo_port: 0, hi_port: 0, proto: 0, family: 0 };
+}
+
+fn to_v6(a: IpAddr) -> Ipv6Addr {
+    match a {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+impl fmt::Display for FlowKey {
+    /// `tcp 10.0.0.1:4000 <-> 10.0.0.2:80`, `udp [2001:db8::1]:53 <-> ...`,
+    /// or `proto 47 ...` for protocols without a short name.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match protocol::name(self.proto) {
+            Some(name) => f.write_str(name)?,
+            None => write!(f, "proto {}", self.proto)?,
+        }
+        let (la, lp) = self.lo();
+        let (ha, hp) = self.hi();
+        write!(f, " {} <-> {}", SocketAddr::new(la, lp), SocketAddr::new(ha, hp))
+    }
+}
+
+/// Which end of a flow sent a packet: the client is whoever sent the first
+/// packet the table saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The endpoint that sent the first packet seen.
+    Client,
+    /// The other endpoint.
+    Server,
+}
+
+/// Flow identifier: unique per table, never reused (a monotonic counter).
+pub type FlowId = u64;
+
+/// Packet and byte counts of one side of a flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SideStats {
+    /// Packets sent by this side.
+    pub packets: u64,
+    /// Bytes sent by this side (as counted by the caller of `touch`).
+    pub bytes: u64,
+}
+
+/// What the table knows about one flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// Identifier, unique per table.
+    pub id: FlowId,
+    /// The flow's key.
+    pub key: FlowKey,
+    /// Direction of the client's packets.
+    pub client_dir: Direction,
+    /// Time of the first packet.
+    pub first_seen: u64,
+    /// Time of the latest packet.
+    pub last_seen: u64,
+    /// Counts of the client's packets.
+    pub client: SideStats,
+    /// Counts of the server's packets.
+    pub server: SideStats,
+}
+
+/// Why a flow ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// No packet for longer than the idle timeout.
+    IdleTimeout,
+    /// Evicted (least recently used) to make room for a new flow.
+    Evicted,
+    /// The table was drained at shutdown.
+    Shutdown,
+}
+
+/// Events the flow table emits (`FLOW/START`, `FLOW/END`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowEvent {
+    /// A flow was created; the record includes its first packet.
+    Start(FlowRecord),
+    /// A flow left the table; the record is final.
+    End(FlowRecord, EndReason),
+}
+
+/// Lifetime counters of a flow table. At any time
+/// `started == ended_idle + evicted + ended_shutdown + len()`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowTableCounters {
+    /// Flows created.
+    pub started: u64,
+    /// Flows ended by the idle timeout.
+    pub ended_idle: u64,
+    /// Flows evicted at capacity.
+    pub evicted: u64,
+    /// Flows ended by [`FlowTable::drain`].
+    pub ended_shutdown: u64,
+}
+
+const NIL: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    rec: FlowRecord,
+    /// Neighbour towards the least recently used end (NIL at the head).
+    prev: u32,
+    /// Neighbour towards the most recently used end (NIL at the tail); for a
+    /// free slot, the next free slot.
+    next: u32,
+}
+
+/// A fixed-capacity flow table with exact LRU eviction and idle expiry.
+#[derive(Debug)]
+pub struct FlowTable {
+    slots: Vec<Slot>,
+    map: HashMap<FlowKey, u32>,
+    /// Least recently used.
+    head: u32,
+    /// Most recently used.
+    tail: u32,
+    free: u32,
+    len: usize,
+    idle_timeout: u64,
+    next_id: FlowId,
+    counters: FlowTableCounters,
+}
+
+impl FlowTable {
+    /// Preallocates everything: `capacity` entries (clamped to
+    /// `1..=u32::MAX - 1`) and the idle timeout in the caller's time unit
+    /// (the runtime passes nanoseconds). No allocation after construction.
+    pub fn new(capacity: usize, idle_timeout: u64) -> FlowTable {
+        let capacity = capacity.clamp(1, (NIL - 1) as usize);
+        let empty = FlowRecord {
+            id: 0,
+            key: FlowKey::EMPTY,
+            client_dir: Direction::LoToHi,
+            first_seen: 0,
+            last_seen: 0,
+            client: SideStats::default(),
+            server: SideStats::default(),
+        };
+        let slots = (0..capacity)
+            .map(|i| Slot { rec: empty, prev: NIL, next: if i + 1 < capacity { (i + 1) as u32 } else { NIL } })
+            .collect();
+        FlowTable {
+            slots,
+            map: HashMap::with_capacity(capacity),
+            head: NIL,
+            tail: NIL,
+            free: 0,
+            len: 0,
+            idle_timeout,
+            next_id: 1,
+            counters: FlowTableCounters::default(),
+        }
+    }
+
+    /// Finds or creates the flow of a packet seen at `now` in direction
+    /// `dir`, counts `bytes` for the side that sent it, marks the flow most
+    /// recently used, and returns its id and the sender's side. Creating at
+    /// full capacity first evicts the least recently used flow
+    /// (`End(.., Evicted)`); a created flow emits `Start`.
+    pub fn touch(
+        &mut self,
+        key: &FlowKey,
+        dir: Direction,
+        bytes: u32,
+        now: u64,
+        on_event: &mut impl FnMut(FlowEvent),
+    ) -> (FlowId, Side) {
+        if let Some(&idx) = self.map.get(key) {
+            let (id, side) = match self.slots.get_mut(idx as usize) {
+                Some(slot) => {
+                    let rec = &mut slot.rec;
+                    let side = if dir == rec.client_dir { Side::Client } else { Side::Server };
+                    let stats = match side {
+                        Side::Client => &mut rec.client,
+                        Side::Server => &mut rec.server,
+                    };
+                    stats.packets += 1;
+                    stats.bytes += u64::from(bytes);
+                    rec.last_seen = now;
+                    (rec.id, side)
+                }
+                None => (0, Side::Client), // unreachable: map values are slot indices
+            };
+            self.unlink(idx);
+            self.push_tail(idx);
+            return (id, side);
+        }
+
+        if self.free == NIL {
+            if let Some(rec) = self.remove_head() {
+                self.counters.evicted += 1;
+                on_event(FlowEvent::End(rec, EndReason::Evicted));
+            }
+        }
+        let idx = self.free;
+        let Some(slot) = self.slots.get_mut(idx as usize) else {
+            return (0, Side::Client); // unreachable: capacity >= 1 and we just evicted
+        };
+        self.free = slot.next;
+        let id = self.next_id;
+        self.next_id += 1;
+        slot.rec = FlowRecord {
+            id,
+            key: *key,
+            client_dir: dir,
+            first_seen: now,
+            last_seen: now,
+            client: SideStats { packets: 1, bytes: u64::from(bytes) },
+            server: SideStats::default(),
+        };
+        let rec = slot.rec;
+        self.map.insert(*key, idx);
+        self.push_tail(idx);
+        self.len += 1;
+        self.counters.started += 1;
+        on_event(FlowEvent::Start(rec));
+        (id, Side::Client)
+    }
+
+    /// Ends up to `max` flows idle for longer than the timeout (`now -
+    /// last_seen > idle_timeout`), least recently used first, stopping at
+    /// the first that is not idle; emits `End(.., IdleTimeout)` for each and
+    /// returns how many ended.
+    pub fn expire(&mut self, now: u64, max: usize, on_event: &mut impl FnMut(FlowEvent)) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(head) = self.slots.get(self.head as usize) else {
+                break;
+            };
+            if now.saturating_sub(head.rec.last_seen) <= self.idle_timeout {
+                break;
+            }
+            let Some(rec) = self.remove_head() else {
+                break;
+            };
+            self.counters.ended_idle += 1;
+            on_event(FlowEvent::End(rec, EndReason::IdleTimeout));
+            n += 1;
+        }
+        n
+    }
+
+    /// Ends every flow (at shutdown), least recently used first, emitting
+    /// `End(.., Shutdown)`.
+    pub fn drain(&mut self, on_event: &mut impl FnMut(FlowEvent)) {
+        while let Some(rec) = self.remove_head() {
+            self.counters.ended_shutdown += 1;
+            on_event(FlowEvent::End(rec, EndReason::Shutdown));
+        }
+    }
+
+    /// The record of a flow, if it is in the table.
+    pub fn get(&self, key: &FlowKey) -> Option<&FlowRecord> {
+        let idx = *self.map.get(key)?;
+        self.slots.get(idx as usize).map(|s| &s.rec)
+    }
+
+    /// Number of flows in the table.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the table holds no flow.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Maximum number of flows.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The idle timeout given at construction.
+    #[inline]
+    pub fn idle_timeout(&self) -> u64 {
+        self.idle_timeout
+    }
+
+    /// Lifetime counters.
+    #[inline]
+    pub fn counters(&self) -> FlowTableCounters {
+        self.counters
+    }
+
+    /// Flows from least to most recently used (for inspection and tests).
+    pub fn iter_lru(&self) -> impl Iterator<Item = &FlowRecord> + '_ {
+        let mut cur = self.head;
+        core::iter::from_fn(move || {
+            let slot = self.slots.get(cur as usize)?;
+            cur = slot.next;
+            Some(&slot.rec)
+        })
+    }
+
+    fn unlink(&mut self, idx: u32) {
+        let Some(&Slot { prev, next, .. }) = self.slots.get(idx as usize) else {
+            return;
+        };
+        match self.slots.get_mut(prev as usize) {
+            Some(p) => p.next = next,
+            None => self.head = next,
+        }
+        match self.slots.get_mut(next as usize) {
+            Some(n) => n.prev = prev,
+            None => self.tail = prev,
+        }
+    }
+
+    fn push_tail(&mut self, idx: u32) {
+        let tail = self.tail;
+        if let Some(s) = self.slots.get_mut(idx as usize) {
+            s.prev = tail;
+            s.next = NIL;
+        }
+        match self.slots.get_mut(tail as usize) {
+            Some(t) => t.next = idx,
+            None => self.head = idx,
+        }
+        self.tail = idx;
+    }
+
+    /// Unlinks the least recently used flow, frees its slot and returns its record.
+    fn remove_head(&mut self) -> Option<FlowRecord> {
+        let idx = self.head;
+        let rec = self.slots.get(idx as usize)?.rec;
+        self.unlink(idx);
+        self.map.remove(&rec.key);
+        if let Some(s) = self.slots.get_mut(idx as usize) {
+            s.next = self.free;
+            s.prev = NIL;
+        }
+        self.free = idx;
+        self.len -= 1;
+        Some(rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn v4(d: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, d)
+    }
+
+    fn key(n: u16) -> FlowKey {
+        FlowKey::from_v4(v4(1), 1000 + n, v4(2), 80, protocol::TCP).0
+    }
+
+    fn collect(events: &mut Vec<FlowEvent>) -> impl FnMut(FlowEvent) + '_ {
+        move |e| events.push(e)
+    }
+
+    #[test]
+    fn key_is_canonical() {
+        let (k1, d1) = FlowKey::from_v4(v4(2), 80, v4(1), 4000, protocol::TCP);
+        let (k2, d2) = FlowKey::from_v4(v4(1), 4000, v4(2), 80, protocol::TCP);
+        assert_eq!(k1, k2);
+        assert_eq!((d1, d2), (Direction::HiToLo, Direction::LoToHi));
+        assert_eq!(d1.reverse(), d2);
+        assert_eq!(k1.lo(), (IpAddr::V4(v4(1)), 4000));
+        assert_eq!(k1.hi(), (IpAddr::V4(v4(2)), 80));
+        assert_eq!(k1.proto(), protocol::TCP);
+        assert!(k1.is_ipv4());
+        assert_eq!(k1.to_string(), "tcp 10.0.0.1:4000 <-> 10.0.0.2:80");
+        assert_eq!(k1.endpoints(d1).0, (IpAddr::V4(v4(2)), 80));
+        let (k3, _) = FlowKey::new(v4(1).into(), 4000, v4(2).into(), 80, protocol::TCP);
+        assert_eq!(k3, k1);
+        assert_eq!(k3.symmetric_hash(), k1.symmetric_hash());
+        // Same address, ports decide.
+        let (k4, d4) = FlowKey::from_v4(v4(1), 9, v4(1), 8, protocol::UDP);
+        assert_eq!((k4.lo().1, d4), (8, Direction::HiToLo));
+    }
+
+    #[test]
+    fn v4_and_mapped_v6_differ() {
+        let a: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let (k, _) = FlowKey::from_v6(b, 53, a, 5353, protocol::UDP);
+        assert!(!k.is_ipv4());
+        assert_eq!(k.to_string(), "udp [2001:db8::1]:5353 <-> [2001:db8::2]:53");
+        let (k4, _) = FlowKey::from_v4(v4(1), 1, v4(2), 2, 47);
+        let (k6, _) = FlowKey::from_v6(v4(1).to_ipv6_mapped(), 1, v4(2).to_ipv6_mapped(), 2, 47);
+        assert_ne!(k4, k6);
+        assert_eq!(k6.lo().0, IpAddr::V6(v4(1).to_ipv6_mapped()));
+        assert_eq!(k4.to_string(), "proto 47 10.0.0.1:1 <-> 10.0.0.2:2");
+        let (mixed, _) = FlowKey::new(v4(1).into(), 1, a.into(), 2, 17);
+        assert!(!mixed.is_ipv4());
+    }
+
+    #[test]
+    fn both_directions_one_entry() {
+        let mut t = FlowTable::new(4, 100);
+        let mut ev = Vec::new();
+        let (k, d_c2s) = FlowKey::from_v4(v4(9), 5555, v4(2), 443, protocol::TCP);
+        let (id1, s1) = t.touch(&k, d_c2s, 60, 1, &mut collect(&mut ev));
+        let (id2, s2) = t.touch(&k, d_c2s.reverse(), 1500, 2, &mut collect(&mut ev));
+        let (id3, s3) = t.touch(&k, d_c2s, 40, 3, &mut collect(&mut ev));
+        assert_eq!((id1, id2, id3), (1, 1, 1));
+        assert_eq!((s1, s2, s3), (Side::Client, Side::Server, Side::Client));
+        assert_eq!(t.len(), 1);
+        let r = t.get(&k).unwrap();
+        assert_eq!(r.client_dir, d_c2s);
+        assert_eq!(r.client, SideStats { packets: 2, bytes: 100 });
+        assert_eq!(r.server, SideStats { packets: 1, bytes: 1500 });
+        assert_eq!((r.first_seen, r.last_seen), (1, 3));
+        assert_eq!(ev.len(), 1);
+        assert!(matches!(ev[0], FlowEvent::Start(r) if r.id == 1 && r.client.bytes == 60));
+    }
+
+    #[test]
+    fn idle_timeout() {
+        let mut t = FlowTable::new(2, 10);
+        let mut ev = Vec::new();
+        t.touch(&key(1), Direction::LoToHi, 1, 0, &mut collect(&mut ev));
+        t.touch(&key(2), Direction::LoToHi, 1, 5, &mut collect(&mut ev));
+        ev.clear();
+        assert_eq!(t.expire(10, 10, &mut collect(&mut ev)), 0); // exactly the timeout: not yet
+        assert_eq!(t.expire(11, 10, &mut collect(&mut ev)), 1);
+        assert!(matches!(ev[0], FlowEvent::End(r, EndReason::IdleTimeout) if r.key == key(1)));
+        assert!(t.get(&key(1)).is_none());
+        assert_eq!(t.len(), 1);
+        // The freed slot is reused without evicting, and ids are not reused.
+        ev.clear();
+        let (id, _) = t.touch(&key(3), Direction::LoToHi, 1, 12, &mut collect(&mut ev));
+        assert_eq!(id, 3);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(t.len(), 2);
+        // max bounds the work.
+        ev.clear();
+        assert_eq!(t.expire(1000, 1, &mut collect(&mut ev)), 1);
+        assert_eq!(t.expire(1000, 0, &mut collect(&mut ev)), 0);
+        assert_eq!(t.expire(1000, 5, &mut collect(&mut ev)), 1);
+        assert!(t.is_empty());
+        assert_eq!(t.counters().ended_idle, 3);
+    }
+
+    #[test]
+    fn capacity_evicts_lru() {
+        let cap = 8;
+        let k = 3;
+        let mut t = FlowTable::new(cap, 1_000);
+        let mut ev = Vec::new();
+        for i in 0..cap as u16 {
+            t.touch(&key(i), Direction::LoToHi, 1, u64::from(i), &mut collect(&mut ev));
+        }
+        // Refresh flows 0 and 1: now 2, 3, 4 are the least recently used.
+        t.touch(&key(0), Direction::HiToLo, 1, 20, &mut collect(&mut ev));
+        t.touch(&key(1), Direction::LoToHi, 1, 21, &mut collect(&mut ev));
+        ev.clear();
+        for i in 0..k {
+            t.touch(&key(100 + i), Direction::LoToHi, 1, 30, &mut collect(&mut ev));
+            assert_eq!(t.len(), cap);
+        }
+        let evicted: Vec<FlowKey> = ev
+            .iter()
+            .filter_map(|e| match e {
+                FlowEvent::End(r, EndReason::Evicted) => Some(r.key),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(evicted, [key(2), key(3), key(4)]);
+        assert_eq!(ev.iter().filter(|e| matches!(e, FlowEvent::Start(_))).count(), 3);
+        // End comes before the Start it makes room for.
+        assert!(matches!(ev[0], FlowEvent::End(..)));
+        assert!(matches!(ev[1], FlowEvent::Start(..)));
+        for i in [0, 1, 5, 6, 7, 100, 101, 102] {
+            assert!(t.get(&key(i)).is_some(), "{i}");
+        }
+        assert_eq!(t.counters().evicted, 3);
+        let order: Vec<FlowKey> = t.iter_lru().map(|r| r.key).collect();
+        assert_eq!(order.first(), Some(&key(5)));
+        assert_eq!(order.last(), Some(&key(102)));
+    }
+
+    #[test]
+    fn touching_refreshes_lru() {
+        let mut t = FlowTable::new(3, 1_000);
+        let mut ev = Vec::new();
+        for i in 0..3 {
+            t.touch(&key(i), Direction::LoToHi, 1, 0, &mut collect(&mut ev));
+        }
+        t.touch(&key(0), Direction::LoToHi, 1, 1, &mut collect(&mut ev));
+        let order: Vec<FlowKey> = t.iter_lru().map(|r| r.key).collect();
+        assert_eq!(order, [key(1), key(2), key(0)]);
+        t.touch(&key(2), Direction::LoToHi, 1, 2, &mut collect(&mut ev));
+        let order: Vec<FlowKey> = t.iter_lru().map(|r| r.key).collect();
+        assert_eq!(order, [key(1), key(0), key(2)]);
+        ev.clear();
+        t.touch(&key(9), Direction::LoToHi, 1, 3, &mut collect(&mut ev));
+        assert!(matches!(ev[0], FlowEvent::End(r, EndReason::Evicted) if r.key == key(1)));
+    }
+
+    #[test]
+    fn capacity_one_and_zero() {
+        let mut t = FlowTable::new(0, 5);
+        assert_eq!(t.capacity(), 1);
+        assert_eq!(t.idle_timeout(), 5);
+        let mut ev = Vec::new();
+        t.touch(&key(1), Direction::LoToHi, 1, 0, &mut collect(&mut ev));
+        t.touch(&key(2), Direction::LoToHi, 1, 0, &mut collect(&mut ev));
+        assert_eq!(t.len(), 1);
+        assert!(t.get(&key(2)).is_some());
+        assert_eq!(t.counters().evicted, 1);
+    }
+
+    #[test]
+    fn drain_empties() {
+        let mut t = FlowTable::new(4, 10);
+        let mut ev = Vec::new();
+        for i in 0..3 {
+            t.touch(&key(i), Direction::LoToHi, 1, 0, &mut collect(&mut ev));
+        }
+        ev.clear();
+        t.drain(&mut collect(&mut ev));
+        assert!(t.is_empty());
+        assert_eq!(ev.len(), 3);
+        assert!(ev.iter().all(|e| matches!(e, FlowEvent::End(_, EndReason::Shutdown))));
+        assert_eq!(t.iter_lru().count(), 0);
+        let c = t.counters();
+        assert_eq!((c.started, c.ended_shutdown), (3, 3));
+        // Still usable: all slots are free again.
+        for i in 10..14 {
+            t.touch(&key(i), Direction::LoToHi, 1, 0, &mut collect(&mut ev));
+        }
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.counters().evicted, 0);
+    }
+
+    fn arb_ip() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![
+            any::<[u8; 4]>().prop_map(|b| IpAddr::V4(Ipv4Addr::from(b))),
+            any::<[u8; 16]>().prop_map(|b| IpAddr::V6(Ipv6Addr::from(b))),
+            // Small space so that equal addresses show up.
+            (0u8..3).prop_map(|d| IpAddr::V4(Ipv4Addr::new(10, 0, 0, d))),
+        ]
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Touch { flow: u8, rev: bool, bytes: u16, dt: u8 },
+        Expire { dt: u8, max: u8 },
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..24, any::<bool>(), any::<u16>(), 0u8..4)
+                .prop_map(|(flow, rev, bytes, dt)| Op::Touch { flow, rev, bytes, dt }),
+            1 => (0u8..30, 0u8..6).prop_map(|(dt, max)| Op::Expire { dt, max }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn hash_is_symmetric(a in arb_ip(), ap in any::<u16>(), b in arb_ip(), bp in any::<u16>(), proto in any::<u8>()) {
+            let (k1, d1) = FlowKey::new(a, ap, b, bp, proto);
+            let (k2, d2) = FlowKey::new(b, bp, a, ap, proto);
+            prop_assert_eq!(k1, k2);
+            prop_assert_eq!(k1.symmetric_hash(), k2.symmetric_hash());
+            if (a, ap) != (b, bp) {
+                prop_assert_ne!(d1, d2);
+            }
+            let (src, dst) = k1.endpoints(d1);
+            let norm = |x: IpAddr| IpAddr::V6(to_v6(x));
+            prop_assert_eq!((norm(src.0), src.1, norm(dst.0), dst.1), (norm(a), ap, norm(b), bp));
+        }
+
+        #[test]
+        fn table_matches_model(cap in 1usize..8, timeout in 0u64..20, ops in proptest::collection::vec(arb_op(), 0..200)) {
+            let mut t = FlowTable::new(cap, timeout);
+            // Model: keys in LRU order (front = least recent) with last_seen.
+            let mut model: Vec<(FlowKey, u64)> = Vec::new();
+            let mut now = 0u64;
+            let mut last_id = 0;
+            for op in ops {
+                let mut ev = Vec::new();
+                match op {
+                    Op::Touch { flow, rev, bytes, dt } => {
+                        now += u64::from(dt);
+                        let k = key(u16::from(flow));
+                        let dir = if rev { Direction::HiToLo } else { Direction::LoToHi };
+                        let known = model.iter().position(|(m, _)| *m == k);
+                        let (id, side) = t.touch(&k, dir, u32::from(bytes), now, &mut collect(&mut ev));
+                        match known {
+                            Some(i) => {
+                                model.remove(i);
+                                prop_assert!(ev.is_empty());
+                                prop_assert!(id <= last_id);
+                            }
+                            None => {
+                                prop_assert_eq!(side, Side::Client);
+                                prop_assert!(id > last_id);
+                                last_id = id;
+                                if model.len() == cap {
+                                    let (victim, _) = model.remove(0);
+                                    prop_assert!(matches!(ev[0], FlowEvent::End(r, EndReason::Evicted) if r.key == victim));
+                                }
+                                prop_assert!(matches!(ev.last(), Some(FlowEvent::Start(r)) if r.key == k));
+                            }
+                        }
+                        model.push((k, now));
+                    }
+                    Op::Expire { dt, max } => {
+                        now += u64::from(dt);
+                        let n = t.expire(now, usize::from(max), &mut collect(&mut ev));
+                        let expected = model
+                            .iter()
+                            .take(usize::from(max))
+                            .take_while(|(_, seen)| now - seen > timeout)
+                            .count();
+                        prop_assert_eq!(n, expected);
+                        prop_assert_eq!(ev.len(), n);
+                        for (e, (k, _)) in ev.iter().zip(model.drain(..n)) {
+                            prop_assert!(matches!(e, FlowEvent::End(r, EndReason::IdleTimeout) if r.key == k));
+                        }
+                    }
+                }
+                prop_assert!(t.len() <= cap);
+                prop_assert_eq!(t.len(), model.len());
+                let order: Vec<FlowKey> = t.iter_lru().map(|r| r.key).collect();
+                let model_order: Vec<FlowKey> = model.iter().map(|(k, _)| *k).collect();
+                prop_assert_eq!(order, model_order);
+                let c = t.counters();
+                prop_assert_eq!(c.started, c.ended_idle + c.evicted + c.ended_shutdown + t.len() as u64);
+            }
+            let mut ev = Vec::new();
+            t.drain(&mut collect(&mut ev));
+            let c = t.counters();
+            prop_assert_eq!(c.started, c.ended_idle + c.evicted + c.ended_shutdown);
+            prop_assert!(t.is_empty());
+        }
+    }
+}

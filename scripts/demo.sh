@@ -14,6 +14,7 @@ if [ "$(id -u)" -ne 0 ]; then echo "demo.sh: run as root (sudo $0)" >&2; exit 1;
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 WORK=$(mktemp -d /tmp/ubox-demo.XXXXXX)
+chmod 755 "$WORK"  # nginx workers (www-data) read the web root below it
 cleanup() {
   stop_runtime >/dev/null 2>&1 || true
   scripts/testbed.sh down >/dev/null 2>&1 || true
@@ -41,7 +42,7 @@ ip netns exec ubox-c ping -c3 -i0.2 10.10.0.11
 ip netns exec ubox-c ping -c3 -i0.2 10.10.0.254
 
 step "download 20 MB through the box and compare checksums"
-ip netns exec ubox-c curl -sS -o "$WORK/got.bin" -w 'downloaded %{size_download} bytes at %{speed_download} B/s\n' http://10.10.0.11/20M.bin
+ip netns exec ubox-c curl -fsS -o "$WORK/got.bin" -w 'downloaded %{size_download} bytes at %{speed_download} B/s\n' http://10.10.0.11/20M.bin
 sent=$(sha256sum < "$WORK/www/20M.bin" | cut -c1-64); got=$(sha256sum < "$WORK/got.bin" | cut -c1-64)
 echo "sent $sent"; echo "got  $got"
 [ "$sent" = "$got" ] && echo "checksums match" || { echo "CHECKSUM MISMATCH"; exit 1; }

@@ -9,6 +9,7 @@ set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
 WORK=$(mktemp -d /tmp/ubox-e2e.XXXXXX)
+chmod 755 "$WORK"  # nginx workers (www-data) read the web root below it
 PASSED=0; FAILED=0; FAILS=()
 NGINX_UP=0
 
@@ -18,18 +19,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-fail() { echo "    assertion failed: $*" >&2; return 1; }
+# Each test runs in its own subshell: `fail` ends that test at once.
+fail() { echo "    assertion failed: $*" >&2; exit 1; }
 
 run_test() {
   local name=$1
   echo "--- $name"
-  if ( set -e; "$name" ); then
+  local rc=0
+  # The runtime a test starts lives in the test's subshell: stop it there.
+  ( set -e; trap 'stop_runtime >/dev/null 2>&1 || true' EXIT; "$name" ) || rc=$?
+  if [ "$rc" -eq 0 ]; then
     echo "PASS $name"; PASSED=$((PASSED + 1))
   else
     echo "FAIL $name"; FAILED=$((FAILED + 1)); FAILS+=("$name")
     [ -f "$WORK/$name.log" ] && { echo "    runtime log (tail):"; tail -15 "$WORK/$name.log" | sed 's/^/    /'; }
   fi
-  stop_runtime >/dev/null 2>&1 || true
 }
 
 ensure_testbed() {
@@ -61,7 +65,7 @@ test_bad_config() {
 
 test_missing_interface() {
   write_wire_config "$WORK/missing.toml" missing
-  sed -i 's/iface = "ubx-s"/iface = "ubx-nope"/' "$WORK/missing.toml"
+  sed -i 's/iface = "ubx-c"/iface = "ubx-nope"/' "$WORK/missing.toml"
   local out rc=0
   out=$("$UBOX_BIN/ubox-runtime" --config "$WORK/missing.toml" 2>&1) || rc=$?
   echo "    got: $out"
@@ -77,7 +81,7 @@ test_ping() {
   # No box, no path.
   ! ip netns exec ubox-c ping -c1 -W1 10.10.0.11 >/dev/null 2>&1 || fail "client reaches server without the box"
   write_wire_config "$WORK/ping.toml" e2e-ping
-  start_runtime "$WORK/ping.toml" "$WORK/test_ping.log"
+  start_runtime "$WORK/ping.toml" "$WORK/test_ping.log" || fail "runtime did not start"
   ip netns exec ubox-c ping -c5 -i0.2 -W2 10.10.0.11 || fail "ping through the box"
   ip netns exec ubox-c ping -c3 -i0.2 -W2 10.10.0.254 || fail "ping to the box's own address"
   runtime_stats "$WORK/ping.json"
@@ -91,8 +95,8 @@ test_ping() {
 test_download_10mb() {
   ensure_testbed
   write_wire_config "$WORK/dl.toml" e2e-dl
-  start_runtime "$WORK/dl.toml" "$WORK/test_download_10mb.log"
-  ip netns exec ubox-c curl -sS --max-time 60 -o "$WORK/got.bin" http://10.10.0.11/10M.bin || fail "curl failed"
+  start_runtime "$WORK/dl.toml" "$WORK/test_download_10mb.log" || fail "runtime did not start"
+  ip netns exec ubox-c curl -fsS --max-time 60 -o "$WORK/got.bin" http://10.10.0.11/10M.bin || fail "curl failed"
   local want got
   want=$(sha256sum < "$WORK/www/10M.bin"); got=$(sha256sum < "$WORK/got.bin")
   echo "    sha256 sent $want"; echo "    sha256 got  $got"
@@ -109,7 +113,7 @@ test_iperf3() {
   ensure_testbed
   write_wire_config "$WORK/iperf.toml" e2e-iperf
   ip netns exec ubox-s1 iperf3 -s -1 -D -p 5201 --logfile "$WORK/iperf-server.log"
-  start_runtime "$WORK/iperf.toml" "$WORK/test_iperf3.log"
+  start_runtime "$WORK/iperf.toml" "$WORK/test_iperf3.log" || fail "runtime did not start"
   sleep 0.3
   ip netns exec ubox-c iperf3 -c 10.10.0.11 -p 5201 -t 5 -J > "$WORK/iperf.json" || fail "iperf3 failed"
   runtime_stats "$WORK/iperf.json.stats"
@@ -135,14 +139,14 @@ PY
 test_flow_bound() {
   ensure_testbed
   UBOX_FLOW_CAPACITY=8 write_wire_config "$WORK/bound.toml" e2e-bound
-  start_runtime "$WORK/bound.toml" "$WORK/test_flow_bound.log"
+  start_runtime "$WORK/bound.toml" "$WORK/test_flow_bound.log" || fail "runtime did not start"
   local i ok=0
   for i in $(seq 1 40); do
-    ip netns exec ubox-c curl -sS --max-time 5 -o /dev/null http://10.10.0.11/small.bin && ok=$((ok + 1))
+    ip netns exec ubox-c curl -fsS --max-time 5 -o /dev/null http://10.10.0.11/small.bin && ok=$((ok + 1))
   done
   echo "    $ok of 40 connections succeeded with an 8-flow table"
   [ "$ok" -eq 40 ] || fail "traffic did not keep flowing at the flow-table bound"
-  ip netns exec ubox-c curl -sS --max-time 60 -o "$WORK/got2.bin" http://10.10.0.11/10M.bin || fail "download at bound"
+  ip netns exec ubox-c curl -fsS --max-time 60 -o "$WORK/got2.bin" http://10.10.0.11/10M.bin || fail "download at bound"
   cmp -s "$WORK/got2.bin" "$WORK/www/10M.bin" || fail "download at bound corrupted"
   runtime_stats "$WORK/bound.json"
   local started evicted active cap
@@ -161,8 +165,8 @@ test_flow_bound() {
 test_flow_idle_timeout() {
   ensure_testbed
   UBOX_FLOW_IDLE_MS=300 write_wire_config "$WORK/idle.toml" e2e-idle
-  start_runtime "$WORK/idle.toml" "$WORK/test_flow_idle_timeout.log"
-  ip netns exec ubox-c curl -sS --max-time 5 -o /dev/null http://10.10.0.11/small.bin || fail "curl"
+  start_runtime "$WORK/idle.toml" "$WORK/test_flow_idle_timeout.log" || fail "runtime did not start"
+  ip netns exec ubox-c curl -fsS --max-time 5 -o /dev/null http://10.10.0.11/small.bin || fail "curl"
   sleep 1
   runtime_stats "$WORK/idle.json"
   local ended active
@@ -176,10 +180,10 @@ test_flow_idle_timeout() {
 test_two_workers() {
   ensure_testbed
   UBOX_WORKERS=2 write_wire_config "$WORK/w2.toml" e2e-w2
-  start_runtime "$WORK/w2.toml" "$WORK/test_two_workers.log"
+  start_runtime "$WORK/w2.toml" "$WORK/test_two_workers.log" || fail "runtime did not start"
   local i
   for i in 1 2 3 4 5 6; do
-    ip netns exec ubox-c curl -sS --max-time 30 -o "$WORK/w2.bin" http://10.10.0.11/10M.bin || fail "download $i"
+    ip netns exec ubox-c curl -fsS --max-time 30 -o "$WORK/w2.bin" http://10.10.0.11/10M.bin || fail "download $i"
     cmp -s "$WORK/w2.bin" "$WORK/www/10M.bin" || fail "download $i corrupted"
   done
   runtime_stats "$WORK/w2.json"

@@ -14,8 +14,8 @@
 #   10.10.0.254 (see examples/wire.toml).
 # - Segmentation and checksum offloads are off on every veth, so frames on
 #   the wire are real, full-checksum, MTU-sized frames, as on a NIC.
-# - IPv6 is disabled inside the namespaces so the only traffic is the
-#   tests' own.
+# - IPv6 and multicast (IGMP) are off inside the namespaces, so the only
+#   traffic is the tests' own and flow counts in tests are exact.
 # - Namespaces are named with the prefix UBOX_TB (default "ubox"), so two
 #   testbeds can coexist: UBOX_TB=t2 scripts/testbed.sh up.
 set -euo pipefail
@@ -47,11 +47,11 @@ up() {
   # Client side.
   ip link add "$IC" type veth peer name eth0 netns "$C"
   ip -n "$C" addr add 10.10.0.1/24 dev eth0
-  ip -n "$C" link set eth0 up
+  ip -n "$C" link set eth0 multicast off up
 
   # Server switch and servers.
-  ip -n "$SW" link add br0 type bridge
-  ip -n "$SW" link set br0 up
+  ip -n "$SW" link add br0 type bridge mcast_snooping 0
+  ip -n "$SW" link set br0 multicast off up
   ip link add "$IS" type veth peer name sw-up netns "$SW"
   ip -n "$SW" link set sw-up master br0 up
   local i=1
@@ -59,7 +59,7 @@ up() {
     ip -n "$SW" link add "sw-s$i" type veth peer name eth0 netns "$s"
     ip -n "$SW" link set "sw-s$i" master br0 up
     ip -n "$s" addr add "10.10.0.1$i/24" dev eth0
-    ip -n "$s" link set eth0 up
+    ip -n "$s" link set eth0 multicast off up
     quiet_offloads "$SW" "sw-s$i"
     quiet_offloads "$s" eth0
     i=$((i + 1))

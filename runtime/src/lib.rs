@@ -91,13 +91,16 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<Stats> {
         );
     }
 
+    // Bind the control socket first: a second instance with the same name
+    // is refused before EAL touches any port.
+    let control = control::ControlSocket::bind(&cfg.control_socket()).map_err(|e| anyhow!(e))?;
     signals::install();
     let eal_args = cfg.eal_args(ncpus, no_huge);
     tracing::info!("EAL arguments: {}", eal_args.join(" "));
     let eal = Eal::init(&eal_args).map_err(|e| {
         anyhow!("DPDK EAL failed to start: {e} (EAL's own messages above say which device or resource)")
     })?;
-    let stats = run_with_eal(&eal, &cfg, &opts, nmbufs);
+    let stats = run_with_eal(&eal, &cfg, &opts, nmbufs, control);
     drop(eal);
     stats
 }
@@ -115,7 +118,13 @@ struct PortState {
     port: Port,
 }
 
-fn run_with_eal(eal: &Eal, cfg: &Config, opts: &Options, nmbufs: u32) -> anyhow::Result<Stats> {
+fn run_with_eal(
+    eal: &Eal,
+    cfg: &Config,
+    opts: &Options,
+    nmbufs: u32,
+    control: control::ControlSocket,
+) -> anyhow::Result<Stats> {
     let r = &cfg.runtime;
     let nworkers = r.workers as usize;
     let lcores = eal.worker_lcores();
@@ -227,16 +236,6 @@ fn run_with_eal(eal: &Eal, cfg: &Config, opts: &Options, nmbufs: u32) -> anyhow:
     };
 
     let sock_path = cfg.control_socket();
-    let control = match control::ControlSocket::bind(&sock_path) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            signals::RUNNING.store(false, std::sync::atomic::Ordering::SeqCst);
-            for &l in lcores.iter().take(nworkers) {
-                eal.wait(l);
-            }
-            return Err(anyhow!(e));
-        }
-    };
     let mut addrs: Vec<Ipv4Addr> = cfg.ports.iter().flat_map(|p| p.ipv4.iter().copied()).collect();
     addrs.sort();
     println!(
@@ -252,12 +251,10 @@ fn run_with_eal(eal: &Eal, cfg: &Config, opts: &Options, nmbufs: u32) -> anyhow:
     let mut last_print = Instant::now();
     while signals::running() {
         std::thread::sleep(Duration::from_millis(20));
-        if let Some(c) = &control {
-            c.poll(&mut |req| match req {
-                Request::Stats => Response::Stats(collect(&ports)),
-                Request::Ping => Response::Pong { instance: r.name.clone(), pid },
-            });
-        }
+        control.poll(&mut |req| match req {
+            Request::Stats => Response::Stats(collect(&ports)),
+            Request::Ping => Response::Pong { instance: r.name.clone(), pid },
+        });
         let periodic = opts.stats_interval.is_some_and(|i| last_print.elapsed() >= i);
         if signals::take_dump_request() || periodic {
             last_print = Instant::now();

@@ -1,1 +1,135 @@
-fn main(){}
+//! `ubox-bench`: ubox measured side by side with a peer in one run.
+//!
+//! Absolute numbers drift on shared machines, so every scenario runs ubox
+//! and its peer in the same invocation, interleaved over several rounds, and
+//! reports the ratio of medians. Each scenario writes
+//! `bench/results/<scenario>.json` and the run prints a table.
+//!
+//! Scenarios:
+//! - `wire`: `ubox-runtime` in wire mode against `dpdk-testpmd` in `macswap`
+//!   and `io` forwarding modes, on the same vdevs (`net_pcap` replaying a
+//!   real HTTP capture with `infinite_rx=1` into a `net_null` sink), one
+//!   forwarding core each.
+
+mod result;
+mod testpmd;
+mod ubox;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use result::{median, ScenarioResult};
+
+/// Benchmarks of ubox against peers measured in the same run.
+///
+/// Run as root after scripts/setup.sh and a release build
+/// (`cargo build --release`). Results go to bench/results/<scenario>.json.
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Measurement window per round, in seconds.
+    #[arg(long, default_value_t = 4)]
+    seconds: u64,
+    /// Rounds per contender (interleaved); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// ubox-runtime wire mode vs dpdk-testpmd macswap and io.
+    Wire {
+        /// Capture replayed in a loop (net_pcap infinite_rx).
+        #[arg(long, default_value = "bench/data/http.pcap")]
+        pcap: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if unsafe_free_euid() != 0 {
+        bail!("ubox-bench must run as root (DPDK needs hugepages): run it with sudo");
+    }
+    let window = Duration::from_secs(cli.seconds.max(1));
+    match &cli.scenario {
+        Scenario::Wire { pcap } => wire(&cli, pcap, window),
+    }
+}
+
+fn unsafe_free_euid() -> u32 {
+    // Read from /proc to keep this crate free of unsafe code.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+        })
+        .unwrap_or(u32::MAX)
+}
+
+fn wire(cli: &Cli, pcap: &std::path::Path, window: Duration) -> anyhow::Result<()> {
+    let pcap = std::fs::canonicalize(pcap).with_context(|| format!("capture {} not found", pcap.display()))?;
+    let vdevs = [
+        format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()),
+        "net_null1,no-rx=1".to_string(),
+    ];
+    println!(
+        "wire: {} rounds x {} s per contender; net_pcap replay of {} into net_null, 1 forwarding core",
+        cli.rounds,
+        window.as_secs(),
+        pcap.display()
+    );
+    let mut ubox_runs = Vec::new();
+    let mut macswap_runs = Vec::new();
+    let mut io_runs = Vec::new();
+    for round in 1..=cli.rounds {
+        let u = ubox::measure_wire(&pcap, window).context("ubox-runtime run")?;
+        println!("  round {round}: ubox-runtime wire   {:>7.3} Mpps {:>7.2} Gbit/s", u.mpps, u.gbps);
+        ubox_runs.push(u);
+        let m = testpmd::measure(&vdevs, "macswap", window).context("dpdk-testpmd macswap run")?;
+        println!("  round {round}: testpmd macswap     {:>7.3} Mpps {:>7.2} Gbit/s", m.mpps, m.gbps);
+        macswap_runs.push(m);
+        let i = testpmd::measure(&vdevs, "io", window).context("dpdk-testpmd io run")?;
+        println!("  round {round}: testpmd io          {:>7.3} Mpps {:>7.2} Gbit/s", i.mpps, i.gbps);
+        io_runs.push(i);
+    }
+    let ubox_mpps = median(ubox_runs.iter().map(|m| m.mpps));
+    let results = [
+        ScenarioResult::new("wire-vs-testpmd-macswap", "Mpps", ubox_mpps, "dpdk-testpmd macswap", median(macswap_runs.iter().map(|m| m.mpps))),
+        ScenarioResult::new("wire-vs-testpmd-io", "Mpps", ubox_mpps, "dpdk-testpmd io", median(io_runs.iter().map(|m| m.mpps))),
+        ScenarioResult::new(
+            "wire-gbps-vs-testpmd-macswap",
+            "Gbit/s",
+            median(ubox_runs.iter().map(|m| m.gbps)),
+            "dpdk-testpmd macswap",
+            median(macswap_runs.iter().map(|m| m.gbps)),
+        ),
+    ];
+    std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
+    for r in &results {
+        let mut r = r.clone();
+        r.rounds = cli.rounds;
+        r.window_s = window.as_secs_f64();
+        r.samples_ubox = match r.metric.as_str() {
+            "Gbit/s" => ubox_runs.iter().map(|m| m.gbps).collect(),
+            _ => ubox_runs.iter().map(|m| m.mpps).collect(),
+        };
+        r.samples_peer = match (r.peer_name.as_str(), r.metric.as_str()) {
+            (_, "Gbit/s") => macswap_runs.iter().map(|m| m.gbps).collect(),
+            ("dpdk-testpmd io", _) => io_runs.iter().map(|m| m.mpps).collect(),
+            _ => macswap_runs.iter().map(|m| m.mpps).collect(),
+        };
+        r.write(&cli.out)?;
+    }
+    println!();
+    print!("{}", result::table(&results));
+    Ok(())
+}
+

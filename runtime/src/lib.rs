@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use controller::api::{FlowStats, PmdStats, PortStats, Request, Response, Stats, WorkerStats};
-use ustack::flow::FlowTable;
+use ustack::flow::{FlowSeed, FlowTable};
 use ustack::l3::LocalAddrs;
 use ustack::wire::ethernet::EthernetAddress;
 
@@ -207,7 +207,10 @@ fn run_with_eal(
     }
 
     let idle_ns = cfg.flow_table.idle_timeout_ms * 1_000_000;
-    let tsc_hz = dpdk::eal::tsc_hz();
+    let ns_per_tick_q32 = ((1_000_000_000u128 << 32) / dpdk::eal::tsc_hz().max(1) as u128) as u64;
+    // One seed for every worker's table: software steering relies on all
+    // workers computing the same hash for a flow.
+    let seed = FlowSeed::random();
     let counters: Vec<Arc<WorkerCounters>> = (0..nworkers).map(|_| Arc::new(WorkerCounters::new(ports.len()))).collect();
     let started = Instant::now();
     for (w, &lcore) in lcores.iter().enumerate().take(nworkers) {
@@ -222,11 +225,11 @@ fn run_with_eal(
             peer: peer.clone(),
             local: local.clone(),
             index_of_port: index_of_port.clone(),
-            table: FlowTable::new(cfg.flow_table.capacity, idle_ns),
+            table: FlowTable::with_seed(cfg.flow_table.capacity, idle_ns, seed),
             handoff_out: rings[w].clone(),
             handoff_in: (0..nworkers).filter(|&f| f != w).filter_map(|f| rings[f][w].clone()).collect(),
             counters: Arc::clone(&counters[w]),
-            tsc_hz,
+            ns_per_tick_q32,
         };
         eal.launch(lcore, move || worker.run(&signals::RUNNING)).map_err(|e| anyhow!(e))?;
     }

@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use ustack::flow::{EndReason, FlowEvent, FlowTable};
+use ustack::flow::{EndReason, FlowEvent, FlowSeed, FlowTable};
 use ustack::l3::{self, LocalAddrs, Verdict};
 
 use crate::counters::{RuntimeDrop, WorkerCounters};
@@ -65,7 +65,8 @@ pub struct Worker {
     /// Rings from each other worker.
     pub handoff_in: Vec<Arc<MbufRing>>,
     pub counters: Arc<WorkerCounters>,
-    pub tsc_hz: u64,
+    /// Nanoseconds per TSC tick in 32.32 fixed point.
+    pub ns_per_tick_q32: u64,
 }
 
 struct TxBufs {
@@ -125,9 +126,10 @@ impl Worker {
         0
     }
 
+    /// Nanoseconds since an arbitrary origin, from the TSC.
     #[inline(always)]
     fn now_ns(&self) -> u64 {
-        ((rdtsc() as u128 * 1_000_000_000u128) / self.tsc_hz as u128) as u64
+        ((rdtsc() as u128 * self.ns_per_tick_q32 as u128) >> 32) as u64
     }
 
     #[inline(always)]
@@ -150,8 +152,9 @@ impl Worker {
                     return;
                 };
                 if let Some(f) = flow {
+                    let hash = self.table.hash(&f.key);
                     if self.steering == Steering::Software && self.nworkers > 1 && !handed_over {
-                        let owner = f.key.symmetric_hash() as usize % self.nworkers;
+                        let owner = FlowSeed::owner(hash, self.nworkers);
                         if owner != self.id {
                             let ring = self.handoff_out[owner].as_ref().expect("ring to every other worker");
                             match ring.push(m) {
@@ -162,7 +165,7 @@ impl Worker {
                         }
                     }
                     let c = &self.counters;
-                    self.table.touch(&f.key, f.dir, len as u32, now, &mut |e| count_event(c, e));
+                    self.table.touch_hashed(&f.key, hash, f.dir, len as u32, now, &mut |e| count_event(c, e));
                 }
                 self.counters.forwarded.add(1);
                 txb.bufs[out].push(m);

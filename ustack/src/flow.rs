@@ -16,7 +16,7 @@
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use hashbrown::HashMap;
+use hashbrown::HashTable;
 
 use crate::wire::protocol;
 
@@ -58,9 +58,20 @@ impl Direction {
 }
 
 impl FlowKey {
-    #[inline]
-    fn from_parts(family: u8, src: [u8; 16], sp: u16, dst: [u8; 16], dp: u16, proto: u8) -> (FlowKey, Direction) {
-        if (src, sp) <= (dst, dp) {
+    /// `src_lo`: whether (src, sp) sorts before or equal to (dst, dp); the
+    /// callers compare integers, which orders exactly like the address bytes
+    /// (big-endian) but compiles to a few register compares.
+    #[inline(always)]
+    fn from_parts(
+        family: u8,
+        src_lo: bool,
+        src: [u8; 16],
+        sp: u16,
+        dst: [u8; 16],
+        dp: u16,
+        proto: u8,
+    ) -> (FlowKey, Direction) {
+        if src_lo {
             let key = FlowKey { lo_addr: src, hi_addr: dst, lo_port: sp, hi_port: dp, proto, family };
             (key, Direction::LoToHi)
         } else {
@@ -82,13 +93,15 @@ impl FlowKey {
     /// [`FlowKey::new`] for IPv4, without going through `IpAddr`.
     #[inline]
     pub fn from_v4(src: Ipv4Addr, sp: u16, dst: Ipv4Addr, dp: u16, proto: u8) -> (FlowKey, Direction) {
-        Self::from_parts(FAMILY_V4, src.to_ipv6_mapped().octets(), sp, dst.to_ipv6_mapped().octets(), dp, proto)
+        let src_lo = (src.to_bits(), sp) <= (dst.to_bits(), dp);
+        Self::from_parts(FAMILY_V4, src_lo, src.to_ipv6_mapped().octets(), sp, dst.to_ipv6_mapped().octets(), dp, proto)
     }
 
     /// [`FlowKey::new`] for IPv6, without going through `IpAddr`.
     #[inline]
     pub fn from_v6(src: Ipv6Addr, sp: u16, dst: Ipv6Addr, dp: u16, proto: u8) -> (FlowKey, Direction) {
-        Self::from_parts(FAMILY_V6, src.octets(), sp, dst.octets(), dp, proto)
+        let src_lo = (src.to_bits(), sp) <= (dst.to_bits(), dp);
+        Self::from_parts(FAMILY_V6, src_lo, src.octets(), sp, dst.octets(), dp, proto)
     }
 
     /// IP protocol number.
@@ -259,9 +272,65 @@ pub struct FlowTableCounters {
 
 const NIL: u32 = u32::MAX;
 
+/// Keys of the flow table's hash. Random per process by default, so nobody
+/// outside can craft flows that collide in the table (and lengthen its
+/// probe chains); tables that must agree share one seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowSeed([u64; 4]);
+
+impl FlowSeed {
+    /// A seed from the process's randomly keyed std hasher.
+    pub fn random() -> FlowSeed {
+        use std::hash::{BuildHasher, Hasher};
+        let rs = std::collections::hash_map::RandomState::new();
+        let mut k = [0u64; 4];
+        for (i, v) in k.iter_mut().enumerate() {
+            let mut h = rs.build_hasher();
+            h.write_usize(i);
+            *v = h.finish() | 1;
+        }
+        FlowSeed(k)
+    }
+
+    /// A fixed seed (tests, reproducible runs).
+    pub const fn fixed(k: [u64; 4]) -> FlowSeed {
+        FlowSeed(k)
+    }
+
+    /// Seeded hash of a canonical key: three 64x64->128 folded multiplies
+    /// over the key's 38 bytes. Symmetric because the key is canonical.
+    #[inline]
+    pub fn hash(&self, key: &FlowKey) -> u64 {
+        #[inline(always)]
+        fn fold(a: u64, b: u64) -> u64 {
+            let p = u128::from(a) * u128::from(b);
+            (p as u64) ^ ((p >> 64) as u64)
+        }
+        let w = |b: &[u8; 16], i: usize| u64::from_le_bytes(crate::wire::rd_array::<8>(b, i));
+        let tail = u64::from(key.lo_port)
+            | (u64::from(key.hi_port) << 16)
+            | (u64::from(key.proto) << 32)
+            | (u64::from(key.family) << 40);
+        let [s0, s1, s2, s3] = self.0;
+        let h = fold(w(&key.lo_addr, 0) ^ s0, w(&key.lo_addr, 8) ^ s1);
+        let h = fold(h ^ w(&key.hi_addr, 0) ^ s2, w(&key.hi_addr, 8) ^ s3);
+        fold(h ^ tail ^ s1, s2 ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    /// Which of `n` workers owns a flow with table hash `hash`. Uses bits
+    /// the table's buckets and tags do not, so each worker's table still
+    /// spreads its flows over all buckets.
+    #[inline]
+    pub fn owner(hash: u64, n: usize) -> usize {
+        (((hash >> 32) & 0xff_ffff) as usize) % n.max(1)
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     rec: FlowRecord,
+    /// The table's hash of `rec.key`.
+    hash: u64,
     /// Neighbour towards the least recently used end (NIL at the head).
     prev: u32,
     /// Neighbour towards the most recently used end (NIL at the tail); for a
@@ -273,7 +342,12 @@ struct Slot {
 #[derive(Debug)]
 pub struct FlowTable {
     slots: Vec<Slot>,
-    map: HashMap<FlowKey, u32>,
+    /// Slot indices, found by the seeded hash stored in each slot.
+    map: HashTable<u32>,
+    seed: FlowSeed,
+    /// The slot touched last (NIL if none or freed): consecutive packets of
+    /// one flow skip the hash probe.
+    last: u32,
     /// Least recently used.
     head: u32,
     /// Most recently used.
@@ -290,6 +364,13 @@ impl FlowTable {
     /// `1..=u32::MAX - 1`) and the idle timeout in the caller's time unit
     /// (the runtime passes nanoseconds). No allocation after construction.
     pub fn new(capacity: usize, idle_timeout: u64) -> FlowTable {
+        FlowTable::with_seed(capacity, idle_timeout, FlowSeed::random())
+    }
+
+    /// [`FlowTable::new`] with a given hash seed. Tables that must agree on
+    /// [`FlowTable::hash`] (the runtime's workers, which steer flows by it)
+    /// share one seed.
+    pub fn with_seed(capacity: usize, idle_timeout: u64, seed: FlowSeed) -> FlowTable {
         let capacity = capacity.clamp(1, (NIL - 1) as usize);
         let empty = FlowRecord {
             id: 0,
@@ -301,11 +382,13 @@ impl FlowTable {
             server: SideStats::default(),
         };
         let slots = (0..capacity)
-            .map(|i| Slot { rec: empty, prev: NIL, next: if i + 1 < capacity { (i + 1) as u32 } else { NIL } })
+            .map(|i| Slot { rec: empty, hash: 0, prev: NIL, next: if i + 1 < capacity { (i + 1) as u32 } else { NIL } })
             .collect();
         FlowTable {
             slots,
-            map: HashMap::with_capacity(capacity),
+            map: HashTable::with_capacity(capacity),
+            seed,
+            last: NIL,
             head: NIL,
             tail: NIL,
             free: 0,
@@ -329,7 +412,35 @@ impl FlowTable {
         now: u64,
         on_event: &mut impl FnMut(FlowEvent),
     ) -> (FlowId, Side) {
-        if let Some(&idx) = self.map.get(key) {
+        let hash = self.hash(key);
+        self.touch_hashed(key, hash, dir, bytes, now, on_event)
+    }
+
+    /// The table's seeded hash of `key`: symmetric (the key is canonical)
+    /// and the same in every table built with the same [`FlowSeed`].
+    #[inline]
+    pub fn hash(&self, key: &FlowKey) -> u64 {
+        self.seed.hash(key)
+    }
+
+    /// [`FlowTable::touch`] with `hash == self.hash(key)` computed by the
+    /// caller (the runtime hashes once per packet, for steering and lookup).
+    #[inline]
+    pub fn touch_hashed(
+        &mut self,
+        key: &FlowKey,
+        hash: u64,
+        dir: Direction,
+        bytes: u32,
+        now: u64,
+        on_event: &mut impl FnMut(FlowEvent),
+    ) -> (FlowId, Side) {
+        let slots = &self.slots;
+        let hit = match slots.get(self.last as usize) {
+            Some(s) if s.hash == hash && s.rec.key == *key => Some(self.last),
+            _ => self.map.find(hash, |&i| slots.get(i as usize).is_some_and(|s| s.rec.key == *key)).copied(),
+        };
+        if let Some(idx) = hit {
             let (id, side) = match self.slots.get_mut(idx as usize) {
                 Some(slot) => {
                     let rec = &mut slot.rec;
@@ -345,8 +456,11 @@ impl FlowTable {
                 }
                 None => (0, Side::Client), // unreachable: map values are slot indices
             };
-            self.unlink(idx);
-            self.push_tail(idx);
+            if idx != self.tail {
+                self.unlink(idx);
+                self.push_tail(idx);
+            }
+            self.last = idx;
             return (id, side);
         }
 
@@ -372,9 +486,14 @@ impl FlowTable {
             client: SideStats { packets: 1, bytes: u64::from(bytes) },
             server: SideStats::default(),
         };
+        slot.hash = hash;
         let rec = slot.rec;
-        self.map.insert(*key, idx);
+        let slots = &self.slots;
+        // Capacity was reserved up front, so this never rehashes; the hasher
+        // closure is only there for the API.
+        self.map.insert_unique(hash, idx, |&i| slots.get(i as usize).map_or(0, |s| s.hash));
         self.push_tail(idx);
+        self.last = idx;
         self.len += 1;
         self.counters.started += 1;
         on_event(FlowEvent::Start(rec));
@@ -415,7 +534,8 @@ impl FlowTable {
 
     /// The record of a flow, if it is in the table.
     pub fn get(&self, key: &FlowKey) -> Option<&FlowRecord> {
-        let idx = *self.map.get(key)?;
+        let slots = &self.slots;
+        let idx = *self.map.find(self.hash(key), |&i| slots.get(i as usize).is_some_and(|s| s.rec.key == *key))?;
         self.slots.get(idx as usize).map(|s| &s.rec)
     }
 
@@ -489,9 +609,14 @@ impl FlowTable {
     /// Unlinks the least recently used flow, frees its slot and returns its record.
     fn remove_head(&mut self) -> Option<FlowRecord> {
         let idx = self.head;
-        let rec = self.slots.get(idx as usize)?.rec;
+        let (rec, hash) = self.slots.get(idx as usize).map(|s| (s.rec, s.hash))?;
         self.unlink(idx);
-        self.map.remove(&rec.key);
+        if let Ok(entry) = self.map.find_entry(hash, |&i| i == idx) {
+            entry.remove();
+        }
+        if self.last == idx {
+            self.last = NIL;
+        }
         if let Some(s) = self.slots.get_mut(idx as usize) {
             s.next = self.free;
             s.prev = NIL;
@@ -517,6 +642,37 @@ mod tests {
 
     fn collect(events: &mut Vec<FlowEvent>) -> impl FnMut(FlowEvent) + '_ {
         move |e| events.push(e)
+    }
+
+    #[test]
+    fn tables_with_one_seed_agree_on_hash_and_owner() {
+        let seed = FlowSeed::fixed([1, 2, 3, 4]);
+        let a = FlowTable::with_seed(4, 10, seed);
+        let b = FlowTable::with_seed(4, 10, seed);
+        let (k1, _) = FlowKey::from_v4(v4(1), 5000, v4(2), 80, protocol::TCP);
+        let (k2, _) = FlowKey::from_v4(v4(2), 80, v4(1), 5000, protocol::TCP);
+        assert_eq!(a.hash(&k1), b.hash(&k2), "both directions, both tables");
+        let owners: std::collections::HashSet<usize> =
+            (0..64).map(|n| FlowSeed::owner(a.hash(&key(n)), 4)).collect();
+        assert_eq!(owners.len(), 4, "64 flows spread over all 4 workers");
+        assert_ne!(FlowSeed::random(), FlowSeed::random(), "random seeds differ");
+    }
+
+    #[test]
+    fn last_hit_shortcut_never_returns_an_evicted_flow() {
+        let mut t = FlowTable::new(1, 1_000);
+        let mut ev = Vec::new();
+        let (id1, _) = t.touch(&key(1), Direction::LoToHi, 10, 0, &mut collect(&mut ev));
+        let (id1b, _) = t.touch(&key(1), Direction::HiToLo, 10, 1, &mut collect(&mut ev));
+        assert_eq!(id1, id1b);
+        // Evicts flow 1; the same key afterwards is a new flow.
+        t.touch(&key(2), Direction::LoToHi, 10, 2, &mut collect(&mut ev));
+        let (id1c, side) = t.touch(&key(1), Direction::HiToLo, 10, 3, &mut collect(&mut ev));
+        assert_ne!(id1c, id1);
+        assert_eq!(side, Side::Client, "the new flow's first sender is its client");
+        assert_eq!(t.counters().evicted, 2);
+        assert_eq!(t.get(&key(1)).map(|r| r.id), Some(id1c));
+        assert!(t.get(&key(2)).is_none());
     }
 
     #[test]

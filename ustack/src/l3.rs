@@ -266,11 +266,11 @@ fn ipv4(frame: &mut [u8], off: usize, local: &LocalAddrs) -> Verdict {
         return Verdict::Reply;
     }
 
-    let ports = if ip.frag_offset() != 0 { Ok((0, 0, None)) } else { l4_ports(proto, l4, ip.more_frags()) };
+    let ports = if ip.frag_offset() != 0 { Ok(Ports::NONE) } else { l4_ports(proto, l4, ip.more_frags()) };
     match ports {
-        Ok((sp, dp, tcp_flags)) => {
-            let (key, dir) = FlowKey::from_v4(src, sp, dst, dp, proto);
-            forward(key, dir, l4_offset, l4.len(), tcp_flags)
+        Ok(p) => {
+            let (key, dir) = FlowKey::from_v4(src, p.sp, dst, p.dp, proto);
+            forward(key, dir, l4_offset, l4.len(), p.tcp_flags())
         }
         Err(reason) => Verdict::Drop(reason),
     }
@@ -294,17 +294,37 @@ fn ipv6(frame: &[u8], off: usize) -> Verdict {
     let payload = ip.payload();
     let l4 = sub(payload, ul.offset, payload.len());
     let l4_offset = off + Ipv6Packet::<&[u8]>::HEADER_LEN + ul.offset;
-    let ports = if ul.non_first_fragment { Ok((0, 0, None)) } else { l4_ports(ul.next_header, l4, ul.first_fragment) };
+    let ports = if ul.non_first_fragment { Ok(Ports::NONE) } else { l4_ports(ul.next_header, l4, ul.first_fragment) };
     match ports {
-        Ok((sp, dp, tcp_flags)) => {
-            let (key, dir) = FlowKey::from_v6(ip.src_addr(), sp, ip.dst_addr(), dp, ul.next_header);
-            forward(key, dir, l4_offset, l4.len(), tcp_flags)
+        Ok(p) => {
+            let (key, dir) = FlowKey::from_v6(ip.src_addr(), p.sp, ip.dst_addr(), p.dp, ul.next_header);
+            forward(key, dir, l4_offset, l4.len(), p.tcp_flags())
         }
         Err(reason) => Verdict::Drop(reason),
     }
 }
 
-type Ports = (u16, u16, Option<TcpFlags>);
+/// Ports and TCP flags of an L4 header. Plain fields in C layout (not a
+/// tuple holding an `Option`), which keeps the hot path free of misaligned
+/// partial reloads of what was just stored.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Ports {
+    sp: u16,
+    dp: u16,
+    /// TCP flags; meaningful only when `tcp`.
+    flags: u8,
+    tcp: bool,
+}
+
+impl Ports {
+    const NONE: Ports = Ports { sp: 0, dp: 0, flags: 0, tcp: false };
+
+    #[inline(always)]
+    fn tcp_flags(self) -> Option<TcpFlags> {
+        self.tcp.then_some(TcpFlags(self.flags))
+    }
+}
 
 /// Validates the TCP/UDP header at the start of `l4` and returns its ports
 /// (and TCP flags); other protocols have ports 0. `first_fragment`: the
@@ -314,7 +334,7 @@ type Ports = (u16, u16, Option<TcpFlags>);
 fn l4_ports(proto: u8, l4: &[u8], first_fragment: bool) -> Result<Ports, DropReason> {
     match proto {
         protocol::TCP => match TcpPacket::new_checked(l4) {
-            Ok(tcp) => Ok((tcp.src_port(), tcp.dst_port(), Some(tcp.flags()))),
+            Ok(tcp) => Ok(Ports { sp: tcp.src_port(), dp: tcp.dst_port(), flags: tcp.flags().0, tcp: true }),
             Err(Error::Truncated) => Err(DropReason::TcpTruncated),
             Err(_) => Err(DropReason::TcpBadHeaderLen),
         },
@@ -332,9 +352,9 @@ fn l4_ports(proto: u8, l4: &[u8], first_fragment: bool) -> Result<Ports, DropRea
                     Err(_) => return Err(DropReason::UdpBadLength),
                 }
             };
-            Ok((udp.src_port(), udp.dst_port(), None))
+            Ok(Ports { sp: udp.src_port(), dp: udp.dst_port(), flags: 0, tcp: false })
         }
-        _ => Ok((0, 0, None)),
+        _ => Ok(Ports::NONE),
     }
 }
 

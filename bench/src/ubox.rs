@@ -1,0 +1,131 @@
+//! Runs `ubox-runtime` (the release binary next to this one) and reads its
+//! counters over the control socket.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use controller::api::{self, Request, Response, Stats};
+
+use crate::result::Measurement;
+
+const WARMUP: Duration = Duration::from_millis(1500);
+const INSTANCE: &str = "ubox-bench";
+
+fn runtime_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.with_file_name("ubox-runtime");
+    if !bin.exists() {
+        bail!("{} not found: build it with cargo build --release", bin.display());
+    }
+    Ok(bin)
+}
+
+struct Running {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Running {
+    fn start(config: &str) -> anyhow::Result<Running> {
+        let dir = std::env::temp_dir().join(format!("ubox-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let cfg = dir.join("runtime.toml");
+        std::fs::write(&cfg, config)?;
+        let log = std::fs::File::create(dir.join("runtime.log"))?;
+        let child = Command::new(runtime_binary()?)
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting ubox-runtime")?;
+        let mut r = Running { child, socket: api::default_socket(INSTANCE) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Response::Pong { .. }) = api::call(&r.socket, &Request::Ping, Duration::from_secs(1)) {
+                return Ok(r);
+            }
+            if let Some(st) = r.child.try_wait()? {
+                bail!("ubox-runtime exited ({st}) during start-up; log: {}", dir.join("runtime.log").display());
+            }
+            if Instant::now() > deadline {
+                r.stop();
+                bail!("ubox-runtime did not answer within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stats(&self) -> anyhow::Result<(Instant, Stats)> {
+        let t = Instant::now();
+        match api::call(&self.socket, &Request::Stats, Duration::from_secs(5)).map_err(|e| anyhow!(e))? {
+            Response::Stats(s) => Ok((t, s)),
+            other => bail!("unexpected answer {other:?}"),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Wire mode from a `net_pcap` replay of `pcap` into a `net_null` sink.
+pub fn measure_wire(pcap: &Path, window: Duration) -> anyhow::Result<Measurement> {
+    let config = format!(
+        r#"[runtime]
+name = "{INSTANCE}"
+workers = 1
+main_cpu = 0
+worker_cpus = [1]
+
+[[port]]
+name = "replay"
+driver = "pcap"
+args = "rx_pcap={},infinite_rx=1"
+
+[[port]]
+name = "sink"
+driver = "null"
+args = "no-rx=1"
+
+[[wire]]
+ports = ["replay", "sink"]
+"#,
+        pcap.display()
+    );
+    let mut rt = Running::start(&config)?;
+    std::thread::sleep(WARMUP);
+    let (t0, a) = rt.stats()?;
+    std::thread::sleep(window);
+    let (t1, b) = rt.stats()?;
+    rt.stop();
+    let dt = (t1 - t0).as_secs_f64();
+    let sink = |s: &Stats| s.port("sink").map(|p| (p.tx_packets, p.tx_bytes)).unwrap_or_default();
+    let (p0, b0) = sink(&a);
+    let (p1, b1) = sink(&b);
+    if p1 <= p0 {
+        bail!("ubox-runtime forwarded nothing in the window");
+    }
+    Ok(Measurement { mpps: (p1 - p0) as f64 / dt / 1e6, gbps: (b1 - b0) as f64 * 8.0 / dt / 1e9 })
+}

@@ -11,11 +11,8 @@ fn main() {
     println!("cargo:rerun-if-changed=helpers.c");
     println!("cargo:rerun-if-changed=build.rs");
 
-    let dpdk = pkg_config::Config::new()
-        .atleast_version("22.11")
-        .cargo_metadata(false)
-        .probe("libdpdk")
-        .unwrap_or_else(|e| {
+    let dpdk =
+        pkg_config::Config::new().atleast_version("22.11").cargo_metadata(false).probe("libdpdk").unwrap_or_else(|e| {
             panic!(
                 "DPDK 22.11 not found via pkg-config (libdpdk): {e}\n\
                  fix: run scripts/setup.sh (installs libdpdk-dev) as root"
@@ -32,11 +29,7 @@ fn main() {
         println!("cargo:rustc-link-lib=dylib={lib}");
     }
 
-    let mut clang_args: Vec<String> = dpdk
-        .include_paths
-        .iter()
-        .map(|p| format!("-I{}", p.display()))
-        .collect();
+    let mut clang_args: Vec<String> = dpdk.include_paths.iter().map(|p| format!("-I{}", p.display())).collect();
     clang_args.push("-include".into());
     clang_args.push("rte_config.h".into());
     // DPDK's headers need SSE4.2 intrinsics on x86.
@@ -71,9 +64,7 @@ fn main() {
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
         .generate()
         .expect("bindgen failed on DPDK headers");
-    bindings
-        .write_to_file(out.join("bindings.rs"))
-        .expect("writing bindings.rs");
+    bindings.write_to_file(out.join("bindings.rs")).expect("writing bindings.rs");
 
     // Compile bindgen's wrappers for static inline functions plus our helpers.
     let mut build = cc::Build::new();

@@ -68,18 +68,13 @@ fn unsafe_free_euid() -> u32 {
     // Read from /proc to keep this crate free of unsafe code.
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)?.parse().ok()))
         .unwrap_or(u32::MAX)
 }
 
 fn wire(cli: &Cli, pcap: &std::path::Path, window: Duration) -> anyhow::Result<()> {
     let pcap = std::fs::canonicalize(pcap).with_context(|| format!("capture {} not found", pcap.display()))?;
-    let vdevs = [
-        format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()),
-        "net_null1,no-rx=1".to_string(),
-    ];
+    let vdevs = [format!("net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()), "net_null1,no-rx=1".to_string()];
     println!(
         "wire: {} rounds x {} s per contender; net_pcap replay of {} into net_null, 1 forwarding core",
         cli.rounds,
@@ -102,8 +97,20 @@ fn wire(cli: &Cli, pcap: &std::path::Path, window: Duration) -> anyhow::Result<(
     }
     let ubox_mpps = median(ubox_runs.iter().map(|m| m.mpps));
     let results = [
-        ScenarioResult::new("wire-vs-testpmd-macswap", "Mpps", ubox_mpps, "dpdk-testpmd macswap", median(macswap_runs.iter().map(|m| m.mpps))),
-        ScenarioResult::new("wire-vs-testpmd-io", "Mpps", ubox_mpps, "dpdk-testpmd io", median(io_runs.iter().map(|m| m.mpps))),
+        ScenarioResult::new(
+            "wire-vs-testpmd-macswap",
+            "Mpps",
+            ubox_mpps,
+            "dpdk-testpmd macswap",
+            median(macswap_runs.iter().map(|m| m.mpps)),
+        ),
+        ScenarioResult::new(
+            "wire-vs-testpmd-io",
+            "Mpps",
+            ubox_mpps,
+            "dpdk-testpmd io",
+            median(io_runs.iter().map(|m| m.mpps)),
+        ),
         ScenarioResult::new(
             "wire-gbps-vs-testpmd-macswap",
             "Gbit/s",
@@ -132,4 +139,3 @@ fn wire(cli: &Cli, pcap: &std::path::Path, window: Duration) -> anyhow::Result<(
     print!("{}", result::table(&results));
     Ok(())
 }
-

@@ -144,7 +144,15 @@ impl Stats {
             self.steering
         );
         let mut t = Table::new(&[
-            "port", "device", "rx pkts", "rx bytes", "tx pkts", "tx bytes", "tx drop", "pmd imissed", "pmd ierrors",
+            "port",
+            "device",
+            "rx pkts",
+            "rx bytes",
+            "tx pkts",
+            "tx bytes",
+            "tx drop",
+            "pmd imissed",
+            "pmd ierrors",
         ]);
         for p in &self.ports {
             t.row(vec![
@@ -161,8 +169,18 @@ impl Stats {
         }
         out.push_str(&t.render());
         let mut t = Table::new(&[
-            "worker", "lcore", "rx", "fwd", "replies", "consumed", "handoff out/in", "dropped", "flows", "started",
-            "idle-ended", "evicted",
+            "worker",
+            "lcore",
+            "rx",
+            "fwd",
+            "replies",
+            "consumed",
+            "handoff out/in",
+            "dropped",
+            "flows",
+            "started",
+            "idle-ended",
+            "evicted",
         ]);
         for w in &self.workers {
             t.row(vec![
@@ -219,8 +237,7 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response,
     s.set_write_timeout(Some(timeout)).ok();
     let mut line = serde_json::to_string(req).expect("requests serialise");
     line.push('\n');
-    s.write_all(line.as_bytes())
-        .map_err(|e| ClientError(format!("sending to {}: {e}", socket.display())))?;
+    s.write_all(line.as_bytes()).map_err(|e| ClientError(format!("sending to {}: {e}", socket.display())))?;
     let mut resp = String::new();
     BufReader::new(&s)
         .read_line(&mut resp)

@@ -25,7 +25,8 @@ impl Table {
         }
         let mut out = String::new();
         let line = |cells: &[String], out: &mut String| {
-            let parts: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = width[i])).collect();
+            let parts: Vec<String> =
+                cells.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = width[i])).collect();
             out.push_str(parts.join("  ").trim_end());
             out.push('\n');
         };

@@ -214,7 +214,10 @@ impl Config {
             return Err(format!("key `runtime.handoff_ring`: {} must be a power of two >= 64", r.handoff_ring));
         }
         if self.flow_table.capacity == 0 || self.flow_table.capacity > (1 << 24) {
-            return Err(format!("key `flow_table.capacity`: {} is out of range (1 to 16777216)", self.flow_table.capacity));
+            return Err(format!(
+                "key `flow_table.capacity`: {} is out of range (1 to 16777216)",
+                self.flow_table.capacity
+            ));
         }
         if self.flow_table.idle_timeout_ms == 0 {
             return Err("key `flow_table.idle_timeout_ms`: must be > 0".into());
@@ -434,6 +437,8 @@ ports = ["a", "b"]
         assert!(err("[[port]]\nname = \"a\"\n").contains("give `driver`"));
         let dup = "[[port]]\nname = \"a\"\ndriver = \"null\"\n[[port]]\nname = \"a\"\ndriver = \"null\"\n";
         assert!(err(dup).contains("used twice"));
-        assert!(err(&format!("{base}[[wire]]\nports = [\"a\", \"b\"]\n[flow_table]\ncapacity = 0\n")).contains("capacity"));
+        assert!(
+            err(&format!("{base}[[wire]]\nports = [\"a\", \"b\"]\n[flow_table]\ncapacity = 0\n")).contains("capacity")
+        );
     }
 }

@@ -32,7 +32,8 @@ impl ControlSocket {
             }
             std::fs::remove_file(path).map_err(|e| format!("cannot remove stale {}: {e}", path.display()))?;
         }
-        let listener = UnixListener::bind(path).map_err(|e| format!("cannot bind control socket {}: {e}", path.display()))?;
+        let listener =
+            UnixListener::bind(path).map_err(|e| format!("cannot bind control socket {}: {e}", path.display()))?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         Ok(ControlSocket { listener, path: path.to_path_buf() })

@@ -84,7 +84,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<Stats> {
     }
     let ncpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
     let cpus = cfg.worker_cpus(ncpus);
-    if cpus.iter().any(|&c| c == cfg.runtime.main_cpu) || has_duplicates(&cpus) {
+    if cpus.contains(&cfg.runtime.main_cpu) || has_duplicates(&cpus) {
         tracing::warn!(
             "worker CPUs {cpus:?} share a CPU with each other or with the main lcore (CPU {}): poll-mode workers will time-slice",
             cfg.runtime.main_cpu
@@ -132,8 +132,12 @@ fn run_with_eal(
         return Err(anyhow!("EAL started {} worker lcores, {} configured", lcores.len(), nworkers));
     }
     let socket = dpdk::eal::socket_id();
-    let pool = Mempool::new("ubox_pkt", nmbufs, MEMPOOL_CACHE, socket)
-        .map_err(|e| anyhow!("{e} (free hugepages: {} MiB; lower runtime.mbufs or reserve more)", preflight::free_hugepage_bytes() >> 20))?;
+    let pool = Mempool::new("ubox_pkt", nmbufs, MEMPOOL_CACHE, socket).map_err(|e| {
+        anyhow!(
+            "{e} (free hugepages: {} MiB; lower runtime.mbufs or reserve more)",
+            preflight::free_hugepage_bytes() >> 20
+        )
+    })?;
 
     // Decide steering from what the ports can do.
     let mut ids = Vec::new();
@@ -155,7 +159,8 @@ fn run_with_eal(
         ids.push(id);
         infos.push(info);
     }
-    let steering = if nworkers > 1 && infos.iter().all(|i| i.supports_rss()) { Steering::Rss } else { Steering::Software };
+    let steering =
+        if nworkers > 1 && infos.iter().all(|i| i.supports_rss()) { Steering::Rss } else { Steering::Software };
     if nworkers > 1 {
         tracing::info!("flow steering: {}", steering.name());
     }
@@ -171,7 +176,12 @@ fn run_with_eal(
             socket,
         };
         let port = Port::start(ids[i], &setup).map_err(|e| anyhow!("port '{}': {e}", p.name))?;
-        ports.push(PortState { name: p.name.clone(), device: cfg.device_name(i), driver: infos[i].driver.clone(), port });
+        ports.push(PortState {
+            name: p.name.clone(),
+            device: cfg.device_name(i),
+            driver: infos[i].driver.clone(),
+            port,
+        });
     }
 
     let mut peer = vec![None; ports.len()];
@@ -185,7 +195,11 @@ fn run_with_eal(
         .ports
         .iter()
         .zip(&ports)
-        .map(|(pc, ps)| LocalAddrs { mac: EthernetAddress(ps.port.mac()), ipv4: pc.ipv4.clone(), ipv6: pc.ipv6.clone() })
+        .map(|(pc, ps)| LocalAddrs {
+            mac: EthernetAddress(ps.port.mac()),
+            ipv4: pc.ipv4.clone(),
+            ipv6: pc.ipv6.clone(),
+        })
         .collect();
     let max_id = ids.iter().copied().max().unwrap_or(0) as usize;
     let mut index_of_port = vec![0u8; max_id + 1];
@@ -199,7 +213,8 @@ fn run_with_eal(
         for (from, row) in rings.iter_mut().enumerate() {
             for (to, slot) in row.iter_mut().enumerate() {
                 if from != to {
-                    let ring = MbufRing::new(&format!("ubox_ho_{from}_{to}"), r.handoff_ring, socket).map_err(|e| anyhow!(e))?;
+                    let ring = MbufRing::new(&format!("ubox_ho_{from}_{to}"), r.handoff_ring, socket)
+                        .map_err(|e| anyhow!(e))?;
                     *slot = Some(Arc::new(ring));
                 }
             }
@@ -211,7 +226,8 @@ fn run_with_eal(
     // One seed for every worker's table: software steering relies on all
     // workers computing the same hash for a flow.
     let seed = FlowSeed::random();
-    let counters: Vec<Arc<WorkerCounters>> = (0..nworkers).map(|_| Arc::new(WorkerCounters::new(ports.len()))).collect();
+    let counters: Vec<Arc<WorkerCounters>> =
+        (0..nworkers).map(|_| Arc::new(WorkerCounters::new(ports.len()))).collect();
     let started = Instant::now();
     for (w, &lcore) in lcores.iter().enumerate().take(nworkers) {
         let (rx, tx): (Vec<_>, Vec<_>) = ports.iter().map(|p| dpdk::port::queue_pair(&p.port, w as u16)).unzip();

@@ -8,7 +8,9 @@ use crate::config::{Config, Driver};
 /// The process must be root: DPDK needs hugepages and raw packet sockets.
 pub fn check_root() -> Result<(), String> {
     if nix_geteuid() != 0 {
-        return Err("ubox-runtime must run as root (DPDK needs hugepages and raw packet sockets): run it with sudo".into());
+        return Err(
+            "ubox-runtime must run as root (DPDK needs hugepages and raw packet sockets): run it with sudo".into()
+        );
     }
     Ok(())
 }
@@ -37,7 +39,9 @@ pub fn free_hugepage_bytes() -> u64 {
 }
 
 fn hugetlbfs_mounted() -> bool {
-    std::fs::read_to_string("/proc/mounts").map(|m| m.lines().any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"))).unwrap_or(false)
+    std::fs::read_to_string("/proc/mounts")
+        .map(|m| m.lines().any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs")))
+        .unwrap_or(false)
 }
 
 /// Hugepages must be reserved and mounted unless running with --no-huge.

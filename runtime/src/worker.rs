@@ -152,20 +152,22 @@ impl Worker {
                     return;
                 };
                 if let Some(f) = flow {
-                    let hash = self.table.hash(&f.key);
-                    if self.steering == Steering::Software && self.nworkers > 1 && !handed_over {
+                    let c = &self.counters;
+                    if self.steering == Steering::Software && self.nworkers > 1 {
+                        let hash = self.table.hash(&f.key);
                         let owner = FlowSeed::owner(hash, self.nworkers);
-                        if owner != self.id {
+                        if owner != self.id && !handed_over {
                             let ring = self.handoff_out[owner].as_ref().expect("ring to every other worker");
                             match ring.push(m) {
-                                Ok(()) => self.counters.handoff_out.add(1),
-                                Err(_m) => self.counters.drop_runtime(RuntimeDrop::HandoffFull),
+                                Ok(()) => c.handoff_out.add(1),
+                                Err(_m) => c.drop_runtime(RuntimeDrop::HandoffFull),
                             }
                             return;
                         }
+                        self.table.touch_hashed(&f.key, hash, f.dir, len as u32, now, &mut |e| count_event(c, e));
+                    } else {
+                        self.table.touch(&f.key, f.dir, len as u32, now, &mut |e| count_event(c, e));
                     }
-                    let c = &self.counters;
-                    self.table.touch_hashed(&f.key, hash, f.dir, len as u32, now, &mut |e| count_event(c, e));
                 }
                 self.counters.forwarded.add(1);
                 txb.bufs[out].push(m);

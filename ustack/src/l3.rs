@@ -204,6 +204,7 @@ const MAX_VLAN_TAGS: usize = 2;
 /// Parses one Ethernet frame (with up to two VLAN tags) and decides what to
 /// do with it; see the module docs for the rules. Replies are written into
 /// `frame` in place. Never panics, whatever the bytes.
+#[inline(always)] // one call site per worker loop; keeps the verdict in registers
 pub fn process(frame: &mut [u8], local: &LocalAddrs) -> Verdict {
     let Ok(eth) = EthernetFrame::new_checked(&*frame) else {
         return Verdict::Drop(DropReason::EthTruncated);
@@ -228,7 +229,7 @@ pub fn process(frame: &mut [u8], local: &LocalAddrs) -> Verdict {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn ipv4(frame: &mut [u8], off: usize, local: &LocalAddrs) -> Verdict {
     let ip = match Ipv4Packet::new_checked(sub(frame, off, frame.len())) {
         Ok(ip) => ip,
@@ -269,14 +270,14 @@ fn ipv4(frame: &mut [u8], off: usize, local: &LocalAddrs) -> Verdict {
     let ports = if ip.frag_offset() != 0 { Ok(Ports::NONE) } else { l4_ports(proto, l4, ip.more_frags()) };
     match ports {
         Ok(p) => {
-            let (key, dir) = FlowKey::from_v4(src, p.sp, dst, p.dp, proto);
+            let (key, dir) = FlowKey::from_v4(src, p.sp(), dst, p.dp(), proto);
             forward(key, dir, l4_offset, l4.len(), p.tcp_flags())
         }
         Err(reason) => Verdict::Drop(reason),
     }
 }
 
-#[inline]
+#[inline(always)]
 fn ipv6(frame: &[u8], off: usize) -> Verdict {
     let ip = match Ipv6Packet::new_checked(sub(frame, off, frame.len())) {
         Ok(ip) => ip,
@@ -297,32 +298,45 @@ fn ipv6(frame: &[u8], off: usize) -> Verdict {
     let ports = if ul.non_first_fragment { Ok(Ports::NONE) } else { l4_ports(ul.next_header, l4, ul.first_fragment) };
     match ports {
         Ok(p) => {
-            let (key, dir) = FlowKey::from_v6(ip.src_addr(), p.sp, ip.dst_addr(), p.dp, ul.next_header);
+            let (key, dir) = FlowKey::from_v6(ip.src_addr(), p.sp(), ip.dst_addr(), p.dp(), ul.next_header);
             forward(key, dir, l4_offset, l4.len(), p.tcp_flags())
         }
         Err(reason) => Verdict::Drop(reason),
     }
 }
 
-/// Ports and TCP flags of an L4 header. Plain fields in C layout (not a
-/// tuple holding an `Option`), which keeps the hot path free of misaligned
-/// partial reloads of what was just stored.
+/// Ports and TCP flags of an L4 header, packed in one `u64` (source port,
+/// destination port, flags, is-TCP) so that the hot path keeps it in a
+/// register: a struct or tuple here got spilled and reloaded at an odd
+/// offset, stalling on store-to-load forwarding at every packet.
 #[derive(Clone, Copy)]
-#[repr(C)]
-struct Ports {
-    sp: u16,
-    dp: u16,
-    /// TCP flags; meaningful only when `tcp`.
-    flags: u8,
-    tcp: bool,
-}
+struct Ports(u64);
 
 impl Ports {
-    const NONE: Ports = Ports { sp: 0, dp: 0, flags: 0, tcp: false };
+    const NONE: Ports = Ports(0);
+
+    #[inline(always)]
+    fn new(sp: u16, dp: u16, tcp_flags: Option<u8>) -> Ports {
+        let (flags, tcp) = match tcp_flags {
+            Some(f) => (u64::from(f), 1u64),
+            None => (0, 0),
+        };
+        Ports(u64::from(sp) | (u64::from(dp) << 16) | (flags << 32) | (tcp << 40))
+    }
+
+    #[inline(always)]
+    fn sp(self) -> u16 {
+        self.0 as u16
+    }
+
+    #[inline(always)]
+    fn dp(self) -> u16 {
+        (self.0 >> 16) as u16
+    }
 
     #[inline(always)]
     fn tcp_flags(self) -> Option<TcpFlags> {
-        self.tcp.then_some(TcpFlags(self.flags))
+        (self.0 >> 40 & 1 == 1).then_some(TcpFlags((self.0 >> 32) as u8))
     }
 }
 
@@ -330,11 +344,11 @@ impl Ports {
 /// (and TCP flags); other protocols have ports 0. `first_fragment`: the
 /// packet is the first fragment of a larger datagram, so the UDP length
 /// field cannot be checked against it.
-#[inline]
+#[inline(always)]
 fn l4_ports(proto: u8, l4: &[u8], first_fragment: bool) -> Result<Ports, DropReason> {
     match proto {
         protocol::TCP => match TcpPacket::new_checked(l4) {
-            Ok(tcp) => Ok(Ports { sp: tcp.src_port(), dp: tcp.dst_port(), flags: tcp.flags().0, tcp: true }),
+            Ok(tcp) => Ok(Ports::new(tcp.src_port(), tcp.dst_port(), Some(tcp.flags().0))),
             Err(Error::Truncated) => Err(DropReason::TcpTruncated),
             Err(_) => Err(DropReason::TcpBadHeaderLen),
         },
@@ -352,13 +366,13 @@ fn l4_ports(proto: u8, l4: &[u8], first_fragment: bool) -> Result<Ports, DropRea
                     Err(_) => return Err(DropReason::UdpBadLength),
                 }
             };
-            Ok(Ports { sp: udp.src_port(), dp: udp.dst_port(), flags: 0, tcp: false })
+            Ok(Ports::new(udp.src_port(), udp.dst_port(), None))
         }
         _ => Ok(Ports::NONE),
     }
 }
 
-#[inline]
+#[inline(always)]
 fn forward(key: FlowKey, dir: Direction, l4_offset: usize, l4_len: usize, tcp_flags: Option<TcpFlags>) -> Verdict {
     // Both fit for any real frame; an IPv6 packet whose extension headers
     // push the L4 header past 64 KiB cannot be described, so it is dropped.

@@ -122,5 +122,9 @@ pub fn rdtsc() -> u64 {
 pub fn socket_id() -> i32 {
     // SAFETY: pure query.
     let s = unsafe { dpdk_sys::rte_socket_id() } as i32;
-    if s < 0 { 0 } else { s }
+    if s < 0 {
+        0
+    } else {
+        s
+    }
 }

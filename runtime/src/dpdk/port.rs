@@ -3,9 +3,9 @@
 use std::ffi::{CStr, CString};
 use std::mem::MaybeUninit;
 
+use super::errno_message;
 use super::mbuf::Mbuf;
 use super::mempool::Mempool;
-use super::errno_message;
 
 // RSS hash types (RTE_BIT64 macros in rte_ethdev.h, which bindgen skips).
 const RSS_IPV4: u64 = 1 << 2;
@@ -157,7 +157,14 @@ impl Port {
             // outlives the port (the runtime drops ports first); NULL
             // rx_conf/tx_conf select the driver's defaults.
             let ret = unsafe {
-                dpdk_sys::rte_eth_rx_queue_setup(id, qi, rxd, setup.socket as u32, std::ptr::null(), setup.pool.as_ptr())
+                dpdk_sys::rte_eth_rx_queue_setup(
+                    id,
+                    qi,
+                    rxd,
+                    setup.socket as u32,
+                    std::ptr::null(),
+                    setup.pool.as_ptr(),
+                )
             };
             if ret != 0 {
                 return Err(format!("port {id}: RX queue {qi} setup failed: {}", errno_message(ret)));
@@ -258,8 +265,12 @@ impl RxQueue {
         // first `n` elements are initialised. This RxQueue is the only user
         // of (port, queue) (see `queue_pair`).
         unsafe {
-            let n = dpdk_sys::rte_eth_rx_burst(self.port, self.queue, out.as_mut_ptr() as *mut *mut dpdk_sys::rte_mbuf, max as u16)
-                as usize;
+            let n = dpdk_sys::rte_eth_rx_burst(
+                self.port,
+                self.queue,
+                out.as_mut_ptr() as *mut *mut dpdk_sys::rte_mbuf,
+                max as u16,
+            ) as usize;
             out.set_len(n);
             n
         }
@@ -285,8 +296,12 @@ impl TxQueue {
         // belong to the driver, so we must not drop them: set_len(0) first,
         // then drop (free) the rest ourselves, exactly once.
         unsafe {
-            let sent = dpdk_sys::rte_eth_tx_burst(self.port, self.queue, pkts.as_mut_ptr() as *mut *mut dpdk_sys::rte_mbuf, n as u16)
-                as usize;
+            let sent = dpdk_sys::rte_eth_tx_burst(
+                self.port,
+                self.queue,
+                pkts.as_mut_ptr() as *mut *mut dpdk_sys::rte_mbuf,
+                n as u16,
+            ) as usize;
             let base = pkts.as_mut_ptr();
             pkts.set_len(0);
             let mut dropped_bytes = 0;
@@ -302,4 +317,3 @@ impl TxQueue {
         self.port
     }
 }
-

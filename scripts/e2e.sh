@@ -89,6 +89,29 @@ test_ping() {
   replies=$(json_get "$WORK/ping.json" "sum(w['replies'] for w in s['workers'])")
   echo "    box replies (ARP + ICMP): $replies"
   [ "$replies" -ge 4 ] || fail "expected >= 3 echo replies + 1 ARP reply, got $replies"
+  # SIGUSR1 prints the counters without stopping anything.
+  kill -USR1 "$RUNTIME_PID"; sleep 0.3
+  grep -q "^worker  lcore" "$WORK/test_ping.log" || fail "SIGUSR1 printed no counters"
+  kill -0 "$RUNTIME_PID" || fail "runtime died on SIGUSR1"
+  stop_runtime || fail "runtime exit code $?"
+}
+
+test_no_hugepages() {
+  ensure_testbed
+  local nr=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages saved out rc=0
+  saved=$(cat "$nr")
+  write_wire_config "$WORK/nohuge.toml" e2e-nohuge
+  echo 0 > "$nr"
+  out=$("$UBOX_BIN/ubox-runtime" --config "$WORK/nohuge.toml" 2>&1) || rc=$?
+  echo "$saved" > "$nr"
+  echo "    got: $out"
+  [ "$rc" -ne 0 ] || fail "exit code 0 without hugepages"
+  [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] || fail "error is not one line"
+  [[ "$out" == *"no free hugepages"*"scripts/setup.sh"* ]] || fail "error does not say what and how to fix"
+  # --no-huge runs, with a loud warning, and forwards.
+  start_runtime "$WORK/nohuge.toml" "$WORK/test_no_hugepages.log" --no-huge || fail "runtime did not start with --no-huge"
+  grep -q "WARNING: ubox-runtime is running WITHOUT hugepages" "$WORK/test_no_hugepages.log" || fail "no warning"
+  ip netns exec ubox-c ping -c2 -i0.2 -W2 10.10.0.11 >/dev/null || fail "ping with --no-huge"
   stop_runtime || fail "runtime exit code $?"
 }
 
@@ -199,7 +222,7 @@ test_two_workers() {
   stop_runtime || fail "runtime exit code $?"
 }
 
-ALL=(test_bad_config test_missing_interface test_ping test_download_10mb test_iperf3 test_flow_bound test_flow_idle_timeout test_two_workers)
+ALL=(test_bad_config test_missing_interface test_ping test_no_hugepages test_download_10mb test_iperf3 test_flow_bound test_flow_idle_timeout test_two_workers)
 TESTS=("$@"); [ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL[@]}")
 for t in "${TESTS[@]}"; do run_test "$t"; done
 echo

@@ -263,6 +263,9 @@ impl Config {
         }
         let mut used = HashSet::new();
         for (i, w) in self.wires.iter().enumerate() {
+            if w.ports[0] == w.ports[1] {
+                return Err(format!("key `wire[{i}].ports`: a wire needs two different ports"));
+            }
             for n in &w.ports {
                 if !names.contains(n.as_str()) {
                     return Err(format!("key `wire[{i}].ports`: unknown port '{n}' (ports: {})", self.port_names()));
@@ -270,9 +273,6 @@ impl Config {
                 if !used.insert(n.as_str()) {
                     return Err(format!("key `wire[{i}].ports`: port '{n}' is in more than one wire"));
                 }
-            }
-            if w.ports[0] == w.ports[1] {
-                return Err(format!("key `wire[{i}].ports`: a wire needs two different ports"));
             }
         }
         Ok(())
@@ -308,12 +308,19 @@ impl Config {
         for (w, cpu) in self.worker_cpus(ncpus).iter().enumerate() {
             lcores.push(format!("{}@{cpu}", w + 1));
         }
-        let mut a = vec!["--lcores".to_string(), lcores.join(","), "--in-memory".into()];
+        let mut a = vec!["--lcores".to_string(), lcores.join(",")];
         a.push(format!("--file-prefix=ubox-{}", r.name));
         if no_huge || !r.hugepages {
+            // --in-memory implies unlinking hugepage files, which EAL refuses
+            // with --no-huge; --no-shconf keeps instances apart all the same.
+            a.push("--no-shconf".into());
             a.push("--no-huge".into());
             a.push("-m".into());
             a.push(r.no_huge_memory_mb.to_string());
+        } else {
+            // No shared runtime files: several instances (and testpmd) can
+            // run side by side.
+            a.push("--in-memory".into());
         }
         let mut any_pci = false;
         for (i, p) in self.ports.iter().enumerate() {
@@ -386,6 +393,7 @@ ports = ["client", "server"]
         assert!(a.contains(&"net_af_packet1,iface=ubx-s,qpairs=2".to_string()), "{a:?}");
         assert_eq!(a[1], "0@0,1@1,2@0");
         assert!(!a.contains(&"--no-huge".to_string()));
+        assert!(a.contains(&"--in-memory".to_string()));
         assert_eq!(c.ports[0].ipv4, vec![Ipv4Addr::new(10, 10, 0, 254)]);
     }
 
@@ -405,6 +413,7 @@ ports = ["a", "b"]
         assert!(!a.contains(&"--no-pci".to_string()));
         assert!(a.windows(2).any(|w| w[0] == "-a" && w[1] == "0000:01:00.0"));
         assert!(a.contains(&"--no-huge".to_string()));
+        assert!(!a.contains(&"--in-memory".to_string()), "EAL refuses --in-memory with --no-huge");
     }
 
     fn err(t: &str) -> String {

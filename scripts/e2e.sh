@@ -61,6 +61,11 @@ test_bad_config() {
   rc=0; out=$("$UBOX_BIN/ubox-runtime" --config "$WORK/bad2.toml" 2>&1) || rc=$?
   echo "    got: $out"
   [ "$rc" -ne 0 ] && [[ "$out" == *"unknown port 'zz'"* ]] || fail "unknown wire port not reported"
+  write_wire_config "$WORK/good.toml" e2e-notroot
+  chmod 644 "$WORK/good.toml"
+  rc=0; out=$(runuser -u nobody -- "$UBOX_BIN/ubox-runtime" --config "$WORK/good.toml" 2>&1) || rc=$?
+  echo "    got: $out"
+  [ "$rc" -ne 0 ] && [[ "$out" == *"must run as root"*"sudo"* ]] || fail "not-root error missing"
 }
 
 test_missing_interface() {
@@ -162,7 +167,7 @@ PY
 test_flow_bound() {
   ensure_testbed
   UBOX_FLOW_CAPACITY=8 write_wire_config "$WORK/bound.toml" e2e-bound
-  start_runtime "$WORK/bound.toml" "$WORK/test_flow_bound.log" || fail "runtime did not start"
+  start_runtime "$WORK/bound.toml" "$WORK/test_flow_bound.log" --stats-json "$WORK/bound-final.json" || fail "runtime did not start"
   local i ok=0
   for i in $(seq 1 40); do
     ip netns exec ubox-c curl -fsS --max-time 5 -o /dev/null http://10.10.0.11/small.bin && ok=$((ok + 1))
@@ -183,6 +188,39 @@ test_flow_bound() {
   [ "$evicted" -ge $((started - 8)) ] || fail "evictions not counted"
   [ "$started" -eq $((evicted + ended + active)) ] || fail "flow counters do not add up"
   stop_runtime || fail "runtime exit code $?"
+  # The final counters (--stats-json, written at exit) still add up, with
+  # the flows open at shutdown ended too.
+  local f="$WORK/bound-final.json"
+  python3 - "$f" <<'PY' || fail "final counters do not add up"
+import json, sys
+fl = [w["flows"] for w in json.load(open(sys.argv[1]))["workers"]]
+t = {k: sum(x[k] for x in fl) for k in fl[0]}
+print(f"    final: {t}")
+sys.exit(0 if t["active"] == 0 and t["started"] == t["ended_idle"] + t["evicted"] + t["ended_shutdown"] > 0 else 1)
+PY
+}
+
+test_malformed_frames() {
+  ensure_testbed
+  write_wire_config "$WORK/bad-frames.toml" e2e-malformed
+  start_runtime "$WORK/bad-frames.toml" "$WORK/test_malformed_frames.log" || fail "runtime did not start"
+  local sent
+  sent=$(ip netns exec ubox-c python3 "$UBOX_ROOT/scripts/tools/send_malformed.py" eth0 02:00:00:00:00:11 25) || fail "sender"
+  sleep 0.5
+  runtime_stats "$WORK/bad-frames.json"
+  ip netns exec ubox-c ping -c2 -i0.2 -W2 10.10.0.11 >/dev/null || fail "good traffic stopped after bad frames"
+  stop_runtime || fail "runtime exit code $?"
+  python3 - "$sent" "$WORK/bad-frames.json" <<'PY' || fail "drop counters do not match what was sent"
+import json, sys
+sent = json.loads(sys.argv[1])
+drops = {}
+for w in json.load(open(sys.argv[2]))["workers"]:
+    for k, v in w["drops"].items():
+        drops[k] = drops.get(k, 0) + v
+print(f"    sent {sent}")
+print(f"    dropped {drops}")
+sys.exit(0 if all(drops.get(k) == v for k, v in sent.items()) else 1)
+PY
 }
 
 test_flow_idle_timeout() {
@@ -222,7 +260,7 @@ test_two_workers() {
   stop_runtime || fail "runtime exit code $?"
 }
 
-ALL=(test_bad_config test_missing_interface test_ping test_no_hugepages test_download_10mb test_iperf3 test_flow_bound test_flow_idle_timeout test_two_workers)
+ALL=(test_bad_config test_missing_interface test_ping test_no_hugepages test_download_10mb test_iperf3 test_malformed_frames test_flow_bound test_flow_idle_timeout test_two_workers)
 TESTS=("$@"); [ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL[@]}")
 for t in "${TESTS[@]}"; do run_test "$t"; done
 echo

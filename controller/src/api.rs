@@ -103,6 +103,10 @@ pub struct FlowStats {
     pub ended_idle: u64,
     /// FLOW/END events for flows evicted because the table was full.
     pub evicted: u64,
+    /// FLOW/END events for flows still open when the runtime stopped.
+    /// `started == ended_idle + evicted + ended_shutdown + active`.
+    #[serde(default)]
+    pub ended_shutdown: u64,
 }
 
 impl Stats {
@@ -130,6 +134,7 @@ impl Stats {
             f.started += w.flows.started;
             f.ended_idle += w.flows.ended_idle;
             f.evicted += w.flows.evicted;
+            f.ended_shutdown += w.flows.ended_shutdown;
         }
         f
     }

@@ -82,6 +82,7 @@ pub struct WorkerCounters {
     pub flows_started: Counter,
     pub flows_ended_idle: Counter,
     pub flows_evicted: Counter,
+    pub flows_ended_shutdown: Counter,
 }
 
 impl WorkerCounters {
@@ -100,6 +101,7 @@ impl WorkerCounters {
             flows_started: Counter::default(),
             flows_ended_idle: Counter::default(),
             flows_evicted: Counter::default(),
+            flows_ended_shutdown: Counter::default(),
         }
     }
 

@@ -357,6 +357,7 @@ fn collect_stats(
                 started: c.flows_started.get(),
                 ended_idle: c.flows_ended_idle.get(),
                 evicted: c.flows_evicted.get(),
+                ended_shutdown: c.flows_ended_shutdown.get(),
             },
         })
         .collect();

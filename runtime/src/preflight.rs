@@ -8,9 +8,7 @@ use crate::config::{Config, Driver};
 /// The process must be root: DPDK needs hugepages and raw packet sockets.
 pub fn check_root() -> Result<(), String> {
     if nix_geteuid() != 0 {
-        return Err(
-            "ubox-runtime must run as root (DPDK needs hugepages and raw packet sockets): run it with sudo".into()
-        );
+        return Err("must run as root (DPDK needs hugepages and raw packet sockets): run it with sudo".into());
     }
     Ok(())
 }

@@ -102,8 +102,7 @@ impl Worker {
             }
             if self.steering == Steering::Software && self.nworkers > 1 {
                 for r in 0..self.handoff_in.len() {
-                    let ring = Arc::clone(&self.handoff_in[r]);
-                    let n = ring.pop_burst(&mut rxb, burst);
+                    let n = self.handoff_in[r].pop_burst(&mut rxb, burst);
                     if n == 0 {
                         continue;
                     }
@@ -204,6 +203,6 @@ fn count_event(c: &WorkerCounters, e: FlowEvent) {
         FlowEvent::Start(_) => c.flows_started.add(1),
         FlowEvent::End(_, EndReason::IdleTimeout) => c.flows_ended_idle.add(1),
         FlowEvent::End(_, EndReason::Evicted) => c.flows_evicted.add(1),
-        FlowEvent::End(_, EndReason::Shutdown) => {}
+        FlowEvent::End(_, EndReason::Shutdown) => c.flows_ended_shutdown.add(1),
     }
 }

@@ -42,7 +42,9 @@ TOML
 # wait until its control socket answers. Sets RUNTIME_PID and RUNTIME_NAME.
 start_runtime() {
   local cfg=$1 log=$2; shift 2
-  RUNTIME_NAME=$(sed -n 's/^name = "\(.*\)"/\1/p' "$cfg" | head -1)
+  # runtime.name: the `name` key inside the [runtime] table (default "ubox").
+  RUNTIME_NAME=$(awk -F'"' '/^\[/ { r = ($0 ~ /^\[runtime\]/) } r && /^name *=/ { print $2; exit }' "$cfg")
+  RUNTIME_NAME=${RUNTIME_NAME:-ubox}
   "$UBOX_BIN/ubox-runtime" --config "$cfg" "$@" > "$log" 2>&1 &
   RUNTIME_PID=$!
   local i

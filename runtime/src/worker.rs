@@ -29,6 +29,8 @@ const EXPIRE_BATCH: usize = 64;
 /// Where a worker's flows live when there are several workers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Steering {
+    /// One worker: every flow is on it.
+    Single,
     /// The NIC's symmetric RSS already put the flow on this worker's queue.
     Rss,
     /// Software symmetric hash of the flow key; frames may be handed over.
@@ -38,6 +40,7 @@ pub enum Steering {
 impl Steering {
     pub fn name(self) -> &'static str {
         match self {
+            Steering::Single => "none (1 worker)",
             Steering::Rss => "rss",
             Steering::Software => "software",
         }

@@ -159,8 +159,13 @@ fn run_with_eal(
         ids.push(id);
         infos.push(info);
     }
-    let steering =
-        if nworkers > 1 && infos.iter().all(|i| i.supports_rss()) { Steering::Rss } else { Steering::Software };
+    let steering = if nworkers == 1 {
+        Steering::Single
+    } else if infos.iter().all(|i| i.supports_rss()) {
+        Steering::Rss
+    } else {
+        Steering::Software
+    };
     if nworkers > 1 {
         tracing::info!("flow steering: {}", steering.name());
     }

@@ -260,7 +260,24 @@ test_two_workers() {
   stop_runtime || fail "runtime exit code $?"
 }
 
-ALL=(test_bad_config test_missing_interface test_ping test_no_hugepages test_download_10mb test_iperf3 test_malformed_frames test_flow_bound test_flow_idle_timeout test_two_workers)
+# The benchmark runs from a fresh clone and writes its JSON (one short round;
+# the figures themselves are not judged here: timings on CI are noise).
+test_bench_smoke() {
+  "$UBOX_BIN/ubox-bench" --rounds 1 --seconds 1 --out "$WORK/bench" wire --pcap "$UBOX_ROOT/bench/data/http.pcap" \
+    || fail "ubox-bench wire failed"
+  python3 - "$WORK/bench" <<'PY' || fail "bench JSON incomplete"
+import json, os, sys
+d = sys.argv[1]
+files = sorted(os.listdir(d))
+print(f"    wrote {files}")
+for f in ["wire-vs-testpmd-macswap.json", "wire-vs-testpmd-io.json"]:
+    r = json.load(open(os.path.join(d, f)))
+    assert all(k in r for k in ["scenario", "metric", "ubox", "peer_name", "peer", "ratio"]), r
+    assert r["ubox"] > 0 and r["peer"] > 0 and r["ratio"] > 0, r
+PY
+}
+
+ALL=(test_bad_config test_missing_interface test_ping test_no_hugepages test_download_10mb test_iperf3 test_malformed_frames test_flow_bound test_flow_idle_timeout test_two_workers test_bench_smoke)
 TESTS=("$@"); [ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL[@]}")
 for t in "${TESTS[@]}"; do run_test "$t"; done
 echo

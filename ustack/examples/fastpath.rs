@@ -9,32 +9,11 @@ use ustack::l3::{self, LocalAddrs, Verdict};
 use ustack::wire::ethernet::EthernetAddress;
 
 fn read_pcap(path: &str) -> Vec<Vec<u8>> {
-    let data = std::fs::read(path).expect("read pcap");
-    assert!(data.len() >= 24, "not a pcap file");
-    let magic = u32::from_le_bytes(data[0..4].try_into().unwrap());
-    let le = match magic {
-        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
-        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
-        _ => panic!("not a pcap file"),
-    };
-    let rd = |b: &[u8]| {
-        let a: [u8; 4] = b.try_into().unwrap();
-        if le {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    };
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+    let mut reader = pcap_file::pcap::PcapReader::new(file).unwrap_or_else(|e| panic!("{path}: not a pcap file: {e}"));
     let mut out = Vec::new();
-    let mut off = 24;
-    while off + 16 <= data.len() {
-        let incl = rd(&data[off + 8..off + 12]) as usize;
-        off += 16;
-        if off + incl > data.len() {
-            break;
-        }
-        out.push(data[off..off + incl].to_vec());
-        off += incl;
+    while let Some(pkt) = reader.next_packet() {
+        out.push(pkt.expect("pcap record").data.into_owned());
     }
     out
 }

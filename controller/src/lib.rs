@@ -1,11 +1,20 @@
 //! The ubox controller: the control-plane API the runtime serves and
 //! `uboxctl` speaks.
 //!
-//! Today this crate owns the wire format of the control socket ([`api`]):
-//! newline-delimited JSON requests and responses over a Unix socket, and the
-//! statistics the runtime reports. The NF registry, wiring type checks and
-//! chain compilation come with the μEvent work and will live here too; this
-//! crate never touches DPDK or the data path.
+//! This crate owns:
+//!
+//! - [`api`]: the wire format of the control socket, newline-delimited JSON
+//!   requests and responses over a Unix socket, and the statistics the
+//!   runtime reports.
+//! - [`registry`]: NF manifests, flow filters, the registry of NFs and the
+//!   event types they declare, and the wiring type check (a published type
+//!   must equal or be a subtype of the subscribed type).
+//! - [`chain`]: chain files (TOML), their validation, and compilation into
+//!   ordered stages with per-NF fail-open/fail-closed policy.
+//!
+//! This crate never touches DPDK or the data path.
 
 pub mod api;
+pub mod chain;
+pub mod registry;
 pub mod table;

@@ -19,6 +19,9 @@
 //! - [`flow`]: direction-free flow keys with a symmetric hash, and the
 //!   preallocated LRU flow table that emits `FLOW/START` and `FLOW/END`
 //!   events.
+//! - [`event`]: μEvent type ids: hierarchical paths (`FLOW/TCP/SYN`) packed
+//!   into a `u64` so a subtype test is one mask-and-compare, the built-in
+//!   types, and the registry of path names NFs declare.
 //!
 //! The crate contains no `unsafe` code.
 //!
@@ -55,6 +58,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod event;
 pub mod flow;
 pub mod l3;
 pub mod wire;

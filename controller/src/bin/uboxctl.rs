@@ -10,7 +10,7 @@ use controller::api::{self, Request, Response};
 /// Control a running ubox-runtime.
 ///
 /// uboxctl connects to the runtime's Unix control socket (by default
-/// /run/ubox/<instance>.sock, where <instance> is `runtime.name` in the
+/// `/run/ubox/<instance>.sock`, where `<instance>` is `runtime.name` in the
 /// runtime's config) and prints what it answers: readable tables by default,
 /// JSON with --json.
 #[derive(Parser)]

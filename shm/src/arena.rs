@@ -1,0 +1,633 @@
+//! The arena file: creation by the runtime, attachment by NF processes, the
+//! header and its validation, and handing out ring and slot-pool handles.
+//!
+//! This module owns the file's life cycle (mode, stale-file recovery, removal)
+//! and the header. It does not know how rings or slots work inside.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::layout::{
+    align_up, ArenaHeader, Layout, RawConfig, Region, HEADER_SIZE, INSTANCE_LEN, LAYOUT_VERSION, MAGIC, MAGIC_OFFSET,
+    PID_OFFSET, STATE_INIT, STATE_OFFSET, STATE_READY, VERSION_OFFSET,
+};
+use crate::raw::{pid_alive, Mapping};
+use crate::ring::{self, RingRef};
+use crate::slots::{self, SlotPool};
+
+/// Errors of arena creation and attachment.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("arena {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is not a ubox arena (magic {found:#018x}); pass the arena path the runtime printed, or remove the file by hand")]
+    BadMagic { path: PathBuf, found: u64 },
+    #[error(
+        "arena layout version {found}, this build expects {expected}; rebuild the NF against the runtime's ubox-shm"
+    )]
+    VersionMismatch { found: u32, expected: u32 },
+    #[error("arena {path} is truncated: {len} bytes, at least {needed} needed; restart the runtime to recreate it")]
+    Truncated { path: PathBuf, len: u64, needed: u64 },
+    #[error("arena {path} is in use by live process {pid}; stop it or pick another instance name")]
+    InUse { path: PathBuf, pid: u32 },
+    #[error("arena {path} is still being initialised by its creator; retry shortly")]
+    NotReady { path: PathBuf },
+    #[error("arena {path} is corrupt: {what}")]
+    Corrupt { path: PathBuf, what: String },
+    #[error("bad arena configuration: {0}")]
+    BadConfig(String),
+    #[error("no ring {index}: the arena has {rings} rings")]
+    NoSuchRing { index: u32, rings: u32 },
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the runtime asks for when it creates an arena.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArenaConfig {
+    /// Instance name stored in the header: 1..=32 bytes of `[A-Za-z0-9_.-]`.
+    pub instance: String,
+    /// Number of event slots.
+    pub slots: u32,
+    /// Payload bytes per event slot (e.g. 256).
+    pub slot_size: u32,
+    /// Number of SPSC rings.
+    pub rings: u32,
+    /// Entries per ring, a power of two.
+    pub ring_capacity: u32,
+    /// Bytes reserved for packet buffers, rounded up to 2 MiB and 2 MiB
+    /// aligned; the runtime registers it with `rte_extmem_register`.
+    pub data_bytes: u64,
+}
+
+impl ArenaConfig {
+    /// A small configuration with the given instance name: 4096 slots of
+    /// 256 bytes, 8 rings of 1024 entries, no data region.
+    pub fn new(instance: impl Into<String>) -> ArenaConfig {
+        ArenaConfig {
+            instance: instance.into(),
+            slots: 4096,
+            slot_size: 256,
+            rings: 8,
+            ring_capacity: 1024,
+            data_bytes: 0,
+        }
+    }
+
+    fn raw(&self) -> RawConfig {
+        RawConfig {
+            slots: self.slots,
+            slot_size: self.slot_size,
+            rings: self.rings,
+            ring_capacity: self.ring_capacity,
+            data_bytes: self.data_bytes,
+        }
+    }
+}
+
+fn check_instance(name: &str) -> Result<[u8; INSTANCE_LEN]> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || name.len() > INSTANCE_LEN || !name.chars().all(ok_char) || name.starts_with('.') {
+        return Err(Error::BadConfig(format!(
+            "instance name {name:?} must be 1..={INSTANCE_LEN} characters of [A-Za-z0-9_.-], not starting with '.'"
+        )));
+    }
+    let mut out = [0u8; INSTANCE_LEN];
+    out[..name.len()].copy_from_slice(name.as_bytes());
+    Ok(out)
+}
+
+/// The default arena location for an instance, see [`default_path`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArenaLocation {
+    /// Where to create the arena.
+    pub path: PathBuf,
+    /// True when `/dev/hugepages` is not a mounted hugetlbfs and the path is in
+    /// `/dev/shm` (4 KiB pages): the caller should warn that performance
+    /// suffers and how to mount hugepages.
+    pub fallback: bool,
+}
+
+/// `/dev/hugepages/ubox-<instance>.arena` when `/dev/hugepages` is a mounted
+/// hugetlbfs (per `/proc/mounts`), else `/dev/shm/ubox-<instance>.arena` with
+/// `fallback` set.
+pub fn default_path(instance: &str) -> ArenaLocation {
+    let file = format!("ubox-{instance}.arena");
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if hugetlbfs_page_size(&mounts, Path::new("/dev/hugepages/x")).is_some() {
+        ArenaLocation { path: Path::new("/dev/hugepages").join(file), fallback: false }
+    } else {
+        ArenaLocation { path: Path::new("/dev/shm").join(file), fallback: true }
+    }
+}
+
+/// Page size of the hugetlbfs mount holding `path`, if the longest mount
+/// point containing `path` in `mounts` (the text of `/proc/mounts`) is one.
+fn hugetlbfs_page_size(mounts: &str, path: &Path) -> Option<u64> {
+    let mut best: Option<(usize, &str, &str)> = None;
+    for line in mounts.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(_dev), Some(mnt), Some(fstype), Some(opts)) = (f.next(), f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if path.starts_with(mnt) && !matches!(best, Some((len, ..)) if mnt.len() < len) {
+            best = Some((mnt.len(), fstype, opts));
+        }
+    }
+    let (_, fstype, opts) = best?;
+    if fstype != "hugetlbfs" {
+        return None;
+    }
+    let size = opts.split(',').find_map(|o| o.strip_prefix("pagesize=")).and_then(parse_size).unwrap_or(2 << 20);
+    Some(size.max(2 << 20))
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let (num, shift) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    num.parse::<u64>().ok()?.checked_shl(shift).filter(|v| v.is_power_of_two())
+}
+
+/// A mapped arena. Handles ([`RingRef`], [`SlotPool`]) borrow it.
+///
+/// The creator (the runtime) removes the file when the `Arena` drops;
+/// attachers never do.
+pub struct Arena {
+    path: PathBuf,
+    map: Mapping,
+    header: ArenaHeader,
+    layout: Layout,
+    creator: bool,
+}
+
+impl std::fmt::Debug for Arena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arena")
+            .field("path", &self.path)
+            .field("instance", &self.instance())
+            .field("total_size", &self.header.total_size)
+            .field("creator", &self.creator)
+            .finish()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_owned(), source }
+}
+
+/// Removes a half-made file if creation fails part way.
+struct RemoveOnError<'a>(Option<&'a Path>);
+impl Drop for RemoveOnError<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+impl Arena {
+    /// Creates the arena file at `path` (mode 0600) and initialises every
+    /// region. An existing file left by a dead process is replaced; one whose
+    /// owner is alive gives [`Error::InUse`]; a file that is not an arena gives
+    /// [`Error::BadMagic`] and is left alone.
+    pub fn create(path: impl AsRef<Path>, config: &ArenaConfig) -> Result<Arena> {
+        let path = path.as_ref();
+        let instance = check_instance(&config.instance)?;
+        let layout = Layout::compute(config.raw()).map_err(|e| Error::BadConfig(e.0))?;
+        let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let abs = std::path::absolute(path).map_err(io_err(path))?;
+        let page = hugetlbfs_page_size(&mounts, &abs).unwrap_or(4096);
+        let total =
+            align_up(layout.min_size.max(1), page).ok_or_else(|| Error::BadConfig("arena size overflows".into()))?;
+
+        let file = match Self::open_new(path) {
+            Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
+                Self::clear_stale(path)?;
+                Self::open_new(path)?
+            }
+            other => other?,
+        };
+        let mut guard = RemoveOnError(Some(path));
+        file.set_len(total).map_err(io_err(path))?;
+        let mut map = Mapping::map(&file).map_err(io_err(path))?;
+        let header = ArenaHeader {
+            magic: MAGIC,
+            version: LAYOUT_VERSION,
+            state: STATE_INIT,
+            owner_pid: std::process::id(),
+            header_size: HEADER_SIZE as u32,
+            total_size: total,
+            instance,
+            config: layout.config,
+            regions: layout.regions,
+            _reserved: [0; 14],
+        };
+        map.write_header(&header).ok_or_else(|| Error::Truncated { path: path.into(), len: 0, needed: total })?;
+        let arena = Arena { path: path.to_owned(), map, header, layout, creator: true };
+        slots::init(&arena)?;
+        for i in 0..config.rings {
+            ring::init(&arena.ring(i)?);
+        }
+        // Release: every region initialisation above happens-before any
+        // attacher's Acquire load that observes READY.
+        arena.atomic_u32(STATE_OFFSET)?.store(STATE_READY, Ordering::Release);
+        guard.0 = None;
+        Ok(arena)
+    }
+
+    fn open_new(path: &Path) -> Result<File> {
+        OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path).map_err(io_err(path))
+    }
+
+    /// Decides what to do with an existing file at `path`: remove it if it is
+    /// an arena (or a half-written one) whose owner is gone, refuse otherwise.
+    fn clear_stale(path: &Path) -> Result<()> {
+        let mut prefix = [0u8; PID_OFFSET + 4];
+        let mut file = File::open(path).map_err(io_err(path))?;
+        let mut got = 0;
+        while got < prefix.len() {
+            match file.read(&mut prefix[got..]).map_err(io_err(path))? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        let word = |at: usize| u32::from_le_bytes(prefix[at..at + 4].try_into().unwrap_or_default());
+        let magic = u64::from_le_bytes(prefix[MAGIC_OFFSET..MAGIC_OFFSET + 8].try_into().unwrap_or_default());
+        // A creator that crashed before writing its header leaves zeros.
+        let incomplete = got < prefix.len() || magic == 0;
+        if !incomplete {
+            if magic != MAGIC {
+                return Err(Error::BadMagic { path: path.to_owned(), found: magic });
+            }
+            let pid = word(PID_OFFSET);
+            if pid_alive(pid) {
+                return Err(Error::InUse { path: path.to_owned(), pid });
+            }
+        }
+        fs::remove_file(path).map_err(io_err(path))
+    }
+
+    /// Maps an existing arena and validates its header against this build.
+    pub fn attach(path: impl AsRef<Path>) -> Result<Arena> {
+        let path = path.as_ref();
+        let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_err(path))?;
+        let len = file.metadata().map_err(io_err(path))?.len();
+        let truncated = |needed: u64| Error::Truncated { path: path.to_owned(), len, needed };
+        if len < HEADER_SIZE as u64 {
+            return Err(truncated(HEADER_SIZE as u64));
+        }
+        let map = Mapping::map(&file).map_err(io_err(path))?;
+        let magic = map.get::<AtomicU64>(MAGIC_OFFSET).ok_or_else(|| truncated(HEADER_SIZE as u64))?;
+        let magic = magic.load(Ordering::Acquire);
+        if magic != MAGIC {
+            return Err(Error::BadMagic { path: path.to_owned(), found: magic });
+        }
+        let version = map.get::<AtomicU32>(VERSION_OFFSET).ok_or_else(|| truncated(HEADER_SIZE as u64))?;
+        let version = version.load(Ordering::Acquire);
+        if version != LAYOUT_VERSION {
+            return Err(Error::VersionMismatch { found: version, expected: LAYOUT_VERSION });
+        }
+        // Acquire pairs with the creator's Release store of READY: the header
+        // and all regions are initialised once we see it.
+        let state = map.get::<AtomicU32>(STATE_OFFSET).ok_or_else(|| truncated(HEADER_SIZE as u64))?;
+        if state.load(Ordering::Acquire) != STATE_READY {
+            return Err(Error::NotReady { path: path.to_owned() });
+        }
+        let header = map.read_header().ok_or_else(|| truncated(HEADER_SIZE as u64))?;
+        let corrupt = |what: String| Error::Corrupt { path: path.to_owned(), what };
+        if header.header_size as usize != HEADER_SIZE {
+            return Err(corrupt(format!("header size {} != {HEADER_SIZE}", header.header_size)));
+        }
+        if header.total_size > len || (map.len() as u64) < header.total_size {
+            return Err(truncated(header.total_size));
+        }
+        let layout = Layout::compute(header.config).map_err(|e| corrupt(format!("stored config: {}", e.0)))?;
+        if layout.regions != header.regions {
+            return Err(corrupt("region table does not match the stored config".into()));
+        }
+        if layout.min_size > header.total_size {
+            return Err(truncated(layout.min_size));
+        }
+        Ok(Arena { path: path.to_owned(), map, header, layout, creator: false })
+    }
+
+    /// Removes the file now (the mapping stays valid until drop). After this
+    /// the `Arena` no longer removes anything on drop.
+    pub fn remove(&mut self) -> Result<()> {
+        self.creator = false;
+        fs::remove_file(&self.path).map_err(io_err(&self.path))
+    }
+
+    /// Path of the arena file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True for the process that created the file (and removes it on drop).
+    pub fn is_creator(&self) -> bool {
+        self.creator
+    }
+
+    /// Instance name from the header.
+    pub fn instance(&self) -> &str {
+        let name = &self.header.instance;
+        let end = name.iter().position(|&b| b == 0).unwrap_or(INSTANCE_LEN);
+        std::str::from_utf8(&name[..end]).unwrap_or("")
+    }
+
+    /// Pid of the creator.
+    pub fn owner_pid(&self) -> u32 {
+        self.header.owner_pid
+    }
+
+    /// File size in bytes.
+    pub fn total_size(&self) -> u64 {
+        self.header.total_size
+    }
+
+    /// The configuration the arena was built with.
+    pub fn config(&self) -> ArenaConfig {
+        let c = self.layout.config;
+        ArenaConfig {
+            instance: self.instance().to_owned(),
+            slots: c.slots,
+            slot_size: c.slot_size,
+            rings: c.rings,
+            ring_capacity: c.ring_capacity,
+            data_bytes: c.data_bytes,
+        }
+    }
+
+    /// The packet-buffer region `(offset, len)` from the arena base; 2 MiB
+    /// aligned relative to the base (and absolutely on hugetlbfs).
+    pub fn data_region(&self) -> Region {
+        self.layout.regions.data
+    }
+
+    /// Handle on ring `index`. See [`RingRef`] for the producer/consumer rules.
+    pub fn ring(&self, index: u32) -> Result<RingRef<'_>> {
+        let r = self.layout.regions;
+        let rings = self.layout.config.rings;
+        if index >= rings {
+            return Err(Error::NoSuchRing { index, rings });
+        }
+        let off = r.rings.offset + u64::from(index) * u64::from(r.ring_stride);
+        RingRef::new(&self.map, off as usize, self.layout.config.ring_capacity).ok_or_else(|| self.corrupt("ring"))
+    }
+
+    /// Handle on the event slot pool. Create one per thread.
+    pub fn slot_pool(&self) -> Result<SlotPool<'_>> {
+        let r = self.layout.regions;
+        SlotPool::new(
+            &self.map,
+            r.slot_pool.offset as usize,
+            self.layout.config.slots,
+            r.slot_stride as usize,
+            self.layout.config.slot_size as usize,
+        )
+        .ok_or_else(|| self.corrupt("slot pool"))
+    }
+
+    fn atomic_u32(&self, off: usize) -> Result<&AtomicU32> {
+        self.map.get::<AtomicU32>(off).ok_or_else(|| self.corrupt("header"))
+    }
+
+    fn corrupt(&self, what: &str) -> Error {
+        Error::Corrupt { path: self.path.clone(), what: format!("{what} out of the mapping's bounds") }
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        if self.creator {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn tmp(name: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("ubox-shm-test-{}-{name}.arena", std::process::id()));
+        let _ = fs::remove_file(&p);
+        p
+    }
+
+    fn small() -> ArenaConfig {
+        ArenaConfig { instance: "t".into(), slots: 16, slot_size: 64, rings: 2, ring_capacity: 8, data_bytes: 0 }
+    }
+
+    fn patch(path: &Path, at: u64, bytes: &[u8]) {
+        let mut f = OpenOptions::new().write(true).open(path).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn create_attach_round_trip() {
+        let p = tmp("roundtrip");
+        let cfg = ArenaConfig { data_bytes: 3 << 20, ..small() };
+        let a = Arena::create(&p, &cfg).unwrap();
+        assert!(a.is_creator());
+        let b = Arena::attach(&p).unwrap();
+        assert!(!b.is_creator());
+        assert_eq!(b.config(), cfg);
+        assert_eq!(b.instance(), "t");
+        assert_eq!(b.owner_pid(), std::process::id());
+        assert_eq!(b.total_size(), fs::metadata(&p).unwrap().len());
+        assert_eq!(b.data_region(), a.data_region());
+        assert_eq!(b.data_region().len, 4 << 20);
+        assert_eq!(b.data_region().offset % (2 << 20), 0);
+        // Writes through one mapping are visible through the other.
+        a.ring(1).unwrap().push(42).unwrap();
+        assert_eq!(b.ring(1).unwrap().pop(), Some(42));
+        assert!(matches!(b.ring(2), Err(Error::NoSuchRing { index: 2, rings: 2 })));
+        drop(b);
+        assert!(p.exists(), "attacher must not remove the file");
+        drop(a);
+        assert!(!p.exists(), "creator removes the file on drop");
+    }
+
+    #[test]
+    fn file_mode_is_0600() {
+        let p = tmp("mode");
+        let _a = Arena::create(&p, &small()).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn explicit_remove() {
+        let p = tmp("remove");
+        let mut a = Arena::create(&p, &small()).unwrap();
+        let b = Arena::attach(&p).unwrap();
+        a.remove().unwrap();
+        assert!(!p.exists());
+        // Mappings stay usable after unlink.
+        a.ring(0).unwrap().push(7).unwrap();
+        assert_eq!(b.ring(0).unwrap().pop(), Some(7));
+    }
+
+    #[test]
+    fn attach_rejects_bad_magic() {
+        let p = tmp("magic");
+        let _a = Arena::create(&p, &small()).unwrap();
+        patch(&p, 0, b"NOTARENA");
+        let e = Arena::attach(&p).unwrap_err();
+        assert!(matches!(e, Error::BadMagic { found, .. } if found == u64::from_le_bytes(*b"NOTARENA")), "{e}");
+    }
+
+    #[test]
+    fn attach_rejects_wrong_version() {
+        let p = tmp("version");
+        let _a = Arena::create(&p, &small()).unwrap();
+        patch(&p, VERSION_OFFSET as u64, &99u32.to_le_bytes());
+        let e = Arena::attach(&p).unwrap_err();
+        assert!(matches!(e, Error::VersionMismatch { found: 99, expected: LAYOUT_VERSION }), "{e}");
+    }
+
+    #[test]
+    fn attach_rejects_truncated_file() {
+        let p = tmp("trunc");
+        let _a = Arena::create(&p, &small()).unwrap();
+        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        // Shorter than the header.
+        f.set_len(100).unwrap();
+        assert!(matches!(Arena::attach(&p), Err(Error::Truncated { len: 100, .. })));
+        // A header but not the regions it describes.
+        let q = tmp("trunc2");
+        let _b = Arena::create(&q, &small()).unwrap();
+        let f = OpenOptions::new().write(true).open(&q).unwrap();
+        f.set_len(HEADER_SIZE as u64 + 64).unwrap();
+        assert!(matches!(Arena::attach(&q), Err(Error::Truncated { .. })));
+    }
+
+    #[test]
+    fn attach_rejects_unready_and_inconsistent() {
+        let p = tmp("state");
+        let _a = Arena::create(&p, &small()).unwrap();
+        patch(&p, STATE_OFFSET as u64, &STATE_INIT.to_le_bytes());
+        assert!(matches!(Arena::attach(&p), Err(Error::NotReady { .. })));
+        patch(&p, STATE_OFFSET as u64, &STATE_READY.to_le_bytes());
+        // Corrupt the stored slot count: regions no longer match the config.
+        patch(&p, 64, &17u32.to_le_bytes());
+        assert!(matches!(Arena::attach(&p), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn attach_missing_file_is_io_error() {
+        let e = Arena::attach(tmp("missing")).unwrap_err();
+        assert!(matches!(&e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound), "{e}");
+    }
+
+    #[test]
+    fn create_refuses_live_owner() {
+        let p = tmp("live");
+        let _a = Arena::create(&p, &small()).unwrap();
+        let e = Arena::create(&p, &small()).unwrap_err();
+        assert!(matches!(e, Error::InUse { pid, .. } if pid == std::process::id()), "{e}");
+        assert!(e.to_string().contains(&std::process::id().to_string()));
+        assert!(p.exists());
+    }
+
+    #[test]
+    fn create_replaces_stale_file() {
+        let p = tmp("stale");
+        let a = Arena::create(&p, &small()).unwrap();
+        let image = fs::read(&p).unwrap();
+        drop(a);
+        // Same image, but owned by a process that no longer exists.
+        fs::write(&p, &image).unwrap();
+        patch(&p, PID_OFFSET as u64, &dead_pid().to_le_bytes());
+        let cfg = ArenaConfig { slots: 32, ..small() };
+        let b = Arena::create(&p, &cfg).unwrap();
+        assert_eq!(Arena::attach(&p).unwrap().config(), cfg);
+        assert_eq!(b.owner_pid(), std::process::id());
+        // A half-written file (creator died before the header) is stale too.
+        drop(b);
+        fs::write(&p, [0u8; 10]).unwrap();
+        let _c = Arena::create(&p, &small()).unwrap();
+    }
+
+    #[test]
+    fn create_leaves_foreign_files_alone() {
+        let p = tmp("foreign");
+        fs::write(&p, b"precious user data, not an arena").unwrap();
+        assert!(matches!(Arena::create(&p, &small()), Err(Error::BadMagic { .. })));
+        assert_eq!(fs::read(&p).unwrap(), b"precious user data, not an arena");
+        fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn create_rejects_bad_config() {
+        let p = tmp("badcfg");
+        for cfg in [
+            ArenaConfig { ring_capacity: 12, ..small() },
+            ArenaConfig { instance: "a/b".into(), ..small() },
+            ArenaConfig { instance: String::new(), ..small() },
+            ArenaConfig { instance: "x".repeat(33), ..small() },
+        ] {
+            assert!(matches!(Arena::create(&p, &cfg), Err(Error::BadConfig(_))), "{cfg:?}");
+        }
+        assert!(!p.exists());
+    }
+
+    /// Needs free 2 MiB hugepages, which other tests on the machine may be
+    /// using: opt in with `cargo test -p ubox-shm -- --ignored hugetlbfs`.
+    #[test]
+    #[ignore = "uses real hugepages"]
+    fn hugetlbfs_arena_is_page_rounded() {
+        let loc = default_path(&format!("test-{}", std::process::id()));
+        if loc.fallback {
+            return;
+        }
+        let cfg = ArenaConfig { data_bytes: 1, ..small() };
+        let a = Arena::create(&loc.path, &cfg).unwrap();
+        assert_eq!(a.total_size() % (2 << 20), 0);
+        assert_eq!(a.total_size(), 4 << 20, "2 MiB of header/slots/rings + 2 MiB of data");
+        let b = Arena::attach(&loc.path).unwrap();
+        a.ring(0).unwrap().push(5).unwrap();
+        assert_eq!(b.ring(0).unwrap().pop(), Some(5));
+        drop(b);
+        drop(a);
+        assert!(!loc.path.exists());
+    }
+
+    #[test]
+    fn hugetlbfs_detection() {
+        let mounts = "tmpfs /dev/shm tmpfs rw 0 0\n\
+                      nodev /dev/hugepages hugetlbfs rw,relatime,pagesize=1G 0 0\n\
+                      none /dev/hugepages/sub tmpfs rw 0 0\n\
+                      none /mnt/huge hugetlbfs rw 0 0\n";
+        assert_eq!(hugetlbfs_page_size(mounts, Path::new("/dev/hugepages/ubox-a.arena")), Some(1 << 30));
+        assert_eq!(hugetlbfs_page_size(mounts, Path::new("/dev/hugepages/sub/x")), None);
+        assert_eq!(hugetlbfs_page_size(mounts, Path::new("/mnt/huge/x")), Some(2 << 20));
+        assert_eq!(hugetlbfs_page_size(mounts, Path::new("/dev/shm/x")), None);
+        assert_eq!(hugetlbfs_page_size(mounts, Path::new("/dev/hugepagesx/y")), None);
+        let loc = default_path("abc");
+        assert!(loc.path.ends_with("ubox-abc.arena"));
+        assert_eq!(loc.fallback, loc.path.starts_with("/dev/shm"));
+    }
+}

@@ -1,0 +1,297 @@
+//! Byte layout of the arena: the `#[repr(C)]` types placed in shared memory and
+//! the arithmetic that places them.
+//!
+//! This module owns every offset and size in the arena and nothing else: it
+//! never touches the mapping. The runtime and NF processes compute the same
+//! [`Layout`] from the same [`ArenaConfig`](crate::ArenaConfig), and `attach`
+//! rejects a header whose region table disagrees with that computation.
+//!
+//! Rules for anything placed here: `#[repr(C)]`, sizes checked by const
+//! assertions, plain integers or atomics only, valid for every bit pattern
+//! (a peer may write anything), and **no pointers or references**: every
+//! process maps the arena at a different address, so links are offsets or
+//! indices.
+
+use std::mem::{align_of, offset_of, size_of};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+/// `b"UBOXARNA"` read as a little-endian `u64`.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"UBOXARNA");
+/// Bumped on every incompatible change of anything in this module.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Length of the fixed instance-name field of the header.
+pub const INSTANCE_LEN: usize = 32;
+/// Cache line size assumed for padding (x86-64 and most arm64 parts).
+pub const CACHE_LINE: usize = 64;
+/// Alignment and size granule of the data region (one 2 MiB hugepage).
+pub const DATA_ALIGN: u64 = 2 << 20;
+/// "No slot" in the free list links and the free-list head.
+pub const NIL: u32 = u32::MAX;
+/// Largest slot count: indices must stay below [`NIL`].
+pub const MAX_SLOTS: u32 = 1 << 30;
+/// Largest ring capacity; free-running `u32` indices need `capacity <= 2^31`.
+pub const MAX_RING_CAPACITY: u32 = 1 << 30;
+/// Largest number of rings.
+pub const MAX_RINGS: u32 = 1 << 16;
+/// Largest payload per slot.
+pub const MAX_SLOT_SIZE: u32 = 1 << 20;
+
+/// Header state while the creator is still initialising the regions.
+pub const STATE_INIT: u32 = 0;
+/// Header state once every region is initialised; published with `Release`.
+pub const STATE_READY: u32 = 1;
+
+/// A value padded to its own cache line, so that two counters written by
+/// different cores never share a line.
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+pub struct CachePadded<T>(pub T);
+
+/// An `(offset, len)` pair, both in bytes from the arena base.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Region {
+    /// Offset from the arena base.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+impl Region {
+    /// First byte past the region.
+    pub fn end(&self) -> u64 {
+        self.offset + self.len
+    }
+}
+
+/// The configuration as stored in the header.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RawConfig {
+    pub slots: u32,
+    pub slot_size: u32,
+    pub rings: u32,
+    pub ring_capacity: u32,
+    pub data_bytes: u64,
+}
+
+/// Where each region sits, as computed by [`Layout::compute`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RegionTable {
+    /// Pool header followed by `slots` slots of `slot_stride` bytes.
+    pub slot_pool: Region,
+    /// `rings` rings of `ring_stride` bytes.
+    pub rings: Region,
+    /// Raw packet-buffer region, 2 MiB aligned (may be empty).
+    pub data: Region,
+    pub slot_stride: u32,
+    pub ring_stride: u32,
+}
+
+/// The arena header at offset 0.
+///
+/// The first 64 bytes are a stable prefix that keeps its meaning across layout
+/// versions (magic, version, state, owner pid), so that a process can always
+/// tell *which* version and *whose* file it is looking at.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArenaHeader {
+    pub magic: u64,
+    pub version: u32,
+    /// [`STATE_INIT`] or [`STATE_READY`]; accessed atomically.
+    pub state: u32,
+    /// Pid of the creating process (the runtime).
+    pub owner_pid: u32,
+    pub header_size: u32,
+    /// Size of the file the creator made, a multiple of its page size.
+    pub total_size: u64,
+    /// Instance name, NUL padded.
+    pub instance: [u8; INSTANCE_LEN],
+    pub config: RawConfig,
+    pub regions: RegionTable,
+    pub _reserved: [u64; 14],
+}
+
+pub const HEADER_SIZE: usize = size_of::<ArenaHeader>();
+pub const MAGIC_OFFSET: usize = offset_of!(ArenaHeader, magic);
+pub const VERSION_OFFSET: usize = offset_of!(ArenaHeader, version);
+pub const STATE_OFFSET: usize = offset_of!(ArenaHeader, state);
+pub const PID_OFFSET: usize = offset_of!(ArenaHeader, owner_pid);
+
+const _: () = {
+    assert!(HEADER_SIZE == 256);
+    assert!(align_of::<ArenaHeader>() == CACHE_LINE);
+    // The stable prefix: never move these.
+    assert!(MAGIC_OFFSET == 0);
+    assert!(VERSION_OFFSET == 8);
+    assert!(STATE_OFFSET == 12);
+    assert!(PID_OFFSET == 16);
+    assert!(offset_of!(ArenaHeader, instance) == 32);
+    assert!(offset_of!(ArenaHeader, config) == 64);
+    assert!(size_of::<RawConfig>() == 24);
+    assert!(size_of::<RegionTable>() == 56);
+};
+
+/// Ring header: producer index and consumer index on separate cache lines.
+/// Followed by `capacity` entries of `AtomicU32`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct RingHeader {
+    /// Free-running count of pushed entries; written by the producer only.
+    pub prod: CachePadded<AtomicU32>,
+    /// Free-running count of popped entries; written by the consumer only.
+    pub cons: CachePadded<AtomicU32>,
+}
+
+pub const RING_HEADER_SIZE: usize = size_of::<RingHeader>();
+const _: () = {
+    assert!(RING_HEADER_SIZE == 2 * CACHE_LINE);
+    assert!(align_of::<RingHeader>() == CACHE_LINE);
+    assert!(offset_of!(RingHeader, cons) == CACHE_LINE);
+};
+
+/// Slot pool header: the free-list head, the free counter and the fault
+/// counter, each on its own line.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct PoolHeader {
+    /// Treiber stack head: `(tag << 32) | index`, index [`NIL`] when empty.
+    pub head: CachePadded<AtomicU64>,
+    /// Number of free slots (exact when no operation is in flight).
+    pub free: CachePadded<AtomicU32>,
+    /// Releases (and retains) of slots whose refcount was already zero.
+    pub double_releases: CachePadded<AtomicU64>,
+}
+
+pub const POOL_HEADER_SIZE: usize = size_of::<PoolHeader>();
+const _: () = {
+    assert!(POOL_HEADER_SIZE == 3 * CACHE_LINE);
+    assert!(align_of::<PoolHeader>() == CACHE_LINE);
+};
+
+/// Per-slot header, followed by the payload.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct SlotHeader {
+    /// 0 while free, >= 1 while allocated.
+    pub refcount: AtomicU32,
+    /// Incremented on every allocation.
+    pub generation: AtomicU32,
+    /// Next free slot while on the free list, [`NIL`] at the end.
+    pub next: AtomicU32,
+    pub _reserved: u32,
+}
+
+pub const SLOT_HEADER_SIZE: usize = size_of::<SlotHeader>();
+const _: () = {
+    assert!(SLOT_HEADER_SIZE == 16);
+    assert!(align_of::<SlotHeader>() == 4);
+};
+
+/// Rounds `v` up to a multiple of `to` (a power of two), `None` on overflow.
+pub fn align_up(v: u64, to: u64) -> Option<u64> {
+    debug_assert!(to.is_power_of_two());
+    Some(v.checked_add(to - 1)? & !(to - 1))
+}
+
+/// Why a configuration cannot be laid out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutError(pub String);
+
+/// Offsets of everything, derived from a [`RawConfig`] alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub config: RawConfig,
+    pub regions: RegionTable,
+    /// Bytes needed before rounding to the file system's page size.
+    pub min_size: u64,
+}
+
+impl Layout {
+    pub fn compute(config: RawConfig) -> Result<Layout, LayoutError> {
+        let err = |m: String| Err(LayoutError(m));
+        if config.slots > MAX_SLOTS {
+            return err(format!("slots = {} exceeds the maximum {MAX_SLOTS}", config.slots));
+        }
+        if config.slot_size == 0 || config.slot_size > MAX_SLOT_SIZE {
+            return err(format!("slot_size = {} must be in 1..={MAX_SLOT_SIZE}", config.slot_size));
+        }
+        if config.rings > MAX_RINGS {
+            return err(format!("rings = {} exceeds the maximum {MAX_RINGS}", config.rings));
+        }
+        if !config.ring_capacity.is_power_of_two() || config.ring_capacity > MAX_RING_CAPACITY {
+            return err(format!(
+                "ring_capacity = {} must be a power of two in 1..={MAX_RING_CAPACITY}",
+                config.ring_capacity
+            ));
+        }
+        let overflow = || LayoutError("arena size overflows u64; reduce the configuration".into());
+        let line = CACHE_LINE as u64;
+
+        let slot_stride = align_up(SLOT_HEADER_SIZE as u64 + u64::from(config.slot_size), line).ok_or_else(overflow)?;
+        let pool_len = (POOL_HEADER_SIZE as u64)
+            .checked_add(slot_stride.checked_mul(u64::from(config.slots)).ok_or_else(overflow)?)
+            .ok_or_else(overflow)?;
+        let slot_pool = Region { offset: HEADER_SIZE as u64, len: pool_len };
+
+        let ring_stride = (RING_HEADER_SIZE as u64)
+            .checked_add(align_up(4 * u64::from(config.ring_capacity), line).ok_or_else(overflow)?)
+            .ok_or_else(overflow)?;
+        let rings_off = align_up(slot_pool.end(), line).ok_or_else(overflow)?;
+        let rings_len = ring_stride.checked_mul(u64::from(config.rings)).ok_or_else(overflow)?;
+        let rings = Region { offset: rings_off, len: rings_len };
+        let rings_end = rings_off.checked_add(rings_len).ok_or_else(overflow)?;
+
+        let data = if config.data_bytes == 0 {
+            Region { offset: rings_end, len: 0 }
+        } else {
+            let offset = align_up(rings_end, DATA_ALIGN).ok_or_else(overflow)?;
+            let len = align_up(config.data_bytes, DATA_ALIGN).ok_or_else(overflow)?;
+            offset.checked_add(len).ok_or_else(overflow)?;
+            Region { offset, len }
+        };
+        let min_size = data.end();
+        // Strides must fit the u32 fields of the region table.
+        let slot_stride = u32::try_from(slot_stride).map_err(|_| overflow())?;
+        let ring_stride = u32::try_from(ring_stride).map_err(|_| overflow())?;
+        if usize::try_from(min_size).is_err() {
+            return Err(overflow());
+        }
+        Ok(Layout { config, regions: RegionTable { slot_pool, rings, data, slot_stride, ring_stride }, min_size })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(slots: u32, slot_size: u32, rings: u32, cap: u32, data: u64) -> RawConfig {
+        RawConfig { slots, slot_size, rings, ring_capacity: cap, data_bytes: data }
+    }
+
+    #[test]
+    fn regions_are_aligned_and_disjoint() {
+        let l = Layout::compute(cfg(100, 200, 3, 1024, 5 << 20)).unwrap();
+        let r = l.regions;
+        assert_eq!(r.slot_stride % 64, 0);
+        assert!(r.slot_stride as usize >= SLOT_HEADER_SIZE + 200);
+        assert_eq!(r.slot_pool.offset, HEADER_SIZE as u64);
+        assert_eq!(r.rings.offset % 64, 0);
+        assert!(r.rings.offset >= r.slot_pool.end());
+        assert_eq!(r.ring_stride as usize, RING_HEADER_SIZE + 4096);
+        assert_eq!(r.data.offset % DATA_ALIGN, 0);
+        assert_eq!(r.data.len, 6 << 20);
+        assert!(r.data.offset >= r.rings.end());
+        assert_eq!(l.min_size, r.data.end());
+    }
+
+    #[test]
+    fn bad_configs_are_rejected() {
+        assert!(Layout::compute(cfg(1, 8, 1, 1000, 0)).is_err());
+        assert!(Layout::compute(cfg(1, 8, 1, 0, 0)).is_err());
+        assert!(Layout::compute(cfg(1, 0, 1, 8, 0)).is_err());
+        assert!(Layout::compute(cfg(MAX_SLOTS + 1, 8, 1, 8, 0)).is_err());
+        assert!(Layout::compute(cfg(1, 8, 1, 8, u64::MAX - 10)).is_err());
+    }
+}

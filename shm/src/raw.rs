@@ -1,0 +1,182 @@
+//! The only module with `unsafe`: it turns `(arena base, offset)` into typed
+//! references after bounds and alignment checks, and wraps the two system calls
+//! that Rust cannot check (`mmap` and `kill`).
+//!
+//! Everything above this module is safe code working with `&AtomicU32`,
+//! `&RingHeader`, `&[u8]` and friends. This module owns no layout knowledge;
+//! it must not grow any.
+
+use std::fs::File;
+use std::io;
+use std::mem::{align_of, size_of};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use memmap2::MmapMut;
+
+use crate::layout::{ArenaHeader, PoolHeader, RingHeader, SlotHeader, HEADER_SIZE};
+
+/// Types that may be viewed in place in the shared mapping through `&T`.
+///
+/// # Safety
+/// Implementors must be `#[repr(C)]`, contain no pointers or references, be
+/// valid for every bit pattern (a peer process may write anything), and be
+/// made only of atomics and padding/reserved integers that are never written
+/// through `&T`, so that concurrent access from other processes is a race on
+/// atomics only.
+pub(crate) unsafe trait InArena: Sized {}
+
+// SAFETY: atomics of plain integers are valid for any bit pattern and are
+// designed for shared mutation through `&`.
+unsafe impl InArena for AtomicU32 {}
+// SAFETY: as above.
+unsafe impl InArena for AtomicU64 {}
+// SAFETY: repr(C), two padded AtomicU32, nothing else (padding is never read).
+unsafe impl InArena for RingHeader {}
+// SAFETY: repr(C), padded AtomicU64 / AtomicU32 / AtomicU64 only.
+unsafe impl InArena for PoolHeader {}
+// SAFETY: repr(C), three AtomicU32 plus a reserved u32 no code writes through `&`.
+unsafe impl InArena for SlotHeader {}
+
+/// A read-write shared mapping of the arena file.
+///
+/// The base pointer is taken once from `&mut MmapMut` so that every access
+/// derives from a pointer with write provenance; the `MmapMut` is kept only to
+/// own (and on drop unmap) the mapping and is never dereferenced again.
+pub(crate) struct Mapping {
+    _map: MmapMut,
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; every access through
+// `&Mapping` goes through atomics (`InArena`) or through `bytes`/`bytes_mut`,
+// whose callers follow the single-writer contract documented on them. Nothing
+// is tied to the creating thread.
+unsafe impl Send for Mapping {}
+// SAFETY: see `Send`; shared access is either atomic or covered by the
+// `bytes_mut` contract.
+unsafe impl Sync for Mapping {}
+
+impl std::fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapping").field("base", &self.base).field("len", &self.len).finish()
+    }
+}
+
+impl Mapping {
+    /// Maps the whole of `file` read-write and shared.
+    pub(crate) fn map(file: &File) -> io::Result<Mapping> {
+        // SAFETY: memmap2 requires that the file is not truncated while mapped
+        // and acknowledges that other processes may modify it. The arena file
+        // is private to one ubox instance (mode 0600, created with O_EXCL);
+        // nobody truncates it while mapped, and concurrent modification is the
+        // point: all shared state is accessed through atomics or under the
+        // single-writer payload contract (see `bytes_mut`).
+        let mut map = unsafe { MmapMut::map_mut(file)? };
+        let len = map.len();
+        let base = NonNull::new(map.as_mut_ptr())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "mmap returned a null mapping"))?;
+        Ok(Mapping { _map: map, base, len })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Address of `off` if `[off, off + size)` lies in the mapping and the
+    /// address is aligned to `align`.
+    fn checked(&self, off: usize, size: usize, align: usize) -> Option<*mut u8> {
+        let end = off.checked_add(size)?;
+        if end > self.len {
+            return None;
+        }
+        // `wrapping_add` cannot leave the allocation: `off <= len` was checked.
+        let p = self.base.as_ptr().wrapping_add(off);
+        if (p as usize) & (align - 1) != 0 {
+            return None;
+        }
+        Some(p)
+    }
+
+    /// A reference to the `T` at `off`, or `None` if out of bounds or misaligned.
+    pub(crate) fn get<T: InArena>(&self, off: usize) -> Option<&T> {
+        let p = self.checked(off, size_of::<T>(), align_of::<T>())?;
+        // SAFETY: `p` is in bounds and aligned (checked), the mapping lives as
+        // long as `&self`, and `T: InArena` is valid for any bytes and only
+        // mutated atomically, so a shared reference is sound even while other
+        // processes write it.
+        Some(unsafe { &*p.cast::<T>() })
+    }
+
+    /// A slice of `n` values of `T` starting at `off`.
+    pub(crate) fn slice<T: InArena>(&self, off: usize, n: usize) -> Option<&[T]> {
+        let size = size_of::<T>().checked_mul(n)?;
+        let p = self.checked(off, size, align_of::<T>())?;
+        // SAFETY: as in `get`, for `n` consecutive values, all in bounds.
+        Some(unsafe { std::slice::from_raw_parts(p.cast::<T>(), n) })
+    }
+
+    /// Shared view of `len` raw bytes at `off`.
+    ///
+    /// The bytes may be written by the single holder of the slot they belong
+    /// to; callers only hand this out to holders of a reference, per the slot
+    /// pool's contract.
+    pub(crate) fn bytes(&self, off: usize, len: usize) -> Option<&[u8]> {
+        let p = self.checked(off, len, 1)?;
+        // SAFETY: in bounds (checked); bytes are valid for any value; the
+        // single-writer protocol (see `bytes_mut`) guarantees nobody writes them
+        // while a reader holds a reference to the slot.
+        Some(unsafe { std::slice::from_raw_parts(p, len) })
+    }
+
+    /// Exclusive view of `len` raw bytes at `off`.
+    ///
+    /// # Safety
+    /// For the lifetime of the returned slice no other reference to these bytes
+    /// may exist or be created, in this process or (by protocol) in another:
+    /// the caller must hold the only reference to the slot that owns them.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn bytes_mut(&self, off: usize, len: usize) -> Option<&mut [u8]> {
+        let p = self.checked(off, len, 1)?;
+        // SAFETY: in bounds (checked), the base has write provenance, and
+        // exclusivity is the caller's obligation stated above.
+        Some(unsafe { std::slice::from_raw_parts_mut(p, len) })
+    }
+
+    /// Copies the header out of the mapping.
+    ///
+    /// Call only after `state` was observed `READY` with `Acquire`: from then
+    /// on nobody writes the header, so the plain read does not race.
+    pub(crate) fn read_header(&self) -> Option<ArenaHeader> {
+        let p = self.checked(0, HEADER_SIZE, align_of::<ArenaHeader>())?;
+        // SAFETY: in bounds and aligned (checked); `ArenaHeader` is made of
+        // integers and integer arrays, valid for every bit pattern.
+        Some(unsafe { p.cast::<ArenaHeader>().read() })
+    }
+
+    /// Writes the header. Only the creator calls this, before publishing
+    /// `READY`; `&mut self` rules out any other reference in this process.
+    pub(crate) fn write_header(&mut self, header: &ArenaHeader) -> Option<()> {
+        let p = self.checked(0, HEADER_SIZE, align_of::<ArenaHeader>())?;
+        // SAFETY: in bounds and aligned (checked); `&mut self` means no
+        // reference into the mapping exists in this process; no other process
+        // reads past the atomic `state` check before we publish READY.
+        unsafe { p.cast::<ArenaHeader>().write(*header) };
+        Some(())
+    }
+}
+
+/// Whether a process with this pid exists (`kill(pid, 0)` succeeds or fails
+/// with `EPERM`). Pid 0 and pids that do not fit `pid_t` are never alive:
+/// `kill(0, _)` and negative pids address process groups.
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 performs only the existence and permission check and
+    // delivers nothing; `pid` is a positive single-process id.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}

@@ -3,6 +3,21 @@
 //! A client connects to the runtime's Unix socket (by default
 //! `/run/ubox/<instance>.sock`), writes one [`Request`] as a JSON line and
 //! reads one [`Response`] line back.
+//!
+//! **NF sessions.** An NF process sends [`Request::Register`] with its
+//! manifest and receives [`Response::Registered`]: the arena file to map and,
+//! per worker, the index of the ring the runtime publishes events on
+//! (`to_nf`) and of the ring the NF hands them back on (`from_nf`). The NF
+//! then keeps the connection open for as long as it runs: the runtime takes
+//! the connection closing (exit, crash, `kill -9`) as the NF's death.
+//!
+//! **Data path** (rings in the arena, no syscalls): the runtime allocates a
+//! slot, writes a `ubox_shm::event::EventHeader` at the start of its
+//! payload (type id, flow, packet offset and length in the arena, ...) and
+//! pushes the slot index on `to_nf`. The NF reads the header and the packet
+//! bytes, writes its verdict into the header and pushes the same slot index
+//! on `from_nf`. The runtime owns the slot and the packet throughout; the NF
+//! never allocates or releases them.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -23,6 +38,48 @@ pub enum Request {
     Stats,
     /// Liveness and identity.
     Ping,
+    /// An NF process registers (and keeps the connection open while it runs).
+    Register { manifest: crate::registry::NfManifest },
+    /// The registered NFs.
+    NfList,
+}
+
+/// Rings of one NF on one worker.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NfRings {
+    pub worker: u32,
+    /// Ring the runtime publishes events on (runtime produces, NF consumes).
+    pub to_nf: u32,
+    /// Ring the NF hands events back on (NF produces, runtime consumes).
+    pub from_nf: u32,
+}
+
+/// What a registered NF needs to run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NfSession {
+    pub nf_id: u32,
+    pub name: String,
+    /// Arena file to attach.
+    pub arena: PathBuf,
+    pub rings: Vec<NfRings>,
+    /// Resolved type ids of the manifest's subscriptions, in order.
+    pub subscriptions: Vec<u64>,
+    /// Resolved type ids of the manifest's publications, in order.
+    pub publications: Vec<u64>,
+}
+
+/// One registered NF, as `uboxctl nf list` shows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NfInfo {
+    pub nf_id: u32,
+    pub name: String,
+    pub version: String,
+    /// `running` while its session is open, `dead` after it closed.
+    pub state: String,
+    pub subscriptions: Vec<String>,
+    pub publications: Vec<String>,
+    pub events_in: u64,
+    pub events_out: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -30,6 +87,8 @@ pub enum Request {
 pub enum Response {
     Stats(Stats),
     Pong { instance: String, pid: u32 },
+    Registered(NfSession),
+    Nfs { nfs: Vec<NfInfo> },
     Error { message: String },
 }
 

@@ -278,6 +278,10 @@ fn run_with_eal(
         control.poll(&mut |req| match req {
             Request::Stats => Response::Stats(collect(&ports)),
             Request::Ping => Response::Pong { instance: r.name.clone(), pid },
+            Request::Register { manifest } => Response::Error {
+                message: format!("cannot register NF '{}': this runtime does not run NFs yet", manifest.name),
+            },
+            Request::NfList => Response::Nfs { nfs: Vec::new() },
         });
         let periodic = opts.stats_interval.is_some_and(|i| last_print.elapsed() >= i);
         if signals::take_dump_request() || periodic {

@@ -372,6 +372,36 @@ impl Arena {
 
     /// The packet-buffer region `(offset, len)` from the arena base; 2 MiB
     /// aligned relative to the base (and absolutely on hugetlbfs).
+    /// Address of the data region in this process, for the runtime to
+    /// register with DPDK (`rte_extmem_register`) as packet-buffer memory.
+    /// Valid while this `Arena` lives.
+    pub fn data_ptr(&self) -> *mut u8 {
+        let r = self.data_region();
+        self.map.addr(r.offset as usize).unwrap_or(std::ptr::null_mut())
+    }
+
+    /// Offset from the arena base of an address inside the data region (the
+    /// runtime turns an mbuf's data pointer into what it puts in an event).
+    pub fn data_offset_of(&self, addr: *const u8) -> Option<u64> {
+        let r = self.data_region();
+        let start = self.data_ptr() as usize;
+        let a = addr as usize;
+        (a >= start && a < start + r.len as usize).then(|| r.offset + (a - start) as u64)
+    }
+
+    /// Packet bytes `[off, off + len)` (offsets from the arena base, as events
+    /// carry them), if they lie inside the data region. The holder of the
+    /// event that names them may read them; nobody writes them meanwhile (the
+    /// runtime parks the packet while an NF holds its event).
+    pub fn packet(&self, off: u64, len: u32) -> Option<&[u8]> {
+        let r = self.data_region();
+        let end = off.checked_add(u64::from(len))?;
+        if off < r.offset || end > r.offset + r.len {
+            return None;
+        }
+        self.map.bytes(off as usize, len as usize)
+    }
+
     pub fn data_region(&self) -> Region {
         self.layout.regions.data
     }

@@ -67,6 +67,7 @@
 //! ```
 
 mod arena;
+pub mod event;
 mod layout;
 mod raw;
 mod ring;

@@ -84,6 +84,13 @@ impl Mapping {
         self.len
     }
 
+    /// Address of byte `off` of the mapping (for handing a region to DPDK),
+    /// or `None` past the end. Computing the address is safe; using it is
+    /// the caller's business.
+    pub(crate) fn addr(&self, off: usize) -> Option<*mut u8> {
+        (off <= self.len).then(|| self.base.as_ptr().wrapping_add(off))
+    }
+
     /// Address of `off` if `[off, off + size)` lies in the mapping and the
     /// address is aligned to `align`.
     fn checked(&self, off: usize, size: usize, align: usize) -> Option<*mut u8> {

@@ -35,6 +35,15 @@ enum Cmd {
     Stats,
     /// Check that the runtime answers.
     Ping,
+    /// Network functions.
+    #[command(subcommand)]
+    Nf(NfCmd),
+}
+
+#[derive(Subcommand)]
+enum NfCmd {
+    /// Registered NFs: state, subscriptions, publications, events in/out.
+    List,
 }
 
 fn main() -> ExitCode {
@@ -43,6 +52,7 @@ fn main() -> ExitCode {
     let req = match cli.cmd {
         Cmd::Stats => Request::Stats,
         Cmd::Ping => Request::Ping,
+        Cmd::Nf(NfCmd::List) => Request::NfList,
     };
     match api::call(&socket, &req, Duration::from_secs(5)) {
         Ok(Response::Error { message }) => {
@@ -60,6 +70,36 @@ fn main() -> ExitCode {
         Ok(Response::Pong { instance, pid }) => {
             println!("instance '{instance}' (pid {pid}) is up");
             ExitCode::SUCCESS
+        }
+        Ok(Response::Nfs { nfs }) => {
+            let mut t = controller::table::Table::new(&[
+                "id",
+                "name",
+                "version",
+                "state",
+                "subscribes",
+                "publishes",
+                "events in",
+                "events out",
+            ]);
+            for n in nfs {
+                t.row(vec![
+                    n.nf_id.to_string(),
+                    n.name,
+                    n.version,
+                    n.state,
+                    n.subscriptions.join(","),
+                    n.publications.join(","),
+                    n.events_in.to_string(),
+                    n.events_out.to_string(),
+                ]);
+            }
+            print!("{}", t.render());
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Registered(_)) => {
+            eprintln!("uboxctl: unexpected answer (registration) from the runtime");
+            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("uboxctl: {e}");

@@ -1,0 +1,131 @@
+//! The μEvent header: what a slot's payload starts with.
+//!
+//! The runtime fills it when it publishes an event to an NF; the NF reads it
+//! and answers in `verdict`. Everything is a plain `#[repr(C)]` value with
+//! offsets, never pointers, so both sides agree whatever address they mapped
+//! the arena at. The size is fixed by a const assertion; change
+//! [`crate::LAYOUT_VERSION`] with it.
+
+/// No answer yet.
+pub const VERDICT_PENDING: u32 = 0;
+/// Let the packet continue.
+pub const VERDICT_PASS: u32 = 1;
+/// Drop the packet.
+pub const VERDICT_DROP: u32 = 2;
+/// The NF rewrote the packet in place (only NFs that declared it).
+pub const VERDICT_MODIFIED: u32 = 3;
+
+/// Which endpoint of a flow an event concerns.
+pub const SIDE_CLIENT: u8 = 0;
+pub const SIDE_SERVER: u8 = 1;
+
+/// Room for a stack's snapshot of one side of a flow (TCP state, seq/ack,
+/// window, timestamp), copied at publish time.
+pub const SNAPSHOT_LEN: usize = 24;
+
+/// Common header of every event (64 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// Hierarchical type id (`ustack::event::EventTypeId`).
+    pub type_id: u64,
+    /// Flow the event belongs to (unique per worker).
+    pub flow_id: u64,
+    /// Packet bytes: offset from the arena base (0 when there is no packet).
+    pub pkt_off: u64,
+    /// Packet length in bytes.
+    pub pkt_len: u32,
+    /// Publisher: 0 for the runtime's stacks, else an NF id.
+    pub publisher: u16,
+    /// Worker that published it (its rings carry the answer back).
+    pub worker: u8,
+    /// `SIDE_CLIENT` or `SIDE_SERVER`.
+    pub side: u8,
+    /// The subscriber's answer (`VERDICT_*`), written before it hands the
+    /// slot back.
+    pub verdict: u32,
+    /// Sequence number of the event on its worker (for checks and traces).
+    pub seq: u32,
+    /// Stack snapshot, copied at publish time.
+    pub snapshot: [u8; SNAPSHOT_LEN],
+}
+
+/// Bytes of [`EventHeader`].
+pub const EVENT_HEADER_LEN: usize = std::mem::size_of::<EventHeader>();
+const _: () = assert!(EVENT_HEADER_LEN == 64);
+const _: () = assert!(std::mem::align_of::<EventHeader>() == 8);
+
+impl EventHeader {
+    /// Reads a header from the start of a slot payload (copying it out).
+    pub fn read(payload: &[u8]) -> Option<EventHeader> {
+        let b = payload.get(..EVENT_HEADER_LEN)?;
+        let u64_at = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        let mut snapshot = [0u8; SNAPSHOT_LEN];
+        snapshot.copy_from_slice(&b[40..40 + SNAPSHOT_LEN]);
+        Some(EventHeader {
+            type_id: u64_at(0),
+            flow_id: u64_at(8),
+            pkt_off: u64_at(16),
+            pkt_len: u32_at(24),
+            publisher: u16::from_ne_bytes([b[28], b[29]]),
+            worker: b[30],
+            side: b[31],
+            verdict: u32_at(32),
+            seq: u32_at(36),
+            snapshot,
+        })
+    }
+
+    /// Writes the header to the start of a slot payload.
+    pub fn write(&self, payload: &mut [u8]) -> Option<()> {
+        let b = payload.get_mut(..EVENT_HEADER_LEN)?;
+        b[0..8].copy_from_slice(&self.type_id.to_ne_bytes());
+        b[8..16].copy_from_slice(&self.flow_id.to_ne_bytes());
+        b[16..24].copy_from_slice(&self.pkt_off.to_ne_bytes());
+        b[24..28].copy_from_slice(&self.pkt_len.to_ne_bytes());
+        b[28..30].copy_from_slice(&self.publisher.to_ne_bytes());
+        b[30] = self.worker;
+        b[31] = self.side;
+        b[32..36].copy_from_slice(&self.verdict.to_ne_bytes());
+        b[36..40].copy_from_slice(&self.seq.to_ne_bytes());
+        b[40..40 + SNAPSHOT_LEN].copy_from_slice(&self.snapshot);
+        Some(())
+    }
+
+    /// Writes only the verdict field (what a subscriber does to answer).
+    pub fn write_verdict(payload: &mut [u8], verdict: u32) -> Option<()> {
+        payload.get_mut(32..36)?.copy_from_slice(&verdict.to_ne_bytes());
+        Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_at_its_declared_offsets() {
+        let h = EventHeader {
+            type_id: 0x0101_0000_0000_0000,
+            flow_id: 7,
+            pkt_off: 4 << 20,
+            pkt_len: 1514,
+            publisher: 3,
+            worker: 1,
+            side: SIDE_SERVER,
+            verdict: VERDICT_PENDING,
+            seq: 42,
+            snapshot: [9; SNAPSHOT_LEN],
+        };
+        let mut buf = [0u8; 128];
+        h.write(&mut buf).unwrap();
+        assert_eq!(EventHeader::read(&buf), Some(h));
+        EventHeader::write_verdict(&mut buf, VERDICT_DROP).unwrap();
+        assert_eq!(EventHeader::read(&buf).unwrap().verdict, VERDICT_DROP);
+        // The byte offsets used by read/write are the repr(C) field offsets.
+        assert_eq!(std::mem::offset_of!(EventHeader, verdict), 32);
+        assert_eq!(std::mem::offset_of!(EventHeader, snapshot), 40);
+        assert!(EventHeader::read(&buf[..63]).is_none());
+    }
+}

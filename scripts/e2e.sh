@@ -260,6 +260,32 @@ test_two_workers() {
   stop_runtime || fail "runtime exit code $?"
 }
 
+# An NF process (nfs/counter, on nf-sdk) registers with the runtime, shows in
+# `uboxctl nf list`, is seen dead after kill -9, and registers again.
+test_nf_session() {
+  ensure_testbed
+  write_wire_config "$WORK/nf.toml" e2e-nf
+  start_runtime "$WORK/nf.toml" "$WORK/test_nf_session.log" || fail "runtime did not start"
+  local nfs
+  nf_state() { "$UBOX_BIN/uboxctl" -i e2e-nf --json nf list | python3 -c 'import json,sys; print(",".join(n["name"]+"="+n["state"] for n in json.load(sys.stdin)["nfs"]))'; }
+  wait_state() { local i; for i in $(seq 1 50); do [ "$(nf_state)" = "$1" ] && return 0; sleep 0.1; done; echo "    state: $(nf_state)"; return 1; }
+  "$UBOX_BIN/counter" --instance e2e-nf > "$WORK/counter1.log" 2>&1 &
+  local c1=$!
+  wait_state "counter=running" || fail "counter did not register"
+  "$UBOX_BIN/counter" --instance e2e-nf > "$WORK/counter-dup.log" 2>&1 && fail "a second 'counter' was accepted"
+  grep -q "already registered and running" "$WORK/counter-dup.log" || fail "duplicate name not refused clearly"
+  kill -9 "$c1"; wait "$c1" 2>/dev/null || true
+  wait_state "counter=dead" || fail "kill -9 not noticed"
+  ip netns exec ubox-c ping -c2 -i0.2 -W2 10.10.0.11 >/dev/null || fail "traffic stopped after the NF died"
+  "$UBOX_BIN/counter" --instance e2e-nf > "$WORK/counter2.log" 2>&1 &
+  local c2=$!
+  wait_state "counter=running" || fail "counter did not re-register"
+  kill -TERM "$c2"; wait "$c2" || fail "counter exit code $? on SIGTERM"
+  wait_state "counter=dead" || fail "clean NF exit not noticed"
+  stop_runtime || fail "runtime exit code $?"
+  [ ! -e /dev/hugepages/ubox-e2e-nf.arena ] || fail "arena file left behind"
+}
+
 # The benchmark runs from a fresh clone and writes its JSON (one short round;
 # the figures themselves are not judged here: timings on CI are noise).
 test_bench_smoke() {
@@ -277,7 +303,7 @@ for f in ["wire-vs-testpmd-macswap.json", "wire-vs-testpmd-io.json"]:
 PY
 }
 
-ALL=(test_bad_config test_missing_interface test_ping test_no_hugepages test_download_10mb test_iperf3 test_malformed_frames test_flow_bound test_flow_idle_timeout test_two_workers test_bench_smoke)
+ALL=(test_bad_config test_missing_interface test_ping test_no_hugepages test_download_10mb test_iperf3 test_malformed_frames test_flow_bound test_flow_idle_timeout test_two_workers test_nf_session test_bench_smoke)
 TESTS=("$@"); [ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL[@]}")
 for t in "${TESTS[@]}"; do run_test "$t"; done
 echo

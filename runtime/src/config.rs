@@ -64,6 +64,15 @@ pub struct RuntimeSection {
     pub control_socket: Option<PathBuf>,
     /// Extra EAL arguments, appended last (e.g. ["--log-level=pmd.*:debug"]).
     pub eal_args: Vec<String>,
+    /// Arena file shared with NF processes; default
+    /// /dev/hugepages/ubox-<name>.arena (or /dev/shm without hugepages).
+    pub arena: Option<PathBuf>,
+    /// Event slots in the arena.
+    pub event_slots: u32,
+    /// NF processes that can be registered at once.
+    pub max_nfs: u32,
+    /// Entries of each NF ring (a power of two).
+    pub nf_ring_size: u32,
 }
 
 impl Default for RuntimeSection {
@@ -83,6 +92,10 @@ impl Default for RuntimeSection {
             handoff_ring: 1024,
             control_socket: None,
             eal_args: Vec::new(),
+            arena: None,
+            event_slots: 8192,
+            max_nfs: 16,
+            nf_ring_size: 1024,
         }
     }
 }
@@ -212,6 +225,15 @@ impl Config {
         }
         if !r.handoff_ring.is_power_of_two() || r.handoff_ring < 64 {
             return Err(format!("key `runtime.handoff_ring`: {} must be a power of two >= 64", r.handoff_ring));
+        }
+        if !r.nf_ring_size.is_power_of_two() || r.nf_ring_size < 64 {
+            return Err(format!("key `runtime.nf_ring_size`: {} must be a power of two >= 64", r.nf_ring_size));
+        }
+        if r.max_nfs == 0 || r.max_nfs > 256 {
+            return Err(format!("key `runtime.max_nfs`: {} is out of range (1 to 256)", r.max_nfs));
+        }
+        if r.event_slots < 64 || r.event_slots > (1 << 24) {
+            return Err(format!("key `runtime.event_slots`: {} is out of range (64 to 16777216)", r.event_slots));
         }
         if self.flow_table.capacity == 0 || self.flow_table.capacity > (1 << 24) {
             return Err(format!(

@@ -39,8 +39,9 @@ impl ControlSocket {
         Ok(ControlSocket { listener, path: path.to_path_buf() })
     }
 
-    /// Serve every pending connection with `answer`.
-    pub fn poll(&self, answer: &mut impl FnMut(Request) -> Response) {
+    /// Serve every pending connection with `answer`, which also gets the
+    /// connection (an NF's registration keeps a clone of it open).
+    pub fn poll(&self, answer: &mut impl FnMut(Request, &UnixStream) -> Response) {
         while let Ok((stream, _)) = self.listener.accept() {
             if let Err(e) = serve(stream, answer) {
                 tracing::debug!("control connection: {e}");
@@ -49,14 +50,14 @@ impl ControlSocket {
     }
 }
 
-fn serve(stream: UnixStream, answer: &mut impl FnMut(Request) -> Response) -> std::io::Result<()> {
+fn serve(stream: UnixStream, answer: &mut impl FnMut(Request, &UnixStream) -> Response) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
     stream.set_write_timeout(Some(Duration::from_millis(500)))?;
     let mut line = String::new();
     BufReader::new(&stream).take(64 * 1024).read_line(&mut line)?;
     let resp = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => answer(req),
+        Ok(req) => answer(req, &stream),
         Err(e) => Response::Error { message: format!("bad request: {e}") },
     };
     let mut out = serde_json::to_string(&resp).map_err(std::io::Error::other)?;

@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod counters;
 pub mod dpdk;
+pub mod nfs;
 pub mod preflight;
 pub mod signals;
 pub mod worker;
@@ -94,15 +95,54 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<Stats> {
     // Bind the control socket first: a second instance with the same name
     // is refused before EAL touches any port.
     let control = control::ControlSocket::bind(&cfg.control_socket()).map_err(|e| anyhow!(e))?;
+    let arena = create_arena(&cfg, nmbufs, no_huge)?;
     signals::install();
     let eal_args = cfg.eal_args(ncpus, no_huge);
     tracing::info!("EAL arguments: {}", eal_args.join(" "));
     let eal = Eal::init(&eal_args).map_err(|e| {
         anyhow!("DPDK EAL failed to start: {e} (EAL's own messages above say which device or resource)")
     })?;
-    let stats = run_with_eal(&eal, &cfg, &opts, nmbufs, control);
+    let stats = run_with_eal(&eal, &cfg, &opts, nmbufs, control, &arena);
     drop(eal);
+    drop(arena);
     stats
+}
+
+/// The arena and the page size its file is backed by.
+struct ArenaState {
+    arena: ubox_shm::Arena,
+    page_size: usize,
+}
+
+/// Create the instance's arena: event slots, NF rings and the packet-buffer
+/// region the mbuf pool is built on. On hugetlbfs unless running without
+/// hugepages (then /dev/shm, with the --no-huge warning already given).
+fn create_arena(cfg: &Config, nmbufs: u32, no_huge: bool) -> anyhow::Result<ArenaState> {
+    let r = &cfg.runtime;
+    let (path, hugetlb) = match (&r.arena, no_huge) {
+        (Some(p), _) => (p.clone(), !no_huge),
+        (None, true) => (PathBuf::from(format!("/dev/shm/ubox-{}.arena", r.name)), false),
+        (None, false) => {
+            let loc = ubox_shm::default_path(&r.name);
+            if loc.fallback {
+                tracing::warn!("no hugetlbfs on /dev/hugepages: arena in {} on 4 KiB pages", loc.path.display());
+            }
+            (loc.path, !loc.fallback)
+        }
+    };
+    let page_size = if hugetlb { 2 << 20 } else { 4096 };
+    let data = (nmbufs as u64 * Mempool::EXT_BUF_SIZE as u64).div_ceil(2 << 20) * (2 << 20);
+    let mut ac = ubox_shm::ArenaConfig::new(r.name.clone());
+    ac.slots = r.event_slots;
+    ac.slot_size = 128;
+    ac.rings = r.max_nfs * r.workers as u32 * 2;
+    ac.ring_capacity = r.nf_ring_size;
+    ac.data_bytes = data;
+    let arena = ubox_shm::Arena::create(&path, &ac).map_err(|e| {
+        anyhow!("cannot create the arena {}: {e} (reserve more hugepages, or set runtime.arena)", path.display())
+    })?;
+    tracing::info!("arena {} ({} MiB)", path.display(), arena.total_size() >> 20);
+    Ok(ArenaState { arena, page_size })
 }
 
 fn has_duplicates(v: &[u32]) -> bool {
@@ -124,6 +164,7 @@ fn run_with_eal(
     opts: &Options,
     nmbufs: u32,
     control: control::ControlSocket,
+    arena: &ArenaState,
 ) -> anyhow::Result<Stats> {
     let r = &cfg.runtime;
     let nworkers = r.workers as usize;
@@ -132,7 +173,19 @@ fn run_with_eal(
         return Err(anyhow!("EAL started {} worker lcores, {} configured", lcores.len(), nworkers));
     }
     let socket = dpdk::eal::socket_id();
-    let pool = Mempool::new("ubox_pkt", nmbufs, MEMPOOL_CACHE, socket).map_err(|e| {
+    // Packet buffers live in the arena's data region, so NF processes read
+    // them in place without DPDK.
+    let data = arena.arena.data_region();
+    let pool = Mempool::new_external(
+        "ubox_pkt",
+        nmbufs,
+        MEMPOOL_CACHE,
+        socket,
+        arena.arena.data_ptr(),
+        data.len as usize,
+        arena.page_size,
+    )
+    .map_err(|e| {
         anyhow!(
             "{e} (free hugepages: {} MiB; lower runtime.mbufs or reserve more)",
             preflight::free_hugepage_bytes() >> 20
@@ -271,18 +324,19 @@ fn run_with_eal(
         addrs,
         sock_path.display()
     );
+    let nf_table = Arc::new(nfs::NfTable::new(r.max_nfs, nworkers as u32));
+    let mut nf_manager = nfs::NfManager::new(Arc::clone(&nf_table), arena.arena.path().to_path_buf());
     let pid = std::process::id();
     let mut last_print = Instant::now();
     while signals::running() {
         std::thread::sleep(Duration::from_millis(20));
-        control.poll(&mut |req| match req {
+        control.poll(&mut |req, stream| match req {
             Request::Stats => Response::Stats(collect(&ports)),
             Request::Ping => Response::Pong { instance: r.name.clone(), pid },
-            Request::Register { manifest } => Response::Error {
-                message: format!("cannot register NF '{}': this runtime does not run NFs yet", manifest.name),
-            },
-            Request::NfList => Response::Nfs { nfs: Vec::new() },
+            Request::Register { manifest } => nf_manager.register(manifest, stream),
+            Request::NfList => Response::Nfs { nfs: nf_manager.list() },
         });
+        nf_manager.poll();
         let periodic = opts.stats_interval.is_some_and(|i| last_print.elapsed() >= i);
         if signals::take_dump_request() || periodic {
             last_print = Instant::now();

@@ -402,6 +402,19 @@ impl Arena {
         self.map.bytes(off as usize, len as usize)
     }
 
+    /// Copies `data` into the data region at `off` (offset from the arena
+    /// base), or `None` if it does not fit inside the region. For whoever
+    /// owns those bytes by protocol: a test harness playing the runtime, or
+    /// an NF that declared it modifies packets and holds the packet's event.
+    pub fn write_packet(&self, off: u64, data: &[u8]) -> Option<()> {
+        let r = self.data_region();
+        let end = off.checked_add(data.len() as u64)?;
+        if off < r.offset || end > r.offset + r.len {
+            return None;
+        }
+        self.map.copy_in(off as usize, data)
+    }
+
     pub fn data_region(&self) -> Region {
         self.layout.regions.data
     }

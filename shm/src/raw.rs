@@ -151,6 +151,19 @@ impl Mapping {
         Some(unsafe { std::slice::from_raw_parts_mut(p, len) })
     }
 
+    /// Copies `data` into the mapping at `off` with raw writes (no `&mut`
+    /// is ever formed), or `None` if out of bounds.
+    pub(crate) fn copy_in(&self, off: usize, data: &[u8]) -> Option<()> {
+        let p = self.checked(off, data.len(), 1)?;
+        // SAFETY: `[p, p + len)` lies in the mapping (checked) and the base has
+        // write provenance. `data` cannot overlap the destination unless the
+        // caller passes arena bytes back in, which `copy` (memmove) handles.
+        // Callers write only bytes they own by protocol (a packet buffer no
+        // event currently names), so no reader observes a torn write.
+        unsafe { std::ptr::copy(data.as_ptr(), p, data.len()) };
+        Some(())
+    }
+
     /// Copies the header out of the mapping.
     ///
     /// Call only after `state` was observed `READY` with `Acquire`: from then

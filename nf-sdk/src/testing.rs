@@ -1,0 +1,383 @@
+//! [`FakeRuntime`]: the runtime's side of an NF session, without DPDK, for
+//! testing NFs (yours and ours).
+//!
+//! It creates a real arena in a fresh temporary directory, listens on a Unix
+//! socket there, answers one `Register` (validated by the controller's real
+//! [`Registry`], so it refuses what the runtime would) with a session for one
+//! worker (ring 0 = `to_nf`, ring 1 = `from_nf`), and then lets the test
+//! publish events and collect verdicts:
+//!
+//! ```no_run
+//! use nf_sdk::{testing::FakeRuntime, Nf, Verdict};
+//! use ustack::event::PKT_TCP;
+//!
+//! let mut rt = FakeRuntime::start().unwrap();
+//! let socket = rt.socket().to_owned();
+//! let nf = std::thread::spawn(move || {
+//!     let mut nf = Nf::builder("t").socket(socket).subscribe("PKT", |_| Verdict::Drop).connect()?;
+//!     nf.run()
+//! });
+//! rt.publish(PKT_TCP, 1, b"bytes").unwrap();
+//! let verdicts = rt.wait_verdicts(1, std::time::Duration::from_secs(5));
+//! rt.close_control(); // the NF's run() now fails with RuntimeGone
+//! # drop((nf, verdicts));
+//! ```
+//!
+//! Packets are written into the arena's data region, where the real runtime
+//! keeps its mbufs, through the arena *file* (`pwrite`): ubox-shm offers no
+//! safe writer for the data region, and a shared file mapping sees writes
+//! to the file. See [`FakeRuntime::write_packet`].
+//!
+//! The fake owns slots exactly as the runtime does: it allocates them,
+//! keeps the one reference while the NF holds the event, and releases them
+//! in [`collect_verdicts`](FakeRuntime::collect_verdicts).
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use controller::api::{NfRings, NfSession, Request, Response};
+use controller::registry::{NfManifest, Registry};
+use ubox_shm::event::{EventHeader, SIDE_CLIENT};
+use ubox_shm::{Arena, ArenaConfig, SlotIdx};
+use ustack::event::EventTypeId;
+
+/// Ring the fake publishes on.
+pub const TO_NF_RING: u32 = 0;
+/// Ring the fake collects answers from.
+pub const FROM_NF_RING: u32 = 1;
+/// Bytes of packet space (the arena's data region).
+pub const DATA_BYTES: u64 = 4 << 20;
+/// Alignment of packets in the data region.
+const PKT_ALIGN: u64 = 64;
+
+/// What the fake could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum FakeError {
+    #[error("fake runtime: {0}")]
+    Io(#[from] io::Error),
+    #[error("fake runtime arena: {0}")]
+    Arena(#[from] ubox_shm::Error),
+    #[error("fake runtime: no free event slot; collect verdicts first")]
+    NoSlots,
+    #[error("fake runtime: to_nf ring is full; let the NF run or collect verdicts first")]
+    RingFull,
+    #[error("fake runtime: {len}-byte packet does not fit in the data region next to the outstanding ones; collect verdicts first")]
+    DataFull { len: usize },
+}
+
+/// The NF session as the fake's listener thread sees it.
+#[derive(Default)]
+struct Shared {
+    manifest: Option<NfManifest>,
+    control: Option<UnixStream>,
+}
+
+/// A runtime stand-in for one NF on one worker; see the [module docs](self).
+pub struct FakeRuntime {
+    dir: PathBuf,
+    socket: PathBuf,
+    arena: Arena,
+    shared: Arc<Mutex<Shared>>,
+    quit: Arc<AtomicBool>,
+    listener: Option<JoinHandle<()>>,
+    /// Next packet offset, relative to the data region.
+    next_data: u64,
+    /// Packet space of events not collected yet: slot → (offset, len).
+    outstanding: HashMap<u32, (u64, u64)>,
+    seq: u32,
+}
+
+impl std::fmt::Debug for FakeRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeRuntime").field("socket", &self.socket).field("arena", &self.arena).finish_non_exhaustive()
+    }
+}
+
+static NEXT_DIR: AtomicU32 = AtomicU32::new(0);
+
+impl FakeRuntime {
+    /// A fake that registers the first NF that connects (if the controller's
+    /// registry accepts its manifest).
+    pub fn start() -> Result<FakeRuntime, FakeError> {
+        Self::start_inner(None)
+    }
+
+    /// A fake that answers the first `Register` with
+    /// `Response::Error { message }`.
+    pub fn start_refusing(message: &str) -> Result<FakeRuntime, FakeError> {
+        Self::start_inner(Some(message.to_owned()))
+    }
+
+    fn start_inner(refuse: Option<String>) -> Result<FakeRuntime, FakeError> {
+        let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ubox-fake-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let arena_path = dir.join("fake.arena");
+        let config = ArenaConfig {
+            instance: "fake".into(),
+            slots: 4096,
+            slot_size: 256,
+            rings: 2,
+            ring_capacity: 2048,
+            data_bytes: DATA_BYTES,
+        };
+        let arena = Arena::create(&arena_path, &config)?;
+        let socket = dir.join("control.sock");
+        let listener = UnixListener::bind(&socket)?;
+        listener.set_nonblocking(true)?;
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let quit = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (shared, quit) = (Arc::clone(&shared), Arc::clone(&quit));
+            std::thread::spawn(move || serve_one(listener, arena_path, refuse, shared, quit))
+        };
+        Ok(FakeRuntime {
+            dir,
+            socket,
+            arena,
+            shared,
+            quit,
+            listener: Some(thread),
+            next_data: 0,
+            outstanding: HashMap::new(),
+            seq: 0,
+        })
+    }
+
+    /// The control socket to point the NF at (`.socket(..)` or `UBOX_SOCKET`).
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The arena (as the runtime maps it).
+    pub fn arena(&self) -> &Arena {
+        &self.arena
+    }
+
+    /// The manifest of the registered NF, once one registered.
+    pub fn manifest(&self) -> Option<NfManifest> {
+        self.lock().manifest.clone()
+    }
+
+    /// Waits until an NF registered (or was refused); false on timeout.
+    pub fn wait_registered(&self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if self.lock().manifest.is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    /// Publishes a client-side event of type `type_id` on flow `flow_id`
+    /// carrying a copy of `packet` (no packet when it is empty).
+    pub fn publish(&mut self, type_id: EventTypeId, flow_id: u64, packet: &[u8]) -> Result<SlotIdx, FakeError> {
+        let header = EventHeader { type_id: type_id.raw(), flow_id, side: SIDE_CLIENT, ..EventHeader::default() };
+        self.publish_header(header, packet)
+    }
+
+    /// Publishes `header` as given, except for the packet reference (set to
+    /// the copy of `packet`), `worker` (0) and `seq` (the fake's counter).
+    pub fn publish_header(&mut self, mut header: EventHeader, packet: &[u8]) -> Result<SlotIdx, FakeError> {
+        let placed = if packet.is_empty() { None } else { Some(self.place(packet.len())?) };
+        let mut pool = self.arena.slot_pool()?;
+        let slot = pool.alloc().ok_or(FakeError::NoSlots)?;
+        let (pkt_off, pkt_len) = match placed {
+            Some(rel) => {
+                let abs = self.arena.data_region().offset + rel;
+                if let Err(e) = self.write_packet(abs, packet) {
+                    let _ = pool.release(slot);
+                    return Err(e.into());
+                }
+                (abs, packet.len() as u32)
+            }
+            None => (0, 0),
+        };
+        header.pkt_off = pkt_off;
+        header.pkt_len = pkt_len;
+        header.worker = 0;
+        header.seq = self.seq;
+        header.verdict = 0;
+        self.seq = self.seq.wrapping_add(1);
+        let written = pool.payload_mut(slot).ok().and_then(|p| header.write(p));
+        if written.is_none() || self.arena.ring(TO_NF_RING)?.push(slot.0).is_err() {
+            let _ = pool.release(slot);
+            return Err(if written.is_none() { FakeError::NoSlots } else { FakeError::RingFull });
+        }
+        if let Some(rel) = placed {
+            self.outstanding.insert(slot.0, (rel, packet.len() as u64));
+            self.next_data = rel + packet.len() as u64;
+        }
+        Ok(slot)
+    }
+
+    /// Where a packet of `len` bytes goes (relative to the data region): a
+    /// bump allocator that wraps, refusing space an uncollected event
+    /// still names.
+    fn place(&self, len: usize) -> Result<u64, FakeError> {
+        let len64 = len as u64;
+        let cap = self.arena.data_region().len;
+        let mut at = self.next_data.div_ceil(PKT_ALIGN) * PKT_ALIGN;
+        if at + len64 > cap {
+            at = 0;
+        }
+        let overlaps = |a: u64| self.outstanding.values().any(|&(o, l)| a < o + l && o < a + len64);
+        if len64 > cap || overlaps(at) {
+            return Err(FakeError::DataFull { len });
+        }
+        Ok(at)
+    }
+
+    /// Copies `bytes` to arena offset `off` (inside the data region).
+    ///
+    /// Goes through the arena file with `pwrite`, which the shared mappings
+    /// see; ubox-shm has no safe writer for the data region (the runtime
+    /// fills it through DPDK). Swap this for an arena method once one
+    /// exists.
+    pub fn write_packet(&self, off: u64, bytes: &[u8]) -> io::Result<()> {
+        self.arena
+            .write_packet(off, bytes)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "packet does not fit in the data region"))
+    }
+
+    /// Pops every answered slot from `from_nf`, reads its verdict
+    /// (`ubox_shm::event::VERDICT_*`) and releases it.
+    pub fn collect_verdicts(&mut self) -> Vec<(SlotIdx, u32)> {
+        let mut out = Vec::new();
+        let (Ok(ring), Ok(pool)) = (self.arena.ring(FROM_NF_RING), self.arena.slot_pool()) else {
+            return out;
+        };
+        while let Some(idx) = ring.pop() {
+            let slot = SlotIdx(idx);
+            let verdict = pool.payload(slot).ok().and_then(EventHeader::read).map_or(u32::MAX, |h| h.verdict);
+            let _ = pool.release(slot);
+            self.outstanding.remove(&idx);
+            out.push((slot, verdict));
+        }
+        out
+    }
+
+    /// [`collect_verdicts`](Self::collect_verdicts) until `n` arrived or
+    /// `timeout` passed.
+    pub fn wait_verdicts(&mut self, n: usize, timeout: Duration) -> Vec<(SlotIdx, u32)> {
+        let until = Instant::now() + timeout;
+        let mut out = self.collect_verdicts();
+        while out.len() < n && Instant::now() < until {
+            std::thread::sleep(Duration::from_micros(200));
+            out.extend(self.collect_verdicts());
+        }
+        out
+    }
+
+    /// Free event slots (all of them once every verdict is collected).
+    pub fn free_slots(&self) -> u32 {
+        self.arena.slot_pool().map_or(0, |p| p.free_count())
+    }
+
+    /// Closes the NF's control connection, as a runtime exit would.
+    pub fn close_control(&self) {
+        if let Some(s) = self.lock().control.take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// True once the NF closed its control connection (it dropped its `Nf`
+    /// or exited). False while it is open or before one registered.
+    pub fn nf_disconnected(&self) -> bool {
+        let shared = self.lock();
+        let Some(s) = shared.control.as_ref() else {
+            return false;
+        };
+        let mut buf = [0u8; 64];
+        matches!((&*s).read(&mut buf), Ok(0))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for FakeRuntime {
+    fn drop(&mut self) {
+        self.quit.store(true, Ordering::Release);
+        if let Some(t) = self.listener.take() {
+            let _ = t.join();
+        }
+        self.close_control();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The listener thread: accept one NF, answer its `Register`, keep the
+/// connection in `shared`.
+fn serve_one(
+    listener: UnixListener,
+    arena: PathBuf,
+    refuse: Option<String>,
+    shared: Arc<Mutex<Shared>>,
+    quit: Arc<AtomicBool>,
+) {
+    let stream = loop {
+        if quit.load(Ordering::Acquire) {
+            return;
+        }
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(1)),
+            Err(_) => return,
+        }
+    };
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut line = String::new();
+    if BufReader::new(&stream).read_line(&mut line).is_err() {
+        return;
+    }
+    let (manifest, response) = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::Register { manifest }) => {
+            let response = match refuse {
+                Some(message) => Response::Error { message },
+                None => answer(&manifest, arena),
+            };
+            (Some(manifest), response)
+        }
+        Ok(other) => (None, Response::Error { message: format!("fake runtime only answers register, not {other:?}") }),
+        Err(e) => (None, Response::Error { message: format!("bad request: {e}") }),
+    };
+    let mut out = serde_json::to_string(&response).unwrap_or_default();
+    out.push('\n');
+    let _ = (&stream).write_all(out.as_bytes());
+    let _ = stream.set_nonblocking(true);
+    let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+    s.manifest = manifest;
+    s.control = Some(stream);
+}
+
+/// The session the real controller's registry would give `manifest`.
+fn answer(manifest: &NfManifest, arena: PathBuf) -> Response {
+    let mut registry = Registry::new();
+    let id = match registry.register(manifest.clone()) {
+        Ok(id) => id,
+        Err(e) => return Response::Error { message: e.to_string() },
+    };
+    let Some(entry) = registry.get(&manifest.name) else {
+        return Response::Error { message: "registered NF vanished".into() };
+    };
+    Response::Registered(NfSession {
+        nf_id: id.0,
+        name: manifest.name.clone(),
+        arena,
+        rings: vec![NfRings { worker: 0, to_nf: TO_NF_RING, from_nf: FROM_NF_RING }],
+        subscriptions: entry.subscriptions.iter().map(|s| s.event.raw()).collect(),
+        publications: entry.publications.iter().map(|p| p.raw()).collect(),
+    })
+}

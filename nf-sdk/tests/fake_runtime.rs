@@ -1,0 +1,232 @@
+//! NFs built with the SDK, run on a thread against `FakeRuntime`: what an
+//! NF author relies on (bytes intact, verdicts delivered, dispatch by type,
+//! stopping, the runtime going away, refusals).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nf_sdk::testing::FakeRuntime;
+use nf_sdk::{Event, EventTypeId, Nf, NfBuilder, NfError, RunSummary, Side, StopHandle, Verdict};
+use ubox_shm::event::{VERDICT_DROP, VERDICT_PASS};
+use ustack::event::{PKT, PKT_TCP, PKT_UDP};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn packet(i: u64) -> Vec<u8> {
+    let len = 40 + (i as usize * 37) % 1460;
+    (0..len).map(|j| (i as usize * 31 + j * 7) as u8).collect()
+}
+
+fn builder(rt: &FakeRuntime, name: &str) -> NfBuilder {
+    Nf::builder(name).socket(rt.socket()).handle_signals(false)
+}
+
+/// Connects on this thread (the fake answers from its own thread) and runs
+/// on another.
+fn spawn(b: NfBuilder) -> (StopHandle, JoinHandle<Result<RunSummary, NfError>>) {
+    let mut nf = b.connect().expect("connect to the fake runtime");
+    let stop = nf.stop_handle();
+    (stop, std::thread::spawn(move || nf.run()))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    type_id: EventTypeId,
+    flow: u64,
+    seq: u32,
+    side: Side,
+    worker: u32,
+    len: usize,
+    sum: u64,
+}
+
+#[test]
+fn thousand_tcp_packets_arrive_intact_and_verdicts_come_back() {
+    let mut rt = FakeRuntime::start().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let (stop, nf) = spawn(builder(&rt, "checker").version("1.2").subscribe("PKT/TCP", move |ev: &Event<'_>| {
+        let p = ev.packet().expect("PKT events carry a packet");
+        log.lock().unwrap().push(Seen {
+            type_id: ev.type_id(),
+            flow: ev.flow_id(),
+            seq: ev.seq(),
+            side: ev.side(),
+            worker: ev.worker(),
+            len: p.len(),
+            sum: fnv(p),
+        });
+        if ev.flow_id() % 3 == 0 {
+            Verdict::Drop
+        } else {
+            Verdict::Pass
+        }
+    }));
+    let manifest = rt.manifest().expect("registered");
+    assert_eq!((manifest.name.as_str(), manifest.version.as_str()), ("checker", "1.2"));
+    assert_eq!(manifest.subscriptions[0].event, "PKT/TCP");
+    assert!(!manifest.modifies_packets);
+
+    let mut flow_of_slot = HashMap::new();
+    let mut verdicts = Vec::new();
+    for i in 0..1000u64 {
+        let slot = rt.publish(PKT_TCP, i, &packet(i)).unwrap();
+        flow_of_slot.insert(slot.0, i);
+        if i % 100 == 99 {
+            // Slots are reused once collected: map them before that.
+            for (slot, v) in rt.wait_verdicts(100, WAIT) {
+                verdicts.push((flow_of_slot[&slot.0], v));
+            }
+        }
+    }
+    assert_eq!(verdicts.len(), 1000);
+    for (flow, v) in &verdicts {
+        assert_eq!(*v, if flow % 3 == 0 { VERDICT_DROP } else { VERDICT_PASS }, "flow {flow}");
+    }
+
+    stop.stop();
+    let summary = nf.join().unwrap().unwrap();
+    let dropped = (0..1000).filter(|i| i % 3 == 0).count() as u64;
+    assert_eq!(summary.events, 1000);
+    assert_eq!((summary.dropped, summary.passed, summary.modified), (dropped, 1000 - dropped, 0));
+    assert_eq!((summary.unmatched, summary.bad_events, summary.verdicts_unwritten), (0, 0, 0));
+    assert_eq!(rt.free_slots(), 4096, "every slot came back and was released");
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1000);
+    for (i, s) in seen.iter().enumerate() {
+        let p = packet(i as u64);
+        let want = Seen {
+            type_id: PKT_TCP,
+            flow: i as u64,
+            seq: i as u32,
+            side: Side::Client,
+            worker: 0,
+            len: p.len(),
+            sum: fnv(&p),
+        };
+        assert_eq!(*s, want, "event {i}");
+    }
+
+    // The Nf was dropped with its thread: the runtime sees the NF leave.
+    let until = Instant::now() + WAIT;
+    while !rt.nf_disconnected() {
+        assert!(Instant::now() < until, "control connection still open after the Nf dropped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn subscribers_receive_subtypes_and_the_most_specific_one_wins() {
+    let mut rt = FakeRuntime::start().unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let (a, b) = (Arc::clone(&got), Arc::clone(&got));
+    let (stop, nf) = spawn(
+        builder(&rt, "dispatch")
+            .subscribe("PKT", move |ev: &Event<'_>| {
+                a.lock().unwrap().push(("PKT", ev.type_id(), ev.packet().map(<[u8]>::to_vec)));
+                Verdict::Pass
+            })
+            .subscribe("PKT/UDP", move |ev: &Event<'_>| {
+                b.lock().unwrap().push(("PKT/UDP", ev.type_id(), ev.packet().map(<[u8]>::to_vec)));
+                Verdict::Drop
+            }),
+    );
+    rt.publish(PKT_TCP, 1, b"tcp").unwrap();
+    rt.publish(PKT_UDP, 2, b"udp").unwrap();
+    rt.publish(PKT, 3, b"").unwrap();
+    let v: Vec<u32> = rt.wait_verdicts(3, WAIT).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(v, [VERDICT_PASS, VERDICT_DROP, VERDICT_PASS]);
+    stop.stop();
+    nf.join().unwrap().unwrap();
+    assert_eq!(
+        *got.lock().unwrap(),
+        [
+            ("PKT", PKT_TCP, Some(b"tcp".to_vec())),
+            ("PKT/UDP", PKT_UDP, Some(b"udp".to_vec())),
+            ("PKT", PKT, None), // no packet attached
+        ]
+    );
+}
+
+#[test]
+fn a_udp_subscriber_does_not_receive_tcp() {
+    let mut rt = FakeRuntime::start().unwrap();
+    let calls = Arc::new(Mutex::new(0u32));
+    let c = Arc::clone(&calls);
+    let (stop, nf) = spawn(builder(&rt, "udp-only").subscribe("PKT/UDP", move |_: &Event<'_>| {
+        *c.lock().unwrap() += 1;
+        Verdict::Drop
+    }));
+    // The runtime would not send it; if it did, the NF answers Pass.
+    rt.publish(PKT_TCP, 1, b"tcp").unwrap();
+    assert_eq!(rt.wait_verdicts(1, WAIT)[0].1, VERDICT_PASS);
+    stop.stop();
+    let s = nf.join().unwrap().unwrap();
+    assert_eq!((s.events, s.unmatched, s.passed), (1, 1, 1));
+    assert_eq!(*calls.lock().unwrap(), 0);
+}
+
+#[test]
+fn runtime_closing_the_socket_gives_runtime_gone() {
+    let rt = FakeRuntime::start().unwrap();
+    let (_stop, nf) = spawn(builder(&rt, "orphan").subscribe("PKT", |_: &Event<'_>| Verdict::Pass));
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    rt.close_control();
+    let err = nf.join().unwrap().unwrap_err();
+    assert!(t0.elapsed() < Duration::from_secs(2), "noticed after {:?}", t0.elapsed());
+    assert!(matches!(err, NfError::RuntimeGone { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("went away") && msg.contains(&rt.socket().display().to_string()), "{msg}");
+}
+
+#[test]
+fn refused_registration_carries_the_runtimes_message() {
+    let rt = FakeRuntime::start_refusing("chain 'edge' has no slot for NF 'late'").unwrap();
+    let err = builder(&rt, "late").subscribe("PKT", |_: &Event<'_>| Verdict::Pass).connect().unwrap_err();
+    assert!(matches!(&err, NfError::Refused { name, .. } if name == "late"), "{err:?}");
+    assert_eq!(err.to_string(), "the runtime refused to register NF 'late': chain 'edge' has no slot for NF 'late'");
+
+    // The fake validates with the controller's registry, like the runtime.
+    let rt = FakeRuntime::start().unwrap();
+    let err = builder(&rt, "typo").subscribe("PKT/TPC", |_: &Event<'_>| Verdict::Pass).connect().unwrap_err();
+    assert!(matches!(err, NfError::Refused { .. }) && err.to_string().contains("PKT/TPC"), "{err}");
+}
+
+#[test]
+fn connect_errors_name_the_socket_and_the_fix() {
+    let socket = std::env::temp_dir().join(format!("ubox-no-such-{}.sock", std::process::id()));
+    let err = Nf::builder("x").socket(&socket).connect().unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, NfError::Connect { .. }), "{err:?}");
+    assert!(msg.contains(&socket.display().to_string()), "{msg}");
+    assert!(msg.contains("is ubox-runtime running? set UBOX_INSTANCE or UBOX_SOCKET"), "{msg}");
+
+    let rt = FakeRuntime::start().unwrap();
+    let err = builder(&rt, "twice")
+        .subscribe("PKT", |_: &Event<'_>| Verdict::Pass)
+        .subscribe("PKT", |_: &Event<'_>| Verdict::Drop)
+        .connect()
+        .unwrap_err();
+    assert!(matches!(err, NfError::Definition(_)) && err.to_string().contains("twice"), "{err}");
+}
+
+#[test]
+fn stop_before_run_returns_at_once_and_totals_add_up() {
+    let mut rt = FakeRuntime::start().unwrap();
+    let mut nf = builder(&rt, "stopper").subscribe("PKT", |_: &Event<'_>| Verdict::Pass).connect().unwrap();
+    rt.publish(PKT_TCP, 1, b"x").unwrap();
+    let stop = nf.stop_handle();
+    stop.stop();
+    assert!(stop.is_stopped());
+    assert_eq!(nf.run().unwrap(), RunSummary::default());
+    assert!(rt.collect_verdicts().is_empty());
+    assert_eq!(nf.totals().events, 0);
+}

@@ -286,6 +286,98 @@ test_nf_session() {
   [ ! -e /dev/hugepages/ubox-e2e-nf.arena ] || fail "arena file left behind"
 }
 
+write_chain() { # FILE POLICY
+  cat > "$1" <<TOML
+[[chain]]
+name = "web"
+nfs = ["counter"]
+[chain.match]
+protocol = "tcp"
+ports = [80]
+[chain.policy]
+counter = "$2"
+TOML
+}
+
+nf_json() { "$UBOX_BIN/uboxctl" -i "$1" --json nf list > "$2"; }
+
+# A chain through a real NF process: every packet of the download visits the
+# counter NF as a PKT event over the arena and comes back; the NF's count,
+# the runtime's events in/out and the bytes on the wire agree.
+test_chain_counter() {
+  ensure_testbed
+  write_wire_config "$WORK/chain.toml" e2e-chain
+  start_runtime "$WORK/chain.toml" "$WORK/test_chain_counter.log" || fail "runtime did not start"
+  "$UBOX_BIN/counter" --instance e2e-chain --json-out "$WORK/counter.json" > "$WORK/counter.log" 2>&1 &
+  local c=$!
+  sleep 0.5
+  write_chain "$WORK/web.toml" fail-closed
+  "$UBOX_BIN/uboxctl" -i e2e-chain chain apply "$WORK/web.toml" || fail "chain apply"
+  ip netns exec ubox-c curl -fsS --max-time 60 -o "$WORK/chain.bin" http://10.10.0.11/10M.bin || fail "download through the chain"
+  cmp -s "$WORK/chain.bin" "$WORK/www/10M.bin" || fail "download through the chain corrupted"
+  ip netns exec ubox-c ping -c2 -i0.2 -W2 10.10.0.11 >/dev/null || fail "ping (no chain matches ICMP)"
+  nf_json e2e-chain "$WORK/nfs.json"
+  runtime_stats "$WORK/chain-stats.json"
+  kill -TERM "$c"; wait "$c" || fail "counter exit code"
+  stop_runtime || fail "runtime exit code $?"
+  python3 - "$WORK/counter.json" "$WORK/nfs.json" "$WORK/chain-stats.json" <<'PY' || fail "counts disagree"
+import json, sys
+counter = json.load(open(sys.argv[1]))
+nf = [n for n in json.load(open(sys.argv[2]))["nfs"] if n["name"] == "counter"][0]
+st = json.load(open(sys.argv[3]))
+drops = {}
+for w in st["workers"]:
+    for k, v in w["drops"].items():
+        drops[k] = drops.get(k, 0) + v
+print(f"    counter NF saw {counter['packets']} packets / {counter['bytes']} bytes in {len(counter['flows'])} flow(s); "
+      f"runtime events in {nf['events_in']} out {nf['events_out']}; drops {drops}")
+assert counter["packets"] == nf["events_in"] == nf["events_out"], "every event answered once"
+assert len(counter["flows"]) == 1, "one TCP flow (the download); ICMP matched no chain"
+assert counter["bytes"] >= 10_000_000, "the NF saw every byte of the file"
+assert not any(k.startswith("nf_") or k == "no_event_slot" for k in drops), drops
+PY
+}
+
+# kill -9 of the NF mid-download: with fail-open the transfer completes;
+# with fail-closed traffic of the chain stops; the NF restarts and events
+# flow to it again.
+test_chain_nf_failure() {
+  ensure_testbed
+  write_wire_config "$WORK/fail.toml" e2e-fail
+  start_runtime "$WORK/fail.toml" "$WORK/test_chain_nf_failure.log" || fail "runtime did not start"
+  "$UBOX_BIN/counter" --instance e2e-fail > "$WORK/c1.log" 2>&1 &
+  local c1=$!
+  sleep 0.5
+  write_chain "$WORK/open.toml" fail-open
+  "$UBOX_BIN/uboxctl" -i e2e-fail chain apply "$WORK/open.toml" >/dev/null || fail "chain apply"
+  ip netns exec ubox-c curl -fsS --max-time 60 --limit-rate 4M -o "$WORK/f1.bin" http://10.10.0.11/10M.bin &
+  local dl=$!
+  sleep 1
+  kill -9 "$c1"
+  wait "$dl" || fail "fail-open: download did not survive the NF's death"
+  cmp -s "$WORK/f1.bin" "$WORK/www/10M.bin" || fail "fail-open: download corrupted"
+  echo "    fail-open: 10 MB download completed intact across kill -9 of the NF"
+  write_chain "$WORK/closed.toml" fail-closed
+  "$UBOX_BIN/uboxctl" -i e2e-fail chain apply "$WORK/closed.toml" >/dev/null || fail "chain apply"
+  if ip netns exec ubox-c curl -fsS --max-time 3 -o /dev/null http://10.10.0.11/small.bin 2>/dev/null; then
+    fail "fail-closed: traffic passed with the NF dead"
+  fi
+  echo "    fail-closed: new connections blocked while the NF is dead"
+  "$UBOX_BIN/counter" --instance e2e-fail --json-out "$WORK/c2.json" > "$WORK/c2.log" 2>&1 &
+  local c2=$!
+  sleep 0.7
+  ip netns exec ubox-c curl -fsS --max-time 10 -o /dev/null http://10.10.0.11/small.bin || fail "restarted NF: traffic did not resume"
+  kill -TERM "$c2"; wait "$c2" || true
+  runtime_stats "$WORK/fail-stats.json" 2>/dev/null || true
+  stop_runtime || fail "runtime exit code $?"
+  python3 - "$WORK/c2.json" "$WORK/test_chain_nf_failure.log" <<'PY' || fail "restarted NF saw no packets"
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"    restarted counter saw {r['packets']} packets")
+assert r["packets"] > 0
+PY
+}
+
 # The benchmark runs from a fresh clone and writes its JSON (one short round;
 # the figures themselves are not judged here: timings on CI are noise).
 test_bench_smoke() {
@@ -303,7 +395,7 @@ for f in ["wire-vs-testpmd-macswap.json", "wire-vs-testpmd-io.json"]:
 PY
 }
 
-ALL=(test_bad_config test_missing_interface test_ping test_no_hugepages test_download_10mb test_iperf3 test_malformed_frames test_flow_bound test_flow_idle_timeout test_two_workers test_nf_session test_bench_smoke)
+ALL=(test_bad_config test_missing_interface test_ping test_no_hugepages test_download_10mb test_iperf3 test_malformed_frames test_flow_bound test_flow_idle_timeout test_two_workers test_nf_session test_chain_counter test_chain_nf_failure test_bench_smoke)
 TESTS=("$@"); [ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL[@]}")
 for t in "${TESTS[@]}"; do run_test "$t"; done
 echo

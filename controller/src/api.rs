@@ -42,6 +42,11 @@ pub enum Request {
     Register { manifest: crate::registry::NfManifest },
     /// The registered NFs.
     NfList,
+    /// Apply a chain file (its text; `origin` names it in errors). New flows
+    /// use the new chains; flows already running keep theirs.
+    ChainApply { text: String, origin: String },
+    /// The chains in force.
+    ChainShow,
 }
 
 /// Rings of one NF on one worker.
@@ -86,10 +91,24 @@ pub struct NfInfo {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Response {
     Stats(Stats),
-    Pong { instance: String, pid: u32 },
+    Pong {
+        instance: String,
+        pid: u32,
+    },
     Registered(NfSession),
-    Nfs { nfs: Vec<NfInfo> },
-    Error { message: String },
+    Nfs {
+        nfs: Vec<NfInfo>,
+    },
+    /// The chains in force: version (0 = none applied), where they came from,
+    /// one line per chain.
+    Chains {
+        version: u32,
+        origin: String,
+        chains: Vec<String>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// Counters of a whole runtime instance at one moment.

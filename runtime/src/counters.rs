@@ -39,16 +39,36 @@ pub enum RuntimeDrop {
     HandoffFull,
     /// A chained (multi-segment) mbuf; ports here deliver whole frames.
     MultiSegment,
+    /// An NF answered Drop.
+    NfVerdict,
+    /// A `fail-closed` NF was absent or died holding the packet.
+    NfFailClosed,
+    /// An NF's ring was full.
+    NfRingFull,
+    /// No free event slot in the arena.
+    NoEventSlot,
 }
 
 impl RuntimeDrop {
-    pub const ALL: [RuntimeDrop; 3] = [RuntimeDrop::NoRoute, RuntimeDrop::HandoffFull, RuntimeDrop::MultiSegment];
+    pub const ALL: [RuntimeDrop; 7] = [
+        RuntimeDrop::NoRoute,
+        RuntimeDrop::HandoffFull,
+        RuntimeDrop::MultiSegment,
+        RuntimeDrop::NfVerdict,
+        RuntimeDrop::NfFailClosed,
+        RuntimeDrop::NfRingFull,
+        RuntimeDrop::NoEventSlot,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             RuntimeDrop::NoRoute => "no_route",
             RuntimeDrop::HandoffFull => "handoff_full",
             RuntimeDrop::MultiSegment => "multi_segment",
+            RuntimeDrop::NfVerdict => "nf_verdict_drop",
+            RuntimeDrop::NfFailClosed => "nf_fail_closed",
+            RuntimeDrop::NfRingFull => "nf_ring_full",
+            RuntimeDrop::NoEventSlot => "no_event_slot",
         }
     }
 }
@@ -83,6 +103,11 @@ pub struct WorkerCounters {
     pub flows_ended_idle: Counter,
     pub flows_evicted: Counter,
     pub flows_ended_shutdown: Counter,
+    /// Events handed back by the NF that were not waiting (a bug or a
+    /// confused NF); counted, ignored.
+    pub nf_stray_answers: Counter,
+    /// Events reclaimed from NFs that died holding them.
+    pub nf_reclaimed: Counter,
 }
 
 impl WorkerCounters {
@@ -102,6 +127,8 @@ impl WorkerCounters {
             flows_ended_idle: Counter::default(),
             flows_evicted: Counter::default(),
             flows_ended_shutdown: Counter::default(),
+            nf_stray_answers: Counter::default(),
+            nf_reclaimed: Counter::default(),
         }
     }
 

@@ -14,6 +14,7 @@
 pub mod config;
 pub mod control;
 pub mod counters;
+pub mod dispatch;
 pub mod dpdk;
 pub mod nfs;
 pub mod preflight;
@@ -64,7 +65,9 @@ pub fn mbufs_needed(cfg: &Config) -> u32 {
     let queues = ports * w * (r.rx_desc as u32 + r.tx_desc as u32);
     let in_flight = w * (r.burst as u32 * (ports + 2) + MEMPOOL_CACHE);
     let rings = if w > 1 { w * (w - 1) * r.handoff_ring } else { 0 };
-    let n = queues + in_flight + rings + 4096;
+    // Packets parked while NFs hold their events (one per event slot).
+    let parked = r.event_slots;
+    let n = queues + in_flight + rings + parked + 4096;
     (n + 1).next_power_of_two() - 1
 }
 
@@ -108,9 +111,76 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<Stats> {
     stats
 }
 
+/// `uboxctl chain apply`: parse, type-check against the registry, resolve
+/// NF names to slots, and post the new snapshot. All or nothing.
+fn apply_chains(mgr: &mut nfs::NfManager, board: &dispatch::ChainBoard, text: &str, origin: &str) -> Response {
+    use controller::chain::{ChainSet, Stage};
+    let fail = |message: String| Response::Error { message };
+    let set = match ChainSet::parse(text, origin) {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let compiled = match set.compile(mgr.registry()) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let mut plans = Vec::new();
+    for chain in compiled.iter() {
+        let mut stages = Vec::new();
+        let mut names = Vec::new();
+        for stage in &chain.stages {
+            let nf = match stage {
+                Stage::Single(nf) => nf,
+                Stage::Parallel(group) => {
+                    return fail(format!(
+                        "{origin}: chain '{}': parallel group [{}] is not dispatched by this runtime yet; list the NFs one after another",
+                        chain.name,
+                        group.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                }
+            };
+            let Some(slot) = mgr.reserve(&nf.name) else {
+                return fail(format!(
+                    "{origin}: chain '{}': no NF slot left for '{}' (raise runtime.max_nfs)",
+                    chain.name, nf.name
+                ));
+            };
+            stages.push((slot, nf.policy));
+            names.push(nf.name.clone());
+        }
+        plans.push(dispatch::ChainPlan { name: chain.name.clone(), filter: chain.filter.clone(), stages, names });
+    }
+    let version = board.version() + 1;
+    let n = plans.len();
+    board.publish(dispatch::ChainSnapshot { version, origin: origin.to_string(), chains: plans });
+    tracing::info!("chains version {version} applied from {origin}: {n} chain(s)");
+    show_chains(board)
+}
+
+fn show_chains(board: &dispatch::ChainBoard) -> Response {
+    let snap = board.load();
+    let chains = snap
+        .chains
+        .iter()
+        .map(|c| {
+            let stages: Vec<String> = c
+                .stages
+                .iter()
+                .zip(&c.names)
+                .map(|((_, p), name)| {
+                    let p = if *p == controller::chain::Policy::FailOpen { "fail-open" } else { "fail-closed" };
+                    format!("{name} ({p})")
+                })
+                .collect();
+            format!("{}: {}", c.name, stages.join(" -> "))
+        })
+        .collect();
+    Response::Chains { version: snap.version, origin: snap.origin.clone(), chains }
+}
+
 /// The arena and the page size its file is backed by.
 struct ArenaState {
-    arena: ubox_shm::Arena,
+    arena: Arc<ubox_shm::Arena>,
     page_size: usize,
 }
 
@@ -142,7 +212,7 @@ fn create_arena(cfg: &Config, nmbufs: u32, no_huge: bool) -> anyhow::Result<Aren
         anyhow!("cannot create the arena {}: {e} (reserve more hugepages, or set runtime.arena)", path.display())
     })?;
     tracing::info!("arena {} ({} MiB)", path.display(), arena.total_size() >> 20);
-    Ok(ArenaState { arena, page_size })
+    Ok(ArenaState { arena: Arc::new(arena), page_size })
 }
 
 fn has_duplicates(v: &[u32]) -> bool {
@@ -284,6 +354,8 @@ fn run_with_eal(
     // One seed for every worker's table: software steering relies on all
     // workers computing the same hash for a flow.
     let seed = FlowSeed::random();
+    let nf_table = Arc::new(nfs::NfTable::new(r.max_nfs, nworkers as u32));
+    let chain_board = Arc::new(dispatch::ChainBoard::default());
     let counters: Vec<Arc<WorkerCounters>> =
         (0..nworkers).map(|_| Arc::new(WorkerCounters::new(ports.len()))).collect();
     let started = Instant::now();
@@ -304,6 +376,9 @@ fn run_with_eal(
             handoff_in: (0..nworkers).filter(|&f| f != w).filter_map(|f| rings[f][w].clone()).collect(),
             counters: Arc::clone(&counters[w]),
             ns_per_tick_q32,
+            arena: Arc::clone(&arena.arena),
+            nf_table: Arc::clone(&nf_table),
+            chains: Arc::clone(&chain_board),
         };
         eal.launch(lcore, move || worker.run(&signals::RUNNING)).map_err(|e| anyhow!(e))?;
     }
@@ -324,7 +399,6 @@ fn run_with_eal(
         addrs,
         sock_path.display()
     );
-    let nf_table = Arc::new(nfs::NfTable::new(r.max_nfs, nworkers as u32));
     let mut nf_manager = nfs::NfManager::new(Arc::clone(&nf_table), arena.arena.path().to_path_buf());
     let pid = std::process::id();
     let mut last_print = Instant::now();
@@ -335,6 +409,8 @@ fn run_with_eal(
             Request::Ping => Response::Pong { instance: r.name.clone(), pid },
             Request::Register { manifest } => nf_manager.register(manifest, stream),
             Request::NfList => Response::Nfs { nfs: nf_manager.list() },
+            Request::ChainApply { text, origin } => apply_chains(&mut nf_manager, &chain_board, &text, &origin),
+            Request::ChainShow => show_chains(&chain_board),
         });
         nf_manager.poll();
         let periodic = opts.stats_interval.is_some_and(|i| last_print.elapsed() >= i);

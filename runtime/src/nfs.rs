@@ -24,11 +24,24 @@ pub const ABSENT: u8 = 0;
 pub const LIVE: u8 = 1;
 pub const DEAD: u8 = 2;
 
+/// Subscriptions per NF that workers check (an NF's further ones are
+/// refused at registration).
+pub const MAX_SUBS: usize = 8;
+
 /// What workers may read about one NF slot.
 #[derive(Default)]
 pub struct NfSlot {
     pub state: AtomicU8,
     pub nf_id: AtomicU32,
+    /// Bumped at every registration into this slot: events published to an
+    /// earlier generation are reclaimed, never answered by a newcomer.
+    pub gen: AtomicU32,
+    /// Subscribed type ids (`nsubs` of them), set before `state` turns LIVE.
+    pub subs: [AtomicU64; MAX_SUBS],
+    pub nsubs: AtomicU8,
+    /// Per worker: the generation whose events that worker has reclaimed
+    /// after the NF died. A dead slot is reusable once every worker caught up.
+    pub reclaimed: Vec<AtomicU32>,
     /// Events published to this NF, summed over workers (each worker adds
     /// its own; relaxed, for stats).
     pub events_in: AtomicU64,
@@ -39,11 +52,24 @@ pub struct NfSlot {
 pub struct NfTable {
     pub slots: Vec<NfSlot>,
     pub workers: u32,
+    /// Bumped at every NF death, so workers look for reclaim work only then.
+    pub deaths: AtomicU32,
 }
 
 impl NfTable {
     pub fn new(max_nfs: u32, workers: u32) -> NfTable {
-        NfTable { slots: (0..max_nfs).map(|_| NfSlot::default()).collect(), workers }
+        let slot = || NfSlot { reclaimed: (0..workers).map(|_| AtomicU32::new(0)).collect(), ..Default::default() };
+        NfTable { slots: (0..max_nfs).map(|_| slot()).collect(), workers, deaths: AtomicU32::new(0) }
+    }
+
+    /// Whether slot `k` subscribes to `ty` (or a supertype of it).
+    #[inline]
+    pub fn wants(&self, k: usize, ty: ustack::event::EventTypeId) -> bool {
+        let Some(s) = self.slots.get(k) else { return false };
+        let n = (s.nsubs.load(Ordering::Acquire) as usize).min(MAX_SUBS);
+        s.subs[..n].iter().any(|t| {
+            ustack::event::EventTypeId::from_raw(t.load(Ordering::Relaxed)).is_some_and(|sub| ty.is_subtype_of(sub))
+        })
     }
 
     /// Ring the runtime publishes on for slot `k`, worker `w`.
@@ -122,6 +148,15 @@ impl NfManager {
                 }
             },
         };
+        if manifest.subscriptions.len() > MAX_SUBS {
+            return refuse(format!(
+                "NF '{name}' has {} subscriptions; at most {MAX_SUBS}",
+                manifest.subscriptions.len()
+            ));
+        }
+        if !self.wait_reclaimed(slot) {
+            return refuse(format!("NF '{name}' is still being cleaned up after its last run; retry in a moment"));
+        }
         let version = manifest.version.clone();
         let id = match self.registry.register(manifest) {
             Ok(id) => id,
@@ -150,12 +185,46 @@ impl NfManager {
             publications: entry.publications.iter().map(|p| p.raw()).collect(),
         };
         let s = &self.table.slots[slot];
+        for (i, sub) in entry.subscriptions.iter().take(MAX_SUBS).enumerate() {
+            s.subs[i].store(sub.event.raw(), Ordering::Relaxed);
+        }
+        s.nsubs.store(entry.subscriptions.len().min(MAX_SUBS) as u8, Ordering::Relaxed);
         s.nf_id.store(id.0, Ordering::Relaxed);
+        s.gen.fetch_add(1, Ordering::AcqRel);
         s.state.store(LIVE, Ordering::Release);
         self.sessions[slot] = Some(Session { stream: Some(keep), name: name.clone(), version });
         self.slot_of.insert(name.clone(), slot);
         tracing::info!("NF '{name}' registered as {id} in slot {slot}");
         Response::Registered(session)
+    }
+
+    /// Wait (briefly) until every worker reclaimed the events of the slot's
+    /// previous, dead generation.
+    fn wait_reclaimed(&self, k: usize) -> bool {
+        let s = &self.table.slots[k];
+        if s.state.load(Ordering::Acquire) != DEAD {
+            return true;
+        }
+        let gen = s.gen.load(Ordering::Acquire);
+        for _ in 0..200 {
+            if s.reclaimed.iter().all(|r| r.load(Ordering::Acquire) >= gen) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        false
+    }
+
+    /// Reserve a slot for an NF named by a chain before it registers, so the
+    /// chain can point at the slot; `None` when every slot is taken.
+    pub fn reserve(&mut self, name: &str) -> Option<usize> {
+        if let Some(&k) = self.slot_of.get(name) {
+            return Some(k);
+        }
+        let k = self.sessions.iter().position(|s| s.is_none())?;
+        self.sessions[k] = Some(Session { stream: None, name: name.to_string(), version: String::new() });
+        self.slot_of.insert(name.to_string(), k);
+        Some(k)
     }
 
     /// Notice NFs whose connection closed. Returns the slots that died now.
@@ -174,6 +243,7 @@ impl NfManager {
             if gone {
                 sess.stream = None;
                 self.table.slots[k].state.store(DEAD, Ordering::Release);
+                self.table.deaths.fetch_add(1, Ordering::AcqRel);
                 tracing::warn!("NF '{}' is gone (its session closed)", sess.name);
                 died.push(k);
             }

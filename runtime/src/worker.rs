@@ -14,10 +14,12 @@ use ustack::flow::{EndReason, FlowEvent, FlowSeed, FlowTable};
 use ustack::l3::{self, LocalAddrs, Verdict};
 
 use crate::counters::{RuntimeDrop, WorkerCounters};
+use crate::dispatch::{ChainBoard, Dispatcher, Outcome};
 use crate::dpdk::eal::rdtsc;
 use crate::dpdk::mbuf::Mbuf;
 use crate::dpdk::port::{RxQueue, TxQueue};
 use crate::dpdk::ring::MbufRing;
+use crate::nfs::NfTable;
 
 /// Largest burst a worker handles at once.
 pub const MAX_BURST: usize = 512;
@@ -70,6 +72,10 @@ pub struct Worker {
     pub counters: Arc<WorkerCounters>,
     /// Nanoseconds per TSC tick in 32.32 fixed point.
     pub ns_per_tick_q32: u64,
+    /// The arena (event slots, NF rings, packet buffers).
+    pub arena: Arc<ubox_shm::Arena>,
+    pub nf_table: Arc<NfTable>,
+    pub chains: Arc<ChainBoard>,
 }
 
 struct TxBufs {
@@ -83,9 +89,33 @@ impl Worker {
         let mut rxb: Vec<Mbuf> = Vec::with_capacity(burst);
         let mut txb = TxBufs { bufs: (0..self.tx.len()).map(|_| Vec::with_capacity(2 * burst)).collect() };
         let nports = self.rx.len();
+        let arena = Arc::clone(&self.arena);
+        let mut disp = match Dispatcher::new(
+            self.id,
+            &arena,
+            Arc::clone(&self.nf_table),
+            Arc::clone(&self.chains),
+            Arc::clone(&self.counters),
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(worker = self.id, "cannot set up event dispatch: {e}");
+                return 1;
+            }
+        };
         tracing::debug!(worker = self.id, ports = nports, "worker polling");
         while running.load(Ordering::Relaxed) {
             let now = self.now_ns();
+            {
+                let c = &self.counters;
+                let mut emit = |m: Mbuf, out: usize| {
+                    c.forwarded.add(1);
+                    txb.bufs[out].push(m);
+                };
+                disp.refresh(&mut emit);
+                disp.poll(&mut emit);
+            }
+            self.flush(&mut txb);
             for pi in 0..nports {
                 let n = self.rx[pi].recv(&mut rxb, burst);
                 if n == 0 {
@@ -99,7 +129,7 @@ impl Worker {
                     m.prefetch();
                 }
                 for m in rxb.drain(..) {
-                    self.handle(m, pi, now, &mut txb, false);
+                    self.handle(m, pi, now, &mut txb, false, &mut disp);
                 }
                 self.flush(&mut txb);
             }
@@ -112,7 +142,7 @@ impl Worker {
                     self.counters.handoff_in.add(n as u64);
                     for m in rxb.drain(..) {
                         let pi = self.port_index(m.port());
-                        self.handle(m, pi, now, &mut txb, true);
+                        self.handle(m, pi, now, &mut txb, true, &mut disp);
                     }
                     self.flush(&mut txb);
                 }
@@ -121,6 +151,7 @@ impl Worker {
             self.table.expire(now, EXPIRE_BATCH, &mut |e| count_event(c, e));
             c.flows_active.set(self.table.len() as u64);
         }
+        disp.drain();
         let c = &self.counters;
         self.table.drain(&mut |e| count_event(c, e));
         c.flows_active.set(0);
@@ -140,7 +171,15 @@ impl Worker {
     }
 
     #[inline(always)]
-    fn handle(&mut self, mut m: Mbuf, in_port: usize, now: u64, txb: &mut TxBufs, handed_over: bool) {
+    fn handle(
+        &mut self,
+        mut m: Mbuf,
+        in_port: usize,
+        now: u64,
+        txb: &mut TxBufs,
+        handed_over: bool,
+        disp: &mut Dispatcher<'_>,
+    ) {
         if m.nb_segs() != 1 {
             self.counters.drop_runtime(RuntimeDrop::MultiSegment);
             return;
@@ -155,7 +194,7 @@ impl Worker {
                 };
                 if let Some(f) = flow {
                     let c = &self.counters;
-                    if self.steering == Steering::Software && self.nworkers > 1 {
+                    let (id, side) = if self.steering == Steering::Software && self.nworkers > 1 {
                         let hash = self.table.hash(&f.key);
                         let owner = FlowSeed::owner(hash, self.nworkers);
                         if owner != self.id && !handed_over {
@@ -166,9 +205,24 @@ impl Worker {
                             }
                             return;
                         }
-                        self.table.touch_hashed(&f.key, hash, f.dir, len as u32, now, &mut |e| count_event(c, e));
+                        self.table.touch_hashed(&f.key, hash, f.dir, len as u32, now, &mut |e| count_event(c, e))
                     } else {
-                        self.table.touch(&f.key, f.dir, len as u32, now, &mut |e| count_event(c, e));
+                        self.table.touch(&f.key, f.dir, len as u32, now, &mut |e| count_event(c, e))
+                    };
+                    if disp.active() {
+                        let Some(t) = self.table.last_tag_mut() else { return };
+                        if *t == 0 {
+                            *t = disp.assign(&f.key);
+                        }
+                        let flow_tag = *t;
+                        match disp.start(m, out, flow_tag, &f.key, id, side) {
+                            Outcome::Forward(m, out) => {
+                                self.counters.forwarded.add(1);
+                                txb.bufs[out].push(m);
+                            }
+                            Outcome::Taken => {}
+                        }
+                        return;
                     }
                 }
                 self.counters.forwarded.add(1);

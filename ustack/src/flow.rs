@@ -241,6 +241,9 @@ pub struct FlowRecord {
     pub client: SideStats,
     /// Counts of the server's packets.
     pub server: SideStats,
+    /// The caller's own per-flow value (0 when the flow starts); the runtime
+    /// keeps here which chain the flow was assigned when it started.
+    pub tag: u32,
 }
 
 /// Why a flow ended.
@@ -384,6 +387,7 @@ impl FlowTable {
             last_seen: 0,
             client: SideStats::default(),
             server: SideStats::default(),
+            tag: 0,
         };
         let slots = (0..capacity)
             .map(|i| Slot { rec: empty, hash: 0, prev: NIL, next: if i + 1 < capacity { (i + 1) as u32 } else { NIL } })
@@ -493,6 +497,7 @@ impl FlowTable {
             last_seen: now,
             client: SideStats { packets: 1, bytes: u64::from(bytes) },
             server: SideStats::default(),
+            tag: 0,
         };
         slot.hash = hash;
         let rec = slot.rec;
@@ -575,6 +580,13 @@ impl FlowTable {
     #[inline]
     pub fn counters(&self) -> FlowTableCounters {
         self.counters
+    }
+
+    /// The tag of the flow touched last (by [`FlowTable::touch`] and
+    /// friends), to read or set right after the touch.
+    #[inline]
+    pub fn last_tag_mut(&mut self) -> Option<&mut u32> {
+        self.slots.get_mut(self.last as usize).map(|s| &mut s.rec.tag)
     }
 
     /// Flows from least to most recently used (for inspection and tests).
@@ -663,6 +675,19 @@ mod tests {
         let owners: std::collections::HashSet<usize> = (0..64).map(|n| FlowSeed::owner(a.hash(&key(n)), 4)).collect();
         assert_eq!(owners.len(), 4, "64 flows spread over all 4 workers");
         assert_ne!(FlowSeed::random(), FlowSeed::random(), "random seeds differ");
+    }
+
+    #[test]
+    fn tag_belongs_to_the_flow_touched_last_and_starts_at_zero() {
+        let mut t = FlowTable::new(4, 1_000);
+        let mut ev = Vec::new();
+        t.touch(&key(1), Direction::LoToHi, 10, 0, &mut collect(&mut ev));
+        *t.last_tag_mut().unwrap() = 7;
+        t.touch(&key(2), Direction::LoToHi, 10, 1, &mut collect(&mut ev));
+        assert_eq!(*t.last_tag_mut().unwrap(), 0, "a new flow starts untagged");
+        t.touch(&key(1), Direction::HiToLo, 10, 2, &mut collect(&mut ev));
+        assert_eq!(*t.last_tag_mut().unwrap(), 7);
+        assert_eq!(t.get(&key(1)).unwrap().tag, 7);
     }
 
     #[test]

@@ -38,6 +38,21 @@ enum Cmd {
     /// Network functions.
     #[command(subcommand)]
     Nf(NfCmd),
+    /// Service chains: which NFs, in which order, see which flows.
+    #[command(subcommand)]
+    Chain(ChainCmd),
+}
+
+#[derive(Subcommand)]
+enum ChainCmd {
+    /// Apply a chain file (see examples/chain.toml); new flows use it,
+    /// running flows keep their chain. Nothing is applied if it has an error.
+    Apply {
+        /// The chain file (TOML).
+        file: PathBuf,
+    },
+    /// The chains in force.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -49,10 +64,18 @@ enum NfCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let socket = cli.socket.clone().unwrap_or_else(|| api::default_socket(&cli.instance));
-    let req = match cli.cmd {
+    let req = match &cli.cmd {
         Cmd::Stats => Request::Stats,
         Cmd::Ping => Request::Ping,
         Cmd::Nf(NfCmd::List) => Request::NfList,
+        Cmd::Chain(ChainCmd::Show) => Request::ChainShow,
+        Cmd::Chain(ChainCmd::Apply { file }) => match std::fs::read_to_string(file) {
+            Ok(text) => Request::ChainApply { text, origin: file.display().to_string() },
+            Err(e) => {
+                eprintln!("uboxctl: cannot read {}: {e}", file.display());
+                return ExitCode::FAILURE;
+            }
+        },
     };
     match api::call(&socket, &req, Duration::from_secs(5)) {
         Ok(Response::Error { message }) => {
@@ -95,6 +118,17 @@ fn main() -> ExitCode {
                 ]);
             }
             print!("{}", t.render());
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Chains { version, origin, chains }) => {
+            if version == 0 {
+                println!("no chains applied: every flow is forwarded without NFs");
+            } else {
+                println!("chains version {version} from {origin}:");
+                for c in chains {
+                    println!("  {c}");
+                }
+            }
             ExitCode::SUCCESS
         }
         Ok(Response::Registered(_)) => {

@@ -1,0 +1,411 @@
+//! Chains on the data path: which NFs a flow's packets visit, publishing
+//! them as `PKT/...` events into the NFs' arena rings, and acting on the
+//! answers.
+//!
+//! The control thread compiles a chain file into a [`ChainSnapshot`] and
+//! posts it on the [`ChainBoard`]; each worker picks new snapshots up between
+//! bursts. A flow is assigned a chain when it starts (its flow-table tag
+//! remembers the snapshot version and chain), so applying new chains affects
+//! new flows while old ones keep theirs.
+//!
+//! Per packet: for each stage of its chain, if the stage's NF is alive and
+//! subscribes to the packet's type, the worker writes an event header into a
+//! slot, pushes the slot on the NF's ring and parks the mbuf under the slot
+//! index; the answer (Pass/Drop) moves it on. An absent or dead NF gets the
+//! stage's policy: `fail-open` skips it, `fail-closed` drops the packet.
+//! When an NF dies, the worker reclaims everything it held (answers still in
+//! its ring, events it never took, packets parked on it) and acknowledges,
+//! so the slot can be reused by the NF's next run. Parallel groups are
+//! refused when chains are applied: this runtime dispatches stages one NF at
+//! a time.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use controller::chain::Policy;
+use controller::registry::FlowFilter;
+use ubox_shm::event::{EventHeader, SIDE_CLIENT, SIDE_SERVER, VERDICT_DROP};
+use ubox_shm::{Arena, RingRef, SlotIdx, SlotPool};
+use ustack::event::EventTypeId;
+use ustack::flow::{FlowKey, Side};
+
+use crate::counters::{RuntimeDrop, WorkerCounters};
+use crate::dpdk::mbuf::Mbuf;
+use crate::nfs::{NfTable, DEAD, LIVE};
+
+/// Snapshots a worker keeps for flows assigned under older versions.
+const KEEP_SNAPSHOTS: usize = 8;
+
+/// One chain, with its NFs resolved to slots.
+#[derive(Debug)]
+pub struct ChainPlan {
+    pub name: String,
+    pub filter: FlowFilter,
+    /// One NF slot and its policy per stage, in order.
+    pub stages: Vec<(usize, Policy)>,
+    /// The NFs' names, per stage (for `uboxctl chain show`).
+    pub names: Vec<String>,
+}
+
+/// The chains in force, as the workers see them.
+#[derive(Debug, Default)]
+pub struct ChainSnapshot {
+    /// 1, 2, ... (0 = none applied yet).
+    pub version: u32,
+    pub origin: String,
+    pub chains: Vec<ChainPlan>,
+}
+
+impl ChainSnapshot {
+    fn select(&self, key: &FlowKey) -> Option<usize> {
+        self.chains.iter().position(|c| c.filter.matches(key))
+    }
+}
+
+/// Where the control thread posts new snapshots for the workers.
+pub struct ChainBoard {
+    current: Mutex<Arc<ChainSnapshot>>,
+    version: AtomicU32,
+}
+
+impl Default for ChainBoard {
+    fn default() -> Self {
+        ChainBoard { current: Mutex::new(Arc::new(ChainSnapshot::default())), version: AtomicU32::new(0) }
+    }
+}
+
+impl ChainBoard {
+    pub fn publish(&self, snap: ChainSnapshot) {
+        let v = snap.version;
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(snap);
+        self.version.store(v, Ordering::Release);
+    }
+
+    pub fn version(&self) -> u32 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub fn load(&self) -> Arc<ChainSnapshot> {
+        Arc::clone(&self.current.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Flow tag meaning "assigned under version v, no chain matched".
+fn tag(version: u32, chain: Option<usize>) -> u32 {
+    ((version & 0xffff) << 16) | chain.map_or(0, |c| (c as u32 + 1) & 0xffff)
+}
+
+/// A packet parked while an NF holds its event.
+struct Parked {
+    m: Mbuf,
+    out: usize,
+    snap: Arc<ChainSnapshot>,
+    chain: usize,
+    stage: usize,
+    nf: usize,
+    gen: u32,
+    ty: EventTypeId,
+    flow_id: u64,
+    side: u8,
+}
+
+/// What the dispatcher did with a packet.
+pub enum Outcome {
+    /// Send it out of `out` now.
+    Forward(Mbuf, usize),
+    /// Parked at an NF, or dropped (counted).
+    Taken,
+}
+
+/// One worker's side of the event data path. Lives for the worker loop and
+/// borrows the arena.
+pub struct Dispatcher<'a> {
+    w: usize,
+    pool: SlotPool<'a>,
+    to_nf: Vec<RingRef<'a>>,
+    from_nf: Vec<RingRef<'a>>,
+    table: Arc<NfTable>,
+    board: Arc<ChainBoard>,
+    counters: Arc<WorkerCounters>,
+    snaps: Vec<Arc<ChainSnapshot>>,
+    seen_version: u32,
+    seen_deaths: u32,
+    parked: Vec<Option<Parked>>,
+    parked_count: usize,
+    seq: u32,
+    answers: Vec<u32>,
+    /// The data region: its address here and its offset in the arena.
+    data_start: usize,
+    data_len: usize,
+    data_off: u64,
+}
+
+impl<'a> Dispatcher<'a> {
+    pub fn new(
+        w: usize,
+        arena: &'a Arena,
+        table: Arc<NfTable>,
+        board: Arc<ChainBoard>,
+        counters: Arc<WorkerCounters>,
+    ) -> Result<Dispatcher<'a>, String> {
+        let pool = arena.slot_pool().map_err(|e| format!("arena slot pool: {e}"))?;
+        let n = table.slots.len();
+        let mut to_nf = Vec::with_capacity(n);
+        let mut from_nf = Vec::with_capacity(n);
+        for k in 0..n {
+            to_nf.push(arena.ring(table.to_nf_ring(k, w)).map_err(|e| format!("arena ring: {e}"))?);
+            from_nf.push(arena.ring(table.from_nf_ring(k, w)).map_err(|e| format!("arena ring: {e}"))?);
+        }
+        let cap = pool.capacity() as usize;
+        let region = arena.data_region();
+        Ok(Dispatcher {
+            data_start: arena.data_ptr() as usize,
+            data_len: region.len as usize,
+            data_off: region.offset,
+            w,
+            pool,
+            to_nf,
+            from_nf,
+            table,
+            board,
+            counters,
+            snaps: Vec::new(),
+            seen_version: 0,
+            seen_deaths: 0,
+            parked: (0..cap).map(|_| None).collect(),
+            parked_count: 0,
+            seq: 0,
+            answers: vec![0; 64],
+        })
+    }
+
+    /// Whether any chain is in force (else the worker skips tagging).
+    #[inline]
+    pub fn active(&self) -> bool {
+        self.seen_version != 0
+    }
+
+    /// Pick up new chains and reclaim what dead NFs held. Once per loop.
+    pub fn refresh(&mut self, emit: &mut impl FnMut(Mbuf, usize)) {
+        let v = self.board.version();
+        if v != self.seen_version {
+            let snap = self.board.load();
+            self.seen_version = snap.version;
+            self.snaps.push(snap);
+            if self.snaps.len() > KEEP_SNAPSHOTS {
+                self.snaps.remove(0);
+            }
+        }
+        // NF deaths are rare: look at the slots only when one happened.
+        let deaths = self.table.deaths.load(Ordering::Acquire);
+        if deaths == self.seen_deaths {
+            return;
+        }
+        for k in 0..self.table.slots.len() {
+            let (dead, gen, done) = {
+                let s = &self.table.slots[k];
+                let gen = s.gen.load(Ordering::Acquire);
+                (s.state.load(Ordering::Acquire) == DEAD, gen, s.reclaimed[self.w].load(Ordering::Acquire) >= gen)
+            };
+            if dead && !done {
+                self.reclaim(k, gen, emit);
+                self.table.slots[k].reclaimed[self.w].store(gen, Ordering::Release);
+            }
+        }
+        self.seen_deaths = deaths;
+    }
+
+    /// The tag for a new flow: which chain (if any) its packets visit.
+    pub fn assign(&self, key: &FlowKey) -> u32 {
+        match self.snaps.last() {
+            Some(s) => tag(s.version, s.select(key)),
+            None => 0,
+        }
+    }
+
+    /// Start a packet of a tagged flow through its chain.
+    pub fn start(&mut self, m: Mbuf, out: usize, flow_tag: u32, key: &FlowKey, flow_id: u64, side: Side) -> Outcome {
+        let chain = (flow_tag & 0xffff) as usize;
+        if chain == 0 {
+            return Outcome::Forward(m, out);
+        }
+        let ver = flow_tag >> 16;
+        let Some(snap) = self.snaps.iter().rev().find(|s| s.version & 0xffff == ver).cloned() else {
+            // Assigned under a version this worker no longer keeps: forward.
+            return Outcome::Forward(m, out);
+        };
+        let ty = match key.proto() {
+            6 => ustack::event::PKT_TCP,
+            17 => ustack::event::PKT_UDP,
+            _ => ustack::event::PKT,
+        };
+        let side = if side == Side::Client { SIDE_CLIENT } else { SIDE_SERVER };
+        let p = Parked { m, out, snap, chain: chain - 1, stage: 0, nf: 0, gen: 0, ty, flow_id, side };
+        self.advance(p)
+    }
+
+    /// Move a packet to its next NF, or out.
+    fn advance(&mut self, mut p: Parked) -> Outcome {
+        loop {
+            let Some(&(k, policy)) = p.snap.chains[p.chain].stages.get(p.stage) else {
+                return Outcome::Forward(p.m, p.out);
+            };
+            let slot = &self.table.slots[k];
+            let live = slot.state.load(Ordering::Acquire) == LIVE;
+            if live && !self.table.wants(k, p.ty) {
+                p.stage += 1; // not subscribed to this type: not its business
+                continue;
+            }
+            if !live {
+                if policy == Policy::FailOpen {
+                    p.stage += 1;
+                    continue;
+                }
+                self.counters.drop_runtime(RuntimeDrop::NfFailClosed);
+                return Outcome::Taken;
+            }
+            let Some(idx) = self.pool.alloc() else {
+                self.counters.drop_runtime(RuntimeDrop::NoEventSlot);
+                return Outcome::Taken;
+            };
+            let m_data = p.m.data();
+            let h = EventHeader {
+                type_id: p.ty.raw(),
+                flow_id: p.flow_id,
+                pkt_off: self.pkt_offset(m_data),
+                pkt_len: m_data.len() as u32,
+                publisher: 0,
+                worker: self.w as u8,
+                side: p.side,
+                verdict: 0,
+                seq: self.seq,
+                snapshot: [0; ubox_shm::event::SNAPSHOT_LEN],
+            };
+            self.seq = self.seq.wrapping_add(1);
+            let written = self.pool.payload_mut(idx).ok().and_then(|b| h.write(b)).is_some();
+            if !written || h.pkt_off == 0 {
+                let _ = self.pool.release(idx);
+                self.counters.drop_runtime(RuntimeDrop::NoEventSlot);
+                return Outcome::Taken;
+            }
+            if self.to_nf[k].push(idx.0).is_err() {
+                let _ = self.pool.release(idx);
+                self.counters.drop_runtime(RuntimeDrop::NfRingFull);
+                if policy == Policy::FailOpen {
+                    p.stage += 1;
+                    continue;
+                }
+                return Outcome::Taken;
+            }
+            slot.events_in.fetch_add(1, Ordering::Relaxed);
+            p.nf = k;
+            p.gen = slot.gen.load(Ordering::Acquire);
+            self.parked[idx.0 as usize] = Some(p);
+            self.parked_count += 1;
+            return Outcome::Taken;
+        }
+    }
+
+    /// Arena offset of packet bytes (0 if they are not in the data region,
+    /// which cannot happen for mbufs of the arena-backed pool).
+    #[inline]
+    fn pkt_offset(&self, data: &[u8]) -> u64 {
+        let a = data.as_ptr() as usize;
+        if a >= self.data_start && a + data.len() <= self.data_start + self.data_len {
+            self.data_off + (a - self.data_start) as u64
+        } else {
+            0
+        }
+    }
+
+    /// Act on the NFs' answers.
+    pub fn poll(&mut self, emit: &mut impl FnMut(Mbuf, usize)) {
+        if self.parked_count == 0 {
+            return;
+        }
+        for k in 0..self.from_nf.len() {
+            self.take_answers(k, emit);
+        }
+    }
+
+    fn take_answers(&mut self, k: usize, emit: &mut impl FnMut(Mbuf, usize)) {
+        loop {
+            let mut buf = std::mem::take(&mut self.answers);
+            let n = self.from_nf[k].pop_burst(&mut buf);
+            for &idx in &buf[..n] {
+                self.answered(k, idx, emit);
+            }
+            self.answers = buf;
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    fn answered(&mut self, k: usize, idx: u32, emit: &mut impl FnMut(Mbuf, usize)) {
+        let Some(p) = self.parked.get_mut(idx as usize).and_then(Option::take) else {
+            self.counters.nf_stray_answers.add(1);
+            return;
+        };
+        self.parked_count -= 1;
+        let verdict = self.pool.payload(SlotIdx(idx)).ok().and_then(EventHeader::read).map_or(0, |h| h.verdict);
+        let _ = self.pool.release(SlotIdx(idx));
+        self.table.slots[k].events_out.fetch_add(1, Ordering::Relaxed);
+        if verdict == VERDICT_DROP {
+            self.counters.drop_runtime(RuntimeDrop::NfVerdict);
+            return;
+        }
+        let mut p = p;
+        p.stage += 1;
+        if let Outcome::Forward(m, out) = self.advance(p) {
+            emit(m, out);
+        }
+    }
+
+    /// An NF died: settle everything it held on this worker.
+    fn reclaim(&mut self, k: usize, gen: u32, emit: &mut impl FnMut(Mbuf, usize)) {
+        // Answers it gave before dying still count.
+        self.take_answers(k, emit);
+        // Events it never took: the runtime is the ring's only consumer now.
+        while let Some(idx) = self.to_nf[k].pop() {
+            self.unanswered(idx, emit);
+        }
+        // Packets parked on it whose events it took but never answered.
+        let stuck: Vec<u32> = self
+            .parked
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.as_ref().is_some_and(|p| p.nf == k && p.gen <= gen))
+            .map(|(i, _)| i as u32)
+            .collect();
+        for idx in stuck {
+            self.unanswered(idx, emit);
+        }
+    }
+
+    fn unanswered(&mut self, idx: u32, emit: &mut impl FnMut(Mbuf, usize)) {
+        let Some(mut p) = self.parked.get_mut(idx as usize).and_then(Option::take) else { return };
+        self.parked_count -= 1;
+        let _ = self.pool.release(SlotIdx(idx));
+        self.counters.nf_reclaimed.add(1);
+        let policy = p.snap.chains[p.chain].stages[p.stage].1;
+        if policy == Policy::FailClosed {
+            self.counters.drop_runtime(RuntimeDrop::NfFailClosed);
+            return;
+        }
+        p.stage += 1;
+        if let Outcome::Forward(m, out) = self.advance(p) {
+            emit(m, out);
+        }
+    }
+
+    /// Shutdown: free every parked packet and its slot.
+    pub fn drain(&mut self) {
+        for i in 0..self.parked.len() {
+            if self.parked[i].take().is_some() {
+                let _ = self.pool.release(SlotIdx(i as u32));
+            }
+        }
+        self.parked_count = 0;
+    }
+}

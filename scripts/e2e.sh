@@ -348,6 +348,7 @@ test_chain_nf_failure() {
   "$UBOX_BIN/counter" --instance e2e-fail > "$WORK/c1.log" 2>&1 &
   local c1=$!
   sleep 0.5
+  runtime_stats "$WORK/pools-before.json"
   write_chain "$WORK/open.toml" fail-open
   "$UBOX_BIN/uboxctl" -i e2e-fail chain apply "$WORK/open.toml" >/dev/null || fail "chain apply"
   ip netns exec ubox-c curl -fsS --max-time 60 --limit-rate 4M -o "$WORK/f1.bin" http://10.10.0.11/10M.bin &
@@ -368,13 +369,59 @@ test_chain_nf_failure() {
   sleep 0.7
   ip netns exec ubox-c curl -fsS --max-time 10 -o /dev/null http://10.10.0.11/small.bin || fail "restarted NF: traffic did not resume"
   kill -TERM "$c2"; wait "$c2" || true
-  runtime_stats "$WORK/fail-stats.json" 2>/dev/null || true
+  sleep 0.5
+  runtime_stats "$WORK/pools-after.json"
   stop_runtime || fail "runtime exit code $?"
+  python3 - "$WORK/pools-before.json" "$WORK/pools-after.json" <<'PY' || fail "pools not back at their idle free counts"
+import json, sys
+a, b = (json.load(open(f))["pools"] for f in sys.argv[1:])
+print(f"    pools before {a}\n    pools after  {b}")
+assert a["event_slots_free"] == a["event_slots_total"] == b["event_slots_free"], "event slots leaked"
+assert a["mbufs_free"] == b["mbufs_free"], "mbufs leaked"
+PY
   python3 - "$WORK/c2.json" "$WORK/test_chain_nf_failure.log" <<'PY' || fail "restarted NF saw no packets"
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"    restarted counter saw {r['packets']} packets")
 assert r["packets"] > 0
+PY
+}
+
+# A parallel group of two read-only NFs: every packet is seen by both, once
+# each, and forwarded once.
+test_chain_parallel() {
+  ensure_testbed
+  write_wire_config "$WORK/par.toml" e2e-par
+  start_runtime "$WORK/par.toml" "$WORK/test_chain_parallel.log" || fail "runtime did not start"
+  "$UBOX_BIN/counter" --instance e2e-par --name count-a --json-out "$WORK/a.json" > "$WORK/a.log" 2>&1 &
+  local a=$!
+  "$UBOX_BIN/counter" --instance e2e-par --name count-b --json-out "$WORK/b.json" > "$WORK/b.log" 2>&1 &
+  local b=$!
+  sleep 0.7
+  cat > "$WORK/par-chain.toml" <<TOML
+[[chain]]
+name = "both"
+nfs = [["count-a", "count-b"]]
+[chain.match]
+protocol = "tcp"
+TOML
+  "$UBOX_BIN/uboxctl" -i e2e-par chain apply "$WORK/par-chain.toml" || fail "chain apply"
+  runtime_stats "$WORK/par-before.json"
+  ip netns exec ubox-c curl -fsS --max-time 60 -o "$WORK/par.bin" http://10.10.0.11/10M.bin || fail "download"
+  cmp -s "$WORK/par.bin" "$WORK/www/10M.bin" || fail "download corrupted"
+  runtime_stats "$WORK/par-after.json"
+  nf_json e2e-par "$WORK/par-nfs.json"
+  kill -TERM "$a" "$b"; wait "$a" "$b" || true
+  stop_runtime || fail "runtime exit code $?"
+  python3 - "$WORK"/a.json "$WORK"/b.json "$WORK"/par-nfs.json "$WORK"/par-before.json "$WORK"/par-after.json <<'PY' || fail "parallel group counts disagree"
+import json, sys
+a, b, nfs, s0, s1 = (json.load(open(f)) for f in sys.argv[1:])
+ev = {n["name"]: (n["events_in"], n["events_out"]) for n in nfs["nfs"]}
+fwd = sum(p["tx_packets"] for p in s1["ports"]) - sum(p["tx_packets"] for p in s0["ports"])
+print(f"    count-a {a['packets']} packets, count-b {b['packets']}; events {ev}; packets forwarded meanwhile {fwd}")
+assert a["packets"] == b["packets"] > 7000, "both NFs saw every packet"
+assert ev["count-a"] == ev["count-b"] == (a["packets"], a["packets"]), "each saw each packet once and answered"
+assert 0 <= fwd - a["packets"] <= 6, "every packet forwarded once (ARP aside)"
 PY
 }
 
@@ -395,7 +442,7 @@ for f in ["wire-vs-testpmd-macswap.json", "wire-vs-testpmd-io.json"]:
 PY
 }
 
-ALL=(test_bad_config test_missing_interface test_ping test_no_hugepages test_download_10mb test_iperf3 test_malformed_frames test_flow_bound test_flow_idle_timeout test_two_workers test_nf_session test_chain_counter test_chain_nf_failure test_bench_smoke)
+ALL=(test_bad_config test_missing_interface test_ping test_no_hugepages test_download_10mb test_iperf3 test_malformed_frames test_flow_bound test_flow_idle_timeout test_two_workers test_nf_session test_chain_counter test_chain_parallel test_chain_nf_failure test_bench_smoke)
 TESTS=("$@"); [ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL[@]}")
 for t in "${TESTS[@]}"; do run_test "$t"; done
 echo

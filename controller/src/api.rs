@@ -120,6 +120,18 @@ pub struct Stats {
     pub steering: String,
     pub ports: Vec<PortStats>,
     pub workers: Vec<WorkerStats>,
+    #[serde(default)]
+    pub pools: PoolStats,
+}
+
+/// Free counts of the shared pools: back at their idle values once traffic
+/// stops, whatever NFs did (died, restarted) meanwhile.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PoolStats {
+    pub mbufs_total: u64,
+    pub mbufs_free: u64,
+    pub event_slots_total: u64,
+    pub event_slots_free: u64,
 }
 
 /// One port, summed over the workers that poll it, plus the PMD's own view.
@@ -282,6 +294,10 @@ impl Stats {
             ]);
         }
         out.push_str(&t.render());
+        out.push_str(&format!(
+            "pools: mbufs {}/{} free, event slots {}/{} free\n",
+            self.pools.mbufs_free, self.pools.mbufs_total, self.pools.event_slots_free, self.pools.event_slots_total
+        ));
         let drops = self.drops();
         if drops.is_empty() {
             out.push_str("drops: none\n");

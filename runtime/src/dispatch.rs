@@ -15,9 +15,14 @@
 //! stage's policy: `fail-open` skips it, `fail-closed` drops the packet.
 //! When an NF dies, the worker reclaims everything it held (answers still in
 //! its ring, events it never took, packets parked on it) and acknowledges,
-//! so the slot can be reused by the NF's next run. Parallel groups are
-//! refused when chains are applied: this runtime dispatches stages one NF at
-//! a time.
+//! so the slot can be reused by the NF's next run.
+//!
+//! A parallel group's NFs get the packet at once, each through an event
+//! slot of its own pointing at the same packet bytes (zero copy); the parked
+//! packet counts the answers still due and moves on when none is left. Any
+//! Drop answer, or a `fail-closed` member that is absent or died, drops it,
+//! but only after every member that holds it has answered (they read its
+//! bytes meanwhile).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,15 +41,19 @@ use crate::nfs::{NfTable, DEAD, LIVE};
 /// Snapshots a worker keeps for flows assigned under older versions.
 const KEEP_SNAPSHOTS: usize = 8;
 
+/// Most NFs in one parallel group (checked when chains are applied).
+pub const MAX_GROUP: usize = 8;
+
 /// One chain, with its NFs resolved to slots.
 #[derive(Debug)]
 pub struct ChainPlan {
     pub name: String,
     pub filter: FlowFilter,
-    /// One NF slot and its policy per stage, in order.
-    pub stages: Vec<(usize, Policy)>,
+    /// Per stage, in order: the NF slots that see the packet (several for a
+    /// parallel group) and each one's policy.
+    pub stages: Vec<Vec<(usize, Policy)>>,
     /// The NFs' names, per stage (for `uboxctl chain show`).
-    pub names: Vec<String>,
+    pub names: Vec<Vec<String>>,
 }
 
 /// The chains in force, as the workers see them.
@@ -95,18 +104,30 @@ fn tag(version: u32, chain: Option<usize>) -> u32 {
     ((version & 0xffff) << 16) | chain.map_or(0, |c| (c as u32 + 1) & 0xffff)
 }
 
-/// A packet parked while an NF holds its event.
+/// A packet parked while NFs hold its events.
 struct Parked {
     m: Mbuf,
     out: usize,
     snap: Arc<ChainSnapshot>,
     chain: usize,
     stage: usize,
-    nf: usize,
-    gen: u32,
     ty: EventTypeId,
     flow_id: u64,
     side: u8,
+    /// Answers still due for the current stage.
+    pending: u32,
+    /// Why the packet will be dropped once `pending` reaches 0.
+    doom: Option<RuntimeDrop>,
+}
+
+/// Which parked packet an outstanding event slot belongs to, and to whom it
+/// was given.
+#[derive(Clone, Copy)]
+struct Outstanding {
+    group: u32,
+    nf: usize,
+    gen: u32,
+    policy: Policy,
 }
 
 /// What the dispatcher did with a packet.
@@ -130,7 +151,11 @@ pub struct Dispatcher<'a> {
     snaps: Vec<Arc<ChainSnapshot>>,
     seen_version: u32,
     seen_deaths: u32,
-    parked: Vec<Option<Parked>>,
+    /// Parked packets (a slab) and its free list.
+    groups: Vec<Option<Parked>>,
+    free_groups: Vec<u32>,
+    /// Per event slot: the event outstanding there, if this worker owns one.
+    outstanding: Vec<Option<Outstanding>>,
     parked_count: usize,
     seq: u32,
     answers: Vec<u32>,
@@ -172,7 +197,9 @@ impl<'a> Dispatcher<'a> {
             snaps: Vec::new(),
             seen_version: 0,
             seen_deaths: 0,
-            parked: (0..cap).map(|_| None).collect(),
+            groups: Vec::with_capacity(cap),
+            free_groups: Vec::new(),
+            outstanding: vec![None; cap],
             parked_count: 0,
             seq: 0,
             answers: vec![0; 64],
@@ -240,70 +267,106 @@ impl<'a> Dispatcher<'a> {
             _ => ustack::event::PKT,
         };
         let side = if side == Side::Client { SIDE_CLIENT } else { SIDE_SERVER };
-        let p = Parked { m, out, snap, chain: chain - 1, stage: 0, nf: 0, gen: 0, ty, flow_id, side };
+        let p = Parked { m, out, snap, chain: chain - 1, stage: 0, ty, flow_id, side, pending: 0, doom: None };
         self.advance(p)
     }
 
-    /// Move a packet to its next NF, or out.
+    /// Move a packet to its next stage, or out.
     fn advance(&mut self, mut p: Parked) -> Outcome {
         loop {
-            let Some(&(k, policy)) = p.snap.chains[p.chain].stages.get(p.stage) else {
+            if p.doom.is_some() && p.pending == 0 {
+                self.counters.drop_runtime(p.doom.expect("checked"));
+                return Outcome::Taken;
+            }
+            let snap = Arc::clone(&p.snap);
+            let Some(stage) = snap.chains[p.chain].stages.get(p.stage) else {
                 return Outcome::Forward(p.m, p.out);
             };
-            let slot = &self.table.slots[k];
-            let live = slot.state.load(Ordering::Acquire) == LIVE;
-            if live && !self.table.wants(k, p.ty) {
-                p.stage += 1; // not subscribed to this type: not its business
+            // Hand the packet to every NF of the stage that wants it.
+            // No allocation per packet: a group has at most MAX_GROUP NFs.
+            let mut given = [(0u32, 0usize, 0u32, Policy::FailClosed); MAX_GROUP];
+            let mut n = 0;
+            for &(k, policy) in stage.iter().take(MAX_GROUP) {
+                let (live, gen) = {
+                    let slot = &self.table.slots[k];
+                    (slot.state.load(Ordering::Acquire) == LIVE, slot.gen.load(Ordering::Acquire))
+                };
+                if live && !self.table.wants(k, p.ty) {
+                    continue; // not subscribed to this type: not its business
+                }
+                if !live {
+                    if policy == Policy::FailClosed {
+                        p.doom = Some(RuntimeDrop::NfFailClosed);
+                    }
+                    continue;
+                }
+                match self.publish(&p, k) {
+                    Ok(idx) => {
+                        given[n] = (idx, k, gen, policy);
+                        n += 1;
+                    }
+                    Err(reason) => {
+                        self.counters.drop_runtime(reason);
+                        if policy == Policy::FailClosed || reason == RuntimeDrop::NoEventSlot {
+                            p.doom = Some(reason);
+                        }
+                    }
+                }
+            }
+            if n == 0 {
+                if p.doom.is_some() {
+                    continue; // dropped at the top of the loop
+                }
+                p.stage += 1;
                 continue;
             }
-            if !live {
-                if policy == Policy::FailOpen {
-                    p.stage += 1;
-                    continue;
+            p.pending = n as u32;
+            let g = match self.free_groups.pop() {
+                Some(g) => {
+                    self.groups[g as usize] = Some(p);
+                    g
                 }
-                self.counters.drop_runtime(RuntimeDrop::NfFailClosed);
-                return Outcome::Taken;
-            }
-            let Some(idx) = self.pool.alloc() else {
-                self.counters.drop_runtime(RuntimeDrop::NoEventSlot);
-                return Outcome::Taken;
-            };
-            let m_data = p.m.data();
-            let h = EventHeader {
-                type_id: p.ty.raw(),
-                flow_id: p.flow_id,
-                pkt_off: self.pkt_offset(m_data),
-                pkt_len: m_data.len() as u32,
-                publisher: 0,
-                worker: self.w as u8,
-                side: p.side,
-                verdict: 0,
-                seq: self.seq,
-                snapshot: [0; ubox_shm::event::SNAPSHOT_LEN],
-            };
-            self.seq = self.seq.wrapping_add(1);
-            let written = self.pool.payload_mut(idx).ok().and_then(|b| h.write(b)).is_some();
-            if !written || h.pkt_off == 0 {
-                let _ = self.pool.release(idx);
-                self.counters.drop_runtime(RuntimeDrop::NoEventSlot);
-                return Outcome::Taken;
-            }
-            if self.to_nf[k].push(idx.0).is_err() {
-                let _ = self.pool.release(idx);
-                self.counters.drop_runtime(RuntimeDrop::NfRingFull);
-                if policy == Policy::FailOpen {
-                    p.stage += 1;
-                    continue;
+                None => {
+                    self.groups.push(Some(p));
+                    (self.groups.len() - 1) as u32
                 }
-                return Outcome::Taken;
+            };
+            for &(idx, nf, gen, policy) in &given[..n] {
+                self.outstanding[idx as usize] = Some(Outstanding { group: g, nf, gen, policy });
+                self.table.slots[nf].events_in.fetch_add(1, Ordering::Relaxed);
             }
-            slot.events_in.fetch_add(1, Ordering::Relaxed);
-            p.nf = k;
-            p.gen = slot.gen.load(Ordering::Acquire);
-            self.parked[idx.0 as usize] = Some(p);
             self.parked_count += 1;
             return Outcome::Taken;
         }
+    }
+
+    /// Write an event for `p` into a fresh slot and push it to NF `k`.
+    fn publish(&mut self, p: &Parked, k: usize) -> Result<u32, RuntimeDrop> {
+        let idx = self.pool.alloc().ok_or(RuntimeDrop::NoEventSlot)?;
+        let data = p.m.data();
+        let h = EventHeader {
+            type_id: p.ty.raw(),
+            flow_id: p.flow_id,
+            pkt_off: self.pkt_offset(data),
+            pkt_len: data.len() as u32,
+            publisher: 0,
+            worker: self.w as u8,
+            side: p.side,
+            verdict: 0,
+            seq: self.seq,
+            snapshot: [0; ubox_shm::event::SNAPSHOT_LEN],
+        };
+        self.seq = self.seq.wrapping_add(1);
+        let written = self.pool.payload_mut(idx).ok().and_then(|b| h.write(b)).is_some();
+        if !written || h.pkt_off == 0 {
+            let _ = self.pool.release(idx);
+            return Err(RuntimeDrop::NoEventSlot);
+        }
+        if self.to_nf[k].push(idx.0).is_err() {
+            let _ = self.pool.release(idx);
+            return Err(RuntimeDrop::NfRingFull);
+        }
+        Ok(idx.0)
     }
 
     /// Arena offset of packet bytes (0 if they are not in the data region,
@@ -343,20 +406,33 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn answered(&mut self, k: usize, idx: u32, emit: &mut impl FnMut(Mbuf, usize)) {
-        let Some(p) = self.parked.get_mut(idx as usize).and_then(Option::take) else {
+        let Some(o) = self.outstanding.get_mut(idx as usize).and_then(Option::take) else {
             self.counters.nf_stray_answers.add(1);
             return;
         };
-        self.parked_count -= 1;
         let verdict = self.pool.payload(SlotIdx(idx)).ok().and_then(EventHeader::read).map_or(0, |h| h.verdict);
         let _ = self.pool.release(SlotIdx(idx));
         self.table.slots[k].events_out.fetch_add(1, Ordering::Relaxed);
-        if verdict == VERDICT_DROP {
-            self.counters.drop_runtime(RuntimeDrop::NfVerdict);
+        let doom = (verdict == VERDICT_DROP).then_some(RuntimeDrop::NfVerdict);
+        self.settle(o.group, doom, emit);
+    }
+
+    /// One answer (or its absence) for a parked packet's current stage.
+    fn settle(&mut self, g: u32, doom: Option<RuntimeDrop>, emit: &mut impl FnMut(Mbuf, usize)) {
+        let Some(p) = self.groups.get_mut(g as usize).and_then(Option::as_mut) else { return };
+        p.pending -= 1;
+        if p.doom.is_none() {
+            p.doom = doom;
+        }
+        if p.pending > 0 {
             return;
         }
-        let mut p = p;
-        p.stage += 1;
+        let mut p = self.groups[g as usize].take().expect("checked");
+        self.free_groups.push(g);
+        self.parked_count -= 1;
+        if p.doom.is_none() {
+            p.stage += 1;
+        }
         if let Outcome::Forward(m, out) = self.advance(p) {
             emit(m, out);
         }
@@ -366,16 +442,16 @@ impl<'a> Dispatcher<'a> {
     fn reclaim(&mut self, k: usize, gen: u32, emit: &mut impl FnMut(Mbuf, usize)) {
         // Answers it gave before dying still count.
         self.take_answers(k, emit);
-        // Events it never took: the runtime is the ring's only consumer now.
+        // Events it never took (the runtime is the ring's only consumer now),
+        // and events it took but never answered.
         while let Some(idx) = self.to_nf[k].pop() {
             self.unanswered(idx, emit);
         }
-        // Packets parked on it whose events it took but never answered.
         let stuck: Vec<u32> = self
-            .parked
+            .outstanding
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.as_ref().is_some_and(|p| p.nf == k && p.gen <= gen))
+            .filter(|(_, o)| o.is_some_and(|o| o.nf == k && o.gen <= gen))
             .map(|(i, _)| i as u32)
             .collect();
         for idx in stuck {
@@ -384,28 +460,22 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn unanswered(&mut self, idx: u32, emit: &mut impl FnMut(Mbuf, usize)) {
-        let Some(mut p) = self.parked.get_mut(idx as usize).and_then(Option::take) else { return };
-        self.parked_count -= 1;
+        let Some(o) = self.outstanding.get_mut(idx as usize).and_then(Option::take) else { return };
         let _ = self.pool.release(SlotIdx(idx));
         self.counters.nf_reclaimed.add(1);
-        let policy = p.snap.chains[p.chain].stages[p.stage].1;
-        if policy == Policy::FailClosed {
-            self.counters.drop_runtime(RuntimeDrop::NfFailClosed);
-            return;
-        }
-        p.stage += 1;
-        if let Outcome::Forward(m, out) = self.advance(p) {
-            emit(m, out);
-        }
+        let doom = (o.policy == Policy::FailClosed).then_some(RuntimeDrop::NfFailClosed);
+        self.settle(o.group, doom, emit);
     }
 
-    /// Shutdown: free every parked packet and its slot.
+    /// Shutdown: free every parked packet and its slots.
     pub fn drain(&mut self) {
-        for i in 0..self.parked.len() {
-            if self.parked[i].take().is_some() {
+        for i in 0..self.outstanding.len() {
+            if self.outstanding[i].take().is_some() {
                 let _ = self.pool.release(SlotIdx(i as u32));
             }
         }
+        self.groups.clear();
+        self.free_groups.clear();
         self.parked_count = 0;
     }
 }

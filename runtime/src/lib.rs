@@ -129,24 +129,30 @@ fn apply_chains(mgr: &mut nfs::NfManager, board: &dispatch::ChainBoard, text: &s
         let mut stages = Vec::new();
         let mut names = Vec::new();
         for stage in &chain.stages {
-            let nf = match stage {
-                Stage::Single(nf) => nf,
-                Stage::Parallel(group) => {
-                    return fail(format!(
-                        "{origin}: chain '{}': parallel group [{}] is not dispatched by this runtime yet; list the NFs one after another",
-                        chain.name,
-                        group.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
-                    ))
-                }
+            let members = match stage {
+                Stage::Single(nf) => std::slice::from_ref(nf),
+                Stage::Parallel(group) => group.as_slice(),
             };
-            let Some(slot) = mgr.reserve(&nf.name) else {
+            if members.len() > dispatch::MAX_GROUP {
                 return fail(format!(
-                    "{origin}: chain '{}': no NF slot left for '{}' (raise runtime.max_nfs)",
-                    chain.name, nf.name
+                    "{origin}: chain '{}': a parallel group has {} NFs; at most {}",
+                    chain.name,
+                    members.len(),
+                    dispatch::MAX_GROUP
                 ));
-            };
-            stages.push((slot, nf.policy));
-            names.push(nf.name.clone());
+            }
+            let mut slots = Vec::new();
+            for nf in members {
+                let Some(slot) = mgr.reserve(&nf.name) else {
+                    return fail(format!(
+                        "{origin}: chain '{}': no NF slot left for '{}' (raise runtime.max_nfs)",
+                        chain.name, nf.name
+                    ));
+                };
+                slots.push((slot, nf.policy));
+            }
+            stages.push(slots);
+            names.push(members.iter().map(|n| n.name.clone()).collect());
         }
         plans.push(dispatch::ChainPlan { name: chain.name.clone(), filter: chain.filter.clone(), stages, names });
     }
@@ -167,9 +173,20 @@ fn show_chains(board: &dispatch::ChainBoard) -> Response {
                 .stages
                 .iter()
                 .zip(&c.names)
-                .map(|((_, p), name)| {
-                    let p = if *p == controller::chain::Policy::FailOpen { "fail-open" } else { "fail-closed" };
-                    format!("{name} ({p})")
+                .map(|(group, names)| {
+                    let members: Vec<String> = group
+                        .iter()
+                        .zip(names)
+                        .map(|((_, p), name)| {
+                            let p = if *p == controller::chain::Policy::FailOpen { "fail-open" } else { "fail-closed" };
+                            format!("{name} ({p})")
+                        })
+                        .collect();
+                    if members.len() == 1 {
+                        members.join("")
+                    } else {
+                        format!("[{}]", members.join(" | "))
+                    }
                 })
                 .collect();
             format!("{}: {}", c.name, stages.join(" -> "))
@@ -384,7 +401,14 @@ fn run_with_eal(
     }
     let capacity = cfg.flow_table.capacity as u64;
     let collect = |ports: &[PortState]| -> Stats {
-        collect_stats(&r.name, started, steering, ports, &counters, &lcores, capacity)
+        let mut st = collect_stats(&r.name, started, steering, ports, &counters, &lcores, capacity);
+        st.pools = controller::api::PoolStats {
+            mbufs_total: nmbufs as u64,
+            mbufs_free: pool.available() as u64,
+            event_slots_total: r.event_slots as u64,
+            event_slots_free: arena.arena.slot_pool().map_or(0, |p| p.free_count() as u64),
+        };
+        st
     };
 
     let sock_path = cfg.control_socket();
@@ -506,5 +530,6 @@ fn collect_stats(
         steering: steering.name().to_string(),
         ports,
         workers,
+        pools: Default::default(),
     }
 }

@@ -274,8 +274,8 @@ impl<'a> Dispatcher<'a> {
     /// Move a packet to its next stage, or out.
     fn advance(&mut self, mut p: Parked) -> Outcome {
         loop {
-            if p.doom.is_some() && p.pending == 0 {
-                self.counters.drop_runtime(p.doom.expect("checked"));
+            if let (Some(reason), 0) = (p.doom, p.pending) {
+                self.counters.drop_runtime(reason);
                 return Outcome::Taken;
             }
             let snap = Arc::clone(&p.snap);

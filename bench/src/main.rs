@@ -10,7 +10,11 @@
 //!   and `io` forwarding modes, on the same vdevs (`net_pcap` replaying a
 //!   real HTTP capture with `infinite_rx=1` into a `net_null` sink), one
 //!   forwarding core each.
+//! - `events`: the same replay through chains of 0, 1, 2 and 3 sequential
+//!   NF processes and a parallel group of 3 (`counter` NFs), with the mean
+//!   event round trip; ratios against the 0-NF run.
 
+mod events;
 mod result;
 mod testpmd;
 mod ubox;
@@ -51,6 +55,12 @@ enum Scenario {
         #[arg(long, default_value = "bench/data/http.pcap")]
         pcap: PathBuf,
     },
+    /// The event path through 0-3 sequential NF processes and a parallel
+    /// group of 3, against the 0-NF run.
+    Events {
+        #[arg(long, default_value = "bench/data/http.pcap")]
+        pcap: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,7 +71,47 @@ fn main() -> anyhow::Result<()> {
     let window = Duration::from_secs(cli.seconds.max(1));
     match &cli.scenario {
         Scenario::Wire { pcap } => wire(&cli, pcap, window),
+        Scenario::Events { pcap } => events_scenario(&cli, pcap, window),
     }
+}
+
+fn events_scenario(cli: &Cli, pcap: &std::path::Path, window: Duration) -> anyhow::Result<()> {
+    let pcap = std::fs::canonicalize(pcap).with_context(|| format!("capture {} not found", pcap.display()))?;
+    let cases = events::cases();
+    println!(
+        "events: {} rounds x {} s per case; net_pcap replay of {} through counter NF processes",
+        cli.rounds,
+        window.as_secs(),
+        pcap.display()
+    );
+    let mut runs: Vec<Vec<events::EventRun>> = cases.iter().map(|_| Vec::new()).collect();
+    for round in 1..=cli.rounds {
+        for (i, case) in cases.iter().enumerate() {
+            let r = events::measure(&pcap, case, window).with_context(|| format!("{} run", case.scenario))?;
+            println!(
+                "  round {round}: {:<18} {:>7.3} Mpps  event round trip {:>8.1} us  drops {}",
+                case.label, r.m.mpps, r.rtt_us, r.dropped
+            );
+            runs[i].push(r);
+        }
+    }
+    let base = median(runs[0].iter().map(|r| r.m.mpps));
+    std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
+    let mut results = Vec::new();
+    for (case, rs) in cases.iter().zip(&runs) {
+        let mut r = ScenarioResult::new(case.scenario, "Mpps", median(rs.iter().map(|r| r.m.mpps)), "ubox 0 NFs", base);
+        r.rounds = cli.rounds;
+        r.window_s = window.as_secs_f64();
+        r.samples_ubox = rs.iter().map(|r| r.m.mpps).collect();
+        r.samples_peer = runs[0].iter().map(|r| r.m.mpps).collect();
+        r.extra.insert("event_round_trip_us".into(), median(rs.iter().map(|r| r.rtt_us)));
+        r.extra.insert("dropped".into(), median(rs.iter().map(|r| r.dropped as f64)));
+        r.write(&cli.out)?;
+        results.push(r);
+    }
+    println!();
+    print!("{}", result::table(&results));
+    Ok(())
 }
 
 fn unsafe_free_euid() -> u32 {

@@ -28,6 +28,9 @@ pub struct ScenarioResult {
     pub window_s: f64,
     pub samples_ubox: Vec<f64>,
     pub samples_peer: Vec<f64>,
+    /// Scenario-specific figures (e.g. event round trip).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub extra: std::collections::BTreeMap<String, f64>,
 }
 
 impl ScenarioResult {
@@ -43,6 +46,7 @@ impl ScenarioResult {
             window_s: 0.0,
             samples_ubox: Vec::new(),
             samples_peer: Vec::new(),
+            extra: Default::default(),
         }
     }
 

@@ -13,22 +13,27 @@ use crate::result::Measurement;
 const WARMUP: Duration = Duration::from_millis(1500);
 const INSTANCE: &str = "ubox-bench";
 
-fn runtime_binary() -> anyhow::Result<PathBuf> {
+/// A binary built next to this one (`cargo build --release`).
+pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let bin = exe.with_file_name("ubox-runtime");
+    let bin = exe.with_file_name(name);
     if !bin.exists() {
         bail!("{} not found: build it with cargo build --release", bin.display());
     }
     Ok(bin)
 }
 
-struct Running {
+fn runtime_binary() -> anyhow::Result<PathBuf> {
+    sibling_binary("ubox-runtime")
+}
+
+pub struct Running {
     child: Child,
-    socket: PathBuf,
+    pub socket: PathBuf,
 }
 
 impl Running {
-    fn start(config: &str) -> anyhow::Result<Running> {
+    pub fn start(config: &str) -> anyhow::Result<Running> {
         let dir = std::env::temp_dir().join(format!("ubox-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let cfg = dir.join("runtime.toml");
@@ -59,7 +64,7 @@ impl Running {
         }
     }
 
-    fn stats(&self) -> anyhow::Result<(Instant, Stats)> {
+    pub fn stats(&self) -> anyhow::Result<(Instant, Stats)> {
         let t = Instant::now();
         match api::call(&self.socket, &Request::Stats, Duration::from_secs(5)).map_err(|e| anyhow!(e))? {
             Response::Stats(s) => Ok((t, s)),
@@ -67,7 +72,7 @@ impl Running {
         }
     }
 
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
@@ -90,9 +95,10 @@ impl Drop for Running {
     }
 }
 
-/// Wire mode from a `net_pcap` replay of `pcap` into a `net_null` sink.
-pub fn measure_wire(pcap: &Path, window: Duration) -> anyhow::Result<Measurement> {
-    let config = format!(
+/// The runtime config for wire mode from a `net_pcap` replay of `pcap`
+/// into a `net_null` sink, one worker on CPU 1.
+pub fn wire_config(pcap: &Path) -> String {
+    format!(
         r#"[runtime]
 name = "{INSTANCE}"
 workers = 1
@@ -113,19 +119,33 @@ args = "no-rx=1"
 ports = ["replay", "sink"]
 "#,
         pcap.display()
-    );
-    let mut rt = Running::start(&config)?;
+    )
+}
+
+/// Forwarded packets and bytes on the sink port.
+pub fn sink_counts(s: &Stats) -> (u64, u64) {
+    s.port("sink").map(|p| (p.tx_packets, p.tx_bytes)).unwrap_or_default()
+}
+
+/// Measure a running runtime's forwarding over `window` after a warm-up.
+pub fn measure_running(rt: &Running, window: Duration) -> anyhow::Result<(Measurement, Stats, Stats)> {
     std::thread::sleep(WARMUP);
     let (t0, a) = rt.stats()?;
     std::thread::sleep(window);
     let (t1, b) = rt.stats()?;
-    rt.stop();
     let dt = (t1 - t0).as_secs_f64();
-    let sink = |s: &Stats| s.port("sink").map(|p| (p.tx_packets, p.tx_bytes)).unwrap_or_default();
-    let (p0, b0) = sink(&a);
-    let (p1, b1) = sink(&b);
+    let (p0, b0) = sink_counts(&a);
+    let (p1, b1) = sink_counts(&b);
     if p1 <= p0 {
         bail!("ubox-runtime forwarded nothing in the window");
     }
-    Ok(Measurement { mpps: (p1 - p0) as f64 / dt / 1e6, gbps: (b1 - b0) as f64 * 8.0 / dt / 1e9 })
+    Ok((Measurement { mpps: (p1 - p0) as f64 / dt / 1e6, gbps: (b1 - b0) as f64 * 8.0 / dt / 1e9 }, a, b))
+}
+
+/// Wire mode from a `net_pcap` replay of `pcap` into a `net_null` sink.
+pub fn measure_wire(pcap: &Path, window: Duration) -> anyhow::Result<Measurement> {
+    let mut rt = Running::start(&wire_config(pcap))?;
+    let m = measure_running(&rt, window)?.0;
+    rt.stop();
+    Ok(m)
 }

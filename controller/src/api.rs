@@ -180,6 +180,14 @@ pub struct WorkerStats {
     /// Drops by reason (only reasons with a non-zero count).
     pub drops: std::collections::BTreeMap<String, u64>,
     pub flows: FlowStats,
+    /// Events NFs answered, events reclaimed from dead NFs, and the total
+    /// publish-to-answer time of the answered ones (ns).
+    #[serde(default)]
+    pub nf_answers: u64,
+    #[serde(default)]
+    pub nf_reclaimed: u64,
+    #[serde(default)]
+    pub nf_rtt_ns_total: u64,
 }
 
 /// Flow table of one worker.

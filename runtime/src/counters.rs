@@ -108,6 +108,10 @@ pub struct WorkerCounters {
     pub nf_stray_answers: Counter,
     /// Events reclaimed from NFs that died holding them.
     pub nf_reclaimed: Counter,
+    /// Events answered by NFs, and the sum of their round trips (TSC ticks
+    /// from publish to answer).
+    pub nf_answers: Counter,
+    pub nf_rtt_ticks: Counter,
 }
 
 impl WorkerCounters {
@@ -129,6 +133,8 @@ impl WorkerCounters {
             flows_ended_shutdown: Counter::default(),
             nf_stray_answers: Counter::default(),
             nf_reclaimed: Counter::default(),
+            nf_answers: Counter::default(),
+            nf_rtt_ticks: Counter::default(),
         }
     }
 

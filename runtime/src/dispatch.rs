@@ -128,6 +128,8 @@ struct Outstanding {
     nf: usize,
     gen: u32,
     policy: Policy,
+    /// TSC when published, for the event round-trip time.
+    sent: u64,
 }
 
 /// What the dispatcher did with a packet.
@@ -331,8 +333,9 @@ impl<'a> Dispatcher<'a> {
                     (self.groups.len() - 1) as u32
                 }
             };
+            let sent = crate::dpdk::eal::rdtsc();
             for &(idx, nf, gen, policy) in &given[..n] {
-                self.outstanding[idx as usize] = Some(Outstanding { group: g, nf, gen, policy });
+                self.outstanding[idx as usize] = Some(Outstanding { group: g, nf, gen, policy, sent });
                 self.table.slots[nf].events_in.fetch_add(1, Ordering::Relaxed);
             }
             self.parked_count += 1;
@@ -413,6 +416,8 @@ impl<'a> Dispatcher<'a> {
         let verdict = self.pool.payload(SlotIdx(idx)).ok().and_then(EventHeader::read).map_or(0, |h| h.verdict);
         let _ = self.pool.release(SlotIdx(idx));
         self.table.slots[k].events_out.fetch_add(1, Ordering::Relaxed);
+        self.counters.nf_rtt_ticks.add(crate::dpdk::eal::rdtsc().saturating_sub(o.sent));
+        self.counters.nf_answers.add(1);
         let doom = (verdict == VERDICT_DROP).then_some(RuntimeDrop::NfVerdict);
         self.settle(o.group, doom, emit);
     }

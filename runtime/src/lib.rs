@@ -522,6 +522,9 @@ fn collect_stats(
                 evicted: c.flows_evicted.get(),
                 ended_shutdown: c.flows_ended_shutdown.get(),
             },
+            nf_answers: c.nf_answers.get(),
+            nf_reclaimed: c.nf_reclaimed.get(),
+            nf_rtt_ns_total: (c.nf_rtt_ticks.get() as u128 * 1_000_000_000 / dpdk::eal::tsc_hz().max(1) as u128) as u64,
         })
         .collect();
     Stats {

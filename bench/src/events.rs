@@ -1,0 +1,136 @@
+//! `ubox-bench events`: the μEvent data path with 0, 1, 2 and 3 sequential
+//! NF processes and a parallel group of 3, on the same `net_pcap` replay as
+//! `wire`. Each NF is a real `counter` process (nfs/counter) registered with
+//! the runtime; a chain sends every TCP packet through them.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use controller::api::{self, Request, Response, Stats};
+
+use crate::result::Measurement;
+use crate::ubox::{measure_running, sibling_binary, wire_config, Running};
+
+/// One configuration of the event path.
+pub struct Case {
+    pub scenario: &'static str,
+    pub label: &'static str,
+    /// NF names per stage.
+    pub stages: Vec<Vec<&'static str>>,
+}
+
+pub fn cases() -> Vec<Case> {
+    vec![
+        Case { scenario: "events-0nf", label: "0 NFs", stages: vec![] },
+        Case { scenario: "events-1nf", label: "1 NF", stages: vec![vec!["nf1"]] },
+        Case { scenario: "events-2nf", label: "2 NFs in sequence", stages: vec![vec!["nf1"], vec!["nf2"]] },
+        Case {
+            scenario: "events-3nf",
+            label: "3 NFs in sequence",
+            stages: vec![vec!["nf1"], vec!["nf2"], vec!["nf3"]],
+        },
+        Case { scenario: "events-parallel3", label: "3 NFs in parallel", stages: vec![vec!["nf1", "nf2", "nf3"]] },
+    ]
+}
+
+/// What one run of a case measured.
+pub struct EventRun {
+    pub m: Measurement,
+    /// Mean publish-to-answer time of an event, in microseconds.
+    pub rtt_us: f64,
+    /// Packets dropped by the event path in the window (ring full etc.).
+    pub dropped: u64,
+}
+
+struct Nfs(Vec<Child>);
+
+impl Drop for Nfs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+    }
+}
+
+fn chain_toml(stages: &[Vec<&str>]) -> String {
+    let nfs: Vec<String> = stages
+        .iter()
+        .map(|g| {
+            if g.len() == 1 {
+                format!("\"{}\"", g[0])
+            } else {
+                format!("[{}]", g.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", "))
+            }
+        })
+        .collect();
+    format!("[[chain]]\nname = \"bench\"\nnfs = [{}]\n[chain.match]\nprotocol = \"tcp\"\n", nfs.join(", "))
+}
+
+fn wait_registered(socket: &Path, names: &[&str]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Response::Nfs { nfs }) = api::call(socket, &Request::NfList, Duration::from_secs(2)) {
+            if names.iter().all(|n| nfs.iter().any(|i| i.name == *n && i.state == "running")) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("NFs {names:?} did not register within 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn drops(s: &Stats) -> u64 {
+    s.workers.iter().map(|w| w.dropped).sum()
+}
+
+pub fn measure(pcap: &Path, case: &Case, window: Duration) -> anyhow::Result<EventRun> {
+    let mut rt = Running::start(&wire_config(pcap))?;
+    let names: Vec<&str> = case.stages.iter().flatten().copied().collect();
+    let counter = sibling_binary("counter")?;
+    let mut nfs = Nfs(Vec::new());
+    for n in &names {
+        let child = Command::new(&counter)
+            .args(["--socket", &rt.socket.display().to_string(), "--name", n])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the counter NF")?;
+        nfs.0.push(child);
+    }
+    wait_registered(&rt.socket, &names)?;
+    if !case.stages.is_empty() {
+        let req = Request::ChainApply { text: chain_toml(&case.stages), origin: "ubox-bench".into() };
+        match api::call(&rt.socket, &req, Duration::from_secs(5)).map_err(|e| anyhow::anyhow!(e))? {
+            Response::Chains { .. } => {}
+            other => bail!("chain apply refused: {other:?}"),
+        }
+    }
+    let (m, a, b) = measure_running(&rt, window)?;
+    drop(nfs);
+    rt.stop();
+    let answers: u64 =
+        b.workers.iter().map(|w| w.nf_answers).sum::<u64>() - a.workers.iter().map(|w| w.nf_answers).sum::<u64>();
+    let rtt_ns: u64 = b.workers.iter().map(|w| w.nf_rtt_ns_total).sum::<u64>()
+        - a.workers.iter().map(|w| w.nf_rtt_ns_total).sum::<u64>();
+    let rtt_us = if answers > 0 { rtt_ns as f64 / answers as f64 / 1000.0 } else { 0.0 };
+    Ok(EventRun { m, rtt_us, dropped: drops(&b) - drops(&a) })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chain_file_for_sequence_and_group() {
+        let t = super::chain_toml(&[vec!["a"], vec!["b", "c"]]);
+        assert!(t.contains(r#"nfs = ["a", ["b", "c"]]"#), "{t}");
+        let set = controller::chain::ChainSet::parse(&t, "t").unwrap();
+        assert_eq!(set.chains().len(), 1);
+    }
+}

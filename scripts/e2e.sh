@@ -387,6 +387,50 @@ assert r["packets"] > 0
 PY
 }
 
+# Chain acl-firewall -> counter: an allowed download succeeds with its
+# checksum, a denied port gets no connection (it did before the chain), and
+# the counter behind the firewall sees only what the firewall let through.
+test_chain_acl_counter() {
+  ensure_testbed
+  ip netns exec ubox-s1 python3 -m http.server 8080 --bind 10.10.0.11 --directory "$WORK/www" >/dev/null 2>&1 &
+  local web8080=$!
+  write_wire_config "$WORK/acl.toml" e2e-acl
+  start_runtime "$WORK/acl.toml" "$WORK/test_chain_acl_counter.log" || fail "runtime did not start"
+  sleep 0.5
+  ip netns exec ubox-c curl -fsS --max-time 5 -o /dev/null http://10.10.0.11:8080/small.bin || fail "port 8080 unreachable even without the firewall"
+  printf '# test rules\ndeny tcp any any 10.10.0.11 8080\ndefault allow\n' > "$WORK/rules.txt"
+  "$UBOX_BIN/acl-firewall" --instance e2e-acl --rules "$WORK/rules.txt" --json-out "$WORK/acl.json" > "$WORK/acl.log" 2>&1 &
+  local fw=$!
+  "$UBOX_BIN/counter" --instance e2e-acl --json-out "$WORK/acl-counter.json" > "$WORK/acl-counter.log" 2>&1 &
+  local ct=$!
+  sleep 0.7
+  cat > "$WORK/acl-chain.toml" <<TOML
+[[chain]]
+name = "guarded"
+nfs = ["acl-firewall", "counter"]
+[chain.match]
+protocol = "tcp"
+TOML
+  "$UBOX_BIN/uboxctl" -i e2e-acl chain apply "$WORK/acl-chain.toml" || fail "chain apply"
+  ip netns exec ubox-c curl -fsS --max-time 60 -o "$WORK/acl.bin" http://10.10.0.11/10M.bin || fail "allowed download"
+  cmp -s "$WORK/acl.bin" "$WORK/www/10M.bin" || fail "allowed download corrupted"
+  if ip netns exec ubox-c curl -fsS --max-time 3 -o /dev/null http://10.10.0.11:8080/small.bin 2>/dev/null; then
+    fail "denied port 8080 got a connection"
+  fi
+  kill -TERM "$fw" "$ct"; wait "$fw" "$ct" || true
+  kill "$web8080" 2>/dev/null || true
+  stop_runtime || fail "runtime exit code $?"
+  python3 - "$WORK/acl.json" "$WORK/acl-counter.json" <<'PY' || fail "NF counts wrong"
+import json, sys
+acl, cnt = (json.load(open(f)) for f in sys.argv[1:])
+print(f"    acl-firewall passed {acl['passed']} dropped {acl['dropped']}; rules {[(r['rule'], r['hits']) for r in acl['rules']]}")
+print(f"    counter behind it saw {cnt['packets']} packets in {len(cnt['flows'])} flow(s)")
+assert acl["dropped"] >= 1, "the denied SYN(s) were dropped"
+assert cnt["packets"] == acl["passed"], "the counter saw exactly what the firewall passed"
+assert len(cnt["flows"]) == 1, "only the allowed connection reached the counter"
+PY
+}
+
 # A parallel group of two read-only NFs: every packet is seen by both, once
 # each, and forwarded once.
 test_chain_parallel() {
@@ -442,7 +486,7 @@ for f in ["wire-vs-testpmd-macswap.json", "wire-vs-testpmd-io.json"]:
 PY
 }
 
-ALL=(test_bad_config test_missing_interface test_ping test_no_hugepages test_download_10mb test_iperf3 test_malformed_frames test_flow_bound test_flow_idle_timeout test_two_workers test_nf_session test_chain_counter test_chain_parallel test_chain_nf_failure test_bench_smoke)
+ALL=(test_bad_config test_missing_interface test_ping test_no_hugepages test_download_10mb test_iperf3 test_malformed_frames test_flow_bound test_flow_idle_timeout test_two_workers test_nf_session test_chain_counter test_chain_acl_counter test_chain_parallel test_chain_nf_failure test_bench_smoke)
 TESTS=("$@"); [ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL[@]}")
 for t in "${TESTS[@]}"; do run_test "$t"; done
 echo

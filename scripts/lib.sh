@@ -6,7 +6,7 @@ UBOX_BIN=${UBOX_BIN:-$UBOX_ROOT/target/release}
 
 # build_release: compile the runtime, uboxctl and the bench in release mode.
 build_release() {
-  (cd "$UBOX_ROOT" && cargo build --release --locked -p ubox-runtime -p controller -p ubox-bench -p counter "$@")
+  (cd "$UBOX_ROOT" && cargo build --release --locked -p ubox-runtime -p controller -p ubox-bench -p counter -p acl-firewall -p pcap-tap "$@")
 }
 
 # write_wire_config FILE NAME [extra TOML appended]

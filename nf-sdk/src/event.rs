@@ -58,6 +58,12 @@ impl<'a> Event<'a> {
         self.header.seq
     }
 
+    /// For bytestream events: the stream offset before which the stream will
+    /// not change while this event is outstanding (0 for packet events).
+    pub fn frontier(&self) -> u64 {
+        self.header.frontier
+    }
+
     /// Publisher: 0 for the runtime's stacks, else an NF id.
     pub fn publisher(&self) -> u16 {
         self.header.publisher

@@ -55,7 +55,8 @@
 //! an event, the most specific one (deepest path) gets it, so `PKT/TCP`
 //! next to `PKT` means "TCP here, everything else there". Subscribing to one
 //! path twice is refused. Flow filters ([`NfBuilder::subscribe_filtered`])
-//! are applied by the runtime, which knows the flow keys.
+//! travel in the manifest, but the runtime does not apply them yet: select
+//! flows with the chain's `match` (see `examples/chain.toml`).
 //!
 //! # Polling policy
 //!

@@ -358,6 +358,7 @@ impl<'a> Dispatcher<'a> {
             verdict: 0,
             seq: self.seq,
             snapshot: [0; ubox_shm::event::SNAPSHOT_LEN],
+            frontier: 0,
         };
         self.seq = self.seq.wrapping_add(1);
         let written = self.pool.payload_mut(idx).ok().and_then(|b| h.write(b)).is_some();

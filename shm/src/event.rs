@@ -23,7 +23,7 @@ pub const SIDE_SERVER: u8 = 1;
 /// window, timestamp), copied at publish time.
 pub const SNAPSHOT_LEN: usize = 24;
 
-/// Common header of every event (64 bytes).
+/// Common header of every event (72 bytes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventHeader {
@@ -48,11 +48,14 @@ pub struct EventHeader {
     pub seq: u32,
     /// Stack snapshot, copied at publish time.
     pub snapshot: [u8; SNAPSHOT_LEN],
+    /// For bytestream events: the stream offset before which the stream will
+    /// not change while this event is outstanding (0 otherwise).
+    pub frontier: u64,
 }
 
 /// Bytes of [`EventHeader`].
 pub const EVENT_HEADER_LEN: usize = std::mem::size_of::<EventHeader>();
-const _: () = assert!(EVENT_HEADER_LEN == 64);
+const _: () = assert!(EVENT_HEADER_LEN == 72);
 const _: () = assert!(std::mem::align_of::<EventHeader>() == 8);
 
 impl EventHeader {
@@ -74,6 +77,7 @@ impl EventHeader {
             verdict: u32_at(32),
             seq: u32_at(36),
             snapshot,
+            frontier: u64_at(64),
         })
     }
 
@@ -90,6 +94,7 @@ impl EventHeader {
         b[32..36].copy_from_slice(&self.verdict.to_ne_bytes());
         b[36..40].copy_from_slice(&self.seq.to_ne_bytes());
         b[40..40 + SNAPSHOT_LEN].copy_from_slice(&self.snapshot);
+        b[64..72].copy_from_slice(&self.frontier.to_ne_bytes());
         Some(())
     }
 
@@ -117,6 +122,7 @@ mod tests {
             verdict: VERDICT_PENDING,
             seq: 42,
             snapshot: [9; SNAPSHOT_LEN],
+            frontier: 1 << 40,
         };
         let mut buf = [0u8; 128];
         h.write(&mut buf).unwrap();
@@ -126,6 +132,7 @@ mod tests {
         // The byte offsets used by read/write are the repr(C) field offsets.
         assert_eq!(std::mem::offset_of!(EventHeader, verdict), 32);
         assert_eq!(std::mem::offset_of!(EventHeader, snapshot), 40);
-        assert!(EventHeader::read(&buf[..63]).is_none());
+        assert_eq!(std::mem::offset_of!(EventHeader, frontier), 64);
+        assert!(EventHeader::read(&buf[..71]).is_none());
     }
 }

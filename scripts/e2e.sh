@@ -469,6 +469,45 @@ assert 0 <= fwd - a["packets"] <= 6, "every packet forwarded once (ARP aside)"
 PY
 }
 
+# An NF that hangs (SIGSTOP: connection open, no answers) is declared dead
+# after runtime.nf_timeout_ms; with fail-open the download it was holding
+# completes; woken up, the NF finds its session gone and exits.
+test_nf_hang() {
+  ensure_testbed
+  UBOX_NF_TIMEOUT_MS=500 write_wire_config "$WORK/hang.toml" e2e-hang
+  start_runtime "$WORK/hang.toml" "$WORK/test_nf_hang.log" || fail "runtime did not start"
+  "$UBOX_BIN/counter" --instance e2e-hang > "$WORK/hang-counter.log" 2>&1 &
+  local c=$!
+  sleep 0.5
+  runtime_stats "$WORK/hang-before.json"
+  write_chain "$WORK/hang-chain.toml" fail-open
+  "$UBOX_BIN/uboxctl" -i e2e-hang chain apply "$WORK/hang-chain.toml" >/dev/null || fail "chain apply"
+  ip netns exec ubox-c curl -fsS --max-time 60 --limit-rate 4M -o "$WORK/hang.bin" http://10.10.0.11/10M.bin &
+  local dl=$!
+  sleep 1
+  kill -STOP "$c"
+  wait "$dl" || fail "download did not survive the NF hanging"
+  cmp -s "$WORK/hang.bin" "$WORK/www/10M.bin" || fail "download corrupted"
+  nf_json e2e-hang "$WORK/hang-nfs.json"
+  python3 -c 'import json,sys; n=json.load(open(sys.argv[1]))["nfs"][0]; print("    after the hang:", n["name"], n["state"]); sys.exit(n["state"] != "dead")' "$WORK/hang-nfs.json" \
+    || fail "hung NF not declared dead"
+  grep -q "answered nothing for 500 ms" "$WORK/test_nf_hang.log" || fail "no log line for the hang"
+  kill -CONT "$c"
+  local i
+  for i in $(seq 1 50); do kill -0 "$c" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$c" 2>/dev/null && fail "woken NF did not notice its session was closed"
+  grep -qi "runtime" "$WORK/hang-counter.log" || fail "woken NF gave no reason"
+  sleep 0.3
+  runtime_stats "$WORK/hang-after.json"
+  stop_runtime || fail "runtime exit code $?"
+  python3 - "$WORK/hang-before.json" "$WORK/hang-after.json" <<'PY' || fail "pools not back at idle after the hang"
+import json, sys
+a, b = (json.load(open(f))["pools"] for f in sys.argv[1:])
+print(f"    pools after {b}")
+assert a == b
+PY
+}
+
 # The benchmark runs from a fresh clone and writes its JSON (one short round;
 # the figures themselves are not judged here: timings on CI are noise).
 test_bench_smoke() {
@@ -486,7 +525,7 @@ for f in ["wire-vs-testpmd-macswap.json", "wire-vs-testpmd-io.json"]:
 PY
 }
 
-ALL=(test_bad_config test_missing_interface test_ping test_no_hugepages test_download_10mb test_iperf3 test_malformed_frames test_flow_bound test_flow_idle_timeout test_two_workers test_nf_session test_chain_counter test_chain_acl_counter test_chain_parallel test_chain_nf_failure test_bench_smoke)
+ALL=(test_bad_config test_missing_interface test_ping test_no_hugepages test_download_10mb test_iperf3 test_malformed_frames test_flow_bound test_flow_idle_timeout test_two_workers test_nf_session test_chain_counter test_chain_acl_counter test_chain_parallel test_chain_nf_failure test_nf_hang test_bench_smoke)
 TESTS=("$@"); [ ${#TESTS[@]} -gt 0 ] || TESTS=("${ALL[@]}")
 for t in "${TESTS[@]}"; do run_test "$t"; done
 echo

@@ -16,6 +16,7 @@ write_wire_config() {
 [runtime]
 name = "$name"
 workers = ${UBOX_WORKERS:-1}
+nf_timeout_ms = ${UBOX_NF_TIMEOUT_MS:-2000}
 
 [flow_table]
 capacity = ${UBOX_FLOW_CAPACITY:-65536}

@@ -73,6 +73,10 @@ pub struct RuntimeSection {
     pub max_nfs: u32,
     /// Entries of each NF ring (a power of two).
     pub nf_ring_size: u32,
+    /// An NF that holds events but answers none for this long is declared
+    /// dead (its session is closed, its events reclaimed, the chain policy
+    /// applies), as if it had exited.
+    pub nf_timeout_ms: u64,
 }
 
 impl Default for RuntimeSection {
@@ -96,6 +100,7 @@ impl Default for RuntimeSection {
             event_slots: 8192,
             max_nfs: 16,
             nf_ring_size: 1024,
+            nf_timeout_ms: 2000,
         }
     }
 }
@@ -228,6 +233,9 @@ impl Config {
         }
         if !r.nf_ring_size.is_power_of_two() || r.nf_ring_size < 64 {
             return Err(format!("key `runtime.nf_ring_size`: {} must be a power of two >= 64", r.nf_ring_size));
+        }
+        if r.nf_timeout_ms < 10 {
+            return Err(format!("key `runtime.nf_timeout_ms`: {} is too short (at least 10)", r.nf_timeout_ms));
         }
         if r.max_nfs == 0 || r.max_nfs > 256 {
             return Err(format!("key `runtime.max_nfs`: {} is out of range (1 to 256)", r.max_nfs));

@@ -436,7 +436,7 @@ fn run_with_eal(
             Request::ChainApply { text, origin } => apply_chains(&mut nf_manager, &chain_board, &text, &origin),
             Request::ChainShow => show_chains(&chain_board),
         });
-        nf_manager.poll();
+        nf_manager.poll(Duration::from_millis(r.nf_timeout_ms));
         let periodic = opts.stats_interval.is_some_and(|i| last_print.elapsed() >= i);
         if signals::take_dump_request() || periodic {
             last_print = Instant::now();

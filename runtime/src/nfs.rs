@@ -92,6 +92,8 @@ struct Session {
     stream: Option<UnixStream>,
     name: String,
     version: String,
+    /// Answers seen at the last check, and when they last moved.
+    progress: (u64, std::time::Instant),
 }
 
 /// Registration and liveness of NF processes (control thread).
@@ -192,7 +194,13 @@ impl NfManager {
         s.nf_id.store(id.0, Ordering::Relaxed);
         s.gen.fetch_add(1, Ordering::AcqRel);
         s.state.store(LIVE, Ordering::Release);
-        self.sessions[slot] = Some(Session { stream: Some(keep), name: name.clone(), version });
+        let answered = s.events_out.load(Ordering::Relaxed);
+        self.sessions[slot] = Some(Session {
+            stream: Some(keep),
+            name: name.clone(),
+            version,
+            progress: (answered, std::time::Instant::now()),
+        });
         self.slot_of.insert(name.clone(), slot);
         tracing::info!("NF '{name}' registered as {id} in slot {slot}");
         Response::Registered(session)
@@ -222,29 +230,55 @@ impl NfManager {
             return Some(k);
         }
         let k = self.sessions.iter().position(|s| s.is_none())?;
-        self.sessions[k] = Some(Session { stream: None, name: name.to_string(), version: String::new() });
+        self.sessions[k] = Some(Session {
+            stream: None,
+            name: name.to_string(),
+            version: String::new(),
+            progress: (0, std::time::Instant::now()),
+        });
         self.slot_of.insert(name.to_string(), k);
         Some(k)
     }
 
-    /// Notice NFs whose connection closed. Returns the slots that died now.
-    pub fn poll(&mut self) -> Vec<usize> {
+    /// Notice NFs whose connection closed, or that hold events without
+    /// answering any for `timeout` (hung, stopped): both are dead from then
+    /// on. Returns the slots that died now.
+    pub fn poll(&mut self, timeout: std::time::Duration) -> Vec<usize> {
         let mut died = Vec::new();
+        let now = std::time::Instant::now();
         for (k, s) in self.sessions.iter_mut().enumerate() {
             let Some(sess) = s else { continue };
             let Some(stream) = sess.stream.as_mut() else { continue };
             let mut buf = [0u8; 256];
-            let gone = match stream.read(&mut buf) {
+            let closed = match stream.read(&mut buf) {
                 Ok(0) => true,
                 Ok(_) => false, // NFs send nothing more yet; ignore
                 Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => false,
                 Err(_) => true,
             };
-            if gone {
+            let slot = &self.table.slots[k];
+            let answered = slot.events_out.load(Ordering::Relaxed);
+            let holding = slot.events_in.load(Ordering::Relaxed) > answered;
+            if answered != sess.progress.0 || !holding {
+                sess.progress = (answered, now);
+            }
+            let stuck = holding && now.duration_since(sess.progress.1) > timeout;
+            if stuck {
+                tracing::warn!(
+                    "NF '{}' answered nothing for {} ms while holding events: declaring it dead",
+                    sess.name,
+                    timeout.as_millis()
+                );
+            }
+            if closed || stuck {
+                // Dropping the stream closes the session: a hung NF that wakes
+                // up finds the runtime gone and exits.
                 sess.stream = None;
                 self.table.slots[k].state.store(DEAD, Ordering::Release);
                 self.table.deaths.fetch_add(1, Ordering::AcqRel);
-                tracing::warn!("NF '{}' is gone (its session closed)", sess.name);
+                if closed {
+                    tracing::warn!("NF '{}' is gone (its session closed)", sess.name);
+                }
                 died.push(k);
             }
         }

@@ -286,17 +286,30 @@ test_nf_session() {
   [ ! -e /dev/hugepages/ubox-e2e-nf.arena ] || fail "arena file left behind"
 }
 
-write_chain() { # FILE POLICY
+write_chain() { # FILE POLICY: every TCP flow through the counter NF
   cat > "$1" <<TOML
 [[chain]]
-name = "web"
+name = "tcp"
 nfs = ["counter"]
 [chain.match]
 protocol = "tcp"
-ports = [80]
 [chain.policy]
 counter = "$2"
 TOML
+}
+
+# iperf_through PORT SECONDS OUT.json: a client->server iperf3 stream that
+# keeps sending for SECONDS whatever the buffers (unlike a download).
+iperf_through() {
+  ip netns exec ubox-s1 iperf3 -s -1 -D -p "$1" --logfile "$WORK/iperf-$1.log"
+  sleep 0.3
+  ip netns exec ubox-c iperf3 -c 10.10.0.11 -p "$1" -t "$2" -J > "$3"
+}
+
+# after_kill_bytes OUT.json T: bytes the server received in intervals that
+# started at or after T seconds.
+after_kill_bytes() {
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); t=float(sys.argv[2]); print(int(sum(i["sum"]["bytes"] for i in r["intervals"] if i["sum"]["start"] >= t)))' "$1" "$2"
 }
 
 nf_json() { "$UBOX_BIN/uboxctl" -i "$1" --json nf list > "$2"; }
@@ -338,7 +351,7 @@ assert not any(k.startswith("nf_") or k == "no_event_slot" for k in drops), drop
 PY
 }
 
-# kill -9 of the NF mid-download: with fail-open the transfer completes;
+# kill -9 of the NF during an iperf3 stream: with fail-open the stream goes on;
 # with fail-closed traffic of the chain stops; the NF restarts and events
 # flow to it again.
 test_chain_nf_failure() {
@@ -351,13 +364,15 @@ test_chain_nf_failure() {
   runtime_stats "$WORK/pools-before.json"
   write_chain "$WORK/open.toml" fail-open
   "$UBOX_BIN/uboxctl" -i e2e-fail chain apply "$WORK/open.toml" >/dev/null || fail "chain apply"
-  ip netns exec ubox-c curl -fsS --max-time 60 --limit-rate 4M -o "$WORK/f1.bin" http://10.10.0.11/10M.bin &
+  iperf_through 5302 4 "$WORK/f1.json" &
   local dl=$!
-  sleep 1
+  sleep 1.5
   kill -9 "$c1"
-  wait "$dl" || fail "fail-open: download did not survive the NF's death"
-  cmp -s "$WORK/f1.bin" "$WORK/www/10M.bin" || fail "fail-open: download corrupted"
-  echo "    fail-open: 10 MB download completed intact across kill -9 of the NF"
+  wait "$dl" || fail "fail-open: iperf3 did not survive the NF's death"
+  local after
+  after=$(after_kill_bytes "$WORK/f1.json" 2)
+  echo "    fail-open: iperf3 kept going after kill -9 of the NF: $after bytes in its last 2 s"
+  [ "$after" -gt 1000000 ] || fail "fail-open: traffic stalled after the NF died"
   write_chain "$WORK/closed.toml" fail-closed
   "$UBOX_BIN/uboxctl" -i e2e-fail chain apply "$WORK/closed.toml" >/dev/null || fail "chain apply"
   if ip netns exec ubox-c curl -fsS --max-time 3 -o /dev/null http://10.10.0.11/small.bin 2>/dev/null; then
@@ -470,8 +485,8 @@ PY
 }
 
 # An NF that hangs (SIGSTOP: connection open, no answers) is declared dead
-# after runtime.nf_timeout_ms; with fail-open the download it was holding
-# completes; woken up, the NF finds its session gone and exits.
+# after runtime.nf_timeout_ms; with fail-open the iperf3 stream it was
+# holding goes on; woken up, the NF finds its session gone and exits.
 test_nf_hang() {
   ensure_testbed
   UBOX_NF_TIMEOUT_MS=500 write_wire_config "$WORK/hang.toml" e2e-hang
@@ -482,12 +497,15 @@ test_nf_hang() {
   runtime_stats "$WORK/hang-before.json"
   write_chain "$WORK/hang-chain.toml" fail-open
   "$UBOX_BIN/uboxctl" -i e2e-hang chain apply "$WORK/hang-chain.toml" >/dev/null || fail "chain apply"
-  ip netns exec ubox-c curl -fsS --max-time 60 --limit-rate 4M -o "$WORK/hang.bin" http://10.10.0.11/10M.bin &
+  iperf_through 5303 4 "$WORK/hang-iperf.json" &
   local dl=$!
-  sleep 1
+  sleep 1.5
   kill -STOP "$c"
-  wait "$dl" || fail "download did not survive the NF hanging"
-  cmp -s "$WORK/hang.bin" "$WORK/www/10M.bin" || fail "download corrupted"
+  wait "$dl" || fail "iperf3 did not survive the NF hanging"
+  local after
+  after=$(after_kill_bytes "$WORK/hang-iperf.json" 3)
+  echo "    iperf3 after the NF hung (timeout 500 ms): $after bytes in its last second"
+  [ "$after" -gt 1000000 ] || fail "traffic did not resume after the hung NF was declared dead"
   nf_json e2e-hang "$WORK/hang-nfs.json"
   python3 -c 'import json,sys; n=json.load(open(sys.argv[1]))["nfs"][0]; print("    after the hang:", n["name"], n["state"]); sys.exit(n["state"] != "dead")' "$WORK/hang-nfs.json" \
     || fail "hung NF not declared dead"

@@ -112,7 +112,9 @@ test_no_hugepages() {
   echo "    got: $out"
   [ "$rc" -ne 0 ] || fail "exit code 0 without hugepages"
   [ "$(printf '%s\n' "$out" | wc -l)" -eq 1 ] || fail "error is not one line"
-  [[ "$out" == *"no free hugepages"*"scripts/setup.sh"* ]] || fail "error does not say what and how to fix"
+  # "no free hugepages", or "not enough free hugepages" when pages released
+  # by the previous test's process are still on their way back.
+  [[ "$out" == *" free hugepages"*"scripts/setup.sh"* ]] || fail "error does not say what and how to fix"
   # --no-huge runs, with a loud warning, and forwards.
   start_runtime "$WORK/nohuge.toml" "$WORK/test_no_hugepages.log" --no-huge || fail "runtime did not start with --no-huge"
   grep -q "WARNING: ubox-runtime is running WITHOUT hugepages" "$WORK/test_no_hugepages.log" || fail "no warning"

@@ -5,7 +5,8 @@
 # starts ubox-runtime in wire mode between the client and the servers, then
 # sends real traffic through it: ping, a 20 MB download whose checksum is
 # compared, and a short wrk run against nginx. Shows the runtime's counters
-# (uboxctl stats) and tears everything down. Run as root.
+# (uboxctl stats), runs the counter NF as a separate process in a chain,
+# and tears everything down. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -49,6 +50,25 @@ echo "sent $sent"; echo "got  $got"
 
 step "wrk: 5 seconds of HTTP requests through the box"
 ip netns exec ubox-c wrk -t1 -c16 -d5s http://10.10.0.11/index.html
+
+step "an NF process in a chain: every TCP packet visits the counter NF"
+"$UBOX_BIN/counter" --instance ubox --json-out "$WORK/counter.json" > "$WORK/counter.log" 2>&1 &
+COUNTER=$!
+sleep 0.5
+cat > "$WORK/chain.toml" <<TOML
+[[chain]]
+name = "tcp"
+nfs = ["counter"]
+[chain.match]
+protocol = "tcp"
+[chain.policy]
+counter = "fail-open"
+TOML
+"$UBOX_BIN/uboxctl" -i ubox chain apply "$WORK/chain.toml"
+ip netns exec ubox-c curl -fsS -o /dev/null -w 'downloaded %{size_download} bytes through the chain\n' http://10.10.0.11/20M.bin
+"$UBOX_BIN/uboxctl" -i ubox nf list
+kill -TERM "$COUNTER"; wait "$COUNTER" || true
+tail -3 "$WORK/counter.log"
 
 step "the runtime's counters (uboxctl stats)"
 "$UBOX_BIN/uboxctl" -i ubox stats

@@ -99,6 +99,10 @@ impl ChainBoard {
     }
 }
 
+/// Tag of a flow that started before any chain was applied (never 0, which
+/// the flow table gives a flow before the worker tags it).
+const NO_CHAIN: u32 = 0xffff_0000;
+
 /// Flow tag meaning "assigned under version v, no chain matched".
 fn tag(version: u32, chain: Option<usize>) -> u32 {
     ((version & 0xffff) << 16) | chain.map_or(0, |c| (c as u32 + 1) & 0xffff)
@@ -248,7 +252,8 @@ impl<'a> Dispatcher<'a> {
     pub fn assign(&self, key: &FlowKey) -> u32 {
         match self.snaps.last() {
             Some(s) => tag(s.version, s.select(key)),
-            None => 0,
+            // No chain applied yet: this flow never visits one.
+            None => NO_CHAIN,
         }
     }
 

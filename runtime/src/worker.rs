@@ -194,6 +194,7 @@ impl Worker {
                 };
                 if let Some(f) = flow {
                     let c = &self.counters;
+                    let mut started = false;
                     let (id, side) = if self.steering == Steering::Software && self.nworkers > 1 {
                         let hash = self.table.hash(&f.key);
                         let owner = FlowSeed::owner(hash, self.nworkers);
@@ -205,16 +206,25 @@ impl Worker {
                             }
                             return;
                         }
-                        self.table.touch_hashed(&f.key, hash, f.dir, len as u32, now, &mut |e| count_event(c, e))
+                        self.table.touch_hashed(&f.key, hash, f.dir, len as u32, now, &mut |e| {
+                            started |= matches!(e, FlowEvent::Start(_));
+                            count_event(c, e)
+                        })
                     } else {
-                        self.table.touch(&f.key, f.dir, len as u32, now, &mut |e| count_event(c, e))
+                        self.table.touch(&f.key, f.dir, len as u32, now, &mut |e| {
+                            started |= matches!(e, FlowEvent::Start(_));
+                            count_event(c, e)
+                        })
                     };
-                    if disp.active() {
-                        let Some(t) = self.table.last_tag_mut() else { return };
-                        if *t == 0 {
+                    // A flow gets its chain (or "none") when it starts and keeps
+                    // it: chains applied later affect only flows started later.
+                    if started {
+                        if let Some(t) = self.table.last_tag_mut() {
                             *t = disp.assign(&f.key);
                         }
-                        let flow_tag = *t;
+                    }
+                    if disp.active() {
+                        let Some(&mut flow_tag) = self.table.last_tag_mut() else { return };
                         match disp.start(m, out, flow_tag, &f.key, id, side) {
                             Outcome::Forward(m, out) => {
                                 self.counters.forwarded.add(1);

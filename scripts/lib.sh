@@ -6,7 +6,7 @@ UBOX_BIN=${UBOX_BIN:-$UBOX_ROOT/target/release}
 
 # build_release: compile the runtime, uboxctl and the bench in release mode.
 build_release() {
-  (cd "$UBOX_ROOT" && cargo build --release --locked -p ubox-runtime -p controller -p ubox-bench -p counter -p acl-firewall -p pcap-tap "$@")
+  (cd "$UBOX_ROOT" && cargo build --release --locked -p ubox-runtime -p controller -p ubox-bench -p counter -p acl-firewall -p pcap-tap -p rewrite "$@")
 }
 
 # write_wire_config FILE NAME [extra TOML appended]
@@ -17,6 +17,8 @@ write_wire_config() {
 name = "$name"
 workers = ${UBOX_WORKERS:-1}
 nf_timeout_ms = ${UBOX_NF_TIMEOUT_MS:-2000}
+nf_ring_size = ${UBOX_NF_RING_SIZE:-1024}
+nf_backpressure = ${UBOX_NF_BACKPRESSURE:-false}
 
 [flow_table]
 capacity = ${UBOX_FLOW_CAPACITY:-65536}

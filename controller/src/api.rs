@@ -122,6 +122,26 @@ pub struct Stats {
     pub workers: Vec<WorkerStats>,
     #[serde(default)]
     pub pools: PoolStats,
+    /// One row per registered (or chain-reserved) NF.
+    #[serde(default)]
+    pub nfs: Vec<NfStats>,
+}
+
+/// Counters of one NF, summed over workers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NfStats {
+    pub name: String,
+    /// `running`, `dead` or `absent` (named by a chain, never registered).
+    pub state: String,
+    /// Events given to it and events it answered.
+    pub events_in: u64,
+    pub events_out: u64,
+    /// Events waiting in its rings now (all workers).
+    pub queue_depth: u64,
+    /// By reason: `ring_full`, `no_event_slot`, `verdict_drop`, `modified`,
+    /// `fail_closed`, `skipped_absent`, `reclaimed`, `published`,
+    /// `bad_publish`, `bad_verdict` (only non-zero ones).
+    pub counts: std::collections::BTreeMap<String, u64>,
 }
 
 /// Free counts of the shared pools: back at their idle values once traffic
@@ -188,6 +208,10 @@ pub struct WorkerStats {
     pub nf_reclaimed: u64,
     #[serde(default)]
     pub nf_rtt_ns_total: u64,
+    /// Loop iterations that left RX alone because an NF ring was nearly
+    /// full (`runtime.nf_backpressure = true`).
+    #[serde(default)]
+    pub rx_paused: u64,
 }
 
 /// Flow table of one worker.
@@ -306,6 +330,21 @@ impl Stats {
             "pools: mbufs {}/{} free, event slots {}/{} free\n",
             self.pools.mbufs_free, self.pools.mbufs_total, self.pools.event_slots_free, self.pools.event_slots_total
         ));
+        if !self.nfs.is_empty() {
+            let mut t = Table::new(&["nf", "state", "events in", "answered", "queued", "counts"]);
+            for n in &self.nfs {
+                let counts: Vec<String> = n.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                t.row(vec![
+                    n.name.clone(),
+                    n.state.clone(),
+                    n.events_in.to_string(),
+                    n.events_out.to_string(),
+                    n.queue_depth.to_string(),
+                    if counts.is_empty() { "-".into() } else { counts.join(" ") },
+                ]);
+            }
+            out.push_str(&t.render());
+        }
         let drops = self.drops();
         if drops.is_empty() {
             out.push_str("drops: none\n");

@@ -1,13 +1,92 @@
 //! [`Event`]: the borrowed view a callback gets of one μEvent.
 //!
 //! It owns nothing: the header is copied out of the slot, the packet bytes
-//! are borrowed from the arena for the duration of the callback. It must not
-//! touch the slot or the packet after the callback returns (the borrow
-//! checker enforces that for the packet).
+//! and the payload are borrowed from the arena for the duration of the
+//! callback. It must not touch the slot or the packet after the callback
+//! returns (the borrow checker enforces that).
+//!
+//! From inside a callback an NF may also
+//! - **publish** events of the types its manifest lists under
+//!   `publishes` ([`Event::publish`], [`Event::publish_value`]): they go
+//!   about the same flow and side, with a `#[repr(C)]` payload, to every
+//!   other NF that subscribes to the type (or a supertype);
+//! - **rewrite the packet in place** when its manifest says it modifies
+//!   packets ([`Event::write_packet`]), then answer
+//!   [`Verdict::Modified`](crate::Verdict::Modified): the runtime refreshes
+//!   the IPv4 and TCP/UDP checksums. The packet keeps its length.
 
-use ubox_shm::event::{EventHeader, SIDE_SERVER, SNAPSHOT_LEN};
+use std::cell::RefCell;
+
+use ubox_shm::event::{payload_room, EventHeader, SIDE_SERVER, SNAPSHOT_LEN};
+use ubox_shm::Arena;
 use ustack::event::EventTypeId;
 use ustack::flow::Side;
+
+/// Most events one callback may publish.
+pub const MAX_PUBLISH_PER_EVENT: usize = 8;
+
+/// Why [`Event::publish`] or [`Event::write_packet`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// The type is not in the manifest's `publishes` list.
+    #[error("cannot publish {path}: the NF's manifest does not list it under `publishes`")]
+    NotPublished {
+        /// The path asked for.
+        path: String,
+    },
+    /// The payload does not fit in an event slot.
+    #[error("payload of {len} bytes does not fit in an event slot ({max} bytes of room)")]
+    PayloadTooLarge {
+        /// Bytes given.
+        len: usize,
+        /// Bytes of room after the header.
+        max: usize,
+    },
+    /// This callback already published [`MAX_PUBLISH_PER_EVENT`] events.
+    #[error("at most {MAX_PUBLISH_PER_EVENT} events may be published per callback")]
+    TooMany,
+    /// The manifest does not say the NF modifies packets.
+    #[error("this NF may not write packets: declare it with NfBuilder::modifies_packets(true)")]
+    NotWritable,
+    /// The event carries no packet, or the write would leave it.
+    #[error("write of {len} bytes at {at} falls outside the {pkt_len}-byte packet")]
+    OutOfPacket {
+        /// Offset asked for.
+        at: usize,
+        /// Bytes asked for.
+        len: usize,
+        /// Packet length (0 when the event has none).
+        pkt_len: usize,
+    },
+    /// The event was built outside a running NF (a test's `Event::new`).
+    #[error("this event is not attached to a running NF session")]
+    Detached,
+}
+
+/// An event an NF asked to publish, sent after its callback returns.
+#[derive(Clone, Debug)]
+pub(crate) struct Outgoing {
+    pub type_id: EventTypeId,
+    pub flow_id: u64,
+    pub side: u8,
+    pub payload: Vec<u8>,
+}
+
+/// What a callback's events reach of the session: the arena (for packet
+/// writes), the NF's publications and the outbox.
+pub(crate) struct Context<'a> {
+    pub arena: &'a Arena,
+    pub modifies: bool,
+    pub publications: &'a [(String, EventTypeId)],
+    pub slot_size: usize,
+    pub outbox: RefCell<Vec<Outgoing>>,
+}
+
+impl std::fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("modifies", &self.modifies).field("publications", &self.publications).finish()
+    }
+}
 
 /// One μEvent as a callback sees it.
 #[derive(Clone, Copy, Debug)]
@@ -15,13 +94,31 @@ pub struct Event<'a> {
     header: EventHeader,
     type_id: EventTypeId,
     packet: Option<&'a [u8]>,
+    payload: &'a [u8],
+    ctx: Option<&'a Context<'a>>,
 }
 
 impl<'a> Event<'a> {
     /// A view over a header and the packet bytes it names (already resolved
-    /// in the arena). Used by the run loop and by tests of callbacks.
+    /// in the arena), with no payload and no session: for tests of
+    /// callbacks. `publish` and `write_packet` answer [`EventError::Detached`].
     pub fn new(header: EventHeader, type_id: EventTypeId, packet: Option<&'a [u8]>) -> Event<'a> {
-        Event { header, type_id, packet }
+        Event { header, type_id, packet, payload: &[], ctx: None }
+    }
+
+    /// A detached view that also carries a published event's payload bytes.
+    pub fn with_payload(header: EventHeader, type_id: EventTypeId, payload: &'a [u8]) -> Event<'a> {
+        Event { header, type_id, packet: None, payload, ctx: None }
+    }
+
+    pub(crate) fn attached(
+        header: EventHeader,
+        type_id: EventTypeId,
+        packet: Option<&'a [u8]>,
+        payload: &'a [u8],
+        ctx: &'a Context<'a>,
+    ) -> Event<'a> {
+        Event { header, type_id, packet, payload, ctx: Some(ctx) }
     }
 
     /// The event's type, e.g. `PKT/TCP`.
@@ -80,8 +177,74 @@ impl<'a> Event<'a> {
         self.packet
     }
 
+    /// The bytes after the header in the event's slot: the payload of an
+    /// event another NF published (zeros past what it wrote).
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// The payload read as `T` (unaligned copy), or `None` when the slot
+    /// holds fewer than `size_of::<T>()` payload bytes.
+    pub fn payload_as<T: bytemuck::AnyBitPattern>(&self) -> Option<T> {
+        let b = self.payload.get(..std::mem::size_of::<T>())?;
+        Some(bytemuck::pod_read_unaligned(b))
+    }
+
     /// The raw header as the runtime wrote it.
     pub fn header(&self) -> &EventHeader {
         &self.header
+    }
+
+    /// Publishes an event of type `path` (one of the manifest's
+    /// `publishes`) about this event's flow and side, carrying `payload`.
+    /// It is sent when the callback returns, before its verdict.
+    pub fn publish(&self, path: &str, payload: &[u8]) -> Result<(), EventError> {
+        let ctx = self.ctx.ok_or(EventError::Detached)?;
+        let type_id = ctx
+            .publications
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|&(_, t)| t)
+            .ok_or_else(|| EventError::NotPublished { path: path.to_owned() })?;
+        let max = payload_room(ctx.slot_size);
+        if payload.len() > max {
+            return Err(EventError::PayloadTooLarge { len: payload.len(), max });
+        }
+        let mut outbox = ctx.outbox.borrow_mut();
+        if outbox.len() >= MAX_PUBLISH_PER_EVENT {
+            return Err(EventError::TooMany);
+        }
+        outbox.push(Outgoing {
+            type_id,
+            flow_id: self.header.flow_id,
+            side: self.header.side,
+            payload: payload.to_vec(),
+        });
+        Ok(())
+    }
+
+    /// [`publish`](Self::publish) with a `#[repr(C)]` value
+    /// (`#[derive(Pod, Zeroable)]` through [`crate::bytemuck`]) as payload.
+    pub fn publish_value<T: bytemuck::NoUninit>(&self, path: &str, value: &T) -> Result<(), EventError> {
+        self.publish(path, bytemuck::bytes_of(value))
+    }
+
+    /// Overwrites packet bytes `at..at + bytes.len()` in place (zero copy:
+    /// the arena holds the runtime's mbuf). Only for NFs whose manifest
+    /// says they modify packets; answer `Verdict::Modified` afterwards so
+    /// the runtime refreshes the checksums. [`packet`](Self::packet) shows
+    /// the new bytes.
+    pub fn write_packet(&self, at: usize, bytes: &[u8]) -> Result<(), EventError> {
+        let ctx = self.ctx.ok_or(EventError::Detached)?;
+        if !ctx.modifies {
+            return Err(EventError::NotWritable);
+        }
+        let pkt_len = self.packet.map_or(0, <[u8]>::len);
+        let out = || EventError::OutOfPacket { at, len: bytes.len(), pkt_len };
+        let end = at.checked_add(bytes.len()).ok_or_else(out)?;
+        if self.packet.is_none() || end > pkt_len {
+            return Err(out());
+        }
+        ctx.arena.write_packet(self.header.pkt_off + at as u64, bytes).ok_or_else(out)
     }
 }

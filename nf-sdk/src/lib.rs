@@ -98,8 +98,9 @@ mod event;
 mod nf;
 pub mod testing;
 
+pub use bytemuck;
 pub use error::NfError;
-pub use event::Event;
+pub use event::{Event, EventError, MAX_PUBLISH_PER_EVENT};
 pub use nf::{Nf, NfBuilder, RunSummary, StopHandle, DEFAULT_INSTANCE, ENV_INSTANCE, ENV_SOCKET};
 
 pub use controller::registry::FlowFilter;

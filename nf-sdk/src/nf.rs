@@ -3,7 +3,9 @@
 //!
 //! This module owns the control connection and the NF's side of the rings:
 //! it pops from `to_nf`, answers in the slot header and pushes on `from_nf`.
-//! It never allocates or releases slots and never writes packet bytes.
+//! It never releases slots; it allocates one only to publish an event (then
+//! pushed on `from_nf` marked [`RING_PUBLISH`], and freed by the runtime),
+//! and writes packet bytes only for NFs that declared it.
 
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -15,10 +17,11 @@ use std::time::{Duration, Instant};
 
 use controller::api::{self, NfSession, Request, Response};
 use controller::registry::{FlowFilter, NfManifest, Subscription};
-use ubox_shm::event::{EventHeader, VERDICT_DROP, VERDICT_MODIFIED, VERDICT_PASS};
+use ubox_shm::event::{EventHeader, RING_PUBLISH, VERDICT_DROP, VERDICT_MODIFIED, VERDICT_PASS};
 use ubox_shm::{Arena, RingRef, SlotError, SlotIdx, SlotPool};
 use ustack::event::EventTypeId;
 
+use crate::event::{Context, Outgoing};
 use crate::{Event, NfError, Verdict};
 
 /// Instance used when neither the builder nor the environment names one.
@@ -210,6 +213,14 @@ impl NfBuilder {
             })?;
             handlers.push(Handler { path: sub.event.clone(), type_id, callback });
         }
+        let mut publications = Vec::with_capacity(self.manifest.publications.len());
+        for (path, &raw) in self.manifest.publications.iter().zip(&session.publications) {
+            let type_id = EventTypeId::from_raw(raw).ok_or_else(|| NfError::Protocol {
+                socket: socket.clone(),
+                what: format!("publication {path} resolved to malformed type id {raw:#018x}"),
+            })?;
+            publications.push((path.clone(), type_id));
+        }
         let arena = Arena::attach(&session.arena)?;
         let session_err = |what: String| NfError::Session { arena: session.arena.clone(), what };
         if session.rings.is_empty() {
@@ -233,6 +244,8 @@ impl NfBuilder {
             control,
             socket,
             dispatch: Dispatch { handlers },
+            publications,
+            modifies: self.manifest.modifies_packets,
             stop: StopHandle::default(),
             handle_signals: self.handle_signals,
             totals: RunSummary::default(),
@@ -343,6 +356,11 @@ pub struct RunSummary {
     /// Events handed back without a written verdict because the slot
     /// pool refused the write (see the crate docs); should stay 0.
     pub verdicts_unwritten: u64,
+    /// Events published (handed to the runtime).
+    pub published: u64,
+    /// Events a callback asked to publish that could not be sent (no free
+    /// event slot).
+    pub publish_failed: u64,
 }
 
 impl RunSummary {
@@ -354,6 +372,8 @@ impl RunSummary {
         self.unmatched += o.unmatched;
         self.bad_events += o.bad_events;
         self.verdicts_unwritten += o.verdicts_unwritten;
+        self.published += o.published;
+        self.publish_failed += o.publish_failed;
     }
 }
 
@@ -418,6 +438,9 @@ pub struct Nf {
     control: UnixStream,
     socket: PathBuf,
     dispatch: Dispatch,
+    /// Publishable types by path, from the manifest and the session.
+    publications: Vec<(String, EventTypeId)>,
+    modifies: bool,
     stop: StopHandle,
     handle_signals: bool,
     totals: RunSummary,
@@ -494,7 +517,7 @@ impl Nf {
     }
 
     fn poll_loop(&mut self, summary: &mut RunSummary) -> Result<(), NfError> {
-        let Nf { session, arena, control, socket, dispatch, stop, .. } = self;
+        let Nf { session, arena, control, socket, dispatch, stop, publications, modifies, .. } = self;
         let live = Liveness { control, socket };
         let mut rings: Vec<(RingRef<'_>, RingRef<'_>)> = Vec::with_capacity(session.rings.len());
         for r in &session.rings {
@@ -504,6 +527,13 @@ impl Nf {
             rings.push((ring(r.to_nf)?, ring(r.from_nf)?));
         }
         let mut pool = arena.slot_pool()?;
+        let ctx = Context {
+            arena,
+            modifies: *modifies,
+            publications,
+            slot_size: pool.payload_size(),
+            outbox: std::cell::RefCell::new(Vec::new()),
+        };
         let mut burst = [0u32; BURST];
         let mut backoff = Backoff::default();
         let mut last_check = Instant::now();
@@ -513,7 +543,17 @@ impl Nf {
             for (to_nf, from_nf) in &rings {
                 let n = to_nf.pop_burst(&mut burst);
                 for &idx in &burst[..n] {
-                    handle(arena, &mut pool, dispatch, SlotIdx(idx), summary);
+                    let worker = handle(&ctx, &mut pool, dispatch, SlotIdx(idx), summary);
+                    let outgoing = std::mem::take(&mut *ctx.outbox.borrow_mut());
+                    for o in outgoing {
+                        match publish(&mut pool, &o, session.nf_id, worker) {
+                            Some(slot) => {
+                                summary.published += 1;
+                                push_back(from_nf, slot.0 | RING_PUBLISH, &live)?;
+                            }
+                            None => summary.publish_failed += 1,
+                        }
+                    }
                     push_back(from_nf, idx, &live)?;
                 }
                 got += n;
@@ -536,19 +576,51 @@ impl Nf {
     }
 }
 
-/// Reads one event, calls its callback and writes the verdict.
-fn handle(arena: &Arena, pool: &mut SlotPool<'_>, dispatch: &mut Dispatch, slot: SlotIdx, summary: &mut RunSummary) {
+/// Writes an event the callback published into a fresh slot.
+fn publish(pool: &mut SlotPool<'_>, o: &Outgoing, nf_id: u32, worker: u8) -> Option<SlotIdx> {
+    let slot = pool.alloc()?;
+    let header = EventHeader {
+        type_id: o.type_id.raw(),
+        flow_id: o.flow_id,
+        publisher: nf_id as u16,
+        worker,
+        side: o.side,
+        ..EventHeader::default()
+    };
+    let written = pool.payload_mut(slot).ok().and_then(|b| {
+        header.write(b)?;
+        let room = b.get_mut(ubox_shm::event::EVENT_HEADER_LEN..)?;
+        room.fill(0);
+        room.get_mut(..o.payload.len())?.copy_from_slice(&o.payload);
+        Some(())
+    });
+    if written.is_none() {
+        let _ = pool.release(slot);
+        return None;
+    }
+    Some(slot)
+}
+
+/// Reads one event, calls its callback and writes the verdict. Returns the
+/// worker that sent it.
+fn handle(
+    ctx: &Context<'_>,
+    pool: &mut SlotPool<'_>,
+    dispatch: &mut Dispatch,
+    slot: SlotIdx,
+    summary: &mut RunSummary,
+) -> u8 {
     summary.events += 1;
     let Some(header) = pool.payload(slot).ok().and_then(EventHeader::read) else {
         // Not an allocated slot of this pool: nothing to read or answer.
         summary.bad_events += 1;
         summary.verdicts_unwritten += 1;
-        return;
+        return 0;
     };
     let packet = match header.pkt_len {
         0 => None,
         len => {
-            let p = arena.packet(header.pkt_off, len);
+            let p = ctx.arena.packet(header.pkt_off, len);
             if p.is_none() {
                 summary.bad_events += 1;
             }
@@ -561,7 +633,11 @@ fn handle(arena: &Arena, pool: &mut SlotPool<'_>, dispatch: &mut Dispatch, slot:
             Verdict::Pass
         }
         Some(type_id) => match dispatch.find(type_id) {
-            Some(i) => (dispatch.handlers[i].callback)(&Event::new(header, type_id, packet)),
+            Some(i) => {
+                let payload = pool.payload(slot).ok().and_then(|b| b.get(ubox_shm::event::EVENT_HEADER_LEN..));
+                let ev = Event::attached(header, type_id, packet, payload.unwrap_or(&[]), ctx);
+                (dispatch.handlers[i].callback)(&ev)
+            }
             None => {
                 summary.unmatched += 1;
                 Verdict::Pass
@@ -585,6 +661,7 @@ fn handle(arena: &Arena, pool: &mut SlotPool<'_>, dispatch: &mut Dispatch, slot:
     if write_verdict(pool, slot, code).is_err() {
         summary.verdicts_unwritten += 1;
     }
+    header.worker
 }
 
 /// Writes the verdict into the slot's header.

@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use controller::api::{NfRings, NfSession, Request, Response};
 use controller::registry::{NfManifest, Registry};
-use ubox_shm::event::{EventHeader, SIDE_CLIENT};
+use ubox_shm::event::{EventHeader, EVENT_HEADER_LEN, RING_PUBLISH, SIDE_CLIENT};
 use ubox_shm::{Arena, ArenaConfig, SlotIdx};
 use ustack::event::EventTypeId;
 
@@ -91,6 +91,8 @@ pub struct FakeRuntime {
     /// Packet space of events not collected yet: slot → (offset, len).
     outstanding: HashMap<u32, (u64, u64)>,
     seq: u32,
+    /// Events the NF published, collected with the verdicts.
+    published: Vec<(EventHeader, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for FakeRuntime {
@@ -148,6 +150,7 @@ impl FakeRuntime {
             next_data: 0,
             outstanding: HashMap::new(),
             seq: 0,
+            published: Vec::new(),
         })
     }
 
@@ -250,13 +253,24 @@ impl FakeRuntime {
     }
 
     /// Pops every answered slot from `from_nf`, reads its verdict
-    /// (`ubox_shm::event::VERDICT_*`) and releases it.
+    /// (`ubox_shm::event::VERDICT_*`) and releases it. Events the NF
+    /// published meanwhile are kept for [`take_published`](Self::take_published).
     pub fn collect_verdicts(&mut self) -> Vec<(SlotIdx, u32)> {
         let mut out = Vec::new();
         let (Ok(ring), Ok(pool)) = (self.arena.ring(FROM_NF_RING), self.arena.slot_pool()) else {
             return out;
         };
         while let Some(idx) = ring.pop() {
+            if idx & RING_PUBLISH != 0 {
+                let slot = SlotIdx(idx & !RING_PUBLISH);
+                if let Ok(b) = pool.payload(slot) {
+                    if let Some(h) = EventHeader::read(b) {
+                        self.published.push((h, b.get(EVENT_HEADER_LEN..).unwrap_or(&[]).to_vec()));
+                    }
+                }
+                let _ = pool.release(slot);
+                continue;
+            }
             let slot = SlotIdx(idx);
             let verdict = pool.payload(slot).ok().and_then(EventHeader::read).map_or(u32::MAX, |h| h.verdict);
             let _ = pool.release(slot);
@@ -276,6 +290,12 @@ impl FakeRuntime {
             out.extend(self.collect_verdicts());
         }
         out
+    }
+
+    /// Events the NF published (header and payload bytes, the whole room
+    /// after the header), in order, since the last call.
+    pub fn take_published(&mut self) -> Vec<(EventHeader, Vec<u8>)> {
+        std::mem::take(&mut self.published)
     }
 
     /// Free event slots (all of them once every verdict is collected).

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use nf_sdk::testing::FakeRuntime;
 use nf_sdk::{Event, EventTypeId, Nf, NfBuilder, NfError, RunSummary, Side, StopHandle, Verdict};
-use ubox_shm::event::{VERDICT_DROP, VERDICT_PASS};
+use ubox_shm::event::{EventHeader, VERDICT_DROP, VERDICT_MODIFIED, VERDICT_PASS};
 use ustack::event::{PKT, PKT_TCP, PKT_UDP};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -229,4 +229,66 @@ fn stop_before_run_returns_at_once_and_totals_add_up() {
     assert_eq!(nf.run().unwrap(), RunSummary::default());
     assert!(rt.collect_verdicts().is_empty());
     assert_eq!(nf.totals().events, 0);
+}
+
+/// The payload an NF below publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, nf_sdk::bytemuck::Pod, nf_sdk::bytemuck::Zeroable)]
+#[repr(C)]
+struct Hit {
+    at: u32,
+    len: u32,
+}
+
+#[test]
+fn a_modifying_nf_rewrites_in_place_and_publishes_its_own_event() {
+    let mut rt = FakeRuntime::start().unwrap();
+    let (stop, nf) =
+        spawn(builder(&rt, "masker").declares("FLOW/HIT").publishes("FLOW/HIT").modifies_packets(true).subscribe(
+            "PKT/TCP",
+            |ev: &Event<'_>| {
+                let p = ev.packet().unwrap_or(&[]);
+                let Some(at) = p.windows(6).position(|w| w == b"secret") else { return Verdict::Pass };
+                ev.write_packet(at, b"XXXXXX").unwrap();
+                // Writes past the end, and undeclared types, are refused.
+                assert!(matches!(ev.write_packet(p.len() - 2, b"abc"), Err(nf_sdk::EventError::OutOfPacket { .. })));
+                assert!(matches!(ev.publish("FLOW/OTHER", b""), Err(nf_sdk::EventError::NotPublished { .. })));
+                ev.publish_value("FLOW/HIT", &Hit { at: at as u32, len: 6 }).unwrap();
+                Verdict::Modified
+            },
+        ));
+    let slot = rt.publish(PKT_TCP, 7, b"GET /?q=secret HTTP/1.1").unwrap();
+    let off = rt.arena().slot_pool().unwrap().payload(slot).ok().and_then(EventHeader::read).unwrap().pkt_off;
+    rt.publish(PKT_TCP, 8, b"nothing to see").unwrap();
+    let v: Vec<u32> = rt.wait_verdicts(2, WAIT).into_iter().map(|(_, v)| v).collect();
+    assert_eq!(v, [VERDICT_MODIFIED, VERDICT_PASS]);
+    assert_eq!(rt.arena().packet(off, 23).unwrap(), b"GET /?q=XXXXXX HTTP/1.1");
+    let published = rt.take_published();
+    assert_eq!(published.len(), 1);
+    let (h, payload) = &published[0];
+    assert_eq!((h.flow_id, h.pkt_len), (7, 0));
+    let ev = Event::with_payload(*h, EventTypeId::from_raw(h.type_id).unwrap(), payload);
+    assert_eq!(ev.payload_as::<Hit>(), Some(Hit { at: 8, len: 6 }));
+    stop.stop();
+    let summary = nf.join().unwrap().unwrap();
+    assert_eq!((summary.modified, summary.published, summary.publish_failed), (1, 1, 0));
+    assert_eq!(rt.free_slots(), rt.arena().slot_pool().unwrap().capacity(), "every slot is back");
+}
+
+#[test]
+fn a_read_only_nf_cannot_write_packets() {
+    let mut rt = FakeRuntime::start().unwrap();
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&errors);
+    let (stop, nf) = spawn(builder(&rt, "reader").subscribe("PKT", move |ev: &Event<'_>| {
+        log.lock().unwrap().push(ev.write_packet(0, b"x").unwrap_err());
+        Verdict::Pass
+    }));
+    rt.publish(PKT_TCP, 1, b"abc").unwrap();
+    assert_eq!(rt.wait_verdicts(1, WAIT).len(), 1);
+    stop.stop();
+    nf.join().unwrap().unwrap();
+    assert_eq!(*errors.lock().unwrap(), [nf_sdk::EventError::NotWritable]);
+    // Detached events (unit tests of callbacks) say so.
+    let ev = Event::new(Default::default(), PKT, None);
+    assert_eq!(ev.publish("X", b""), Err(nf_sdk::EventError::Detached));
 }

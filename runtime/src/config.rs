@@ -77,6 +77,11 @@ pub struct RuntimeSection {
     /// dead (its session is closed, its events reclaimed, the chain policy
     /// applies), as if it had exited.
     pub nf_timeout_ms: u64,
+    /// What a full NF ring does: `false` (default) drops the event, counted
+    /// as `nf_ring_full` (the chain's policy decides the packet's fate);
+    /// `true` pauses RX on the worker while an NF's ring has less room than
+    /// a burst, so traffic waits in the NIC queue instead.
+    pub nf_backpressure: bool,
 }
 
 impl Default for RuntimeSection {
@@ -101,6 +106,7 @@ impl Default for RuntimeSection {
             max_nfs: 16,
             nf_ring_size: 1024,
             nf_timeout_ms: 2000,
+            nf_backpressure: false,
         }
     }
 }

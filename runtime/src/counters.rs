@@ -112,6 +112,9 @@ pub struct WorkerCounters {
     /// from publish to answer).
     pub nf_answers: Counter,
     pub nf_rtt_ticks: Counter,
+    /// Loop iterations that skipped RX because an NF ring was nearly full
+    /// (`runtime.nf_backpressure`).
+    pub rx_paused: Counter,
 }
 
 impl WorkerCounters {
@@ -135,6 +138,7 @@ impl WorkerCounters {
             nf_reclaimed: Counter::default(),
             nf_answers: Counter::default(),
             nf_rtt_ticks: Counter::default(),
+            rx_paused: Counter::default(),
         }
     }
 

@@ -29,14 +29,14 @@ use std::sync::{Arc, Mutex};
 
 use controller::chain::Policy;
 use controller::registry::FlowFilter;
-use ubox_shm::event::{EventHeader, SIDE_CLIENT, SIDE_SERVER, VERDICT_DROP};
+use ubox_shm::event::{EventHeader, RING_PUBLISH, SIDE_CLIENT, SIDE_SERVER, VERDICT_DROP, VERDICT_MODIFIED};
 use ubox_shm::{Arena, RingRef, SlotIdx, SlotPool};
 use ustack::event::EventTypeId;
 use ustack::flow::{FlowKey, Side};
 
 use crate::counters::{RuntimeDrop, WorkerCounters};
 use crate::dpdk::mbuf::Mbuf;
-use crate::nfs::{NfTable, DEAD, LIVE};
+use crate::nfs::{filters_take, NfCount, NfTable, SubFilters, DEAD, LIVE};
 
 /// Snapshots a worker keeps for flows assigned under older versions.
 const KEEP_SNAPSHOTS: usize = 8;
@@ -116,6 +116,7 @@ struct Parked {
     chain: usize,
     stage: usize,
     ty: EventTypeId,
+    key: FlowKey,
     flow_id: u64,
     side: u8,
     /// Answers still due for the current stage.
@@ -124,8 +125,12 @@ struct Parked {
     doom: Option<RuntimeDrop>,
 }
 
-/// Which parked packet an outstanding event slot belongs to, and to whom it
-/// was given.
+/// `Outstanding::group` of an event that carries no packet (an event an NF
+/// published, delivered to its subscribers): nothing waits for its answer.
+const NOTICE: u32 = u32::MAX;
+
+/// Which parked packet an outstanding event slot belongs to (or
+/// [`NOTICE`]), and to whom it was given.
 #[derive(Clone, Copy)]
 struct Outstanding {
     group: u32,
@@ -163,6 +168,15 @@ pub struct Dispatcher<'a> {
     /// Per event slot: the event outstanding there, if this worker owns one.
     outstanding: Vec<Option<Outstanding>>,
     parked_count: usize,
+    /// Outstanding [`NOTICE`] events.
+    notices: usize,
+    /// Per NF slot: its subscriptions with flow filters, cached for the
+    /// generation it was read at.
+    filters: Vec<(u32, SubFilters)>,
+    /// `runtime.nf_backpressure`: pause RX while an NF's ring is nearly full.
+    backpressure: bool,
+    /// Ring room below which RX pauses.
+    rx_room: u32,
     seq: u32,
     answers: Vec<u32>,
     /// The data region: its address here and its offset in the arena.
@@ -178,6 +192,8 @@ impl<'a> Dispatcher<'a> {
         table: Arc<NfTable>,
         board: Arc<ChainBoard>,
         counters: Arc<WorkerCounters>,
+        backpressure: bool,
+        rx_room: usize,
     ) -> Result<Dispatcher<'a>, String> {
         let pool = arena.slot_pool().map_err(|e| format!("arena slot pool: {e}"))?;
         let n = table.slots.len();
@@ -207,6 +223,10 @@ impl<'a> Dispatcher<'a> {
             free_groups: Vec::new(),
             outstanding: vec![None; cap],
             parked_count: 0,
+            notices: 0,
+            filters: (0..n).map(|_| (u32::MAX, SubFilters::default())).collect(),
+            backpressure,
+            rx_room: rx_room as u32,
             seq: 0,
             answers: vec![0; 64],
         })
@@ -274,7 +294,8 @@ impl<'a> Dispatcher<'a> {
             _ => ustack::event::PKT,
         };
         let side = if side == Side::Client { SIDE_CLIENT } else { SIDE_SERVER };
-        let p = Parked { m, out, snap, chain: chain - 1, stage: 0, ty, flow_id, side, pending: 0, doom: None };
+        let p =
+            Parked { m, out, snap, chain: chain - 1, stage: 0, ty, key: *key, flow_id, side, pending: 0, doom: None };
         self.advance(p)
     }
 
@@ -298,12 +319,15 @@ impl<'a> Dispatcher<'a> {
                     let slot = &self.table.slots[k];
                     (slot.state.load(Ordering::Acquire) == LIVE, slot.gen.load(Ordering::Acquire))
                 };
-                if live && !self.table.wants(k, p.ty) {
-                    continue; // not subscribed to this type: not its business
+                if live && !self.wants(k, gen, p.ty, &p.key) {
+                    continue; // not subscribed to this type (or flow): not its business
                 }
                 if !live {
                     if policy == Policy::FailClosed {
                         p.doom = Some(RuntimeDrop::NfFailClosed);
+                        self.table.slots[k].count(NfCount::FailClosed, 1);
+                    } else {
+                        self.table.slots[k].count(NfCount::Skipped, 1);
                     }
                     continue;
                 }
@@ -314,6 +338,8 @@ impl<'a> Dispatcher<'a> {
                     }
                     Err(reason) => {
                         self.counters.drop_runtime(reason);
+                        let c = if reason == RuntimeDrop::NfRingFull { NfCount::RingFull } else { NfCount::NoSlot };
+                        self.table.slots[k].count(c, 1);
                         if policy == Policy::FailClosed || reason == RuntimeDrop::NoEventSlot {
                             p.doom = Some(reason);
                         }
@@ -346,6 +372,35 @@ impl<'a> Dispatcher<'a> {
             self.parked_count += 1;
             return Outcome::Taken;
         }
+    }
+
+    /// Whether NF `k` (generation `gen`) subscribes to `ty` for flow `key`.
+    #[inline]
+    fn wants(&mut self, k: usize, gen: u32, ty: EventTypeId, key: &FlowKey) -> bool {
+        let slot = &self.table.slots[k];
+        if !slot.filtered.load(Ordering::Acquire) {
+            return self.table.wants(k, ty);
+        }
+        if self.filters[k].0 != gen {
+            let f = Arc::clone(&slot.filters.lock().unwrap_or_else(|e| e.into_inner()));
+            self.filters[k] = (gen, f);
+        }
+        filters_take(&self.filters[k].1, ty, key)
+    }
+
+    /// With `runtime.nf_backpressure`: true while some live NF's ring has
+    /// less room than one loop's RX bursts, so the worker leaves frames in the NIC's RX
+    /// queue (where the port counts what it cannot hold) instead of
+    /// dropping events. A dead NF's rings are drained by reclaim, so this
+    /// never waits on it for longer than `runtime.nf_timeout_ms`.
+    pub fn congested(&self) -> bool {
+        if !self.backpressure || self.parked_count == 0 {
+            return false;
+        }
+        self.to_nf.iter().enumerate().any(|(k, r)| {
+            self.table.slots[k].state.load(Ordering::Relaxed) == LIVE
+                && r.capacity() - r.len() < self.rx_room.min(r.capacity())
+        })
     }
 
     /// Write an event for `p` into a fresh slot and push it to NF `k`.
@@ -392,7 +447,7 @@ impl<'a> Dispatcher<'a> {
 
     /// Act on the NFs' answers.
     pub fn poll(&mut self, emit: &mut impl FnMut(Mbuf, usize)) {
-        if self.parked_count == 0 {
+        if self.parked_count == 0 && self.notices == 0 {
             return;
         }
         for k in 0..self.from_nf.len() {
@@ -414,18 +469,107 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    fn answered(&mut self, k: usize, idx: u32, emit: &mut impl FnMut(Mbuf, usize)) {
+    fn answered(&mut self, k: usize, val: u32, emit: &mut impl FnMut(Mbuf, usize)) {
+        if val & RING_PUBLISH != 0 {
+            self.published(k, val & !RING_PUBLISH);
+            return;
+        }
+        let idx = val;
         let Some(o) = self.outstanding.get_mut(idx as usize).and_then(Option::take) else {
             self.counters.nf_stray_answers.add(1);
             return;
         };
         let verdict = self.pool.payload(SlotIdx(idx)).ok().and_then(EventHeader::read).map_or(0, |h| h.verdict);
         let _ = self.pool.release(SlotIdx(idx));
-        self.table.slots[k].events_out.fetch_add(1, Ordering::Relaxed);
+        let slot = &self.table.slots[k];
+        slot.events_out.fetch_add(1, Ordering::Relaxed);
         self.counters.nf_rtt_ticks.add(crate::dpdk::eal::rdtsc().saturating_sub(o.sent));
         self.counters.nf_answers.add(1);
-        let doom = (verdict == VERDICT_DROP).then_some(RuntimeDrop::NfVerdict);
+        if o.group == NOTICE {
+            self.notices -= 1;
+            return;
+        }
+        let doom = match verdict {
+            VERDICT_DROP => {
+                slot.count(NfCount::VerdictDrop, 1);
+                Some(RuntimeDrop::NfVerdict)
+            }
+            VERDICT_MODIFIED if slot.modifies.load(Ordering::Relaxed) => {
+                slot.count(NfCount::Modified, 1);
+                // The NF rewrote the bytes in place; the checksums are ours
+                // to fix. A frame it broke beyond parsing is dropped.
+                let fixed = self
+                    .groups
+                    .get_mut(o.group as usize)
+                    .and_then(Option::as_mut)
+                    .map_or(true, |p| ustack::l3::refresh_checksums(p.m.data_mut()));
+                (!fixed).then_some(RuntimeDrop::NfVerdict)
+            }
+            VERDICT_MODIFIED => {
+                slot.count(NfCount::BadVerdict, 1);
+                None
+            }
+            _ => None,
+        };
         self.settle(o.group, doom, emit);
+    }
+
+    /// NF `k` published the event in slot `idx` (it allocated the slot and
+    /// wrote header and payload): check it, copy it to every other live NF
+    /// that subscribes to its type, and free the NF's slot.
+    fn published(&mut self, k: usize, idx: u32) {
+        let slot = &self.table.slots[k];
+        // A slot this worker gave out is not the NF's to publish; neither is
+        // one beyond the pool.
+        let ours = self.outstanding.get(idx as usize).map_or(true, |o| o.is_some());
+        let header = if ours { None } else { self.pool.payload(SlotIdx(idx)).ok().and_then(EventHeader::read) };
+        let ty = header.and_then(|h| EventTypeId::from_raw(h.type_id)).filter(|&t| slot.may_publish(t));
+        let (Some(mut h), Some(ty)) = (header, ty) else {
+            slot.count(NfCount::BadPublish, 1);
+            if !ours {
+                let _ = self.pool.release(SlotIdx(idx));
+            }
+            return;
+        };
+        slot.count(NfCount::Published, 1);
+        h.publisher = slot.nf_id.load(Ordering::Relaxed) as u16;
+        h.worker = self.w as u8;
+        h.pkt_off = 0;
+        h.pkt_len = 0;
+        h.verdict = 0;
+        let mut bytes = [0u8; 512];
+        let n = self.pool.payload(SlotIdx(idx)).map_or(0, |b| {
+            let n = b.len().min(bytes.len());
+            bytes[..n].copy_from_slice(&b[..n]);
+            n
+        });
+        let _ = self.pool.release(SlotIdx(idx));
+        let _ = h.write(&mut bytes[..n]);
+        for j in 0..self.to_nf.len() {
+            let s = &self.table.slots[j];
+            if j == k || s.state.load(Ordering::Acquire) != LIVE || !self.table.wants(j, ty) {
+                continue;
+            }
+            let gen = s.gen.load(Ordering::Acquire);
+            let Some(copy) = self.pool.alloc() else {
+                s.count(NfCount::NoSlot, 1);
+                continue;
+            };
+            if let Ok(b) = self.pool.payload_mut(copy) {
+                let m = b.len().min(n);
+                b[..m].copy_from_slice(&bytes[..m]);
+            }
+            if self.to_nf[j].push(copy.0).is_err() {
+                let _ = self.pool.release(copy);
+                s.count(NfCount::RingFull, 1);
+                continue;
+            }
+            let sent = crate::dpdk::eal::rdtsc();
+            self.outstanding[copy.0 as usize] =
+                Some(Outstanding { group: NOTICE, nf: j, gen, policy: Policy::FailOpen, sent });
+            s.events_in.fetch_add(1, Ordering::Relaxed);
+            self.notices += 1;
+        }
     }
 
     /// One answer (or its absence) for a parked packet's current stage.
@@ -458,6 +602,9 @@ impl<'a> Dispatcher<'a> {
         while let Some(idx) = self.to_nf[k].pop() {
             self.unanswered(idx, emit);
         }
+        // The NF may also have died between allocating a slot to publish and
+        // pushing it: such a slot is lost to the pool until restart (the
+        // runtime cannot tell it from a slot another NF is filling).
         let stuck: Vec<u32> = self
             .outstanding
             .iter()
@@ -474,6 +621,11 @@ impl<'a> Dispatcher<'a> {
         let Some(o) = self.outstanding.get_mut(idx as usize).and_then(Option::take) else { return };
         let _ = self.pool.release(SlotIdx(idx));
         self.counters.nf_reclaimed.add(1);
+        self.table.slots[o.nf].count(NfCount::Reclaimed, 1);
+        if o.group == NOTICE {
+            self.notices -= 1;
+            return;
+        }
         let doom = (o.policy == Policy::FailClosed).then_some(RuntimeDrop::NfFailClosed);
         self.settle(o.group, doom, emit);
     }
@@ -488,5 +640,6 @@ impl<'a> Dispatcher<'a> {
         self.groups.clear();
         self.free_groups.clear();
         self.parked_count = 0;
+        self.notices = 0;
     }
 }

@@ -221,7 +221,7 @@ fn create_arena(cfg: &Config, nmbufs: u32, no_huge: bool) -> anyhow::Result<Aren
     let data = (nmbufs as u64 * Mempool::EXT_BUF_SIZE as u64).div_ceil(2 << 20) * (2 << 20);
     let mut ac = ubox_shm::ArenaConfig::new(r.name.clone());
     ac.slots = r.event_slots;
-    ac.slot_size = 128;
+    ac.slot_size = 192;
     ac.rings = r.max_nfs * r.workers as u32 * 2;
     ac.ring_capacity = r.nf_ring_size;
     ac.data_bytes = data;
@@ -396,6 +396,7 @@ fn run_with_eal(
             arena: Arc::clone(&arena.arena),
             nf_table: Arc::clone(&nf_table),
             chains: Arc::clone(&chain_board),
+            nf_backpressure: r.nf_backpressure,
         };
         eal.launch(lcore, move || worker.run(&signals::RUNNING)).map_err(|e| anyhow!(e))?;
     }
@@ -429,7 +430,11 @@ fn run_with_eal(
     while signals::running() {
         std::thread::sleep(Duration::from_millis(20));
         control.poll(&mut |req, stream| match req {
-            Request::Stats => Response::Stats(collect(&ports)),
+            Request::Stats => {
+                let mut st = collect(&ports);
+                st.nfs = nf_manager.stats(&arena.arena);
+                Response::Stats(st)
+            }
             Request::Ping => Response::Pong { instance: r.name.clone(), pid },
             Request::Register { manifest } => nf_manager.register(manifest, stream),
             Request::NfList => Response::Nfs { nfs: nf_manager.list() },
@@ -440,7 +445,9 @@ fn run_with_eal(
         let periodic = opts.stats_interval.is_some_and(|i| last_print.elapsed() >= i);
         if signals::take_dump_request() || periodic {
             last_print = Instant::now();
-            print!("{}", collect(&ports).render());
+            let mut st = collect(&ports);
+            st.nfs = nf_manager.stats(&arena.arena);
+            print!("{}", st.render());
         }
     }
     println!("ubox-runtime '{}': stopping", r.name);
@@ -524,6 +531,7 @@ fn collect_stats(
             },
             nf_answers: c.nf_answers.get(),
             nf_reclaimed: c.nf_reclaimed.get(),
+            rx_paused: c.rx_paused.get(),
             nf_rtt_ns_total: (c.nf_rtt_ticks.get() as u128 * 1_000_000_000 / dpdk::eal::tsc_hz().max(1) as u128) as u64,
         })
         .collect();
@@ -534,5 +542,6 @@ fn collect_stats(
         ports,
         workers,
         pools: Default::default(),
+        nfs: Vec::new(),
     }
 }

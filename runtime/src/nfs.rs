@@ -13,11 +13,13 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 
-use controller::api::{NfInfo, NfRings, NfSession, Response};
-use controller::registry::{NfManifest, Registry};
+use controller::api::{NfInfo, NfRings, NfSession, NfStats, Response};
+use controller::registry::{FlowFilter, NfManifest, Registry};
+use ustack::event::EventTypeId;
+use ustack::flow::FlowKey;
 
 /// Slot states in [`NfTable`].
 pub const ABSENT: u8 = 0;
@@ -27,6 +29,69 @@ pub const DEAD: u8 = 2;
 /// Subscriptions per NF that workers check (an NF's further ones are
 /// refused at registration).
 pub const MAX_SUBS: usize = 8;
+
+/// Per-NF drop and event counters, by reason (indices into
+/// [`NfSlot::counts`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum NfCount {
+    /// An event for it was not delivered: its ring was full.
+    RingFull,
+    /// An event for it was not delivered: no free event slot.
+    NoSlot,
+    /// Packets it answered with Drop.
+    VerdictDrop,
+    /// Packets it answered with Modified (checksums refreshed).
+    Modified,
+    /// Packets dropped because it was absent or dead in a fail-closed stage.
+    FailClosed,
+    /// Packets that skipped it because it was absent or dead (fail-open).
+    Skipped,
+    /// Events it held when it died, reclaimed by the runtime.
+    Reclaimed,
+    /// Events it published that were accepted.
+    Published,
+    /// Events it published that were refused (type it did not declare,
+    /// unreadable header, slot not its to give).
+    BadPublish,
+    /// Modified answers from an NF whose manifest does not say it modifies
+    /// packets (treated as Pass).
+    BadVerdict,
+}
+
+impl NfCount {
+    pub const ALL: [NfCount; 10] = [
+        NfCount::RingFull,
+        NfCount::NoSlot,
+        NfCount::VerdictDrop,
+        NfCount::Modified,
+        NfCount::FailClosed,
+        NfCount::Skipped,
+        NfCount::Reclaimed,
+        NfCount::Published,
+        NfCount::BadPublish,
+        NfCount::BadVerdict,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NfCount::RingFull => "ring_full",
+            NfCount::NoSlot => "no_event_slot",
+            NfCount::VerdictDrop => "verdict_drop",
+            NfCount::Modified => "modified",
+            NfCount::FailClosed => "fail_closed",
+            NfCount::Skipped => "skipped_absent",
+            NfCount::Reclaimed => "reclaimed",
+            NfCount::Published => "published",
+            NfCount::BadPublish => "bad_publish",
+            NfCount::BadVerdict => "bad_verdict",
+        }
+    }
+}
+
+/// An NF's subscriptions with their flow filters, as workers check them
+/// when the NF has any filter.
+pub type SubFilters = Arc<Vec<(EventTypeId, Option<FlowFilter>)>>;
 
 /// What workers may read about one NF slot.
 #[derive(Default)]
@@ -46,6 +111,36 @@ pub struct NfSlot {
     /// its own; relaxed, for stats).
     pub events_in: AtomicU64,
     pub events_out: AtomicU64,
+    /// Counters by [`NfCount`], summed over workers.
+    pub counts: [AtomicU64; NfCount::ALL.len()],
+    /// Published type ids (`npubs` of them): what the NF may publish.
+    pub pubs: [AtomicU64; MAX_SUBS],
+    pub npubs: AtomicU8,
+    /// The manifest says it modifies packets.
+    pub modifies: AtomicBool,
+    /// Some subscription has a flow filter (then workers consult `filters`).
+    pub filtered: AtomicBool,
+    /// Subscriptions with filters, replaced at registration (workers cache
+    /// it per generation; locked only when the generation changes).
+    pub filters: Mutex<SubFilters>,
+}
+
+impl NfSlot {
+    #[inline]
+    pub fn count(&self, c: NfCount, n: u64) {
+        self.counts[c as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Whether the NF may publish `ty`.
+    pub fn may_publish(&self, ty: EventTypeId) -> bool {
+        let n = (self.npubs.load(Ordering::Acquire) as usize).min(MAX_SUBS);
+        self.pubs[..n].iter().any(|t| t.load(Ordering::Relaxed) == ty.raw())
+    }
+}
+
+/// Whether subscriptions `subs` take an event of type `ty` for flow `key`.
+pub fn filters_take(subs: &[(EventTypeId, Option<FlowFilter>)], ty: EventTypeId, key: &FlowKey) -> bool {
+    subs.iter().any(|(t, f)| ty.is_subtype_of(*t) && f.as_ref().map_or(true, |f| f.matches(key)))
 }
 
 /// The NF slots, shared with the workers.
@@ -150,10 +245,11 @@ impl NfManager {
                 }
             },
         };
-        if manifest.subscriptions.len() > MAX_SUBS {
+        if manifest.subscriptions.len() > MAX_SUBS || manifest.publications.len() > MAX_SUBS {
             return refuse(format!(
-                "NF '{name}' has {} subscriptions; at most {MAX_SUBS}",
-                manifest.subscriptions.len()
+                "NF '{name}' has {} subscriptions and {} publications; at most {MAX_SUBS} of each",
+                manifest.subscriptions.len(),
+                manifest.publications.len()
             ));
         }
         if !self.wait_reclaimed(slot) {
@@ -191,6 +287,14 @@ impl NfManager {
             s.subs[i].store(sub.event.raw(), Ordering::Relaxed);
         }
         s.nsubs.store(entry.subscriptions.len().min(MAX_SUBS) as u8, Ordering::Relaxed);
+        for (i, p) in entry.publications.iter().take(MAX_SUBS).enumerate() {
+            s.pubs[i].store(p.raw(), Ordering::Relaxed);
+        }
+        s.npubs.store(entry.publications.len().min(MAX_SUBS) as u8, Ordering::Relaxed);
+        s.modifies.store(entry.manifest.modifies_packets, Ordering::Relaxed);
+        let filters: Vec<_> = entry.subscriptions.iter().map(|r| (r.event, r.filter.clone())).collect();
+        s.filtered.store(filters.iter().any(|(_, f)| f.is_some()), Ordering::Relaxed);
+        *s.filters.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(filters);
         s.nf_id.store(id.0, Ordering::Relaxed);
         s.gen.fetch_add(1, Ordering::AcqRel);
         s.state.store(LIVE, Ordering::Release);
@@ -283,6 +387,39 @@ impl NfManager {
             }
         }
         died
+    }
+
+    /// Per-NF counters and queue depths for `uboxctl stats`.
+    pub fn stats(&self, arena: &ubox_shm::Arena) -> Vec<NfStats> {
+        let mut out = Vec::new();
+        for (k, s) in self.sessions.iter().enumerate() {
+            let Some(sess) = s else { continue };
+            let slot = &self.table.slots[k];
+            let state = match slot.state.load(Ordering::Acquire) {
+                LIVE => "running",
+                DEAD => "dead",
+                _ => "absent",
+            };
+            let queue_depth = (0..self.table.workers as usize)
+                .flat_map(|w| [self.table.to_nf_ring(k, w), self.table.from_nf_ring(k, w)])
+                .filter_map(|i| arena.ring(i).ok())
+                .map(|r| u64::from(r.len()))
+                .sum();
+            let counts = NfCount::ALL
+                .iter()
+                .map(|&c| (c.name().to_string(), slot.counts[c as usize].load(Ordering::Relaxed)))
+                .filter(|&(_, v)| v > 0)
+                .collect();
+            out.push(NfStats {
+                name: sess.name.clone(),
+                state: state.into(),
+                events_in: slot.events_in.load(Ordering::Relaxed),
+                events_out: slot.events_out.load(Ordering::Relaxed),
+                queue_depth,
+                counts,
+            });
+        }
+        out
     }
 
     /// `uboxctl nf list`.

@@ -76,6 +76,8 @@ pub struct Worker {
     pub arena: Arc<ubox_shm::Arena>,
     pub nf_table: Arc<NfTable>,
     pub chains: Arc<ChainBoard>,
+    /// `runtime.nf_backpressure`.
+    pub nf_backpressure: bool,
 }
 
 struct TxBufs {
@@ -96,6 +98,10 @@ impl Worker {
             Arc::clone(&self.nf_table),
             Arc::clone(&self.chains),
             Arc::clone(&self.counters),
+            self.nf_backpressure,
+            // Room an NF ring needs before the worker polls RX: every port's
+            // burst and every handoff ring's may all be for one NF.
+            burst * (self.rx.len() + self.handoff_in.len()),
         ) {
             Ok(d) => d,
             Err(e) => {
@@ -116,7 +122,13 @@ impl Worker {
                 disp.poll(&mut emit);
             }
             self.flush(&mut txb);
-            for pi in 0..nports {
+            // Backpressure: leave frames in the NIC queues until the NFs
+            // catch up (their answers are polled above).
+            let paused = disp.congested();
+            if paused {
+                self.counters.rx_paused.add(1);
+            }
+            for pi in 0..if paused { 0 } else { nports } {
                 let n = self.rx[pi].recv(&mut rxb, burst);
                 if n == 0 {
                     continue;

@@ -15,6 +15,18 @@ pub const VERDICT_DROP: u32 = 2;
 /// The NF rewrote the packet in place (only NFs that declared it).
 pub const VERDICT_MODIFIED: u32 = 3;
 
+/// Set on a value an NF pushes on its return ring when the slot is an
+/// event the NF *publishes* (it allocated the slot and wrote a header and
+/// payload) rather than its answer to an event it was given. Slot indices
+/// stay below this bit (pools are far smaller than 2^31 slots).
+pub const RING_PUBLISH: u32 = 1 << 31;
+
+/// Bytes after the header in a slot of `slot_size` bytes: room for a
+/// published event's `#[repr(C)]` payload.
+pub const fn payload_room(slot_size: usize) -> usize {
+    slot_size.saturating_sub(EVENT_HEADER_LEN)
+}
+
 /// Which endpoint of a flow an event concerns.
 pub const SIDE_CLIENT: u8 = 0;
 pub const SIDE_SERVER: u8 = 1;

@@ -229,6 +229,111 @@ pub fn process(frame: &mut [u8], local: &LocalAddrs) -> Verdict {
     }
 }
 
+/// Recomputes the checksums of an IP frame whose bytes were rewritten in
+/// place (an NF that modifies packets): the IPv4 header checksum, and the
+/// TCP or UDP checksum over the pseudo-header when the frame holds a whole
+/// first fragment's L4 header. The frame's length and headers' lengths must
+/// be unchanged by the rewrite. Returns false (and changes nothing) when the
+/// frame no longer parses as IPv4/IPv6; non-IP frames are left as they are
+/// and count as done.
+pub fn refresh_checksums(frame: &mut [u8]) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(&*frame) else { return false };
+    let mut ethertype = eth.ethertype();
+    let mut off = EthernetFrame::<&[u8]>::HEADER_LEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if !ethertype.is_vlan() {
+            break;
+        }
+        let Ok(tag) = VlanTag::new_checked(sub(frame, off, frame.len())) else { return false };
+        ethertype = tag.inner_ethertype();
+        off += VlanTag::<&[u8]>::HEADER_LEN;
+    }
+    let len = frame.len();
+    match ethertype {
+        EtherType::IPV4 => {
+            let Ok(mut ip) = Ipv4Packet::new_checked(sub_mut(frame, off, len)) else { return false };
+            ip.fill_checksum();
+            let (src, dst, proto, whole) = (ip.src_addr(), ip.dst_addr(), ip.protocol(), !ip.is_fragment());
+            if whole {
+                fill_l4(proto, ip.payload_mut(), |t| t.fill_checksum_v4(src, dst), |u| u.fill_checksum_v4(src, dst));
+            }
+            true
+        }
+        EtherType::IPV6 => {
+            let Ok(ip) = Ipv6Packet::new_checked(sub(frame, off, len)) else { return false };
+            let Ok(ul) = ip.walk_ext_headers() else { return false };
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            let start = off + Ipv6Packet::<&[u8]>::HEADER_LEN;
+            let end = start + ip.payload().len();
+            if !ul.first_fragment && !ul.non_first_fragment {
+                let l4 = sub_mut(frame, start + ul.offset, end);
+                fill_l4(ul.next_header, l4, |t| t.fill_checksum_v6(src, dst), |u| u.fill_checksum_v6(src, dst));
+            }
+            true
+        }
+        _ => true,
+    }
+}
+
+/// Where the TCP payload of an Ethernet frame lies (after VLAN tags, IP
+/// options, IPv6 extension headers and TCP options), for NFs that look at
+/// or rewrite segment data. `None` for anything but a well-formed,
+/// unfragmented TCP segment.
+pub fn tcp_payload(frame: &[u8]) -> Option<core::ops::Range<usize>> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let mut ethertype = eth.ethertype();
+    let mut off = EthernetFrame::<&[u8]>::HEADER_LEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if !ethertype.is_vlan() {
+            break;
+        }
+        ethertype = VlanTag::new_checked(sub(frame, off, frame.len())).ok()?.inner_ethertype();
+        off += VlanTag::<&[u8]>::HEADER_LEN;
+    }
+    let (l4_start, l4_end) = match ethertype {
+        EtherType::IPV4 => {
+            let ip = Ipv4Packet::new_checked(sub(frame, off, frame.len())).ok()?;
+            if ip.is_fragment() || ip.protocol() != protocol::TCP {
+                return None;
+            }
+            (off + ip.header_len(), off + usize::from(ip.total_len()))
+        }
+        EtherType::IPV6 => {
+            let ip = Ipv6Packet::new_checked(sub(frame, off, frame.len())).ok()?;
+            let ul = ip.walk_ext_headers().ok()?;
+            if ul.first_fragment || ul.non_first_fragment || ul.next_header != protocol::TCP {
+                return None;
+            }
+            let start = off + Ipv6Packet::<&[u8]>::HEADER_LEN;
+            (start + ul.offset, start + ip.payload().len())
+        }
+        _ => return None,
+    };
+    let tcp = TcpPacket::new_checked(sub(frame, l4_start, l4_end)).ok()?;
+    Some(l4_start + tcp.header_len()..l4_end)
+}
+
+fn fill_l4(
+    proto: u8,
+    l4: &mut [u8],
+    tcp: impl FnOnce(&mut TcpPacket<&mut [u8]>),
+    udp: impl FnOnce(&mut UdpPacket<&mut [u8]>),
+) {
+    match proto {
+        protocol::TCP => {
+            if let Ok(mut t) = TcpPacket::new_checked(l4) {
+                tcp(&mut t);
+            }
+        }
+        protocol::UDP => {
+            if let Ok(mut u) = UdpPacket::new_checked(l4) {
+                udp(&mut u);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[inline(always)]
 fn ipv4(frame: &mut [u8], off: usize, local: &LocalAddrs) -> Verdict {
     let ip = match Ipv4Packet::new_checked(sub(frame, off, frame.len())) {
@@ -782,6 +887,57 @@ mod tests {
         // Tag complete, IPv4 missing.
         let mut g = f.clone();
         assert_eq!(process(&mut g, &local()), Verdict::Drop(DropReason::Ipv4Truncated));
+    }
+
+    #[test]
+    fn refresh_checksums_after_an_in_place_rewrite() {
+        // IPv4/TCP behind a VLAN tag: rewrite payload bytes, refresh, and the
+        // TCP checksum verifies again (and differed before the refresh).
+        let (src, dst) = (PEER_IP, Ipv4Addr::new(10, 9, 9, 9));
+        let mut l4 = tcp(40000, 80, TcpFlags::ACK | TcpFlags::PSH, b"GET /hello HTTP/1.0\r\n");
+        TcpPacket::new_unchecked(&mut l4[..]).fill_checksum_v4(src, dst);
+        let mut f = frame_v4(&[0x8100], &ipv4(src, dst, protocol::TCP, 0, &l4));
+        let at = f.len() - 8;
+        f[at] ^= 0x20; // "hello" -> "Hello"
+        let tcp_at = 14 + 4 + 20;
+        let ok = |f: &[u8]| TcpPacket::new_checked(&f[tcp_at..]).unwrap().verify_checksum_v4(src, dst);
+        assert!(!ok(&f));
+        f[14 + 4 + 8] = 17; // and the TTL, so the IPv4 header checksum is stale too
+        assert!(refresh_checksums(&mut f));
+        assert!(ok(&f));
+        assert!(Ipv4Packet::new_checked(&f[18..]).unwrap().verify_checksum());
+        // IPv6/UDP.
+        let mut u = udp(5353, 53, b"question");
+        let mut g = frame_v6(protocol::UDP, &u);
+        let n = g.len() - 1;
+        g[n] = b'!';
+        assert!(refresh_checksums(&mut g));
+        u[15] = b'!';
+        let (s6, d6) = ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
+        UdpPacket::new_unchecked(&mut u[..]).fill_checksum_v6(s6, d6);
+        assert_eq!(&g[54..], &u[..]);
+        // Garbage is refused without a panic; non-IP is left alone.
+        assert!(!refresh_checksums(&mut [0u8; 5]));
+        let mut arp = arp_request(OUR_IP);
+        let before = arp.clone();
+        assert!(refresh_checksums(&mut arp));
+        assert_eq!(arp, before);
+    }
+
+    #[test]
+    fn tcp_payload_is_located_past_every_header() {
+        let l4 = tcp(40000, 80, TcpFlags::ACK, b"payload!");
+        let f = frame_v4(&[0x8100], &ipv4(PEER_IP, OUR_IP, protocol::TCP, 0, &l4));
+        let r = tcp_payload(&f).unwrap();
+        assert_eq!(&f[r], b"payload!");
+        let mut padded = frame_v4(&[], &ipv4(PEER_IP, OUR_IP, protocol::TCP, 0, &tcp(1, 2, TcpFlags::SYN, b"")));
+        padded.resize(60, 0); // Ethernet padding is not payload
+        assert_eq!(tcp_payload(&padded).unwrap().len(), 0);
+        assert_eq!(tcp_payload(&frame_v4(&[], &ipv4(PEER_IP, OUR_IP, protocol::UDP, 0, &udp(1, 2, b"x")))), None);
+        assert_eq!(tcp_payload(&frame_v4(&[], &ipv4(PEER_IP, OUR_IP, protocol::TCP, 8, &l4))), None);
+        let g = frame_v6(protocol::TCP, &l4);
+        assert_eq!(&g[tcp_payload(&g).unwrap()], b"payload!");
+        assert_eq!(tcp_payload(&g[..50]), None);
     }
 
     fn frame_v6(next: u8, payload: &[u8]) -> Vec<u8> {

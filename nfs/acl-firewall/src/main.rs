@@ -90,15 +90,36 @@ struct Args {
     check: bool,
 }
 
+/// The event type the firewall publishes for every packet it drops.
+pub const DENY_EVENT: &str = "FLOW/ACL_DENY";
+
+/// Payload of [`DENY_EVENT`]: which line of the rules file denied the
+/// packet (0 for the `default deny`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, nf_sdk::bytemuck::Pod, nf_sdk::bytemuck::Zeroable)]
+#[bytemuck(crate = "nf_sdk::bytemuck")]
+#[repr(C)]
+pub struct AclDeny {
+    pub line: u32,
+}
+
 /// The firewall NF on top of `builder`: one read-only `PKT` subscription
-/// deciding with `rules` (which count the hits).
+/// deciding with `rules` (which count the hits); every drop is also
+/// published as a [`DENY_EVENT`] (for loggers and counters subscribed to it).
 pub fn firewall_nf(builder: NfBuilder, rules: Arc<RuleSet>) -> NfBuilder {
-    builder.version(env!("CARGO_PKG_VERSION")).modifies_packets(false).subscribe("PKT", move |ev: &Event<'_>| {
-        match rules.decide(ev.packet().unwrap_or_default()) {
-            Action::Allow => Verdict::Pass,
-            Action::Deny => Verdict::Drop,
-        }
-    })
+    builder
+        .version(env!("CARGO_PKG_VERSION"))
+        .modifies_packets(false)
+        .declares(DENY_EVENT)
+        .publishes(DENY_EVENT)
+        .subscribe("PKT", move |ev: &Event<'_>| match rules.decide_rule(ev.packet().unwrap_or_default()) {
+            (Action::Allow, _) => Verdict::Pass,
+            (Action::Deny, rule) => {
+                let line = rule.and_then(|i| rules.rules().get(i)).map_or(0, |r| r.line as u32);
+                // A full slot pool only loses the notification; the drop stands.
+                let _ = ev.publish_value(DENY_EVENT, &AclDeny { line });
+                Verdict::Drop
+            }
+        })
 }
 
 fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {

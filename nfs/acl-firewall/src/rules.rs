@@ -321,19 +321,25 @@ impl RuleSet {
     /// Decides one frame and counts the hit: the first matching rule's
     /// action, else the default policy (also for frames without a key).
     pub fn decide(&self, frame: &[u8]) -> Action {
+        self.decide_rule(frame).0
+    }
+
+    /// [`decide`](Self::decide), also naming the deciding rule (its index,
+    /// `None` for the default).
+    pub fn decide_rule(&self, frame: &[u8]) -> (Action, Option<usize>) {
         let Some(key) = packet_key(frame) else {
             self.no_key.fetch_add(1, Ordering::Relaxed);
             self.default_hits.fetch_add(1, Ordering::Relaxed);
-            return self.default;
+            return (self.default, None);
         };
         match self.first_match(&key) {
             Some(i) => {
                 self.hits[i].fetch_add(1, Ordering::Relaxed);
-                self.rules[i].action
+                (self.rules[i].action, Some(i))
             }
             None => {
                 self.default_hits.fetch_add(1, Ordering::Relaxed);
-                self.default
+                (self.default, None)
             }
         }
     }

@@ -14,16 +14,24 @@
 //!
 //! ```text
 //! counter [--instance NAME | --socket PATH] [--json-out FILE] [--name NAME]
+//!         [--port P]... [--events TYPE]... [--slow-us N]
 //! ```
+//!
+//! `--port` narrows the subscription with a flow filter (the runtime sends
+//! only flows with that port at either end); `--events` also subscribes to
+//! event types other NFs publish (e.g. `FLOW/ACL_DENY`) and counts them per
+//! type under `"events"`; `--slow-us` spins that long per event, to exercise
+//! full rings and backpressure in tests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use nf_sdk::{Event, Nf, NfBuilder, NfError, Verdict};
+use nf_sdk::{Event, FlowFilter, Nf, NfBuilder, NfError, Verdict};
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser, Debug)]
@@ -41,6 +49,15 @@ struct Args {
     /// NF name to register under.
     #[arg(long, default_value = "counter")]
     name: String,
+    /// Only flows with this port at either end (repeatable).
+    #[arg(long = "port")]
+    ports: Vec<u16>,
+    /// Also count events of this type (repeatable), e.g. FLOW/ACL_DENY.
+    #[arg(long = "events")]
+    events: Vec<String>,
+    /// Busy-wait this many microseconds per packet event (for tests).
+    #[arg(long, default_value_t = 0)]
+    slow_us: u64,
 }
 
 /// Packets and bytes of one flow.
@@ -58,12 +75,16 @@ pub struct Report {
     pub flows: Vec<FlowCount>,
     pub packets: u64,
     pub bytes: u64,
+    /// Other events seen, by type path (`--events`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub events: BTreeMap<String, u64>,
 }
 
 /// Counts per flow id.
 #[derive(Debug, Default)]
 pub struct FlowTable {
     flows: HashMap<u64, FlowCount>,
+    events: BTreeMap<String, u64>,
 }
 
 impl FlowTable {
@@ -74,11 +95,21 @@ impl FlowTable {
         c.bytes += len as u64;
     }
 
+    /// Counts one event of type `path`.
+    pub fn record_event(&mut self, path: &str) {
+        *self.events.entry(path.to_owned()).or_default() += 1;
+    }
+
     /// The counts, ordered by flow id, with totals.
     pub fn report(&self) -> Report {
         let mut flows: Vec<FlowCount> = self.flows.values().copied().collect();
         flows.sort_by_key(|c| c.flow_id);
-        Report { packets: flows.iter().map(|c| c.packets).sum(), bytes: flows.iter().map(|c| c.bytes).sum(), flows }
+        Report {
+            packets: flows.iter().map(|c| c.packets).sum(),
+            bytes: flows.iter().map(|c| c.bytes).sum(),
+            flows,
+            events: self.events.clone(),
+        }
     }
 }
 
@@ -90,18 +121,55 @@ impl Report {
             out.push_str(&format!("{:>20} {:>12} {:>14}\n", c.flow_id, c.packets, c.bytes));
         }
         out.push_str(&format!("{:>20} {:>12} {:>14}\n", "total", self.packets, self.bytes));
+        for (ty, n) in &self.events {
+            out.push_str(&format!("{ty:>20} {n:>12} events\n"));
+        }
         out
     }
 }
 
+/// What the counter subscribes to beyond all of `PKT`.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Flow filter on ports (empty: every flow).
+    pub ports: Vec<u16>,
+    /// Further event types to count.
+    pub events: Vec<String>,
+    /// Busy-wait per packet event.
+    pub slow: Duration,
+}
+
 /// The counter NF on top of `builder` (which carries the name and socket):
-/// one read-only `PKT` subscription recording into `table`.
-pub fn counter_nf(builder: NfBuilder, table: Arc<Mutex<FlowTable>>) -> NfBuilder {
-    builder.version(env!("CARGO_PKG_VERSION")).modifies_packets(false).subscribe("PKT", move |ev: &Event<'_>| {
-        let len = ev.packet().map_or(0, <[u8]>::len);
-        table.lock().unwrap_or_else(|e| e.into_inner()).record(ev.flow_id(), len);
-        Verdict::Pass
-    })
+/// a read-only `PKT` subscription (filtered by `opts.ports`) recording into
+/// `table`, plus one per `opts.events` type.
+pub fn counter_nf(builder: NfBuilder, table: Arc<Mutex<FlowTable>>, opts: &Options) -> NfBuilder {
+    let filter = (!opts.ports.is_empty()).then(|| FlowFilter { ports: opts.ports.clone(), ..FlowFilter::default() });
+    let slow = opts.slow;
+    let t = Arc::clone(&table);
+    let mut b = builder.version(env!("CARGO_PKG_VERSION")).modifies_packets(false).subscribe_filtered(
+        "PKT",
+        filter,
+        move |ev: &Event<'_>| {
+            let len = ev.packet().map_or(0, <[u8]>::len);
+            t.lock().unwrap_or_else(|e| e.into_inner()).record(ev.flow_id(), len);
+            if !slow.is_zero() {
+                let until = Instant::now() + slow;
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            }
+            Verdict::Pass
+        },
+    );
+    for path in &opts.events {
+        let t = Arc::clone(&table);
+        let p = path.clone();
+        b = b.subscribe(path, move |_ev: &Event<'_>| {
+            t.lock().unwrap_or_else(|e| e.into_inner()).record_event(&p);
+            Verdict::Pass
+        });
+    }
+    b
 }
 
 fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
@@ -126,7 +194,9 @@ fn one_line(e: NfError) -> anyhow::Error {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let table = Arc::new(Mutex::new(FlowTable::default()));
-    let mut builder = counter_nf(Nf::builder(&args.name), Arc::clone(&table));
+    let opts =
+        Options { ports: args.ports.clone(), events: args.events.clone(), slow: Duration::from_micros(args.slow_us) };
+    let mut builder = counter_nf(Nf::builder(&args.name), Arc::clone(&table), &opts);
     if let Some(i) = &args.instance {
         builder = builder.instance(i);
     }
@@ -151,7 +221,6 @@ fn run(args: Args) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use nf_sdk::testing::FakeRuntime;
-    use std::time::Duration;
     use ubox_shm::event::VERDICT_PASS;
     use ustack::event::{PKT_TCP, PKT_UDP};
 
@@ -166,6 +235,8 @@ mod tests {
             r.flows,
             vec![FlowCount { flow_id: 1, packets: 1, bytes: 60 }, FlowCount { flow_id: 2, packets: 2, bytes: 140 }]
         );
+        t.record_event("FLOW/ACL_DENY");
+        assert_eq!(t.report().events.get("FLOW/ACL_DENY"), Some(&1));
         assert_eq!((r.packets, r.bytes), (3, 200));
         assert!(r.render().contains("total"), "{}", r.render());
     }
@@ -174,7 +245,11 @@ mod tests {
     fn counts_what_the_fake_runtime_publishes_and_passes_everything() {
         let mut rt = FakeRuntime::start().unwrap();
         let table = Arc::new(Mutex::new(FlowTable::default()));
-        let builder = counter_nf(Nf::builder("counter").socket(rt.socket()).handle_signals(false), Arc::clone(&table));
+        let builder = counter_nf(
+            Nf::builder("counter").socket(rt.socket()).handle_signals(false),
+            Arc::clone(&table),
+            &Options::default(),
+        );
         let mut nf = builder.connect().unwrap();
         let stop = nf.stop_handle();
         let nf = std::thread::spawn(move || nf.run());

@@ -68,7 +68,13 @@ fn chain_toml(stages: &[Vec<&str>]) -> String {
             }
         })
         .collect();
-    format!("[[chain]]\nname = \"bench\"\nnfs = [{}]\n[chain.match]\nprotocol = \"tcp\"\n", nfs.join(", "))
+    // A policy per NF lets the chain stand before its NFs register.
+    let policy: Vec<String> = stages.iter().flatten().map(|n| format!("{n} = \"fail-closed\"\n")).collect();
+    format!(
+        "[[chain]]\nname = \"bench\"\nnfs = [{}]\n[chain.match]\nprotocol = \"tcp\"\n[chain.policy]\n{}",
+        nfs.join(", "),
+        policy.concat()
+    )
 }
 
 fn wait_registered(socket: &Path, names: &[&str]) -> anyhow::Result<()> {
@@ -91,7 +97,11 @@ fn drops(s: &Stats) -> u64 {
 }
 
 pub fn measure(pcap: &Path, case: &Case, window: Duration) -> anyhow::Result<EventRun> {
-    let mut rt = Running::start(&wire_config(pcap))?;
+    // The replayed flows never end, so they must meet their chain at their
+    // first packet: the chain is applied at start-up, and the NFs register
+    // into the slots it reserved.
+    let chains = (!case.stages.is_empty()).then(|| chain_toml(&case.stages));
+    let mut rt = Running::start_with_chains(&wire_config(pcap), chains.as_deref())?;
     let names: Vec<&str> = case.stages.iter().flatten().copied().collect();
     let counter = sibling_binary("counter")?;
     let mut nfs = Nfs(Vec::new());
@@ -106,13 +116,6 @@ pub fn measure(pcap: &Path, case: &Case, window: Duration) -> anyhow::Result<Eve
         nfs.0.push(child);
     }
     wait_registered(&rt.socket, &names)?;
-    if !case.stages.is_empty() {
-        let req = Request::ChainApply { text: chain_toml(&case.stages), origin: "ubox-bench".into() };
-        match api::call(&rt.socket, &req, Duration::from_secs(5)).map_err(|e| anyhow::anyhow!(e))? {
-            Response::Chains { .. } => {}
-            other => bail!("chain apply refused: {other:?}"),
-        }
-    }
     let (m, a, b) = measure_running(&rt, window)?;
     drop(nfs);
     rt.stop();

@@ -34,12 +34,25 @@ pub struct Running {
 
 impl Running {
     pub fn start(config: &str) -> anyhow::Result<Running> {
+        Self::start_with_chains(config, None)
+    }
+
+    /// Starts the runtime with `chains` (a chain file's text) applied before
+    /// the first packet, so the replayed flows, which never end, get them.
+    pub fn start_with_chains(config: &str, chains: Option<&str>) -> anyhow::Result<Running> {
         let dir = std::env::temp_dir().join(format!("ubox-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let cfg = dir.join("runtime.toml");
         std::fs::write(&cfg, config)?;
+        let mut extra = Vec::new();
+        if let Some(text) = chains {
+            let file = dir.join("chains.toml");
+            std::fs::write(&file, text)?;
+            extra = vec!["--chains".into(), file.into_os_string()];
+        }
         let log = std::fs::File::create(dir.join("runtime.log"))?;
         let child = Command::new(runtime_binary()?)
+            .args(&extra)
             .arg("--config")
             .arg(&cfg)
             .stdout(log.try_clone()?)

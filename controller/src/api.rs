@@ -71,6 +71,9 @@ pub struct NfSession {
     pub subscriptions: Vec<u64>,
     /// Resolved type ids of the manifest's publications, in order.
     pub publications: Vec<u64>,
+    /// CPUs the NF should run its poll loop on (none: anywhere).
+    #[serde(default)]
+    pub cpus: Vec<u32>,
 }
 
 /// One registered NF, as `uboxctl nf list` shows it.

@@ -55,6 +55,7 @@ pub struct NfBuilder {
     instance: Option<String>,
     socket: Option<PathBuf>,
     handle_signals: bool,
+    pin: bool,
 }
 
 impl std::fmt::Debug for NfBuilder {
@@ -84,6 +85,7 @@ impl NfBuilder {
             instance: None,
             socket: None,
             handle_signals: true,
+            pin: true,
         }
     }
 
@@ -179,6 +181,15 @@ impl NfBuilder {
         )
     }
 
+    /// Whether [`Nf::run`] moves its thread onto the CPUs the runtime offers
+    /// NFs (`runtime.nf_cpus`: by default the CPUs its workers do not
+    /// use), so a busy NF never competes with a poll-mode worker for its
+    /// core. Default true.
+    pub fn pin_to_nf_cpus(mut self, yes: bool) -> Self {
+        self.pin = yes;
+        self
+    }
+
     /// Registers with the runtime, maps the arena and resolves the rings.
     /// The control connection stays open until the [`Nf`] drops.
     pub fn connect(self) -> Result<Nf, NfError> {
@@ -248,6 +259,7 @@ impl NfBuilder {
             modifies: self.manifest.modifies_packets,
             stop: StopHandle::default(),
             handle_signals: self.handle_signals,
+            pin: self.pin,
             totals: RunSummary::default(),
         })
     }
@@ -443,6 +455,7 @@ pub struct Nf {
     modifies: bool,
     stop: StopHandle,
     handle_signals: bool,
+    pin: bool,
     totals: RunSummary,
 }
 
@@ -507,6 +520,9 @@ impl Nf {
                 signals.push(signal_hook::flag::register(sig, Arc::clone(&self.stop.0)).map_err(NfError::Signals)?);
             }
         }
+        if self.pin {
+            pin_thread(&self.session.cpus);
+        }
         let mut summary = RunSummary::default();
         let result = self.poll_loop(&mut summary);
         for id in signals {
@@ -535,6 +551,7 @@ impl Nf {
             outbox: std::cell::RefCell::new(Vec::new()),
         };
         let mut burst = [0u32; BURST];
+        let mut answers: Vec<u32> = Vec::with_capacity(BURST * (1 + crate::event::MAX_PUBLISH_PER_EVENT));
         let mut backoff = Backoff::default();
         let mut last_check = Instant::now();
         let mut busy_polls = 0u32;
@@ -542,6 +559,9 @@ impl Nf {
             let mut got = 0;
             for (to_nf, from_nf) in &rings {
                 let n = to_nf.pop_burst(&mut burst);
+                // Answers (and publications, each before the answer of the
+                // event that caused it) go back in one ring burst.
+                answers.clear();
                 for &idx in &burst[..n] {
                     let worker = handle(&ctx, &mut pool, dispatch, SlotIdx(idx), summary);
                     let outgoing = std::mem::take(&mut *ctx.outbox.borrow_mut());
@@ -549,17 +569,23 @@ impl Nf {
                         match publish(&mut pool, &o, session.nf_id, worker) {
                             Some(slot) => {
                                 summary.published += 1;
-                                push_back(from_nf, slot.0 | RING_PUBLISH, &live)?;
+                                answers.push(slot.0 | RING_PUBLISH);
                             }
                             None => summary.publish_failed += 1,
                         }
                     }
-                    push_back(from_nf, idx, &live)?;
+                    answers.push(idx);
                 }
+                push_back(from_nf, &answers, &live)?;
                 got += n;
             }
             if got > 0 {
                 backoff.reset();
+                // Hand the core over after every burst: NF processes of a
+                // chain often share a core (2 here), and the next NF in the
+                // chain needs it now, not at the end of our time slice. With
+                // the core to ourselves this returns at once.
+                std::thread::yield_now();
                 busy_polls = busy_polls.wrapping_add(1);
                 if busy_polls % 1024 != 0 {
                     continue;
@@ -675,22 +701,43 @@ fn write_verdict(pool: &mut SlotPool<'_>, slot: SlotIdx, verdict: u32) -> Result
     EventHeader::write_verdict(payload, verdict).ok_or(SlotError::OutOfRange { idx: slot.0, capacity: pool.capacity() })
 }
 
-/// Hands a slot back; waits (backing off) while the ring is full, since the
-/// runtime drains it. Never drops the slot.
-fn push_back(from_nf: &RingRef<'_>, idx: u32, live: &Liveness<'_>) -> Result<(), NfError> {
-    if from_nf.push(idx).is_ok() {
+/// Hands slots back in order; waits (backing off) while the ring is full,
+/// since the runtime drains it. Never drops a slot.
+fn push_back(from_nf: &RingRef<'_>, vals: &[u32], live: &Liveness<'_>) -> Result<(), NfError> {
+    let mut done = from_nf.push_burst(vals);
+    if done == vals.len() {
         return Ok(());
     }
     let mut backoff = Backoff::default();
     let mut last_check = Instant::now();
-    while from_nf.push(idx).is_err() {
-        backoff.idle();
+    while done < vals.len() {
+        let n = from_nf.push_burst(&vals[done..]);
+        done += n;
+        if n == 0 {
+            backoff.idle();
+        }
         if last_check.elapsed() >= LIVENESS_EVERY {
             live.check()?;
             last_check = Instant::now();
         }
     }
     Ok(())
+}
+
+/// Moves the calling thread onto `cpus` (nothing when empty, or when the
+/// set names no CPU this machine has: the thread then stays where it was).
+fn pin_thread(cpus: &[u32]) {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    let mut any = false;
+    for &c in cpus {
+        any |= set.set(c as usize).is_ok();
+    }
+    if any {
+        // Best effort: a refusal (e.g. a cgroup without those CPUs) leaves
+        // the thread where the OS put it.
+        let _ = sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
 }
 
 /// The non-blocking EOF check on the control connection.

@@ -393,6 +393,7 @@ fn answer(manifest: &NfManifest, arena: PathBuf) -> Response {
         return Response::Error { message: "registered NF vanished".into() };
     };
     Response::Registered(NfSession {
+        cpus: Vec::new(),
         nf_id: id.0,
         name: manifest.name.clone(),
         arena,

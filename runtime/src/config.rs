@@ -82,6 +82,11 @@ pub struct RuntimeSection {
     /// `true` pauses RX on the worker while an NF's ring has less room than
     /// a burst, so traffic waits in the NIC queue instead.
     pub nf_backpressure: bool,
+    /// CPUs NF processes are asked to run on (the SDK pins its poll thread
+    /// there); default: every CPU no worker uses, or no pinning when the
+    /// workers use them all. A busy-polling NF on a worker's CPU would
+    /// steal the worker's time slices.
+    pub nf_cpus: Option<Vec<u32>>,
 }
 
 impl Default for RuntimeSection {
@@ -107,6 +112,7 @@ impl Default for RuntimeSection {
             nf_ring_size: 1024,
             nf_timeout_ms: 2000,
             nf_backpressure: false,
+            nf_cpus: None,
         }
     }
 }
@@ -338,6 +344,15 @@ impl Config {
     }
 
     /// The EAL command line (without the program name).
+    /// CPUs offered to NF processes (see `runtime.nf_cpus`).
+    pub fn nf_cpus(&self, ncpus: u32) -> Vec<u32> {
+        if let Some(c) = &self.runtime.nf_cpus {
+            return c.clone();
+        }
+        let workers = self.worker_cpus(ncpus);
+        (0..ncpus).filter(|c| !workers.contains(c)).collect()
+    }
+
     pub fn eal_args(&self, ncpus: u32, no_huge: bool) -> Vec<String> {
         let r = &self.runtime;
         let mut lcores = vec![format!("0@{}", r.main_cpu)];

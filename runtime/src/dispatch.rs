@@ -99,6 +99,9 @@ impl ChainBoard {
     }
 }
 
+/// `Dispatcher::room` before the ring was looked at in this flush cycle.
+const ROOM_UNKNOWN: u32 = u32::MAX;
+
 /// Tag of a flow that started before any chain was applied (never 0, which
 /// the flow table gives a flow before the worker tags it).
 const NO_CHAIN: u32 = 0xffff_0000;
@@ -179,6 +182,19 @@ pub struct Dispatcher<'a> {
     rx_room: u32,
     seq: u32,
     answers: Vec<u32>,
+    /// Events for each NF not pushed yet: a loop's events go out in one
+    /// ring burst per NF ([`flush`](Self::flush)), so the NF's core sees
+    /// one index update per burst instead of one per packet.
+    pending: Vec<Vec<u32>>,
+    /// Per NF: ring room left for `pending` (`ROOM_UNKNOWN` until needed).
+    room: Vec<u32>,
+    room_known: bool,
+    any_pending: bool,
+    /// Events given and answered per NF since the last flush (added to the
+    /// shared counters once per flush).
+    given: Vec<u64>,
+    /// TSC of the current loop iteration ([`tick`](Self::tick)).
+    now: u64,
     /// The data region: its address here and its offset in the arena.
     data_start: usize,
     data_len: usize,
@@ -229,6 +245,12 @@ impl<'a> Dispatcher<'a> {
             rx_room: rx_room as u32,
             seq: 0,
             answers: vec![0; 64],
+            pending: (0..n).map(|_| Vec::with_capacity(64)).collect(),
+            room: vec![ROOM_UNKNOWN; n],
+            room_known: false,
+            any_pending: false,
+            given: vec![0; n],
+            now: 0,
         })
     }
 
@@ -364,10 +386,10 @@ impl<'a> Dispatcher<'a> {
                     (self.groups.len() - 1) as u32
                 }
             };
-            let sent = crate::dpdk::eal::rdtsc();
+            let sent = self.now;
             for &(idx, nf, gen, policy) in &given[..n] {
                 self.outstanding[idx as usize] = Some(Outstanding { group: g, nf, gen, policy, sent });
-                self.table.slots[nf].events_in.fetch_add(1, Ordering::Relaxed);
+                self.given[nf] += 1;
             }
             self.parked_count += 1;
             return Outcome::Taken;
@@ -426,11 +448,61 @@ impl<'a> Dispatcher<'a> {
             let _ = self.pool.release(idx);
             return Err(RuntimeDrop::NoEventSlot);
         }
-        if self.to_nf[k].push(idx.0).is_err() {
+        if !self.enqueue(k, idx.0) {
             let _ = self.pool.release(idx);
             return Err(RuntimeDrop::NfRingFull);
         }
         Ok(idx.0)
+    }
+
+    /// Queue `idx` for NF `k`'s ring if the ring has room for it (the
+    /// worker is the ring's only producer, so room seen now stays).
+    #[inline]
+    fn enqueue(&mut self, k: usize, idx: u32) -> bool {
+        if self.room[k] == ROOM_UNKNOWN || self.room[k] == 0 {
+            let r = &self.to_nf[k];
+            self.room[k] = (r.capacity() - r.len()).saturating_sub(self.pending[k].len() as u32);
+            self.room_known = true;
+        }
+        if self.room[k] == 0 {
+            return false;
+        }
+        self.room[k] -= 1;
+        self.pending[k].push(idx);
+        self.any_pending = true;
+        true
+    }
+
+    /// The TSC of this loop iteration (for round-trip times).
+    #[inline]
+    pub fn tick(&mut self, tsc: u64) {
+        self.now = tsc;
+    }
+
+    /// Push every queued event to its NF's ring, one burst per NF, and add
+    /// the per-NF counts to the shared counters. After each RX burst and
+    /// each answer poll.
+    pub fn flush(&mut self) {
+        if self.room_known {
+            // Room is re-read from the ring next time: the NF frees entries.
+            self.room.fill(ROOM_UNKNOWN);
+            self.room_known = false;
+        }
+        if !self.any_pending {
+            return;
+        }
+        for k in 0..self.pending.len() {
+            if self.pending[k].is_empty() {
+                continue;
+            }
+            let n = self.to_nf[k].push_burst(&self.pending[k]);
+            // Always all of them (room was checked and only this worker
+            // produces); anything left would go out with the next flush.
+            self.pending[k].drain(..n);
+            self.table.slots[k].events_in.fetch_add(self.given[k], Ordering::Relaxed);
+            self.given[k] = 0;
+        }
+        self.any_pending = self.pending.iter().any(|p| !p.is_empty());
     }
 
     /// Arena offset of packet bytes (0 if they are not in the data region,
@@ -453,6 +525,7 @@ impl<'a> Dispatcher<'a> {
         for k in 0..self.from_nf.len() {
             self.take_answers(k, emit);
         }
+        self.flush();
     }
 
     fn take_answers(&mut self, k: usize, emit: &mut impl FnMut(Mbuf, usize)) {
@@ -483,7 +556,7 @@ impl<'a> Dispatcher<'a> {
         let _ = self.pool.release(SlotIdx(idx));
         let slot = &self.table.slots[k];
         slot.events_out.fetch_add(1, Ordering::Relaxed);
-        self.counters.nf_rtt_ticks.add(crate::dpdk::eal::rdtsc().saturating_sub(o.sent));
+        self.counters.nf_rtt_ticks.add(self.now.saturating_sub(o.sent));
         self.counters.nf_answers.add(1);
         if o.group == NOTICE {
             self.notices -= 1;
@@ -559,15 +632,14 @@ impl<'a> Dispatcher<'a> {
                 let m = b.len().min(n);
                 b[..m].copy_from_slice(&bytes[..m]);
             }
-            if self.to_nf[j].push(copy.0).is_err() {
+            if !self.enqueue(j, copy.0) {
                 let _ = self.pool.release(copy);
-                s.count(NfCount::RingFull, 1);
+                self.table.slots[j].count(NfCount::RingFull, 1);
                 continue;
             }
-            let sent = crate::dpdk::eal::rdtsc();
             self.outstanding[copy.0 as usize] =
-                Some(Outstanding { group: NOTICE, nf: j, gen, policy: Policy::FailOpen, sent });
-            s.events_in.fetch_add(1, Ordering::Relaxed);
+                Some(Outstanding { group: NOTICE, nf: j, gen, policy: Policy::FailOpen, sent: self.now });
+            self.given[j] += 1;
             self.notices += 1;
         }
     }
@@ -641,5 +713,7 @@ impl<'a> Dispatcher<'a> {
         self.free_groups.clear();
         self.parked_count = 0;
         self.notices = 0;
+        self.pending.iter_mut().for_each(Vec::clear);
+        self.any_pending = false;
     }
 }

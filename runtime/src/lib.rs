@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use controller::api::{FlowStats, PmdStats, PortStats, Request, Response, Stats, WorkerStats};
 use ustack::flow::{FlowSeed, FlowTable};
 use ustack::l3::LocalAddrs;
@@ -55,6 +55,9 @@ pub struct Options {
     pub stats_json: Option<PathBuf>,
     /// Print the counters every this often.
     pub stats_interval: Option<Duration>,
+    /// Chains to apply before the first packet (`--chains FILE`): the
+    /// file's text and its name.
+    pub chains: Option<(String, String)>,
 }
 
 /// Mbufs the pool needs for the configured ports, queues and rings.
@@ -373,6 +376,16 @@ fn run_with_eal(
     let seed = FlowSeed::random();
     let nf_table = Arc::new(nfs::NfTable::new(r.max_nfs, nworkers as u32));
     let chain_board = Arc::new(dispatch::ChainBoard::default());
+    let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let mut nf_manager =
+        nfs::NfManager::new(Arc::clone(&nf_table), arena.arena.path().to_path_buf(), cfg.nf_cpus(ncpus));
+    if let Some((text, origin)) = &opts.chains {
+        // Before the workers start, so every flow gets these chains; their
+        // NFs are expected to register (meanwhile each stage's policy holds).
+        if let Response::Error { message } = apply_chains(&mut nf_manager, &chain_board, text, origin) {
+            bail!("{message}");
+        }
+    }
     let counters: Vec<Arc<WorkerCounters>> =
         (0..nworkers).map(|_| Arc::new(WorkerCounters::new(ports.len()))).collect();
     let started = Instant::now();
@@ -424,7 +437,6 @@ fn run_with_eal(
         addrs,
         sock_path.display()
     );
-    let mut nf_manager = nfs::NfManager::new(Arc::clone(&nf_table), arena.arena.path().to_path_buf());
     let pid = std::process::id();
     let mut last_print = Instant::now();
     while signals::running() {

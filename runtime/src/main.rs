@@ -39,6 +39,10 @@ struct Cli {
     /// Check the config and print the EAL arguments, then exit.
     #[arg(long)]
     check: bool,
+    /// Apply this chain file before the first packet (as `uboxctl chain
+    /// apply` would later): flows that start at once get these chains.
+    #[arg(long, value_name = "FILE")]
+    chains: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -70,7 +74,18 @@ fn main() -> ExitCode {
         println!("config OK; EAL arguments: {}", cfg.eal_args(ncpus, cli.no_huge).join(" "));
         return ExitCode::SUCCESS;
     }
+    let chains = match &cli.chains {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => Some((text, path.display().to_string())),
+            Err(e) => {
+                eprintln!("ubox-runtime: cannot read --chains {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let opts = ubox_runtime::Options {
+        chains,
         no_huge: cli.no_huge,
         stats_json: cli.stats_json,
         stats_interval: cli.stats_interval.map(Duration::from_secs),

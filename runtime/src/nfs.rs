@@ -198,10 +198,11 @@ pub struct NfManager {
     sessions: Vec<Option<Session>>,
     slot_of: HashMap<String, usize>,
     arena: PathBuf,
+    nf_cpus: Vec<u32>,
 }
 
 impl NfManager {
-    pub fn new(table: Arc<NfTable>, arena: PathBuf) -> NfManager {
+    pub fn new(table: Arc<NfTable>, arena: PathBuf, nf_cpus: Vec<u32>) -> NfManager {
         let n = table.slots.len();
         NfManager {
             registry: Registry::new(),
@@ -209,6 +210,7 @@ impl NfManager {
             sessions: (0..n).map(|_| None).collect(),
             slot_of: HashMap::new(),
             arena,
+            nf_cpus,
         }
     }
 
@@ -281,6 +283,7 @@ impl NfManager {
                 .collect(),
             subscriptions: entry.subscriptions.iter().map(|s| s.event.raw()).collect(),
             publications: entry.publications.iter().map(|p| p.raw()).collect(),
+            cpus: self.nf_cpus.clone(),
         };
         let s = &self.table.slots[slot];
         for (i, sub) in entry.subscriptions.iter().take(MAX_SUBS).enumerate() {

@@ -111,7 +111,9 @@ impl Worker {
         };
         tracing::debug!(worker = self.id, ports = nports, "worker polling");
         while running.load(Ordering::Relaxed) {
-            let now = self.now_ns();
+            let tsc = rdtsc();
+            let now = self.ns_of(tsc);
+            disp.tick(tsc);
             {
                 let c = &self.counters;
                 let mut emit = |m: Mbuf, out: usize| {
@@ -120,6 +122,7 @@ impl Worker {
                 };
                 disp.refresh(&mut emit);
                 disp.poll(&mut emit);
+                disp.flush();
             }
             self.flush(&mut txb);
             // Backpressure: leave frames in the NIC queues until the NFs
@@ -143,6 +146,7 @@ impl Worker {
                 for m in rxb.drain(..) {
                     self.handle(m, pi, now, &mut txb, false, &mut disp);
                 }
+                disp.flush();
                 self.flush(&mut txb);
             }
             if self.steering == Steering::Software && self.nworkers > 1 {
@@ -156,6 +160,7 @@ impl Worker {
                         let pi = self.port_index(m.port());
                         self.handle(m, pi, now, &mut txb, true, &mut disp);
                     }
+                    disp.flush();
                     self.flush(&mut txb);
                 }
             }
@@ -171,10 +176,10 @@ impl Worker {
         0
     }
 
-    /// Nanoseconds since an arbitrary origin, from the TSC.
+    /// Nanoseconds since an arbitrary origin, from a TSC reading.
     #[inline(always)]
-    fn now_ns(&self) -> u64 {
-        ((rdtsc() as u128 * self.ns_per_tick_q32 as u128) >> 32) as u64
+    fn ns_of(&self, tsc: u64) -> u64 {
+        ((tsc as u128 * self.ns_per_tick_q32 as u128) >> 32) as u64
     }
 
     #[inline(always)]

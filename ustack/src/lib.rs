@@ -19,6 +19,10 @@
 //! - [`flow`]: direction-free flow keys with a symmetric hash, and the
 //!   preallocated LRU flow table that emits `FLOW/START` and `FLOW/END`
 //!   events.
+//! - [`tcp`]: the TCP monitor μStack: twin client/server state machines seen
+//!   from the middle, per-side bytestream reassembly into caller-provided
+//!   rings (and the reader NFs use on them), events with 24-byte snapshots,
+//!   and connection termination by RST.
 //! - [`event`]: μEvent type ids: hierarchical paths (`FLOW/TCP/SYN`) packed
 //!   into a `u64` so a subtype test is one mask-and-compare, the built-in
 //!   types, and the registry of path names NFs declare.
@@ -61,4 +65,5 @@
 pub mod event;
 pub mod flow;
 pub mod l3;
+pub mod tcp;
 pub mod wire;

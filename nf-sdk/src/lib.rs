@@ -54,9 +54,45 @@
 //! subscriber gets `PKT/TCP`). When several of an NF's subscriptions cover
 //! an event, the most specific one (deepest path) gets it, so `PKT/TCP`
 //! next to `PKT` means "TCP here, everything else there". Subscribing to one
-//! path twice is refused. Flow filters ([`NfBuilder::subscribe_filtered`])
-//! travel in the manifest, but the runtime does not apply them yet: select
-//! flows with the chain's `match` (see `examples/chain.toml`).
+//! path twice is refused. A flow filter ([`NfBuilder::subscribe_filtered`]:
+//! protocol, ports, address prefixes) narrows a subscription: the runtime
+//! does not even send events of other flows (they skip this NF, counted as
+//! nothing).
+//!
+//! # Publishing events
+//!
+//! An NF declares its own types under existing ones
+//! ([`NfBuilder::declares`]`("FLOW/ACL_DENY")`), lists what it publishes
+//! ([`NfBuilder::publishes`]) and, inside a callback, publishes with
+//! [`Event::publish`] or [`Event::publish_value`] (a `#[repr(C)]` payload
+//! deriving [`bytemuck::Pod`]). The event concerns the same flow and side;
+//! the runtime checks the type against the manifest (counted `bad_publish`
+//! otherwise) and copies it to every other live NF subscribed to it or a
+//! supertype, which reads the payload with [`Event::payload_as`]. An NF that
+//! subscribes to another NF's type must register after it (the type exists
+//! once declared).
+//!
+//! ```no_run
+//! use nf_sdk::bytemuck::{Pod, Zeroable};
+//! use nf_sdk::{Event, Nf, Verdict};
+//!
+//! #[derive(Clone, Copy, Pod, Zeroable)]
+//! #[bytemuck(crate = "nf_sdk::bytemuck")]
+//! #[repr(C)]
+//! struct Big { len: u32 }
+//!
+//! let nf = Nf::builder("big-spotter")
+//!     .declares("FLOW/BIG_PACKET")
+//!     .publishes("FLOW/BIG_PACKET")
+//!     .subscribe("PKT/TCP", |ev: &Event| {
+//!         let len = ev.packet().map_or(0, |p| p.len());
+//!         if len > 1400 {
+//!             let _ = ev.publish_value("FLOW/BIG_PACKET", &Big { len: len as u32 });
+//!         }
+//!         Verdict::Pass
+//!     });
+//! # drop(nf);
+//! ```
 //!
 //! # Polling policy
 //!
@@ -69,7 +105,11 @@
 //!
 //! Any event resets it to spinning. An idle NF so costs about one wake-up
 //! per millisecond; a busy one adds at most ~1 ms of latency to the first
-//! event after a quiet spell. Every ~100 ms (and while waiting for room on
+//! event after a quiet spell. After every non-empty burst it yields the
+//! core once (NFs of one chain often share a core; alone on it, the yield
+//! returns at once), and `run` first moves its thread onto the CPUs the
+//! runtime offers NFs (`runtime.nf_cpus`, by default those its poll-mode
+//! workers do not use; [`NfBuilder::pin_to_nf_cpus`] turns this off). Every ~100 ms (and while waiting for room on
 //! a full `from_nf` ring) it checks, with a non-blocking read, that the
 //! control connection is open; if it closed, `run` returns
 //! [`NfError::RuntimeGone`].
@@ -77,14 +117,16 @@
 //! # Contract
 //!
 //! - **Read-only unless declared.** [`Event::packet`] gives `&[u8]`. Only an
-//!   NF with `modifies_packets(true)` may answer [`Verdict::Modified`]
-//!   (and it is then run in order, never in parallel). Writing packets in
-//!   place is not offered yet: ubox-shm has no safe writer for the data
-//!   region.
-//! - **The runtime owns slots and packets.** The SDK never allocates or
-//!   releases a slot; it hands every slot it popped back on the same
-//!   worker's `from_nf` ring, waiting while that ring is full, never
-//!   dropping one. A callback must not keep packet bytes past its return
+//!   NF with `modifies_packets(true)` may rewrite bytes in place with
+//!   [`Event::write_packet`] (same length; `nfs/rewrite` is an example) and
+//!   answer [`Verdict::Modified`]: the runtime then refreshes the IPv4 and
+//!   TCP/UDP checksums. Such an NF is run in order, never in a parallel
+//!   group; a Modified answer from an NF that did not declare it counts as
+//!   Pass (`bad_verdict`).
+//! - **The runtime owns slots and packets.** The SDK releases no slot; it
+//!   allocates one only to publish an event (the runtime frees it), and it
+//!   hands every slot it popped back on the same worker's `from_nf` ring,
+//!   waiting while that ring is full, never dropping one. A callback must not keep packet bytes past its return
 //!   (the borrow ends there).
 //! - **Callbacks are short.** They run on the polling thread; the event's
 //!   packet is parked in the runtime until they answer.

@@ -17,10 +17,11 @@
 
 use std::cell::RefCell;
 
-use ubox_shm::event::{payload_room, EventHeader, SIDE_SERVER, SNAPSHOT_LEN};
+use ubox_shm::event::{payload_room, EventHeader, FlowEnd, StreamRef, SIDE_SERVER, SNAPSHOT_LEN};
 use ubox_shm::Arena;
-use ustack::event::EventTypeId;
+use ustack::event::{EventTypeId, DATA_RDY, FLOW_END, FLOW_TCP};
 use ustack::flow::Side;
+use ustack::tcp::{ReadError, RingReader, TcpSnapshot};
 
 /// Most events one callback may publish.
 pub const MAX_PUBLISH_PER_EVENT: usize = 8;
@@ -190,6 +191,30 @@ impl<'a> Event<'a> {
         Some(bytemuck::pod_read_unaligned(b))
     }
 
+    /// For `FLOW/TCP/...` and `DATA_RDY/...` events: the TCP monitor's
+    /// snapshot of the side the event concerns (state, next sequence number,
+    /// acknowledgment, window, timestamps), copied when it was published.
+    pub fn tcp(&self) -> Option<TcpSnapshot> {
+        (self.is(FLOW_TCP) || self.is(DATA_RDY)).then(|| TcpSnapshot::from_bytes(&self.header.snapshot))
+    }
+
+    /// For `DATA_RDY/CLIENT` and `DATA_RDY/SERVER`: the side's reassembled
+    /// bytestream, readable up to the frontier ([`Event::frontier`]).
+    pub fn stream(&self) -> Option<StreamData<'a>> {
+        if !self.is(DATA_RDY) {
+            return None;
+        }
+        let r = StreamRef::from_bytes(self.payload)?;
+        let ctx = self.ctx?;
+        let ring = ctx.arena.packet(r.ring_off, r.ring_len)?;
+        Some(StreamData { r, ring, written: ctx.arena.load_u64(r.written_off).unwrap_or(r.end), ctx })
+    }
+
+    /// For `FLOW/END`: the flow's five-tuple, counts and how it ended.
+    pub fn flow_end(&self) -> Option<FlowEnd> {
+        self.is(FLOW_END).then(|| FlowEnd::from_bytes(self.payload)).flatten()
+    }
+
     /// The raw header as the runtime wrote it.
     pub fn header(&self) -> &EventHeader {
         &self.header
@@ -246,5 +271,64 @@ impl<'a> Event<'a> {
             return Err(out());
         }
         ctx.arena.write_packet(self.header.pkt_off + at as u64, bytes).ok_or_else(out)
+    }
+}
+
+/// One side's reassembled bytestream, as a `DATA_RDY` event shows it.
+///
+/// Stream offsets count the side's payload bytes from its first one. The
+/// event announces [`new_range`](Self::new_range) (`start..end`, `end` being
+/// the frontier); those bytes are pinned until the callback returns, so
+/// [`new_bytes`](Self::new_bytes) always succeeds. Older bytes may still be
+/// in the ring: [`read`](Self::read) gives them back, or
+/// [`ReadError::Overwritten`] once the ring has moved past them (never
+/// silently different bytes). Reads return up to two slices because the
+/// range may cross the ring's end.
+#[derive(Clone, Copy)]
+pub struct StreamData<'a> {
+    r: StreamRef,
+    ring: &'a [u8],
+    written: u64,
+    ctx: &'a Context<'a>,
+}
+
+impl std::fmt::Debug for StreamData<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamData").field("ref", &self.r).field("written", &self.written).finish()
+    }
+}
+
+impl<'a> StreamData<'a> {
+    /// The range this event announces.
+    pub fn new_range(&self) -> std::ops::Range<u64> {
+        self.r.start..self.r.end
+    }
+
+    /// The announced bytes (first slice, then the wrapped remainder).
+    pub fn new_bytes(&self) -> Result<(&'a [u8], &'a [u8]), ReadError> {
+        self.read(self.r.start..self.r.end)
+    }
+
+    /// Bytes `range` of the stream, if still in the ring and below the
+    /// frontier. Re-checks the writer's progress after the read, so bytes
+    /// overwritten meanwhile give an error.
+    pub fn read(&self, range: std::ops::Range<u64>) -> Result<(&'a [u8], &'a [u8]), ReadError> {
+        let out = RingReader::new(self.ring, self.r.end, self.written).read(range.clone())?;
+        let now = self.ctx.arena.load_u64(self.r.written_off).unwrap_or(self.written);
+        if range.start < now.saturating_sub(self.ring.len() as u64) {
+            return Err(ReadError::Overwritten);
+        }
+        Ok(out)
+    }
+
+    /// Non-zero when reassembly of this side stopped (1 buffer full, 2 no
+    /// buffer, 3 gap): this is the last `DATA_RDY` of the side.
+    pub fn stopped(&self) -> u32 {
+        self.r.stopped
+    }
+
+    /// Bytes the ring holds (how far back [`read`](Self::read) can reach).
+    pub fn capacity(&self) -> usize {
+        self.ring.len()
     }
 }

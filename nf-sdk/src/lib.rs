@@ -142,8 +142,10 @@ pub mod testing;
 
 pub use bytemuck;
 pub use error::NfError;
-pub use event::{Event, EventError, MAX_PUBLISH_PER_EVENT};
+pub use event::{Event, EventError, StreamData, MAX_PUBLISH_PER_EVENT};
 pub use nf::{Nf, NfBuilder, RunSummary, StopHandle, DEFAULT_INSTANCE, ENV_INSTANCE, ENV_SOCKET};
+pub use ubox_shm::event::FlowEnd;
+pub use ustack::tcp::{ReadError, TcpSnapshot, TcpState};
 
 pub use controller::registry::FlowFilter;
 pub use ustack::event::EventTypeId;

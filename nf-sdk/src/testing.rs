@@ -188,6 +188,70 @@ impl FakeRuntime {
         self.publish_header(header, packet)
     }
 
+    /// Publishes `header` with `payload` written after it (a published
+    /// event's `#[repr(C)]` payload, e.g. `FlowEnd::to_bytes()`), no packet.
+    pub fn publish_payload(&mut self, mut header: EventHeader, payload: &[u8]) -> Result<SlotIdx, FakeError> {
+        let mut pool = self.arena.slot_pool()?;
+        let slot = pool.alloc().ok_or(FakeError::NoSlots)?;
+        header.pkt_off = 0;
+        header.pkt_len = 0;
+        header.worker = 0;
+        header.seq = self.seq;
+        header.verdict = 0;
+        self.seq = self.seq.wrapping_add(1);
+        let written = pool.payload_mut(slot).ok().and_then(|p| {
+            header.write(p)?;
+            let room = p.get_mut(EVENT_HEADER_LEN..)?;
+            room.fill(0);
+            room.get_mut(..payload.len())?.copy_from_slice(payload);
+            Some(())
+        });
+        if written.is_none() || self.arena.ring(TO_NF_RING)?.push(slot.0).is_err() {
+            let _ = pool.release(slot);
+            return Err(if written.is_none() { FakeError::NoSlots } else { FakeError::RingFull });
+        }
+        Ok(slot)
+    }
+
+    /// Publishes a `DATA_RDY/CLIENT` or `DATA_RDY/SERVER` event for flow
+    /// `flow_id` announcing `stream[new_from..]`, the way the runtime's TCP
+    /// monitor does: the whole `stream` so far is laid out in a ring of
+    /// `ring_len` bytes in the data region (offset `o` at `o % ring_len`,
+    /// so only the last `ring_len` bytes survive), with its "written up
+    /// to" cell, and the header's frontier is `stream.len()`.
+    pub fn publish_stream(
+        &mut self,
+        side: ustack::flow::Side,
+        flow_id: u64,
+        stream: &[u8],
+        new_from: u64,
+        ring_len: u32,
+    ) -> Result<SlotIdx, FakeError> {
+        use ubox_shm::event::{StreamRef, SIDE_SERVER};
+        let space = self.place(ring_len as usize + 64)?;
+        let base = self.arena.data_region().offset + space;
+        let cell = base.div_ceil(8) * 8;
+        let ring_off = cell + 8;
+        let mut ring = vec![0u8; ring_len as usize];
+        let keep = stream.len().saturating_sub(ring_len as usize);
+        for (i, &b) in stream.iter().enumerate().skip(keep) {
+            ring[i % ring_len as usize] = b;
+        }
+        self.write_packet(ring_off, &ring)?;
+        self.arena.store_u64(cell, stream.len() as u64).ok_or(FakeError::DataFull { len: 8 })?;
+        let r =
+            StreamRef { start: new_from, end: stream.len() as u64, ring_off, written_off: cell, ring_len, stopped: 0 };
+        let (ty, s) = match side {
+            ustack::flow::Side::Client => (ustack::event::DATA_RDY_CLIENT, SIDE_CLIENT),
+            ustack::flow::Side::Server => (ustack::event::DATA_RDY_SERVER, SIDE_SERVER),
+        };
+        let header = EventHeader { type_id: ty.raw(), flow_id, side: s, frontier: r.end, ..EventHeader::default() };
+        let slot = self.publish_payload(header, &r.to_bytes())?;
+        self.outstanding.insert(slot.0, (space, ring_len as u64 + 64));
+        self.next_data = space + ring_len as u64 + 64;
+        Ok(slot)
+    }
+
     /// Publishes `header` as given, except for the packet reference (set to
     /// the copy of `packet`), `worker` (0) and `seq` (the fake's counter).
     pub fn publish_header(&mut self, mut header: EventHeader, packet: &[u8]) -> Result<SlotIdx, FakeError> {

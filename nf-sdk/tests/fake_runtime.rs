@@ -292,3 +292,29 @@ fn a_read_only_nf_cannot_write_packets() {
     let ev = Event::new(Default::default(), PKT, None);
     assert_eq!(ev.publish("X", b""), Err(nf_sdk::EventError::Detached));
 }
+
+#[test]
+fn data_ready_events_give_the_new_bytes_across_the_ring_wrap() {
+    let mut rt = FakeRuntime::start().unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&got);
+    let (stop, nf) = spawn(builder(&rt, "reader").subscribe("DATA_RDY/CLIENT", move |ev: &Event<'_>| {
+        let s = ev.stream().expect("DATA_RDY carries a stream");
+        let (a, b) = s.new_bytes().unwrap();
+        let mut bytes = a.to_vec();
+        bytes.extend_from_slice(b);
+        // Bytes the ring no longer holds are an error, never other bytes.
+        let old = s.read(0..1);
+        log.lock().unwrap().push((s.new_range(), bytes, ev.frontier(), old.is_ok(), ev.tcp().is_some()));
+        Verdict::Pass
+    }));
+    let stream = b"GET /index.html HTTP/1.1\r\n";
+    rt.publish_stream(Side::Client, 9, &stream[..10], 0, 16).unwrap();
+    rt.publish_stream(Side::Client, 9, stream, 10, 16).unwrap(); // 26 bytes in a 16-byte ring: wraps
+    assert_eq!(rt.wait_verdicts(2, WAIT).len(), 2);
+    stop.stop();
+    nf.join().unwrap().unwrap();
+    let got = got.lock().unwrap();
+    assert_eq!(got[0], (0..10, stream[..10].to_vec(), 10, true, true));
+    assert_eq!(got[1], (10..26, stream[10..].to_vec(), 26, false, true));
+}

@@ -415,6 +415,46 @@ impl Arena {
         self.map.copy_in(off as usize, data)
     }
 
+    /// Exclusive view of `len` bytes of the data region at arena offset
+    /// `off` (a bytestream ring the caller writes), or `None` outside it.
+    ///
+    /// # Safety
+    /// While the slice lives no other `&`/`&mut` to these bytes may be
+    /// formed in this process, and by protocol other processes only read
+    /// bytes the writer has published (the runtime's worker owns a stream
+    /// ring; NFs read ranges below its published end, which it does not
+    /// rewrite while they are pinned).
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn data_bytes_mut(&self, off: u64, len: usize) -> Option<&mut [u8]> {
+        let r = self.data_region();
+        let end = off.checked_add(len as u64)?;
+        if off < r.offset || end > r.offset + r.len {
+            return None;
+        }
+        // SAFETY: in the data region (checked); exclusivity is the caller's
+        // obligation stated above.
+        unsafe { self.map.bytes_mut(off as usize, len) }
+    }
+
+    /// Reads the 8-byte aligned cell at arena offset `off` inside the data
+    /// region (Acquire): how stream rings publish how far they are written.
+    pub fn load_u64(&self, off: u64) -> Option<u64> {
+        self.data_cell(off).map(|c| c.load(Ordering::Acquire))
+    }
+
+    /// Writes the cell [`load_u64`](Self::load_u64) reads (Release).
+    pub fn store_u64(&self, off: u64, v: u64) -> Option<()> {
+        self.data_cell(off).map(|c| c.store(v, Ordering::Release))
+    }
+
+    fn data_cell(&self, off: u64) -> Option<&AtomicU64> {
+        let r = self.data_region();
+        if off < r.offset || off.checked_add(8)? > r.offset + r.len {
+            return None;
+        }
+        self.map.get::<AtomicU64>(off as usize)
+    }
+
     pub fn data_region(&self) -> Region {
         self.layout.regions.data
     }

@@ -27,6 +27,97 @@ pub const fn payload_room(slot_size: usize) -> usize {
     slot_size.saturating_sub(EVENT_HEADER_LEN)
 }
 
+/// Payload of a `DATA_RDY/...` event: where the side's bytestream ring is
+/// and which range is new. Bytes `[start, end)` sit at stream offsets, at
+/// ring index `offset % ring_len`; `end` is also the header's `frontier`.
+/// The `u64` at `written_off` says how far the ring has been written (a
+/// reader of older bytes checks it to detect overwriting).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamRef {
+    pub start: u64,
+    pub end: u64,
+    /// Arena offset of the ring's first byte.
+    pub ring_off: u64,
+    /// Arena offset of the ring's "written up to" cell.
+    pub written_off: u64,
+    pub ring_len: u32,
+    /// Non-zero once reassembly of this side stopped (1 buffer full,
+    /// 2 no buffer, 3 gap): no further `DATA_RDY` follows.
+    pub stopped: u32,
+}
+
+/// Payload of `FLOW/END`: the finished flow's five-tuple (client first),
+/// counts and how it ended.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEnd {
+    /// IPv4 addresses as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
+    pub client_addr: [u8; 16],
+    pub server_addr: [u8; 16],
+    pub client_port: u16,
+    pub server_port: u16,
+    pub proto: u8,
+    /// `FLOW_END_*`.
+    pub reason: u8,
+    pub _pad: [u8; 2],
+    pub client_packets: u64,
+    pub client_bytes: u64,
+    pub server_packets: u64,
+    pub server_bytes: u64,
+    /// TCP payload bytes each side sent in order (monitored flows; 0 else).
+    pub client_payload: u64,
+    pub server_payload: u64,
+    /// Nanoseconds, on the runtime's monotonic clock.
+    pub first_seen: u64,
+    pub last_seen: u64,
+}
+
+/// `FlowEnd::reason`: idle past the flow table's timeout.
+pub const FLOW_END_IDLE: u8 = 1;
+/// Evicted to make room.
+pub const FLOW_END_EVICTED: u8 = 2;
+/// The runtime stopped.
+pub const FLOW_END_SHUTDOWN: u8 = 3;
+/// TCP closed by FIN from both sides.
+pub const FLOW_END_TCP_CLOSED: u8 = 4;
+/// TCP reset.
+pub const FLOW_END_TCP_RESET: u8 = 5;
+/// TCP timed out in the monitor.
+pub const FLOW_END_TCP_TIMEOUT: u8 = 6;
+/// Terminated on an NF's `FLOW/TCP/TERMINATE`.
+pub const FLOW_END_TERMINATED: u8 = 7;
+
+macro_rules! pod_bytes {
+    ($t:ty) => {
+        impl $t {
+            /// The value's bytes (for a slot payload).
+            pub fn to_bytes(&self) -> [u8; std::mem::size_of::<$t>()] {
+                let mut out = [0u8; std::mem::size_of::<$t>()];
+                // SAFETY: `$t` is repr(C), made of integers and byte arrays
+                // with explicit padding fields, so every byte is initialised.
+                let src =
+                    unsafe { std::slice::from_raw_parts((self as *const $t).cast::<u8>(), std::mem::size_of::<$t>()) };
+                out.copy_from_slice(src);
+                out
+            }
+
+            /// Reads a value from the start of `b` (unaligned), if long enough.
+            pub fn from_bytes(b: &[u8]) -> Option<$t> {
+                let b = b.get(..std::mem::size_of::<$t>())?;
+                // SAFETY: length checked; any bit pattern is a valid `$t`
+                // (integers and byte arrays only); read_unaligned copes with
+                // any alignment.
+                Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<$t>()) })
+            }
+        }
+    };
+}
+pod_bytes!(StreamRef);
+pod_bytes!(FlowEnd);
+const _: () = assert!(std::mem::size_of::<StreamRef>() == 40);
+const _: () = assert!(std::mem::size_of::<FlowEnd>() == 104);
+
 /// Which endpoint of a flow an event concerns.
 pub const SIDE_CLIENT: u8 = 0;
 pub const SIDE_SERVER: u8 = 1;

@@ -48,6 +48,7 @@
 //! | [`FLOW_TCP_TIMEOUT`] | `FLOW/TCP/TIMEOUT` | 2.3.6 |
 //! | [`FLOW_TCP_OVERLAP_CONFLICT`] | `FLOW/TCP/OVERLAP_CONFLICT` | 2.3.7 |
 //! | [`FLOW_TCP_TERMINATE`] | `FLOW/TCP/TERMINATE` | 2.3.8 |
+//! | [`FLOW_TCP_REASM_STOPPED`] | `FLOW/TCP/REASM_STOPPED` | 2.3.9 |
 //! | [`DATA_RDY`] | `DATA_RDY` | 3 |
 //! | [`DATA_RDY_CLIENT`] | `DATA_RDY/CLIENT` | 3.1 |
 //! | [`DATA_RDY_SERVER`] | `DATA_RDY/SERVER` | 3.2 |
@@ -284,6 +285,9 @@ pub const FLOW_TCP_TIMEOUT: EventTypeId = EventTypeId::builtin(&[2, 3, 6]);
 pub const FLOW_TCP_OVERLAP_CONFLICT: EventTypeId = EventTypeId::builtin(&[2, 3, 7]);
 /// `FLOW/TCP/TERMINATE`: an NF asks the stack to tear the connection down.
 pub const FLOW_TCP_TERMINATE: EventTypeId = EventTypeId::builtin(&[2, 3, 8]);
+/// `FLOW/TCP/REASM_STOPPED`: reassembly of one side stopped (buffer full,
+/// no buffer, or a gap that will never fill); the flow is still forwarded.
+pub const FLOW_TCP_REASM_STOPPED: EventTypeId = EventTypeId::builtin(&[2, 3, 9]);
 /// `DATA_RDY`: reassembled bytestream data is ready.
 pub const DATA_RDY: EventTypeId = EventTypeId::builtin(&[3]);
 /// `DATA_RDY/CLIENT`: new bytes from the client side.
@@ -312,6 +316,7 @@ pub const BUILTINS: &[(&str, EventTypeId)] = &[
     ("FLOW/TCP/TIMEOUT", FLOW_TCP_TIMEOUT),
     ("FLOW/TCP/OVERLAP_CONFLICT", FLOW_TCP_OVERLAP_CONFLICT),
     ("FLOW/TCP/TERMINATE", FLOW_TCP_TERMINATE),
+    ("FLOW/TCP/REASM_STOPPED", FLOW_TCP_REASM_STOPPED),
     ("DATA_RDY", DATA_RDY),
     ("DATA_RDY/CLIENT", DATA_RDY_CLIENT),
     ("DATA_RDY/SERVER", DATA_RDY_SERVER),

@@ -732,7 +732,7 @@ fn event_type_ids() {
         (TcpEvent::DataReady { side: C, start: 0, end: 1 }, DATA_RDY_CLIENT),
         (TcpEvent::DataReady { side: S, start: 0, end: 1 }, DATA_RDY_SERVER),
         (TcpEvent::OverlapConflict { side: C, offset: 0, len: 1 }, FLOW_TCP_OVERLAP_CONFLICT),
-        (TcpEvent::ReassemblyStopped { side: C, reason: StopReason::Gap }, FLOW_TCP),
+        (TcpEvent::ReassemblyStopped { side: C, reason: StopReason::Gap }, FLOW_TCP_REASM_STOPPED),
     ];
     for (e, id) in cases {
         assert_eq!(e.type_id(), id, "{e:?}");

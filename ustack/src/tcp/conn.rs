@@ -350,7 +350,7 @@ impl TcpEvent {
             TcpEvent::DataReady { side: Side::Client, .. } => event::DATA_RDY_CLIENT,
             TcpEvent::DataReady { side: Side::Server, .. } => event::DATA_RDY_SERVER,
             TcpEvent::OverlapConflict { .. } => event::FLOW_TCP_OVERLAP_CONFLICT,
-            TcpEvent::ReassemblyStopped { .. } => event::FLOW_TCP,
+            TcpEvent::ReassemblyStopped { .. } => event::FLOW_TCP_REASM_STOPPED,
         }
     }
 

@@ -6,7 +6,8 @@ UBOX_BIN=${UBOX_BIN:-$UBOX_ROOT/target/release}
 
 # build_release: compile the runtime, uboxctl and the bench in release mode.
 build_release() {
-  (cd "$UBOX_ROOT" && cargo build --release --locked -p ubox-runtime -p controller -p ubox-bench -p counter -p acl-firewall -p pcap-tap -p rewrite "$@")
+  (cd "$UBOX_ROOT" && cargo build --release --locked -p ubox-runtime -p controller -p ubox-bench -p counter -p acl-firewall -p pcap-tap -p rewrite \
+    -p ids -p stateful-firewall -p flow-logger "$@" && cargo build --release --locked -p ustack --example reassemble)
 }
 
 # write_wire_config FILE NAME [extra TOML appended]

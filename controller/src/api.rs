@@ -215,6 +215,24 @@ pub struct WorkerStats {
     /// full (`runtime.nf_backpressure = true`).
     #[serde(default)]
     pub rx_paused: u64,
+    /// TCP monitor: flows followed now and in all, flows refused at
+    /// `monitor.max_flows`, sides left without a stream ring, RSTs sent for
+    /// terminated flows, and the bytes of state per monitored flow (rings
+    /// not included).
+    #[serde(default)]
+    pub monitor: MonitorStats,
+}
+
+/// The TCP monitor of one worker.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct MonitorStats {
+    pub active: u64,
+    pub flows: u64,
+    pub full: u64,
+    pub no_buffer: u64,
+    pub rsts: u64,
+    pub state_bytes_per_flow: u64,
+    pub ring_bytes: u64,
 }
 
 /// Flow table of one worker.
@@ -333,6 +351,21 @@ impl Stats {
             "pools: mbufs {}/{} free, event slots {}/{} free\n",
             self.pools.mbufs_free, self.pools.mbufs_total, self.pools.event_slots_free, self.pools.event_slots_total
         ));
+        let mon: u64 = self.workers.iter().map(|w| w.monitor.flows).sum();
+        if mon > 0 {
+            let w0 = &self.workers[0].monitor;
+            out.push_str(&format!(
+                "tcp monitor: {} flows now, {} in all, {} refused (max_flows), {} sides without a ring, {} RSTs sent; \
+                 {} B state per flow + {} KiB per reassembled side\n",
+                self.workers.iter().map(|w| w.monitor.active).sum::<u64>(),
+                mon,
+                self.workers.iter().map(|w| w.monitor.full).sum::<u64>(),
+                self.workers.iter().map(|w| w.monitor.no_buffer).sum::<u64>(),
+                self.workers.iter().map(|w| w.monitor.rsts).sum::<u64>(),
+                w0.state_bytes_per_flow,
+                w0.ring_bytes / 1024
+            ));
+        }
         if !self.nfs.is_empty() {
             let mut t = Table::new(&["nf", "state", "events in", "answered", "queued", "counts"]);
             for n in &self.nfs {

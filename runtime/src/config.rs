@@ -22,6 +22,8 @@ pub struct Config {
     pub runtime: RuntimeSection,
     #[serde(default)]
     pub flow_table: FlowTableSection,
+    #[serde(default)]
+    pub monitor: MonitorSection,
     #[serde(rename = "port", default)]
     pub ports: Vec<PortConfig>,
     #[serde(rename = "wire", default)]
@@ -124,6 +126,39 @@ pub struct FlowTableSection {
     pub capacity: usize,
     /// A flow idle this long ends (FLOW/END).
     pub idle_timeout_ms: u64,
+}
+
+/// The TCP monitor μStack: runs for flows whose chain has an NF subscribed
+/// to `FLOW/TCP/...` or `DATA_RDY/...`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorSection {
+    /// TCP flows monitored at once per worker; further ones are forwarded
+    /// unmonitored (counted `monitor_full`).
+    pub max_flows: usize,
+    /// Bytestream rings in the arena (shared by the workers); a side that
+    /// finds none is not reassembled (`FLOW/TCP/REASM_STOPPED`, no buffer).
+    pub stream_buffers: u32,
+    /// Bytes of each ring (KiB, a power of two): how far a side's
+    /// reassembly may run ahead of the slowest NF reading it.
+    pub stream_buffer_kb: u32,
+    /// Overlapping bytes that differ: `first-wins` (keep what came first,
+    /// as most end hosts do) or `last-wins` (before delivery only).
+    pub overlap: String,
+    /// Out-of-order ranges held per side.
+    pub max_holes: usize,
+}
+
+impl Default for MonitorSection {
+    fn default() -> Self {
+        MonitorSection {
+            max_flows: 16384,
+            stream_buffers: 256,
+            stream_buffer_kb: 1024,
+            overlap: "first-wins".into(),
+            max_holes: 16,
+        }
+    }
 }
 
 impl Default for FlowTableSection {
@@ -254,6 +289,29 @@ impl Config {
         }
         if r.event_slots < 64 || r.event_slots > (1 << 24) {
             return Err(format!("key `runtime.event_slots`: {} is out of range (64 to 16777216)", r.event_slots));
+        }
+        let m = &self.monitor;
+        if m.max_flows == 0 || m.max_flows > (1 << 22) {
+            return Err(format!("key `monitor.max_flows`: {} is out of range (1 to 4194304)", m.max_flows));
+        }
+        if !m.stream_buffer_kb.is_power_of_two() || !(4..=16384).contains(&m.stream_buffer_kb) {
+            return Err(format!(
+                "key `monitor.stream_buffer_kb`: {} must be a power of two from 4 to 16384",
+                m.stream_buffer_kb
+            ));
+        }
+        if m.stream_buffers > 65536 {
+            return Err(format!("key `monitor.stream_buffers`: {} is out of range (0 to 65536)", m.stream_buffers));
+        }
+        if m.overlap != "first-wins" && m.overlap != "last-wins" {
+            return Err(format!("key `monitor.overlap`: '{}' is not `first-wins` or `last-wins`", m.overlap));
+        }
+        if m.max_holes > ustack::tcp::MAX_OOO_RANGES {
+            return Err(format!(
+                "key `monitor.max_holes`: {} is out of range (0 to {})",
+                m.max_holes,
+                ustack::tcp::MAX_OOO_RANGES
+            ));
         }
         if self.flow_table.capacity == 0 || self.flow_table.capacity > (1 << 24) {
             return Err(format!(

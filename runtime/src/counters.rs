@@ -47,10 +47,12 @@ pub enum RuntimeDrop {
     NfRingFull,
     /// No free event slot in the arena.
     NoEventSlot,
+    /// A later packet of a flow an NF had terminated (`FLOW/TCP/TERMINATE`).
+    TcpTerminated,
 }
 
 impl RuntimeDrop {
-    pub const ALL: [RuntimeDrop; 7] = [
+    pub const ALL: [RuntimeDrop; 8] = [
         RuntimeDrop::NoRoute,
         RuntimeDrop::HandoffFull,
         RuntimeDrop::MultiSegment,
@@ -58,6 +60,7 @@ impl RuntimeDrop {
         RuntimeDrop::NfFailClosed,
         RuntimeDrop::NfRingFull,
         RuntimeDrop::NoEventSlot,
+        RuntimeDrop::TcpTerminated,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +72,7 @@ impl RuntimeDrop {
             RuntimeDrop::NfFailClosed => "nf_fail_closed",
             RuntimeDrop::NfRingFull => "nf_ring_full",
             RuntimeDrop::NoEventSlot => "no_event_slot",
+            RuntimeDrop::TcpTerminated => "tcp_terminated",
         }
     }
 }
@@ -115,6 +119,14 @@ pub struct WorkerCounters {
     /// Loop iterations that skipped RX because an NF ring was nearly full
     /// (`runtime.nf_backpressure`).
     pub rx_paused: Counter,
+    /// TCP monitor: flows monitored now, monitored in all, refused at
+    /// `monitor.max_flows`, sides without a stream ring, RSTs sent for
+    /// terminated flows.
+    pub mon_active: Counter,
+    pub mon_flows: Counter,
+    pub mon_full: Counter,
+    pub mon_no_buffer: Counter,
+    pub mon_rsts: Counter,
 }
 
 impl WorkerCounters {
@@ -139,6 +151,11 @@ impl WorkerCounters {
             nf_answers: Counter::default(),
             nf_rtt_ticks: Counter::default(),
             rx_paused: Counter::default(),
+            mon_active: Counter::default(),
+            mon_flows: Counter::default(),
+            mon_full: Counter::default(),
+            mon_no_buffer: Counter::default(),
+            mon_rsts: Counter::default(),
         }
     }
 

@@ -29,13 +29,18 @@ use std::sync::{Arc, Mutex};
 
 use controller::chain::Policy;
 use controller::registry::FlowFilter;
-use ubox_shm::event::{EventHeader, RING_PUBLISH, SIDE_CLIENT, SIDE_SERVER, VERDICT_DROP, VERDICT_MODIFIED};
+use ubox_shm::event::{
+    EventHeader, FlowEnd, StreamRef, RING_PUBLISH, SIDE_CLIENT, SIDE_SERVER, SNAPSHOT_LEN, VERDICT_DROP,
+    VERDICT_MODIFIED,
+};
 use ubox_shm::{Arena, RingRef, SlotIdx, SlotPool};
-use ustack::event::EventTypeId;
-use ustack::flow::{FlowKey, Side};
+use ustack::event::{self, EventTypeId};
+use ustack::flow::{EndReason, FlowKey, FlowRecord, Side};
 
 use crate::counters::{RuntimeDrop, WorkerCounters};
 use crate::dpdk::mbuf::Mbuf;
+use crate::dpdk::mempool::Mempool;
+use crate::monitor::{Monitor, Needs, Report};
 use crate::nfs::{filters_take, NfCount, NfTable, SubFilters, DEAD, LIVE};
 
 /// Snapshots a worker keeps for flows assigned under older versions.
@@ -102,13 +107,18 @@ impl ChainBoard {
 /// `Dispatcher::room` before the ring was looked at in this flush cycle.
 const ROOM_UNKNOWN: u32 = u32::MAX;
 
+/// Flow tag bit: the flow runs the TCP monitor (its chain wants it).
+pub const MONITORED: u32 = 0x8000;
+/// Flow tag bits naming the chain (index + 1; 0 = none).
+const CHAIN_MASK: u32 = 0x7fff;
+
 /// Tag of a flow that started before any chain was applied (never 0, which
 /// the flow table gives a flow before the worker tags it).
 const NO_CHAIN: u32 = 0xffff_0000;
 
 /// Flow tag meaning "assigned under version v, no chain matched".
 fn tag(version: u32, chain: Option<usize>) -> u32 {
-    ((version & 0xffff) << 16) | chain.map_or(0, |c| (c as u32 + 1) & 0xffff)
+    ((version & 0xffff) << 16) | chain.map_or(0, |c| (c as u32 + 1) & CHAIN_MASK)
 }
 
 /// A packet parked while NFs hold its events.
@@ -142,6 +152,11 @@ struct Outstanding {
     policy: Policy,
     /// TSC when published, for the event round-trip time.
     sent: u64,
+    /// For a `DATA_RDY` notice: the flow, side (1 client, 2 server; 0 for
+    /// other events) and range end it pins.
+    pin_flow: u64,
+    pin_end: u64,
+    pin_side: u8,
 }
 
 /// What the dispatcher did with a packet.
@@ -193,8 +208,20 @@ pub struct Dispatcher<'a> {
     /// Events given and answered per NF since the last flush (added to the
     /// shared counters once per flush).
     given: Vec<u64>,
-    /// TSC of the current loop iteration ([`tick`](Self::tick)).
+    /// TSC of the current loop iteration ([`tick`](Self::tick)), and the
+    /// same instant in nanoseconds (the flow table's clock).
     now: u64,
+    now_ns: u64,
+    /// The TCP monitor's flows and stream rings.
+    mon: Monitor,
+    arena: &'a Arena,
+    /// For frames the runtime makes (RSTs).
+    mbufs: Arc<Mempool>,
+    /// Flows that left the flow table with a chain (for `FLOW/END`), filled
+    /// by the worker.
+    pub ended: Vec<(FlowRecord, EndReason)>,
+    /// The flow whose monitor reports wait for [`publish_reports`](Self::publish_reports).
+    report_for: Option<(u32, FlowKey, u64)>,
     /// The data region: its address here and its offset in the arena.
     data_start: usize,
     data_len: usize,
@@ -202,6 +229,7 @@ pub struct Dispatcher<'a> {
 }
 
 impl<'a> Dispatcher<'a> {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         w: usize,
         arena: &'a Arena,
@@ -210,6 +238,8 @@ impl<'a> Dispatcher<'a> {
         counters: Arc<WorkerCounters>,
         backpressure: bool,
         rx_room: usize,
+        mon: Monitor,
+        mbufs: Arc<Mempool>,
     ) -> Result<Dispatcher<'a>, String> {
         let pool = arena.slot_pool().map_err(|e| format!("arena slot pool: {e}"))?;
         let n = table.slots.len();
@@ -251,6 +281,12 @@ impl<'a> Dispatcher<'a> {
             any_pending: false,
             given: vec![0; n],
             now: 0,
+            now_ns: 0,
+            mon,
+            arena,
+            mbufs,
+            ended: Vec::new(),
+            report_for: None,
         })
     }
 
@@ -290,18 +326,286 @@ impl<'a> Dispatcher<'a> {
         self.seen_deaths = deaths;
     }
 
-    /// The tag for a new flow: which chain (if any) its packets visit.
+    /// The tag for a new flow: which chain (if any) its packets visit, and
+    /// whether a TCP flow runs the monitor.
     pub fn assign(&self, key: &FlowKey) -> u32 {
         match self.snaps.last() {
-            Some(s) => tag(s.version, s.select(key)),
+            Some(s) => {
+                let t = tag(s.version, s.select(key));
+                if key.proto() == 6 && self.needs(t).any() {
+                    t | MONITORED
+                } else {
+                    t
+                }
+            }
             // No chain applied yet: this flow never visits one.
             None => NO_CHAIN,
         }
     }
 
+    /// The snapshot and chain a flow tag names.
+    fn chain_of(&self, flow_tag: u32) -> Option<(Arc<ChainSnapshot>, usize)> {
+        let chain = (flow_tag & CHAIN_MASK) as usize;
+        if chain == 0 {
+            return None;
+        }
+        let ver = flow_tag >> 16;
+        let snap = self.snaps.iter().rev().find(|s| s.version & 0xffff == ver)?;
+        (chain <= snap.chains.len()).then(|| (Arc::clone(snap), chain - 1))
+    }
+
+    /// What the monitor must do for a flow of this tag: the union of what
+    /// its chain's NFs subscribe to.
+    fn needs(&self, flow_tag: u32) -> Needs {
+        let mut n = Needs::default();
+        let Some((snap, chain)) = self.chain_of(flow_tag) else { return n };
+        for &(k, _) in snap.chains[chain].stages.iter().flatten() {
+            let s = &self.table.slots[k];
+            let subs = (s.nsubs.load(Ordering::Acquire) as usize).min(crate::nfs::MAX_SUBS);
+            for t in s.subs[..subs].iter().filter_map(|t| EventTypeId::from_raw(t.load(Ordering::Relaxed))) {
+                n.tcp |= event::FLOW_TCP_SYN.is_subtype_of(t) || t.is_subtype_of(event::FLOW_TCP);
+                n.client |= event::DATA_RDY_CLIENT.is_subtype_of(t);
+                n.server |= event::DATA_RDY_SERVER.is_subtype_of(t);
+            }
+        }
+        n
+    }
+
+    /// Monitors flows running it: feeds the segment to the TCP monitor and
+    /// publishes what it reports to the chain's NFs. False: drop the packet
+    /// (the flow was terminated).
+    #[allow(clippy::too_many_arguments)]
+    pub fn monitor(
+        &mut self,
+        m: &Mbuf,
+        l4: std::ops::Range<usize>,
+        flow_tag: u32,
+        key: &FlowKey,
+        flow_id: u64,
+        side: Side,
+        dir: ustack::flow::Direction,
+        out: usize,
+    ) -> bool {
+        if !self.mon.contains(flow_id) {
+            let needs = self.needs(flow_tag);
+            let mut no_buffer = 0;
+            if !self.mon.open(flow_id, flow_tag, *key, needs, &mut no_buffer) {
+                self.counters.mon_full.add(1);
+                return true;
+            }
+            self.counters.mon_flows.add(1);
+            self.counters.mon_no_buffer.add(no_buffer);
+            self.counters.mon_active.set(self.mon.len() as u64);
+        }
+        let forward = self.mon.segment(self.arena, flow_id, m.data(), l4, side, dir, out, self.now_ns);
+        if !self.mon.reports.is_empty() {
+            self.report_for = Some((flow_tag, *key, flow_id));
+        }
+        forward
+    }
+
+    /// Publishes what the monitor reported for the last segment. Called
+    /// after the segment's own `PKT` event went out, so an NF sees the
+    /// packet before the state change it caused (e.g. the last ACK before
+    /// `FLOW/TCP/CLOSED`).
+    pub fn publish_reports(&mut self) {
+        let Some((flow_tag, key, flow_id)) = self.report_for.take() else { return };
+        let mut reports = std::mem::take(&mut self.mon.reports);
+        for r in reports.drain(..) {
+            self.report(flow_tag, &key, flow_id, r);
+        }
+        self.mon.reports = reports;
+    }
+
+    /// Publishes one monitor report to the chain's NFs.
+    fn report(&mut self, flow_tag: u32, key: &FlowKey, flow_id: u64, r: Report) {
+        match r {
+            Report::Tcp(ev, snap) => {
+                let side = ev.side().map_or(SIDE_CLIENT, side_code);
+                self.deliver(flow_tag, key, flow_id, side, ev.type_id(), &snap.to_bytes(), 0, &[], None);
+            }
+            Report::Data(d, snap) => {
+                let ty = if d.side == Side::Client { event::DATA_RDY_CLIENT } else { event::DATA_RDY_SERVER };
+                let payload = StreamRef {
+                    start: d.start,
+                    end: d.end,
+                    ring_off: d.ring_off,
+                    written_off: d.cell_off,
+                    ring_len: d.ring_len,
+                    stopped: d.stopped,
+                }
+                .to_bytes();
+                let n = self.deliver(
+                    flow_tag,
+                    key,
+                    flow_id,
+                    side_code(d.side),
+                    ty,
+                    &snap.to_bytes(),
+                    d.end,
+                    &payload,
+                    Some((d.side, d.end)),
+                );
+                self.mon.pin(flow_id, d.side, d.end, n);
+            }
+        }
+    }
+
+    /// Gives an event without a packet to every NF of the flow's chain that
+    /// subscribes to `ty` (for this flow). Returns how many got it.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver(
+        &mut self,
+        flow_tag: u32,
+        key: &FlowKey,
+        flow_id: u64,
+        side: u8,
+        ty: EventTypeId,
+        snapshot: &[u8; SNAPSHOT_LEN],
+        frontier: u64,
+        payload: &[u8],
+        pin: Option<(Side, u64)>,
+    ) -> u32 {
+        let Some((snap, chain)) = self.chain_of(flow_tag) else { return 0 };
+        let mut n = 0;
+        let mut seen = [usize::MAX; 16];
+        for &(k, _) in snap.chains[chain].stages.iter().flatten() {
+            // An NF in several stages gets the event once.
+            if seen.contains(&k) {
+                continue;
+            }
+            if let Some(free) = seen.iter_mut().find(|s| **s == usize::MAX) {
+                *free = k;
+            }
+            let (live, gen) = {
+                let s = &self.table.slots[k];
+                (s.state.load(Ordering::Acquire) == LIVE, s.gen.load(Ordering::Acquire))
+            };
+            if !live || !self.wants(k, gen, ty, key) {
+                continue;
+            }
+            let Some(idx) = self.pool.alloc() else {
+                self.table.slots[k].count(NfCount::NoSlot, 1);
+                continue;
+            };
+            let h = EventHeader {
+                type_id: ty.raw(),
+                flow_id,
+                pkt_off: 0,
+                pkt_len: 0,
+                publisher: 0,
+                worker: self.w as u8,
+                side,
+                verdict: 0,
+                seq: self.seq,
+                snapshot: *snapshot,
+                frontier,
+            };
+            self.seq = self.seq.wrapping_add(1);
+            let written = self.pool.payload_mut(idx).ok().and_then(|b| {
+                h.write(b)?;
+                let room = b.get_mut(ubox_shm::event::EVENT_HEADER_LEN..)?;
+                room.get_mut(..payload.len())?.copy_from_slice(payload);
+                Some(())
+            });
+            if written.is_none() || !self.enqueue(k, idx.0) {
+                let _ = self.pool.release(idx);
+                let c = if written.is_none() { NfCount::NoSlot } else { NfCount::RingFull };
+                self.table.slots[k].count(c, 1);
+                continue;
+            }
+            let (pin_side, pin_end) = pin.map_or((0, 0), |(s, e)| (side_code(s) + 1, e));
+            self.outstanding[idx.0 as usize] = Some(Outstanding {
+                group: NOTICE,
+                nf: k,
+                gen,
+                policy: Policy::FailOpen,
+                sent: self.now,
+                pin_flow: flow_id,
+                pin_end,
+                pin_side,
+            });
+            self.given[k] += 1;
+            self.notices += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// Flows that left the flow table (`ended`): their last TCP events and
+    /// `FLOW/END` to the chain's NFs that want them; monitor state goes once
+    /// no NF reads its rings. Once per loop.
+    pub fn flows_ended(&mut self) {
+        if self.ended.is_empty() {
+            return;
+        }
+        let mut ended = std::mem::take(&mut self.ended);
+        for (rec, why) in ended.drain(..) {
+            let mut last = Vec::new();
+            let tcp = self.mon.end(rec.id, &mut |ev, snap| last.push((ev, snap)));
+            for (ev, snap) in last {
+                self.report(rec.tag, &rec.key, rec.id, Report::Tcp(ev, snap));
+            }
+            let (payload, tcp_end) = tcp.unwrap_or(([0; 2], 0));
+            let (client, server) = rec.key.endpoints(rec.client_dir);
+            let v6 = |a: std::net::IpAddr| match a {
+                std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                std::net::IpAddr::V6(a) => a.octets(),
+            };
+            let reason = match (tcp_end, why) {
+                (r, _) if r != 0 => r,
+                (_, EndReason::IdleTimeout) => ubox_shm::event::FLOW_END_IDLE,
+                (_, EndReason::Evicted) => ubox_shm::event::FLOW_END_EVICTED,
+                (_, EndReason::Shutdown) => ubox_shm::event::FLOW_END_SHUTDOWN,
+            };
+            let fe = FlowEnd {
+                client_addr: v6(client.0),
+                server_addr: v6(server.0),
+                client_port: client.1,
+                server_port: server.1,
+                proto: rec.key.proto(),
+                reason,
+                _pad: [0; 2],
+                client_packets: rec.client.packets,
+                client_bytes: rec.client.bytes,
+                server_packets: rec.server.packets,
+                server_bytes: rec.server.bytes,
+                client_payload: payload[0],
+                server_payload: payload[1],
+                first_seen: rec.first_seen,
+                last_seen: rec.last_seen,
+            };
+            let zero = [0u8; SNAPSHOT_LEN];
+            self.deliver(rec.tag, &rec.key, rec.id, SIDE_CLIENT, event::FLOW_END, &zero, 0, &fe.to_bytes(), None);
+        }
+        self.ended = ended;
+        self.counters.mon_active.set(self.mon.len() as u64);
+    }
+
+    /// `FLOW/TCP/TERMINATE` from an NF: RSTs to both ends, later packets
+    /// dropped.
+    fn terminate(&mut self, flow_id: u64, emit: &mut impl FnMut(Mbuf, usize)) {
+        let mut events = Vec::new();
+        let mut frames = Vec::new();
+        if !self.mon.terminate(flow_id, self.now_ns, &mut |ev, snap| events.push((ev, snap)), &mut frames) {
+            return; // not a monitored flow of this worker (or gone)
+        }
+        for (bytes, port) in frames {
+            if let Some(m) = self.mbufs.alloc_frame(&bytes) {
+                self.counters.mon_rsts.add(1);
+                emit(m, port);
+            }
+        }
+        if let Some((tag, key)) = self.mon.tag(flow_id) {
+            for (ev, snap) in events {
+                self.report(tag, &key, flow_id, Report::Tcp(ev, snap));
+            }
+        }
+    }
+
     /// Start a packet of a tagged flow through its chain.
     pub fn start(&mut self, m: Mbuf, out: usize, flow_tag: u32, key: &FlowKey, flow_id: u64, side: Side) -> Outcome {
-        let chain = (flow_tag & 0xffff) as usize;
+        let chain = (flow_tag & CHAIN_MASK) as usize;
         if chain == 0 {
             return Outcome::Forward(m, out);
         }
@@ -388,7 +692,8 @@ impl<'a> Dispatcher<'a> {
             };
             let sent = self.now;
             for &(idx, nf, gen, policy) in &given[..n] {
-                self.outstanding[idx as usize] = Some(Outstanding { group: g, nf, gen, policy, sent });
+                self.outstanding[idx as usize] =
+                    Some(Outstanding { group: g, nf, gen, policy, sent, pin_flow: 0, pin_end: 0, pin_side: 0 });
                 self.given[nf] += 1;
             }
             self.parked_count += 1;
@@ -473,10 +778,12 @@ impl<'a> Dispatcher<'a> {
         true
     }
 
-    /// The TSC of this loop iteration (for round-trip times).
+    /// The TSC of this loop iteration (for round-trip times) and the same
+    /// instant in nanoseconds.
     #[inline]
-    pub fn tick(&mut self, tsc: u64) {
+    pub fn tick(&mut self, tsc: u64, ns: u64) {
         self.now = tsc;
+        self.now_ns = ns;
     }
 
     /// Push every queued event to its NF's ring, one burst per NF, and add
@@ -544,7 +851,7 @@ impl<'a> Dispatcher<'a> {
 
     fn answered(&mut self, k: usize, val: u32, emit: &mut impl FnMut(Mbuf, usize)) {
         if val & RING_PUBLISH != 0 {
-            self.published(k, val & !RING_PUBLISH);
+            self.published(k, val & !RING_PUBLISH, emit);
             return;
         }
         let idx = val;
@@ -560,6 +867,7 @@ impl<'a> Dispatcher<'a> {
         self.counters.nf_answers.add(1);
         if o.group == NOTICE {
             self.notices -= 1;
+            self.unpin(&o);
             return;
         }
         let doom = match verdict {
@@ -590,7 +898,7 @@ impl<'a> Dispatcher<'a> {
     /// NF `k` published the event in slot `idx` (it allocated the slot and
     /// wrote header and payload): check it, copy it to every other live NF
     /// that subscribes to its type, and free the NF's slot.
-    fn published(&mut self, k: usize, idx: u32) {
+    fn published(&mut self, k: usize, idx: u32, emit: &mut impl FnMut(Mbuf, usize)) {
         let slot = &self.table.slots[k];
         // A slot this worker gave out is not the NF's to publish; neither is
         // one beyond the pool.
@@ -605,6 +913,12 @@ impl<'a> Dispatcher<'a> {
             return;
         };
         slot.count(NfCount::Published, 1);
+        if ty == event::FLOW_TCP_TERMINATE {
+            // A request to the stack, not an event for other NFs.
+            let _ = self.pool.release(SlotIdx(idx));
+            self.terminate(h.flow_id, emit);
+            return;
+        }
         h.publisher = slot.nf_id.load(Ordering::Relaxed) as u16;
         h.worker = self.w as u8;
         h.pkt_off = 0;
@@ -637,8 +951,16 @@ impl<'a> Dispatcher<'a> {
                 self.table.slots[j].count(NfCount::RingFull, 1);
                 continue;
             }
-            self.outstanding[copy.0 as usize] =
-                Some(Outstanding { group: NOTICE, nf: j, gen, policy: Policy::FailOpen, sent: self.now });
+            self.outstanding[copy.0 as usize] = Some(Outstanding {
+                group: NOTICE,
+                nf: j,
+                gen,
+                policy: Policy::FailOpen,
+                sent: self.now,
+                pin_flow: 0,
+                pin_end: 0,
+                pin_side: 0,
+            });
             self.given[j] += 1;
             self.notices += 1;
         }
@@ -696,10 +1018,26 @@ impl<'a> Dispatcher<'a> {
         self.table.slots[o.nf].count(NfCount::Reclaimed, 1);
         if o.group == NOTICE {
             self.notices -= 1;
+            self.unpin(&o);
             return;
         }
         let doom = (o.policy == Policy::FailClosed).then_some(RuntimeDrop::NfFailClosed);
         self.settle(o.group, doom, emit);
+    }
+
+    /// A `DATA_RDY` notice was answered (or reclaimed): unpin its range.
+    fn unpin(&mut self, o: &Outstanding) {
+        let side = match o.pin_side {
+            1 => Side::Client,
+            2 => Side::Server,
+            _ => return,
+        };
+        self.mon.unpin(o.pin_flow, side, o.pin_end);
+    }
+
+    /// Flows the monitor follows now.
+    pub fn monitored(&self) -> usize {
+        self.mon.len()
     }
 
     /// Shutdown: free every parked packet and its slots.
@@ -715,5 +1053,12 @@ impl<'a> Dispatcher<'a> {
         self.notices = 0;
         self.pending.iter_mut().for_each(Vec::clear);
         self.any_pending = false;
+    }
+}
+
+fn side_code(s: Side) -> u8 {
+    match s {
+        Side::Client => SIDE_CLIENT,
+        Side::Server => SIDE_SERVER,
     }
 }

@@ -16,6 +16,7 @@ pub mod control;
 pub mod counters;
 pub mod dispatch;
 pub mod dpdk;
+pub mod monitor;
 pub mod nfs;
 pub mod preflight;
 pub mod signals;
@@ -207,6 +208,35 @@ struct ArenaState {
 /// Create the instance's arena: event slots, NF rings and the packet-buffer
 /// region the mbuf pool is built on. On hugetlbfs unless running without
 /// hugepages (then /dev/shm, with the --no-huge warning already given).
+/// Bytes of the data region the mbuf pool takes (2 MiB aligned).
+fn mbuf_region_bytes(nmbufs: u32) -> u64 {
+    (nmbufs as u64 * Mempool::EXT_BUF_SIZE as u64).div_ceil(2 << 20) * (2 << 20)
+}
+
+/// Bytes of the data region the monitor's stream rings take.
+fn stream_region_bytes(cfg: &Config) -> u64 {
+    let m = &cfg.monitor;
+    monitor::StreamBufs::bytes(m.stream_buffers, m.stream_buffer_kb * 1024).div_ceil(2 << 20) * (2 << 20)
+}
+
+/// Worker `w`'s monitor: its share of the stream rings and the config.
+fn worker_monitor(cfg: &Config, data: ubox_shm::Region, nmbufs: u32, w: usize, nworkers: usize) -> monitor::Monitor {
+    let m = &cfg.monitor;
+    let ring_len = m.stream_buffer_kb * 1024;
+    let per = m.stream_buffers / nworkers as u32;
+    let base = data.offset + mbuf_region_bytes(nmbufs) + monitor::StreamBufs::bytes(per * w as u32, ring_len);
+    let mcfg = ustack::tcp::MonitorConfig {
+        overlap: if m.overlap == "last-wins" {
+            ustack::tcp::OverlapPolicy::LastWins
+        } else {
+            ustack::tcp::OverlapPolicy::FirstWins
+        },
+        max_ooo_ranges: m.max_holes,
+        ..Default::default()
+    };
+    monitor::Monitor::new(mcfg, m.max_flows, monitor::StreamBufs::new(base, per, ring_len))
+}
+
 fn create_arena(cfg: &Config, nmbufs: u32, no_huge: bool) -> anyhow::Result<ArenaState> {
     let r = &cfg.runtime;
     let (path, hugetlb) = match (&r.arena, no_huge) {
@@ -221,7 +251,8 @@ fn create_arena(cfg: &Config, nmbufs: u32, no_huge: bool) -> anyhow::Result<Aren
         }
     };
     let page_size = if hugetlb { 2 << 20 } else { 4096 };
-    let data = (nmbufs as u64 * Mempool::EXT_BUF_SIZE as u64).div_ceil(2 << 20) * (2 << 20);
+    // The data region: the mbufs, then the TCP monitor's stream rings.
+    let data = mbuf_region_bytes(nmbufs) + stream_region_bytes(cfg);
     let mut ac = ubox_shm::ArenaConfig::new(r.name.clone());
     ac.slots = r.event_slots;
     ac.slot_size = 192;
@@ -272,7 +303,7 @@ fn run_with_eal(
         MEMPOOL_CACHE,
         socket,
         arena.arena.data_ptr(),
-        data.len as usize,
+        mbuf_region_bytes(nmbufs) as usize,
         arena.page_size,
     )
     .map_err(|e| {
@@ -281,6 +312,7 @@ fn run_with_eal(
             preflight::free_hugepage_bytes() >> 20
         )
     })?;
+    let pool = Arc::new(pool);
 
     // Decide steering from what the ports can do.
     let mut ids = Vec::new();
@@ -410,12 +442,23 @@ fn run_with_eal(
             nf_table: Arc::clone(&nf_table),
             chains: Arc::clone(&chain_board),
             nf_backpressure: r.nf_backpressure,
+            monitor: Some(worker_monitor(cfg, data, nmbufs, w, nworkers)),
+            mbufs: Arc::clone(&pool),
         };
         eal.launch(lcore, move || worker.run(&signals::RUNNING)).map_err(|e| anyhow!(e))?;
     }
     let capacity = cfg.flow_table.capacity as u64;
     let collect = |ports: &[PortState]| -> Stats {
-        let mut st = collect_stats(&r.name, started, steering, ports, &counters, &lcores, capacity);
+        let mut st = collect_stats(
+            &r.name,
+            started,
+            steering,
+            ports,
+            &counters,
+            &lcores,
+            capacity,
+            cfg.monitor.stream_buffer_kb * 1024,
+        );
         st.pools = controller::api::PoolStats {
             mbufs_total: nmbufs as u64,
             mbufs_free: pool.available() as u64,
@@ -482,6 +525,7 @@ fn run_with_eal(
     Ok(stats)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn collect_stats(
     name: &str,
     started: Instant,
@@ -490,6 +534,7 @@ fn collect_stats(
     counters: &[Arc<WorkerCounters>],
     lcores: &[u32],
     capacity: u64,
+    ring_bytes: u32,
 ) -> Stats {
     let ports = ports
         .iter()
@@ -544,6 +589,15 @@ fn collect_stats(
             nf_answers: c.nf_answers.get(),
             nf_reclaimed: c.nf_reclaimed.get(),
             rx_paused: c.rx_paused.get(),
+            monitor: controller::api::MonitorStats {
+                active: c.mon_active.get(),
+                flows: c.mon_flows.get(),
+                full: c.mon_full.get(),
+                no_buffer: c.mon_no_buffer.get(),
+                rsts: c.mon_rsts.get(),
+                state_bytes_per_flow: monitor::Monitor::flow_bytes() as u64,
+                ring_bytes: u64::from(ring_bytes),
+            },
             nf_rtt_ns_total: (c.nf_rtt_ticks.get() as u128 * 1_000_000_000 / dpdk::eal::tsc_hz().max(1) as u128) as u64,
         })
         .collect();

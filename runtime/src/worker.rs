@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use ustack::flow::{EndReason, FlowEvent, FlowSeed, FlowTable};
+use ustack::flow::{EndReason, FlowEvent, FlowRecord, FlowSeed, FlowTable};
 use ustack::l3::{self, LocalAddrs, Verdict};
 
 use crate::counters::{RuntimeDrop, WorkerCounters};
@@ -78,6 +78,10 @@ pub struct Worker {
     pub chains: Arc<ChainBoard>,
     /// `runtime.nf_backpressure`.
     pub nf_backpressure: bool,
+    /// This worker's TCP monitor (moved into its dispatcher).
+    pub monitor: Option<crate::monitor::Monitor>,
+    /// The mbuf pool, for frames the runtime makes (RSTs).
+    pub mbufs: Arc<crate::dpdk::mempool::Mempool>,
 }
 
 struct TxBufs {
@@ -102,6 +106,8 @@ impl Worker {
             // Room an NF ring needs before the worker polls RX: every port's
             // burst and every handoff ring's may all be for one NF.
             burst * (self.rx.len() + self.handoff_in.len()),
+            self.monitor.take().expect("a monitor per worker"),
+            Arc::clone(&self.mbufs),
         ) {
             Ok(d) => d,
             Err(e) => {
@@ -113,7 +119,7 @@ impl Worker {
         while running.load(Ordering::Relaxed) {
             let tsc = rdtsc();
             let now = self.ns_of(tsc);
-            disp.tick(tsc);
+            disp.tick(tsc, now);
             {
                 let c = &self.counters;
                 let mut emit = |m: Mbuf, out: usize| {
@@ -165,12 +171,14 @@ impl Worker {
                 }
             }
             let c = &self.counters;
-            self.table.expire(now, EXPIRE_BATCH, &mut |e| count_event(c, e));
+            self.table.expire(now, EXPIRE_BATCH, &mut |e| count_event(c, e, &mut disp.ended));
             c.flows_active.set(self.table.len() as u64);
+            disp.flows_ended();
         }
-        disp.drain();
         let c = &self.counters;
-        self.table.drain(&mut |e| count_event(c, e));
+        self.table.drain(&mut |e| count_event(c, e, &mut disp.ended));
+        disp.flows_ended();
+        disp.drain();
         c.flows_active.set(0);
         tracing::debug!(worker = self.id, "worker stopped");
         0
@@ -223,14 +231,16 @@ impl Worker {
                             }
                             return;
                         }
+                        let ended = &mut disp.ended;
                         self.table.touch_hashed(&f.key, hash, f.dir, len as u32, now, &mut |e| {
                             started |= matches!(e, FlowEvent::Start(_));
-                            count_event(c, e)
+                            count_event(c, e, ended)
                         })
                     } else {
+                        let ended = &mut disp.ended;
                         self.table.touch(&f.key, f.dir, len as u32, now, &mut |e| {
                             started |= matches!(e, FlowEvent::Start(_));
-                            count_event(c, e)
+                            count_event(c, e, ended)
                         })
                     };
                     // A flow gets its chain (or "none") when it starts and keeps
@@ -242,6 +252,13 @@ impl Worker {
                     }
                     if disp.active() {
                         let Some(&mut flow_tag) = self.table.last_tag_mut() else { return };
+                        if flow_tag & crate::dispatch::MONITORED != 0 {
+                            let l4 = usize::from(f.l4_offset)..usize::from(f.l4_offset) + usize::from(f.ip_payload_len);
+                            if !disp.monitor(&m, l4, flow_tag, &f.key, id, side, f.dir, out) {
+                                self.counters.drop_runtime(RuntimeDrop::TcpTerminated);
+                                return;
+                            }
+                        }
                         match disp.start(m, out, flow_tag, &f.key, id, side) {
                             Outcome::Forward(m, out) => {
                                 self.counters.forwarded.add(1);
@@ -249,6 +266,7 @@ impl Worker {
                             }
                             Outcome::Taken => {}
                         }
+                        disp.publish_reports();
                         return;
                     }
                 }
@@ -281,12 +299,21 @@ impl Worker {
     }
 }
 
+/// Counts a flow-table event; flows that had a chain and end are queued for
+/// the dispatcher (`FLOW/END`, monitor state).
 #[inline(always)]
-fn count_event(c: &WorkerCounters, e: FlowEvent) {
+fn count_event(c: &WorkerCounters, e: FlowEvent, ended: &mut Vec<(FlowRecord, EndReason)>) {
     match e {
         FlowEvent::Start(_) => c.flows_started.add(1),
-        FlowEvent::End(_, EndReason::IdleTimeout) => c.flows_ended_idle.add(1),
-        FlowEvent::End(_, EndReason::Evicted) => c.flows_evicted.add(1),
-        FlowEvent::End(_, EndReason::Shutdown) => c.flows_ended_shutdown.add(1),
+        FlowEvent::End(r, why) => {
+            match why {
+                EndReason::IdleTimeout => c.flows_ended_idle.add(1),
+                EndReason::Evicted => c.flows_evicted.add(1),
+                EndReason::Shutdown => c.flows_ended_shutdown.add(1),
+            }
+            if r.tag & 0x7fff != 0 {
+                ended.push((r, why));
+            }
+        }
     }
 }

@@ -313,6 +313,71 @@ pub fn tcp_payload(frame: &[u8]) -> Option<core::ops::Range<usize>> {
     Some(l4_start + tcp.header_len()..l4_end)
 }
 
+/// Builds a bare TCP segment (20-byte header, no options, no payload) in
+/// `out` behind the Ethernet header `l2` (14 bytes, or 18 with one VLAN
+/// tag, copied as given; its EtherType must match the address family):
+/// how a stack sends the RSTs of a terminated flow. Checksums are filled.
+/// Returns the frame length (at least 60, zero-padded), or `None` when
+/// `out` is too short or `src` and `dst` are of different families.
+#[allow(clippy::too_many_arguments)]
+pub fn build_tcp_segment(
+    l2: &[u8],
+    src: core::net::IpAddr,
+    dst: core::net::IpAddr,
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    ack: u32,
+    flags: TcpFlags,
+    out: &mut [u8],
+) -> Option<usize> {
+    use core::net::IpAddr;
+    let ip_len = match (src, dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => 20,
+        (IpAddr::V6(_), IpAddr::V6(_)) => 40,
+        _ => return None,
+    };
+    let len = l2.len() + ip_len + 20;
+    let frame = out.get_mut(..len.max(60))?;
+    frame.fill(0);
+    frame.get_mut(..l2.len())?.copy_from_slice(l2);
+    let (ip_buf, tcp_buf) = frame.get_mut(l2.len()..len)?.split_at_mut(ip_len);
+    let mut tcp = TcpPacket::new_unchecked(tcp_buf);
+    tcp.set_src_port(src_port);
+    tcp.set_dst_port(dst_port);
+    tcp.set_seq_number(seq);
+    tcp.set_ack_number(ack);
+    tcp.set_header_len(20);
+    tcp.set_flags(flags);
+    tcp.set_window_len(0);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut ip = Ipv4Packet::new_unchecked(ip_buf);
+            ip.set_version_and_header_len(20);
+            ip.set_total_len(40);
+            ip.set_frag(true, false, 0);
+            ip.set_ttl(64);
+            ip.set_protocol(protocol::TCP);
+            ip.set_src_addr(s);
+            ip.set_dst_addr(d);
+            ip.fill_checksum();
+            tcp.fill_checksum_v4(s, d);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut ip = Ipv6Packet::new_unchecked(ip_buf);
+            ip.set_version_tc_flow(0, 0);
+            ip.set_payload_len(20);
+            ip.set_next_header(protocol::TCP);
+            ip.set_hop_limit(64);
+            ip.set_src_addr(s);
+            ip.set_dst_addr(d);
+            tcp.fill_checksum_v6(s, d);
+        }
+        _ => return None,
+    }
+    Some(len.max(60))
+}
+
 fn fill_l4(
     proto: u8,
     l4: &mut [u8],
@@ -938,6 +1003,38 @@ mod tests {
         let g = frame_v6(protocol::TCP, &l4);
         assert_eq!(&g[tcp_payload(&g).unwrap()], b"payload!");
         assert_eq!(tcp_payload(&g[..50]), None);
+    }
+
+    #[test]
+    fn built_rst_segments_parse_and_verify() {
+        let l2 = eth(PEER_MAC, OUR_MAC, &[], 0x0800);
+        let mut out = [0u8; 128];
+        let n = build_tcp_segment(
+            &l2,
+            PEER_IP.into(),
+            OUR_IP.into(),
+            40000,
+            80,
+            7,
+            9,
+            TcpFlags::RST | TcpFlags::ACK,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(n, 60);
+        let mut f = out[..n].to_vec();
+        let fp = flow_of(process(&mut f, &LocalAddrs { ipv4: vec![], ..local() }));
+        assert_eq!(fp.tcp_flags, Some(TcpFlags::RST | TcpFlags::ACK));
+        let t = TcpPacket::new_checked(&out[34..54]).unwrap();
+        assert_eq!((t.seq_number(), t.ack_number()), (7, 9));
+        assert!(t.verify_checksum_v4(PEER_IP, OUR_IP));
+        let (s6, d6): (Ipv6Addr, Ipv6Addr) = ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
+        let l2 = eth(PEER_MAC, OUR_MAC, &[], 0x86dd);
+        let n = build_tcp_segment(&l2, s6.into(), d6.into(), 1, 2, 3, 4, TcpFlags::RST, &mut out).unwrap();
+        assert_eq!(n, 74);
+        assert!(TcpPacket::new_checked(&out[54..74]).unwrap().verify_checksum_v6(s6, d6));
+        assert_eq!(build_tcp_segment(&l2, s6.into(), OUR_IP.into(), 1, 2, 3, 4, TcpFlags::RST, &mut out), None);
+        assert_eq!(build_tcp_segment(&l2, s6.into(), d6.into(), 1, 2, 3, 4, TcpFlags::RST, &mut out[..70]), None);
     }
 
     fn frame_v6(next: u8, payload: &[u8]) -> Vec<u8> {

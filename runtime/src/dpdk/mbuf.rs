@@ -21,6 +21,12 @@ impl Mbuf {
         NonNull::new(raw).map(Mbuf)
     }
 
+    /// The raw pointer, still owned by `self` (for DPDK calls on it).
+    #[inline(always)]
+    pub(crate) fn as_raw_ptr(&mut self) -> *mut dpdk_sys::rte_mbuf {
+        self.0.as_ptr()
+    }
+
     /// Give up ownership (e.g. to a TX queue).
     #[inline(always)]
     pub fn into_raw(self) -> *mut dpdk_sys::rte_mbuf {

@@ -107,6 +107,26 @@ impl Mempool {
         self.raw.as_ptr()
     }
 
+    /// A fresh mbuf holding a copy of `frame` (for frames the runtime makes
+    /// itself, such as a terminated flow's RSTs), or `None` when the pool is
+    /// empty or the frame does not fit one buffer.
+    pub fn alloc_frame(&self, frame: &[u8]) -> Option<super::mbuf::Mbuf> {
+        let len = u16::try_from(frame.len()).ok()?;
+        // SAFETY: the pool is live; a null return means "empty".
+        let raw = unsafe { dpdk_sys::rte_pktmbuf_alloc(self.raw.as_ptr()) };
+        // SAFETY: a freshly allocated mbuf nobody else owns (or null).
+        let mut m = unsafe { super::mbuf::Mbuf::from_raw(raw) }?;
+        // SAFETY: `m` is a valid single-segment mbuf; append returns null
+        // (and changes nothing) when `len` exceeds its tailroom. Dropping `m`
+        // on that path frees it.
+        let data = unsafe { dpdk_sys::rte_pktmbuf_append(m.as_raw_ptr(), len) };
+        if data.is_null() {
+            return None;
+        }
+        m.data_mut().copy_from_slice(frame);
+        Some(m)
+    }
+
     /// Mbufs currently free in the pool (including per-lcore caches).
     pub fn available(&self) -> u32 {
         // SAFETY: a read-only count on a live pool.

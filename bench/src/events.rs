@@ -19,19 +19,47 @@ pub struct Case {
     pub label: &'static str,
     /// NF names per stage.
     pub stages: Vec<Vec<&'static str>>,
+    /// NF binary (next to ubox-bench) and its extra arguments.
+    pub nf: &'static str,
+    pub args: Vec<String>,
+}
+
+impl Case {
+    fn counters(scenario: &'static str, label: &'static str, stages: Vec<Vec<&'static str>>) -> Case {
+        Case { scenario, label, stages, nf: "counter", args: Vec::new() }
+    }
+}
+
+/// `ubox-bench monitor`: plain forwarding, the TCP monitor reassembling both
+/// sides for an empty `DATA_RDY` subscriber, and the ids NF on top.
+pub fn monitor_cases(rules: &Path) -> Vec<Case> {
+    let empty = ["--no-packets", "--events", "DATA_RDY", "--events", "FLOW/TCP"];
+    vec![
+        Case::counters("monitor-wire", "wire (no monitor)", vec![]),
+        Case {
+            scenario: "monitor-reassembly",
+            label: "monitor, both sides",
+            stages: vec![vec!["sink"]],
+            nf: "counter",
+            args: empty.iter().map(|s| s.to_string()).collect(),
+        },
+        Case {
+            scenario: "monitor-ids",
+            label: "monitor + ids NF",
+            stages: vec![vec!["ids"]],
+            nf: "ids",
+            args: vec!["--rules".into(), rules.display().to_string()],
+        },
+    ]
 }
 
 pub fn cases() -> Vec<Case> {
     vec![
-        Case { scenario: "events-0nf", label: "0 NFs", stages: vec![] },
-        Case { scenario: "events-1nf", label: "1 NF", stages: vec![vec!["nf1"]] },
-        Case { scenario: "events-2nf", label: "2 NFs in sequence", stages: vec![vec!["nf1"], vec!["nf2"]] },
-        Case {
-            scenario: "events-3nf",
-            label: "3 NFs in sequence",
-            stages: vec![vec!["nf1"], vec!["nf2"], vec!["nf3"]],
-        },
-        Case { scenario: "events-parallel3", label: "3 NFs in parallel", stages: vec![vec!["nf1", "nf2", "nf3"]] },
+        Case::counters("events-0nf", "0 NFs", vec![]),
+        Case::counters("events-1nf", "1 NF", vec![vec!["nf1"]]),
+        Case::counters("events-2nf", "2 NFs in sequence", vec![vec!["nf1"], vec!["nf2"]]),
+        Case::counters("events-3nf", "3 NFs in sequence", vec![vec!["nf1"], vec!["nf2"], vec!["nf3"]]),
+        Case::counters("events-parallel3", "3 NFs in parallel", vec![vec!["nf1", "nf2", "nf3"]]),
     ]
 }
 
@@ -96,27 +124,48 @@ fn drops(s: &Stats) -> u64 {
     s.workers.iter().map(|w| w.dropped).sum()
 }
 
+/// [`measure`], also returning the monitor counters at the end.
+pub fn measure_monitor(
+    pcap: &Path,
+    case: &Case,
+    window: Duration,
+) -> anyhow::Result<(EventRun, controller::api::MonitorStats)> {
+    let mut mon = controller::api::MonitorStats::default();
+    let r = measure_with(pcap, case, window, &mut |st: &Stats| {
+        if let Some(w) = st.workers.first() {
+            mon = w.monitor.clone();
+        }
+    })?;
+    Ok((r, mon))
+}
+
 pub fn measure(pcap: &Path, case: &Case, window: Duration) -> anyhow::Result<EventRun> {
+    measure_with(pcap, case, window, &mut |_| {})
+}
+
+fn measure_with(pcap: &Path, case: &Case, window: Duration, last: &mut dyn FnMut(&Stats)) -> anyhow::Result<EventRun> {
     // The replayed flows never end, so they must meet their chain at their
     // first packet: the chain is applied at start-up, and the NFs register
     // into the slots it reserved.
     let chains = (!case.stages.is_empty()).then(|| chain_toml(&case.stages));
     let mut rt = Running::start_with_chains(&wire_config(pcap), chains.as_deref())?;
     let names: Vec<&str> = case.stages.iter().flatten().copied().collect();
-    let counter = sibling_binary("counter")?;
+    let counter = sibling_binary(case.nf)?;
     let mut nfs = Nfs(Vec::new());
     for n in &names {
         let child = Command::new(&counter)
             .args(["--socket", &rt.socket.display().to_string(), "--name", n])
+            .args(&case.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting the counter NF")?;
+            .with_context(|| format!("starting the {} NF", case.nf))?;
         nfs.0.push(child);
     }
     wait_registered(&rt.socket, &names)?;
     let (m, a, b) = measure_running(&rt, window)?;
+    last(&b);
     drop(nfs);
     rt.stop();
     let answers: u64 =

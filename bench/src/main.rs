@@ -61,6 +61,15 @@ enum Scenario {
         #[arg(long, default_value = "bench/data/http.pcap")]
         pcap: PathBuf,
     },
+    /// The TCP monitor reassembling both sides for an empty subscriber, and
+    /// the ids NF on top, against plain forwarding (Gbit/s).
+    Monitor {
+        #[arg(long, default_value = "bench/data/http.pcap")]
+        pcap: PathBuf,
+        /// ids rules for the ids case.
+        #[arg(long, default_value = "bench/data/ids.rules")]
+        rules: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,6 +81,7 @@ fn main() -> anyhow::Result<()> {
     match &cli.scenario {
         Scenario::Wire { pcap } => wire(&cli, pcap, window),
         Scenario::Events { pcap } => events_scenario(&cli, pcap, window),
+        Scenario::Monitor { pcap, rules } => monitor_scenario(&cli, pcap, rules, window),
     }
 }
 
@@ -106,6 +116,52 @@ fn events_scenario(cli: &Cli, pcap: &std::path::Path, window: Duration) -> anyho
         r.samples_peer = runs[0].iter().map(|r| r.m.mpps).collect();
         r.extra.insert("event_round_trip_us".into(), median(rs.iter().map(|r| r.rtt_us)));
         r.extra.insert("dropped".into(), median(rs.iter().map(|r| r.dropped as f64)));
+        r.write(&cli.out)?;
+        results.push(r);
+    }
+    println!();
+    print!("{}", result::table(&results));
+    Ok(())
+}
+
+fn monitor_scenario(
+    cli: &Cli,
+    pcap: &std::path::Path,
+    rules: &std::path::Path,
+    window: Duration,
+) -> anyhow::Result<()> {
+    let pcap = std::fs::canonicalize(pcap).with_context(|| format!("capture {} not found", pcap.display()))?;
+    let rules = std::fs::canonicalize(rules).with_context(|| format!("rules {} not found", rules.display()))?;
+    let cases = events::monitor_cases(&rules);
+    println!("monitor: {} rounds x {} s per case; net_pcap replay of {}", cli.rounds, window.as_secs(), pcap.display());
+    let mut runs: Vec<Vec<(events::EventRun, controller::api::MonitorStats)>> =
+        cases.iter().map(|_| Vec::new()).collect();
+    for round in 1..=cli.rounds {
+        for (i, case) in cases.iter().enumerate() {
+            let (r, mon) =
+                events::measure_monitor(&pcap, case, window).with_context(|| format!("{} run", case.scenario))?;
+            println!(
+                "  round {round}: {:<20} {:>7.3} Mpps {:>7.2} Gbit/s  monitored flows {}  drops {}",
+                case.label, r.m.mpps, r.m.gbps, mon.flows, r.dropped
+            );
+            runs[i].push((r, mon));
+        }
+    }
+    let base = median(runs[0].iter().map(|(r, _)| r.m.gbps));
+    std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
+    let mut results = Vec::new();
+    for (case, rs) in cases.iter().zip(&runs) {
+        let mut r =
+            ScenarioResult::new(case.scenario, "Gbit/s", median(rs.iter().map(|(r, _)| r.m.gbps)), "ubox wire", base);
+        r.rounds = cli.rounds;
+        r.window_s = window.as_secs_f64();
+        r.samples_ubox = rs.iter().map(|(r, _)| r.m.gbps).collect();
+        r.samples_peer = runs[0].iter().map(|(r, _)| r.m.gbps).collect();
+        r.extra.insert("mpps".into(), median(rs.iter().map(|(r, _)| r.m.mpps)));
+        if let Some((_, m)) = rs.first() {
+            r.extra.insert("state_bytes_per_flow".into(), m.state_bytes_per_flow as f64);
+            r.extra.insert("ring_bytes_per_reassembled_side".into(), m.ring_bytes as f64);
+        }
         r.write(&cli.out)?;
         results.push(r);
     }

@@ -222,6 +222,10 @@ pub struct Dispatcher<'a> {
     pub ended: Vec<(FlowRecord, EndReason)>,
     /// The flow whose monitor reports wait for [`publish_reports`](Self::publish_reports).
     report_for: Option<(u32, FlowKey, u64)>,
+    /// Monitor needs per chain of the newest snapshot, as of (snapshot
+    /// version, registrations seen).
+    needs_cache: Vec<Needs>,
+    needs_epoch: (u32, u32),
     /// The data region: its address here and its offset in the arena.
     data_start: usize,
     data_len: usize,
@@ -287,6 +291,8 @@ impl<'a> Dispatcher<'a> {
             mbufs,
             ended: Vec::new(),
             report_for: None,
+            needs_cache: Vec::new(),
+            needs_epoch: (u32::MAX, u32::MAX),
         })
     }
 
@@ -341,6 +347,27 @@ impl<'a> Dispatcher<'a> {
             // No chain applied yet: this flow never visits one.
             None => NO_CHAIN,
         }
+    }
+
+    /// For a TCP flow of a chain that did not need the monitor when it
+    /// started: whether it does now (an NF subscribed to TCP events has
+    /// registered since), as the new tag. The monitor then picks the flow up
+    /// mid-stream. Cheap when nothing changed: two loads and a compare.
+    #[inline]
+    pub fn monitor_upgrade(&mut self, flow_tag: u32) -> Option<u32> {
+        let latest = self.snaps.last()?.version;
+        if flow_tag >> 16 != latest & 0xffff {
+            return None; // flows of older chain versions keep what they had
+        }
+        let epoch = (latest, self.table.registrations.load(Ordering::Acquire));
+        if epoch != self.needs_epoch {
+            self.needs_epoch = epoch;
+            let n = self.snaps.last().map_or(0, |s| s.chains.len());
+            self.needs_cache = (0..n).map(|c| self.needs(tag(latest, Some(c)))).collect();
+        }
+        let chain = (flow_tag & CHAIN_MASK) as usize;
+        let needs = self.needs_cache.get(chain.checked_sub(1)?)?;
+        needs.any().then_some(flow_tag | MONITORED)
     }
 
     /// The snapshot and chain a flow tag names.

@@ -149,12 +149,19 @@ pub struct NfTable {
     pub workers: u32,
     /// Bumped at every NF death, so workers look for reclaim work only then.
     pub deaths: AtomicU32,
+    /// Bumped at every registration (subscriptions may have changed).
+    pub registrations: AtomicU32,
 }
 
 impl NfTable {
     pub fn new(max_nfs: u32, workers: u32) -> NfTable {
         let slot = || NfSlot { reclaimed: (0..workers).map(|_| AtomicU32::new(0)).collect(), ..Default::default() };
-        NfTable { slots: (0..max_nfs).map(|_| slot()).collect(), workers, deaths: AtomicU32::new(0) }
+        NfTable {
+            slots: (0..max_nfs).map(|_| slot()).collect(),
+            workers,
+            deaths: AtomicU32::new(0),
+            registrations: AtomicU32::new(0),
+        }
     }
 
     /// Whether slot `k` subscribes to `ty` (or a supertype of it).
@@ -301,6 +308,7 @@ impl NfManager {
         s.nf_id.store(id.0, Ordering::Relaxed);
         s.gen.fetch_add(1, Ordering::AcqRel);
         s.state.store(LIVE, Ordering::Release);
+        self.table.registrations.fetch_add(1, Ordering::AcqRel);
         let answered = s.events_out.load(Ordering::Relaxed);
         self.sessions[slot] = Some(Session {
             stream: Some(keep),

@@ -251,7 +251,15 @@ impl Worker {
                         }
                     }
                     if disp.active() {
-                        let Some(&mut flow_tag) = self.table.last_tag_mut() else { return };
+                        let Some(&mut mut flow_tag) = self.table.last_tag_mut() else { return };
+                        if flow_tag & 0x7fff != 0 && flow_tag & crate::dispatch::MONITORED == 0 && f.key.proto() == 6 {
+                            if let Some(t) = disp.monitor_upgrade(flow_tag) {
+                                flow_tag = t;
+                                if let Some(tag) = self.table.last_tag_mut() {
+                                    *tag = t;
+                                }
+                            }
+                        }
                         if flow_tag & crate::dispatch::MONITORED != 0 {
                             let l4 = usize::from(f.l4_offset)..usize::from(f.l4_offset) + usize::from(f.ip_payload_len);
                             if !disp.monitor(&m, l4, flow_tag, &f.key, id, side, f.dir, out) {

@@ -58,6 +58,10 @@ struct Args {
     /// Busy-wait this many microseconds per packet event (for tests).
     #[arg(long, default_value_t = 0)]
     slow_us: u64,
+    /// Do not subscribe to packets at all, only to the --events types (an
+    /// empty subscriber of, say, DATA_RDY for benchmarks).
+    #[arg(long)]
+    no_packets: bool,
 }
 
 /// Packets and bytes of one flow.
@@ -137,6 +141,8 @@ pub struct Options {
     pub events: Vec<String>,
     /// Busy-wait per packet event.
     pub slow: Duration,
+    /// Skip the `PKT` subscription.
+    pub no_packets: bool,
 }
 
 /// The counter NF on top of `builder` (which carries the name and socket):
@@ -146,21 +152,28 @@ pub fn counter_nf(builder: NfBuilder, table: Arc<Mutex<FlowTable>>, opts: &Optio
     let filter = (!opts.ports.is_empty()).then(|| FlowFilter { ports: opts.ports.clone(), ..FlowFilter::default() });
     let slow = opts.slow;
     let t = Arc::clone(&table);
-    let mut b = builder.version(env!("CARGO_PKG_VERSION")).modifies_packets(false).subscribe_filtered(
-        "PKT",
-        filter,
-        move |ev: &Event<'_>| {
-            let len = ev.packet().map_or(0, <[u8]>::len);
-            t.lock().unwrap_or_else(|e| e.into_inner()).record(ev.flow_id(), len);
-            if !slow.is_zero() {
-                let until = Instant::now() + slow;
-                while Instant::now() < until {
-                    std::hint::spin_loop();
-                }
+    let mut b = builder.version(env!("CARGO_PKG_VERSION")).modifies_packets(false);
+    if opts.no_packets {
+        return opts.events.iter().fold(b, |b, path| {
+            let t = Arc::clone(&table);
+            let p = path.clone();
+            b.subscribe(path, move |_ev: &Event<'_>| {
+                t.lock().unwrap_or_else(|e| e.into_inner()).record_event(&p);
+                Verdict::Pass
+            })
+        });
+    }
+    b = b.subscribe_filtered("PKT", filter, move |ev: &Event<'_>| {
+        let len = ev.packet().map_or(0, <[u8]>::len);
+        t.lock().unwrap_or_else(|e| e.into_inner()).record(ev.flow_id(), len);
+        if !slow.is_zero() {
+            let until = Instant::now() + slow;
+            while Instant::now() < until {
+                std::hint::spin_loop();
             }
-            Verdict::Pass
-        },
-    );
+        }
+        Verdict::Pass
+    });
     for path in &opts.events {
         let t = Arc::clone(&table);
         let p = path.clone();
@@ -194,8 +207,12 @@ fn one_line(e: NfError) -> anyhow::Error {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let table = Arc::new(Mutex::new(FlowTable::default()));
-    let opts =
-        Options { ports: args.ports.clone(), events: args.events.clone(), slow: Duration::from_micros(args.slow_us) };
+    let opts = Options {
+        ports: args.ports.clone(),
+        events: args.events.clone(),
+        slow: Duration::from_micros(args.slow_us),
+        no_packets: args.no_packets,
+    };
     let mut builder = counter_nf(Nf::builder(&args.name), Arc::clone(&table), &opts);
     if let Some(i) = &args.instance {
         builder = builder.instance(i);

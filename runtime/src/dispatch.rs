@@ -110,7 +110,7 @@ const ROOM_UNKNOWN: u32 = u32::MAX;
 /// Flow tag bit: the flow runs the TCP monitor (its chain wants it).
 pub const MONITORED: u32 = 0x8000;
 /// Flow tag bits naming the chain (index + 1; 0 = none).
-const CHAIN_MASK: u32 = 0x7fff;
+pub const CHAIN_MASK: u32 = 0x7fff;
 
 /// Tag of a flow that started before any chain was applied (never 0, which
 /// the flow table gives a flow before the worker tags it).
@@ -494,6 +494,26 @@ impl<'a> Dispatcher<'a> {
         pin: Option<(Side, u64)>,
     ) -> u32 {
         let Some((snap, chain)) = self.chain_of(flow_tag) else { return 0 };
+        let h = EventHeader {
+            type_id: ty.raw(),
+            flow_id,
+            pkt_off: 0,
+            pkt_len: 0,
+            publisher: 0,
+            worker: self.w as u8,
+            side,
+            verdict: 0,
+            seq: self.seq,
+            snapshot: *snapshot,
+            frontier,
+        };
+        self.seq = self.seq.wrapping_add(1);
+        let mut buf = [0u8; 256];
+        let len = ubox_shm::event::EVENT_HEADER_LEN + payload.len();
+        let Some(bytes) = buf.get_mut(..len) else { return 0 };
+        let _ = h.write(bytes);
+        bytes[ubox_shm::event::EVENT_HEADER_LEN..].copy_from_slice(payload);
+        let bytes = &buf[..len];
         let mut n = 0;
         let mut seen = [usize::MAX; 16];
         for &(k, _) in snap.chains[chain].stages.iter().flatten() {
@@ -511,50 +531,9 @@ impl<'a> Dispatcher<'a> {
             if !live || !self.wants(k, gen, ty, key) {
                 continue;
             }
-            let Some(idx) = self.pool.alloc() else {
-                self.table.slots[k].count(NfCount::NoSlot, 1);
-                continue;
-            };
-            let h = EventHeader {
-                type_id: ty.raw(),
-                flow_id,
-                pkt_off: 0,
-                pkt_len: 0,
-                publisher: 0,
-                worker: self.w as u8,
-                side,
-                verdict: 0,
-                seq: self.seq,
-                snapshot: *snapshot,
-                frontier,
-            };
-            self.seq = self.seq.wrapping_add(1);
-            let written = self.pool.payload_mut(idx).ok().and_then(|b| {
-                h.write(b)?;
-                let room = b.get_mut(ubox_shm::event::EVENT_HEADER_LEN..)?;
-                room.get_mut(..payload.len())?.copy_from_slice(payload);
-                Some(())
-            });
-            if written.is_none() || !self.enqueue(k, idx.0) {
-                let _ = self.pool.release(idx);
-                let c = if written.is_none() { NfCount::NoSlot } else { NfCount::RingFull };
-                self.table.slots[k].count(c, 1);
-                continue;
+            if self.notice(k, gen, bytes, pin.map(|(s, e)| (flow_id, s, e))) {
+                n += 1;
             }
-            let (pin_side, pin_end) = pin.map_or((0, 0), |(s, e)| (side_code(s) + 1, e));
-            self.outstanding[idx.0 as usize] = Some(Outstanding {
-                group: NOTICE,
-                nf: k,
-                gen,
-                policy: Policy::FailOpen,
-                sent: self.now,
-                pin_flow: flow_id,
-                pin_end,
-                pin_side,
-            });
-            self.given[k] += 1;
-            self.notices += 1;
-            n += 1;
         }
         n
     }
@@ -965,32 +944,40 @@ impl<'a> Dispatcher<'a> {
                 continue;
             }
             let gen = s.gen.load(Ordering::Acquire);
-            let Some(copy) = self.pool.alloc() else {
-                s.count(NfCount::NoSlot, 1);
-                continue;
-            };
-            if let Ok(b) = self.pool.payload_mut(copy) {
-                let m = b.len().min(n);
-                b[..m].copy_from_slice(&bytes[..m]);
-            }
-            if !self.enqueue(j, copy.0) {
-                let _ = self.pool.release(copy);
-                self.table.slots[j].count(NfCount::RingFull, 1);
-                continue;
-            }
-            self.outstanding[copy.0 as usize] = Some(Outstanding {
-                group: NOTICE,
-                nf: j,
-                gen,
-                policy: Policy::FailOpen,
-                sent: self.now,
-                pin_flow: 0,
-                pin_end: 0,
-                pin_side: 0,
-            });
-            self.given[j] += 1;
-            self.notices += 1;
+            self.notice(j, gen, &bytes[..n], None);
         }
+    }
+
+    /// Gives NF `k` (generation `gen`) a copy of `bytes` (header and
+    /// payload) as an event nothing waits on; `pin` = (flow, side, end) of
+    /// the `DATA_RDY` range it pins. Counted on the NF when it cannot.
+    fn notice(&mut self, k: usize, gen: u32, bytes: &[u8], pin: Option<(u64, Side, u64)>) -> bool {
+        let Some(idx) = self.pool.alloc() else {
+            self.table.slots[k].count(NfCount::NoSlot, 1);
+            return false;
+        };
+        let written =
+            self.pool.payload_mut(idx).ok().and_then(|b| b.get_mut(..bytes.len())).map(|b| b.copy_from_slice(bytes));
+        if written.is_none() || !self.enqueue(k, idx.0) {
+            let _ = self.pool.release(idx);
+            let c = if written.is_none() { NfCount::NoSlot } else { NfCount::RingFull };
+            self.table.slots[k].count(c, 1);
+            return false;
+        }
+        let (pin_flow, pin_side, pin_end) = pin.map_or((0, 0, 0), |(f, s, e)| (f, side_code(s) + 1, e));
+        self.outstanding[idx.0 as usize] = Some(Outstanding {
+            group: NOTICE,
+            nf: k,
+            gen,
+            policy: Policy::FailOpen,
+            sent: self.now,
+            pin_flow,
+            pin_end,
+            pin_side,
+        });
+        self.given[k] += 1;
+        self.notices += 1;
+        true
     }
 
     /// One answer (or its absence) for a parked packet's current stage.

@@ -148,6 +148,8 @@ pub struct Monitor {
     /// What the last [`segment`](Self::segment) produced (take it, publish
     /// it, put the emptied vector back).
     pub reports: Vec<Report>,
+    /// Reused by `finish_reports` (no allocation per segment).
+    scratch: Vec<Report>,
 }
 
 /// The reassembly storage of one side for one call: its metadata and its
@@ -172,7 +174,14 @@ fn idx(side: Side) -> usize {
 
 impl Monitor {
     pub fn new(cfg: MonitorConfig, max: usize, bufs: StreamBufs) -> Monitor {
-        Monitor { cfg, flows: HashMap::new(), max, bufs, reports: Vec::with_capacity(16) }
+        Monitor {
+            cfg,
+            flows: HashMap::new(),
+            max,
+            bufs,
+            reports: Vec::with_capacity(16),
+            scratch: Vec::with_capacity(16),
+        }
     }
 
     /// Flows monitored now (including ended ones whose rings are still read).
@@ -270,14 +279,14 @@ impl Monitor {
         for s in f.sides.iter().flatten() {
             let _ = arena.store_u64(self.bufs.cell(s.buf), s.reasm.written_end());
         }
-        Self::finish_reports(f, &self.bufs, &mut self.reports);
+        Self::finish_reports(f, &self.bufs, &mut self.reports, &mut self.scratch);
         action == ustack::tcp::Action::Forward
     }
 
     /// Turns `DataReady`s into announcements (coalescing when too many are
     /// pinned) and notes how the connection ended.
-    fn finish_reports(f: &mut MonFlow, bufs: &StreamBufs, reports: &mut Vec<Report>) {
-        let mut out = Vec::with_capacity(reports.len());
+    fn finish_reports(f: &mut MonFlow, bufs: &StreamBufs, reports: &mut Vec<Report>, out: &mut Vec<Report>) {
+        out.clear();
         for r in reports.drain(..) {
             match r {
                 Report::Tcp(TcpEvent::DataReady { side, end, .. }, snap) => {
@@ -323,7 +332,7 @@ impl Monitor {
                 other => out.push(other),
             }
         }
-        *reports = out;
+        std::mem::swap(reports, out);
     }
 
     /// The flow's chain tag (for delivering its events).

@@ -252,7 +252,10 @@ impl Worker {
                     }
                     if disp.active() {
                         let Some(&mut mut flow_tag) = self.table.last_tag_mut() else { return };
-                        if flow_tag & 0x7fff != 0 && flow_tag & crate::dispatch::MONITORED == 0 && f.key.proto() == 6 {
+                        if flow_tag & crate::dispatch::CHAIN_MASK != 0
+                            && flow_tag & crate::dispatch::MONITORED == 0
+                            && f.key.proto() == 6
+                        {
                             if let Some(t) = disp.monitor_upgrade(flow_tag) {
                                 flow_tag = t;
                                 if let Some(tag) = self.table.last_tag_mut() {
@@ -319,7 +322,7 @@ fn count_event(c: &WorkerCounters, e: FlowEvent, ended: &mut Vec<(FlowRecord, En
                 EndReason::Evicted => c.flows_evicted.add(1),
                 EndReason::Shutdown => c.flows_ended_shutdown.add(1),
             }
-            if r.tag & 0x7fff != 0 {
+            if r.tag & crate::dispatch::CHAIN_MASK != 0 {
                 ended.push((r, why));
             }
         }

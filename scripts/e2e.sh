@@ -803,12 +803,15 @@ test_tcp_replay() {
 test_bench_smoke() {
   "$UBOX_BIN/ubox-bench" --rounds 1 --seconds 1 --out "$WORK/bench" wire --pcap "$UBOX_ROOT/bench/data/http.pcap" \
     || fail "ubox-bench wire failed"
+  "$UBOX_BIN/ubox-bench" --rounds 1 --seconds 1 --out "$WORK/bench" monitor --pcap "$UBOX_ROOT/bench/data/http.pcap" \
+    --rules "$UBOX_ROOT/bench/data/ids.rules" > "$WORK/bench-monitor.log" 2>&1 || { cat "$WORK/bench-monitor.log"; fail "ubox-bench monitor failed"; }
+  grep "round 1" "$WORK/bench-monitor.log" | sed 's/^/  /'
   python3 - "$WORK/bench" <<'PY' || fail "bench JSON incomplete"
 import json, os, sys
 d = sys.argv[1]
 files = sorted(os.listdir(d))
 print(f"    wrote {files}")
-for f in ["wire-vs-testpmd-macswap.json", "wire-vs-testpmd-io.json"]:
+for f in ["wire-vs-testpmd-macswap.json", "wire-vs-testpmd-io.json", "monitor-reassembly.json", "monitor-ids.json"]:
     r = json.load(open(os.path.join(d, f)))
     assert all(k in r for k in ["scenario", "metric", "ubox", "peer_name", "peer", "ratio"]), r
     assert r["ubox"] > 0 and r["peer"] > 0 and r["ratio"] > 0, r

@@ -14,6 +14,7 @@
 //!   NF processes and a parallel group of 3 (`counter` NFs), with the mean
 //!   event round trip; ratios against the 0-NF run.
 
+mod capture;
 mod events;
 mod result;
 mod testpmd;
@@ -133,7 +134,17 @@ fn monitor_scenario(
     let pcap = std::fs::canonicalize(pcap).with_context(|| format!("capture {} not found", pcap.display()))?;
     let rules = std::fs::canonicalize(rules).with_context(|| format!("rules {} not found", rules.display()))?;
     let cases = events::monitor_cases(&rules);
-    println!("monitor: {} rounds x {} s per case; net_pcap replay of {}", cli.rounds, window.as_secs(), pcap.display());
+    // Every pass must be new connections with new bytes (see capture.rs).
+    let replay = TempFile(std::env::temp_dir().join(format!("ubox-bench-monitor-{}.pcap", std::process::id())));
+    let shifted = capture::with_port_reuse(&pcap, &replay.0)?;
+    println!(
+        "monitor: {} rounds x {} s per case; net_pcap replay of {} and a port-reuse copy of it ({shifted} TCP frames with \
+         shifted sequence numbers), so every pass is new connections",
+        cli.rounds,
+        window.as_secs(),
+        pcap.display()
+    );
+    let pcap = replay.0.clone();
     let mut runs: Vec<Vec<(events::EventRun, controller::api::MonitorStats)>> =
         cases.iter().map(|_| Vec::new()).collect();
     for round in 1..=cli.rounds {
@@ -141,8 +152,16 @@ fn monitor_scenario(
             let (r, mon) =
                 events::measure_monitor(&pcap, case, window).with_context(|| format!("{} run", case.scenario))?;
             println!(
-                "  round {round}: {:<20} {:>7.3} Mpps {:>7.2} Gbit/s  monitored flows {}  drops {}",
-                case.label, r.m.mpps, r.m.gbps, mon.flows, r.dropped
+                "  round {round}: {:<20} {:>7.3} Mpps {:>7.2} Gbit/s  monitored flows {} (restarts {}, rings retired {}, DATA_RDY {}, sides without ring {})  drops {}",
+                case.label,
+                r.m.mpps,
+                r.m.gbps,
+                mon.flows,
+                mon.restarts,
+                mon.rings_retired,
+                mon.data_events,
+                mon.no_buffer,
+                r.dropped
             );
             runs[i].push((r, mon));
         }
@@ -168,6 +187,15 @@ fn monitor_scenario(
     println!();
     print!("{}", result::table(&results));
     Ok(())
+}
+
+/// A file removed when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn unsafe_free_euid() -> u32 {

@@ -231,6 +231,16 @@ pub struct MonitorStats {
     pub full: u64,
     pub no_buffer: u64,
     pub rsts: u64,
+    /// Connections restarted by a new SYN on a reused port.
+    #[serde(default)]
+    pub restarts: u64,
+    /// Of those, how many left their old ring to readers still holding it
+    /// and took another.
+    #[serde(default)]
+    pub rings_retired: u64,
+    /// `DATA_RDY` announcements made (one per flow and side per burst).
+    #[serde(default)]
+    pub data_events: u64,
     pub state_bytes_per_flow: u64,
     pub ring_bytes: u64,
 }
@@ -355,13 +365,16 @@ impl Stats {
         if mon > 0 {
             let w0 = &self.workers[0].monitor;
             out.push_str(&format!(
-                "tcp monitor: {} flows now, {} in all, {} refused (max_flows), {} sides without a ring, {} RSTs sent; \
-                 {} B state per flow + {} KiB per reassembled side\n",
+                "tcp monitor: {} flows now, {} in all, {} refused (max_flows), {} sides without a ring, {} RSTs sent, \
+                 {} restarts on reused ports ({} rings kept for readers), {} DATA_RDY announcements; {} B state per flow + {} KiB per reassembled side\n",
                 self.workers.iter().map(|w| w.monitor.active).sum::<u64>(),
                 mon,
                 self.workers.iter().map(|w| w.monitor.full).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.no_buffer).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.rsts).sum::<u64>(),
+                self.workers.iter().map(|w| w.monitor.restarts).sum::<u64>(),
+                self.workers.iter().map(|w| w.monitor.rings_retired).sum::<u64>(),
+                self.workers.iter().map(|w| w.monitor.data_events).sum::<u64>(),
                 w0.state_bytes_per_flow,
                 w0.ring_bytes / 1024
             ));

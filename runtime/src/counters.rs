@@ -127,6 +127,9 @@ pub struct WorkerCounters {
     pub mon_full: Counter,
     pub mon_no_buffer: Counter,
     pub mon_rsts: Counter,
+    pub mon_restarts: Counter,
+    pub mon_retired: Counter,
+    pub mon_data_events: Counter,
 }
 
 impl WorkerCounters {
@@ -156,6 +159,9 @@ impl WorkerCounters {
             mon_full: Counter::default(),
             mon_no_buffer: Counter::default(),
             mon_rsts: Counter::default(),
+            mon_restarts: Counter::default(),
+            mon_retired: Counter::default(),
+            mon_data_events: Counter::default(),
         }
     }
 

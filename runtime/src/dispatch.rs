@@ -153,9 +153,10 @@ struct Outstanding {
     /// TSC when published, for the event round-trip time.
     sent: u64,
     /// For a `DATA_RDY` notice: the flow, side (1 client, 2 server; 0 for
-    /// other events) and range end it pins.
+    /// other events), ring and range end it pins.
     pin_flow: u64,
     pin_end: u64,
+    pin_buf: u32,
     pin_side: u8,
 }
 
@@ -222,6 +223,8 @@ pub struct Dispatcher<'a> {
     pub ended: Vec<(FlowRecord, EndReason)>,
     /// The flow whose monitor reports wait for [`publish_reports`](Self::publish_reports).
     report_for: Option<(u32, FlowKey, u64)>,
+    /// `DATA_RDY` announcements due at a flush (reused).
+    due: Vec<(u64, u32, FlowKey, Report)>,
     /// Monitor needs per chain of the newest snapshot, as of (snapshot
     /// version, registrations seen).
     needs_cache: Vec<Needs>,
@@ -291,6 +294,7 @@ impl<'a> Dispatcher<'a> {
             mbufs,
             ended: Vec::new(),
             report_for: None,
+            due: Vec::new(),
             needs_cache: Vec::new(),
             needs_epoch: (u32::MAX, u32::MAX),
         })
@@ -415,16 +419,21 @@ impl<'a> Dispatcher<'a> {
     ) -> bool {
         if !self.mon.contains(flow_id) {
             let needs = self.needs(flow_tag);
-            let mut no_buffer = 0;
-            if !self.mon.open(flow_id, flow_tag, *key, needs, &mut no_buffer) {
+            if !self.mon.open(flow_id, flow_tag, *key, needs) {
                 self.counters.mon_full.add(1);
                 return true;
             }
             self.counters.mon_flows.add(1);
-            self.counters.mon_no_buffer.add(no_buffer);
             self.counters.mon_active.set(self.mon.len() as u64);
         }
         let forward = self.mon.segment(self.arena, flow_id, m.data(), l4, side, dir, out, self.now_ns);
+        if self.mon.no_buffer > 0 {
+            self.counters.mon_no_buffer.add(std::mem::take(&mut self.mon.no_buffer));
+        }
+        if self.mon.restarts > 0 {
+            self.counters.mon_restarts.add(std::mem::take(&mut self.mon.restarts));
+            self.counters.mon_retired.add(std::mem::take(&mut self.mon.retired_rings));
+        }
         if !self.mon.reports.is_empty() {
             self.report_for = Some((flow_tag, *key, flow_id));
         }
@@ -442,6 +451,17 @@ impl<'a> Dispatcher<'a> {
             self.report(flow_tag, &key, flow_id, r);
         }
         self.mon.reports = reports;
+    }
+
+    /// Announces the bytes reassembled since the last flush: one
+    /// `DATA_RDY` per flow and side for the whole burst.
+    fn publish_due(&mut self) {
+        let mut due = std::mem::take(&mut self.due);
+        self.mon.take_due(&mut due);
+        for (flow_id, tag, key, r) in due.drain(..) {
+            self.report(tag, &key, flow_id, r);
+        }
+        self.due = due;
     }
 
     /// Publishes one monitor report to the chain's NFs.
@@ -471,9 +491,10 @@ impl<'a> Dispatcher<'a> {
                     &snap.to_bytes(),
                     d.end,
                     &payload,
-                    Some((d.side, d.end)),
+                    Some((d.side, d.buf, d.end)),
                 );
-                self.mon.pin(flow_id, d.side, d.end, n);
+                self.mon.pin(flow_id, d.side, d.buf, d.end, n);
+                self.counters.mon_data_events.add(1);
             }
         }
     }
@@ -491,7 +512,7 @@ impl<'a> Dispatcher<'a> {
         snapshot: &[u8; SNAPSHOT_LEN],
         frontier: u64,
         payload: &[u8],
-        pin: Option<(Side, u64)>,
+        pin: Option<(Side, u32, u64)>,
     ) -> u32 {
         let Some((snap, chain)) = self.chain_of(flow_tag) else { return 0 };
         let h = EventHeader {
@@ -531,7 +552,7 @@ impl<'a> Dispatcher<'a> {
             if !live || !self.wants(k, gen, ty, key) {
                 continue;
             }
-            if self.notice(k, gen, bytes, pin.map(|(s, e)| (flow_id, s, e))) {
+            if self.notice(k, gen, bytes, pin.map(|(s, b, e)| (flow_id, s, b, e))) {
                 n += 1;
             }
         }
@@ -545,6 +566,8 @@ impl<'a> Dispatcher<'a> {
         if self.ended.is_empty() {
             return;
         }
+        // Their last bytes go out before their last events.
+        self.publish_due();
         let mut ended = std::mem::take(&mut self.ended);
         for (rec, why) in ended.drain(..) {
             let mut last = Vec::new();
@@ -591,6 +614,7 @@ impl<'a> Dispatcher<'a> {
     /// `FLOW/TCP/TERMINATE` from an NF: RSTs to both ends, later packets
     /// dropped.
     fn terminate(&mut self, flow_id: u64, emit: &mut impl FnMut(Mbuf, usize)) {
+        self.publish_due();
         let mut events = Vec::new();
         let mut frames = Vec::new();
         if !self.mon.terminate(flow_id, self.now_ns, &mut |ev, snap| events.push((ev, snap)), &mut frames) {
@@ -698,8 +722,17 @@ impl<'a> Dispatcher<'a> {
             };
             let sent = self.now;
             for &(idx, nf, gen, policy) in &given[..n] {
-                self.outstanding[idx as usize] =
-                    Some(Outstanding { group: g, nf, gen, policy, sent, pin_flow: 0, pin_end: 0, pin_side: 0 });
+                self.outstanding[idx as usize] = Some(Outstanding {
+                    group: g,
+                    nf,
+                    gen,
+                    policy,
+                    sent,
+                    pin_flow: 0,
+                    pin_end: 0,
+                    pin_buf: 0,
+                    pin_side: 0,
+                });
                 self.given[nf] += 1;
             }
             self.parked_count += 1;
@@ -796,6 +829,7 @@ impl<'a> Dispatcher<'a> {
     /// the per-NF counts to the shared counters. After each RX burst and
     /// each answer poll.
     pub fn flush(&mut self) {
+        self.publish_due();
         if self.room_known {
             // Room is re-read from the ring next time: the NF frees entries.
             self.room.fill(ROOM_UNKNOWN);
@@ -949,9 +983,10 @@ impl<'a> Dispatcher<'a> {
     }
 
     /// Gives NF `k` (generation `gen`) a copy of `bytes` (header and
-    /// payload) as an event nothing waits on; `pin` = (flow, side, end) of
-    /// the `DATA_RDY` range it pins. Counted on the NF when it cannot.
-    fn notice(&mut self, k: usize, gen: u32, bytes: &[u8], pin: Option<(u64, Side, u64)>) -> bool {
+    /// payload) as an event nothing waits on; `pin` = (flow, side, ring,
+    /// end) of the `DATA_RDY` range it pins. Counted on the NF when it
+    /// cannot.
+    fn notice(&mut self, k: usize, gen: u32, bytes: &[u8], pin: Option<(u64, Side, u32, u64)>) -> bool {
         let Some(idx) = self.pool.alloc() else {
             self.table.slots[k].count(NfCount::NoSlot, 1);
             return false;
@@ -964,7 +999,8 @@ impl<'a> Dispatcher<'a> {
             self.table.slots[k].count(c, 1);
             return false;
         }
-        let (pin_flow, pin_side, pin_end) = pin.map_or((0, 0, 0), |(f, s, e)| (f, side_code(s) + 1, e));
+        let (pin_flow, pin_side, pin_buf, pin_end) =
+            pin.map_or((0, 0, 0, 0), |(f, s, b, e)| (f, side_code(s) + 1, b, e));
         self.outstanding[idx.0 as usize] = Some(Outstanding {
             group: NOTICE,
             nf: k,
@@ -973,6 +1009,7 @@ impl<'a> Dispatcher<'a> {
             sent: self.now,
             pin_flow,
             pin_end,
+            pin_buf,
             pin_side,
         });
         self.given[k] += 1;
@@ -1046,7 +1083,7 @@ impl<'a> Dispatcher<'a> {
             2 => Side::Server,
             _ => return,
         };
-        self.mon.unpin(o.pin_flow, side, o.pin_end);
+        self.mon.unpin(o.pin_flow, side, o.pin_buf, o.pin_end);
     }
 
     /// Flows the monitor follows now.

@@ -20,6 +20,13 @@
 //!   pinned range, so bytes an NF may still read are never overwritten.
 //!   Reassembly running a whole ring ahead of the slowest reader stops for
 //!   that side (`BufferFull`), and the flow goes on being forwarded.
+//! - **One `DATA_RDY` per burst.** New in-order bytes are announced when
+//!   the worker flushes its RX burst (or before the flow's next state
+//!   event), one event per flow and side covering every segment of the
+//!   burst, not one per segment.
+//! - **Port reuse.** A new SYN on a closed connection restarts it at
+//!   stream offset 0. A ring NFs still read is retired (freed once its
+//!   pins are answered) and the new connection gets a fresh one.
 //! - **Memory.** A monitored flow costs `size_of::<MonFlow>()` (about
 //!   1 KiB, see `uboxctl stats`) plus one ring per reassembled side; both
 //!   are bounded by the config.
@@ -27,7 +34,9 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
-use std::collections::HashMap;
+// hashbrown's default hasher (foldhash): a lookup per segment, keys are the
+// runtime's own flow ids (not attacker-chosen), so SipHash buys nothing.
+use hashbrown::HashMap;
 use ubox_shm::Arena;
 use ustack::flow::{FlowKey, Side};
 use ustack::tcp::{MonitorConfig, Reassembler, Segment, Stream, Streams, TcpConn, TcpEvent, TcpSnapshot};
@@ -78,6 +87,43 @@ pub struct SideStream {
     /// End of the last announced range.
     announced: u64,
     stopped: u32,
+    /// Snapshot of the last segment that brought new bytes not announced
+    /// yet (`Some` = an announcement is due).
+    due: Option<TcpSnapshot>,
+}
+
+impl SideStream {
+    fn new(cfg: &MonitorConfig, buf: u32) -> SideStream {
+        SideStream {
+            reasm: Reassembler::from_config(cfg),
+            buf,
+            pins: VecDeque::new(),
+            announced: 0,
+            stopped: 0,
+            due: None,
+        }
+    }
+}
+
+/// A ring whose connection restarted while NFs still read it: freed once
+/// every pinned range is answered.
+struct Retired {
+    buf: u32,
+    pins: VecDeque<(u64, u32)>,
+}
+
+/// Counts one answer for the range ending at `end`; returns the end of the
+/// answered prefix to release, if it moved.
+fn answer(pins: &mut VecDeque<(u64, u32)>, end: u64) -> Option<u64> {
+    if let Some(p) = pins.iter_mut().find(|p| p.0 == end && p.1 > 0) {
+        p.1 -= 1;
+    }
+    let mut released = None;
+    while let Some(&(e, 0)) = pins.front() {
+        pins.pop_front();
+        released = Some(e);
+    }
+    released
 }
 
 /// Where to send a frame impersonating one side: its Ethernet header (as
@@ -104,11 +150,18 @@ pub struct MonFlow {
     pub tcp_end: u8,
     /// The flow left the flow table; freed once no NF reads its rings.
     ended: bool,
+    /// In the monitor's list of flows with an announcement due.
+    due: bool,
+    /// Which sides the chain wants reassembled (a side that found no ring
+    /// tries again when the connection restarts).
+    wants: [bool; 2],
 }
 
 /// A `DATA_RDY` to publish: side, range, where the ring is.
 pub struct DataReady {
     pub side: Side,
+    /// The ring (this worker's index), which its pins name.
+    pub buf: u32,
     pub start: u64,
     pub end: u64,
     pub ring_off: u64,
@@ -150,6 +203,17 @@ pub struct Monitor {
     pub reports: Vec<Report>,
     /// Reused by `finish_reports` (no allocation per segment).
     scratch: Vec<Report>,
+    /// Flows with new bytes to announce at the next [`take_due`](Self::take_due).
+    due: Vec<u64>,
+    /// Rings of restarted connections still pinned by readers.
+    retired: Vec<Retired>,
+    /// Sides that found no ring since the last look (a counter's delta).
+    pub no_buffer: u64,
+    /// Connections restarted on a reused port since the last look.
+    pub restarts: u64,
+    /// Rings retired at a restart because readers still held them, since
+    /// the last look.
+    pub retired_rings: u64,
 }
 
 /// The reassembly storage of one side for one call: its metadata and its
@@ -181,6 +245,11 @@ impl Monitor {
             bufs,
             reports: Vec::with_capacity(16),
             scratch: Vec::with_capacity(16),
+            due: Vec::new(),
+            retired: Vec::new(),
+            no_buffer: 0,
+            restarts: 0,
+            retired_rings: 0,
         }
     }
 
@@ -197,29 +266,24 @@ impl Monitor {
         self.flows.contains_key(&flow_id)
     }
 
+    /// A fresh side stream, if a ring is free (else counted in `no_buffer`).
+    fn take_side(&mut self) -> Option<SideStream> {
+        let Some(buf) = self.bufs.free.pop() else {
+            self.no_buffer += 1;
+            return None;
+        };
+        Some(SideStream::new(&self.cfg, buf))
+    }
+
     /// Starts monitoring `flow_id`. False when `monitor.max_flows` is
-    /// reached. `no_buffer` counts sides that found no ring.
-    pub fn open(&mut self, flow_id: u64, tag: u32, key: FlowKey, needs: Needs, no_buffer: &mut u64) -> bool {
+    /// reached.
+    pub fn open(&mut self, flow_id: u64, tag: u32, key: FlowKey, needs: Needs) -> bool {
         if self.flows.len() >= self.max {
             return false;
         }
-        let mut side = |want: bool| -> Option<SideStream> {
-            if !want {
-                return None;
-            }
-            let Some(buf) = self.bufs.free.pop() else {
-                *no_buffer += 1;
-                return None;
-            };
-            Some(SideStream {
-                reasm: Reassembler::from_config(&self.cfg),
-                buf,
-                pins: VecDeque::new(),
-                announced: 0,
-                stopped: 0,
-            })
-        };
-        let sides = [side(needs.client), side(needs.server)];
+        let client = if needs.client { self.take_side() } else { None };
+        let server = if needs.server { self.take_side() } else { None };
+        let sides = [client, server];
         let conn = TcpConn::new();
         self.flows.insert(
             flow_id,
@@ -232,6 +296,8 @@ impl Monitor {
                 payload: [0; 2],
                 tcp_end: 0,
                 ended: false,
+                due: false,
+                wants: [needs.client, needs.server],
             },
         );
         true
@@ -254,18 +320,24 @@ impl Monitor {
         now: u64,
     ) -> bool {
         self.reports.clear();
-        let Some(f) = self.flows.get_mut(&flow_id) else { return true };
         let Some(tcp) = frame.get(l4).and_then(|b| TcpPacket::new_checked(b).ok()) else { return true };
         let seg = Segment::from_packet(&tcp);
-        // Remember how to impersonate this side (for RSTs).
-        let e = &mut f.ends[idx(side)];
-        let l2_len = if frame.get(12..14) == Some(&[0x81, 0x00]) { 18 } else { 14 };
-        if let Some(h) = frame.get(..l2_len) {
-            e.l2[..l2_len].copy_from_slice(h);
-            e.l2_len = l2_len as u8;
+        if self.flows.get(&flow_id).is_some_and(|f| f.conn.restarts_on(&seg, side)) {
+            self.restart(flow_id);
         }
-        e.addr = Some(f.key.endpoints(dir).0);
-        e.out_port = out_port as u8;
+        let Some(f) = self.flows.get_mut(&flow_id) else { return true };
+        // Remember how to impersonate this side (for RSTs), from its first
+        // segment: a flow's addresses, MACs and ports do not change.
+        let e = &mut f.ends[idx(side)];
+        if e.addr.is_none() {
+            let l2_len = if frame.get(12..14) == Some(&[0x81, 0x00]) { 18 } else { 14 };
+            if let Some(h) = frame.get(..l2_len) {
+                e.l2[..l2_len].copy_from_slice(h);
+                e.l2_len = l2_len as u8;
+            }
+            e.addr = Some(f.key.endpoints(dir).0);
+            e.out_port = out_port as u8;
+        }
         let (client, server) = f.sides.split_at_mut(1);
         let streams = Streams {
             client: stream_of(arena, &self.bufs, &mut client[0]),
@@ -279,13 +351,56 @@ impl Monitor {
         for s in f.sides.iter().flatten() {
             let _ = arena.store_u64(self.bufs.cell(s.buf), s.reasm.written_end());
         }
-        Self::finish_reports(f, &self.bufs, &mut self.reports, &mut self.scratch);
+        Self::finish_reports(flow_id, f, &self.bufs, &mut self.reports, &mut self.scratch, &mut self.due);
         action == ustack::tcp::Action::Forward
     }
 
-    /// Turns `DataReady`s into announcements (coalescing when too many are
-    /// pinned) and notes how the connection ended.
-    fn finish_reports(f: &mut MonFlow, bufs: &StreamBufs, reports: &mut Vec<Report>, out: &mut Vec<Report>) {
+    /// The connection of `flow_id` is about to restart on a new SYN (port
+    /// reuse): its streams go back to offset 0. A ring readers still hold
+    /// is retired and the side gets a fresh one, so no pinned byte is
+    /// overwritten and no old answer releases new bytes.
+    fn restart(&mut self, flow_id: u64) {
+        self.restarts += 1;
+        for i in 0..2 {
+            let Some(f) = self.flows.get_mut(&flow_id) else { return };
+            f.payload[i] = 0;
+            let Some(s) = f.sides[i].as_mut() else {
+                if f.wants[i] {
+                    // It found no ring before: the new connection may.
+                    let fresh = self.take_side();
+                    if let Some(f) = self.flows.get_mut(&flow_id) {
+                        f.sides[i] = fresh;
+                    }
+                }
+                continue;
+            };
+            s.announced = 0;
+            s.stopped = 0;
+            s.due = None;
+            if s.pins.is_empty() {
+                continue; // reset in place by the restart
+            }
+            let Some(old) = f.sides[i].take() else { continue };
+            self.retired.push(Retired { buf: old.buf, pins: old.pins });
+            self.retired_rings += 1;
+            let fresh = self.take_side();
+            if let Some(f) = self.flows.get_mut(&flow_id) {
+                f.sides[i] = fresh;
+            }
+        }
+    }
+
+    /// Notes new bytes as due for announcement and how the connection
+    /// ended; any other event first announces what is due, so NFs see a
+    /// side's bytes before its FIN or RST.
+    fn finish_reports(
+        flow_id: u64,
+        f: &mut MonFlow,
+        bufs: &StreamBufs,
+        reports: &mut Vec<Report>,
+        out: &mut Vec<Report>,
+        due: &mut Vec<u64>,
+    ) {
         out.clear();
         for r in reports.drain(..) {
             match r {
@@ -293,23 +408,22 @@ impl Monitor {
                     let i = idx(side);
                     f.payload[i] = end;
                     let Some(s) = f.sides[i].as_mut() else { continue };
-                    if s.pins.len() >= MAX_PINS || end <= s.announced {
-                        continue; // the next announcement covers it
+                    if end <= s.announced {
+                        continue;
                     }
-                    out.push(Report::Data(
-                        DataReady {
-                            side,
-                            start: s.announced,
-                            end,
-                            ring_off: bufs.ring(s.buf),
-                            cell_off: bufs.cell(s.buf),
-                            ring_len: bufs.ring_len,
-                            stopped: 0,
-                        },
-                        snap,
-                    ));
-                    s.announced = end;
+                    s.due = Some(snap);
+                    if !f.due {
+                        f.due = true;
+                        due.push(flow_id);
+                    }
+                    continue;
                 }
+                _ if f.due => {
+                    Self::announce(f, bufs, out);
+                }
+                _ => {}
+            }
+            match r {
                 Report::Tcp(TcpEvent::ReassemblyStopped { side, reason }, snap) => {
                     if let Some(s) = f.sides[idx(side)].as_mut() {
                         s.stopped = match reason {
@@ -335,14 +449,76 @@ impl Monitor {
         std::mem::swap(reports, out);
     }
 
+    /// Announces the flow's due bytes, one range per side, unless that
+    /// side already has `MAX_PINS` ranges pinned. Returns whether some stay
+    /// due (then the flow must stay in the due list).
+    fn announce(f: &mut MonFlow, bufs: &StreamBufs, out: &mut Vec<Report>) -> bool {
+        let mut left = false;
+        for (i, side) in [(0, Side::Client), (1, Side::Server)] {
+            let Some(s) = f.sides[i].as_mut() else { continue };
+            let Some(snap) = s.due else { continue };
+            if s.pins.len() >= MAX_PINS {
+                left = true;
+                continue; // a longer range once readers catch up
+            }
+            let end = f.payload[i];
+            if end > s.announced {
+                out.push(Report::Data(
+                    DataReady {
+                        side,
+                        buf: s.buf,
+                        start: s.announced,
+                        end,
+                        ring_off: bufs.ring(s.buf),
+                        cell_off: bufs.cell(s.buf),
+                        ring_len: bufs.ring_len,
+                        stopped: 0,
+                    },
+                    snap,
+                ));
+                s.announced = end;
+            }
+            s.due = None;
+        }
+        f.due = left;
+        left
+    }
+
+    /// Every announcement due (once per RX burst): `(flow, tag, key,
+    /// report)` into `out`. Flows whose readers are `MAX_PINS` behind stay
+    /// due.
+    pub fn take_due(&mut self, out: &mut Vec<(u64, u32, FlowKey, Report)>) {
+        if self.due.is_empty() {
+            return;
+        }
+        let mut due = std::mem::take(&mut self.due);
+        for id in due.drain(..) {
+            let Some(f) = self.flows.get_mut(&id) else { continue };
+            if !f.due {
+                continue; // announced with a state event meanwhile
+            }
+            self.scratch.clear();
+            if Self::announce(f, &self.bufs, &mut self.scratch) {
+                self.due.push(id);
+            }
+            out.extend(self.scratch.drain(..).map(|r| (id, f.tag, f.key, r)));
+        }
+        if self.due.is_empty() {
+            self.due = due; // keep the capacity
+        }
+    }
+
     /// The flow's chain tag (for delivering its events).
     pub fn tag(&self, flow_id: u64) -> Option<(u32, FlowKey)> {
         self.flows.get(&flow_id).map(|f| (f.tag, f.key))
     }
 
-    /// A `DATA_RDY` for `side` up to `end` went to `n` NFs.
-    pub fn pin(&mut self, flow_id: u64, side: Side, end: u64, n: u32) {
+    /// A `DATA_RDY` for `side` (ring `buf`) up to `end` went to `n` NFs.
+    pub fn pin(&mut self, flow_id: u64, side: Side, buf: u32, end: u64, n: u32) {
         let Some(s) = self.flows.get_mut(&flow_id).and_then(|f| f.sides[idx(side)].as_mut()) else { return };
+        if s.buf != buf {
+            return;
+        }
         if n == 0 {
             if s.pins.is_empty() {
                 s.reasm.release(end);
@@ -354,17 +530,25 @@ impl Monitor {
         s.pins.push_back((end, n));
     }
 
-    /// One NF answered (or will never answer) the `DATA_RDY` ending at
-    /// `end`: advance the floor past every fully answered range. Frees an
-    /// ended flow once nothing is pinned.
-    pub fn unpin(&mut self, flow_id: u64, side: Side, end: u64) {
+    /// One NF answered (or will never answer) the `DATA_RDY` on ring
+    /// `buf` ending at `end`: advance the floor past every fully answered
+    /// range. Frees an ended flow, or a retired ring, once nothing is
+    /// pinned.
+    pub fn unpin(&mut self, flow_id: u64, side: Side, buf: u32, end: u64) {
+        let current = self.flows.get(&flow_id).and_then(|f| f.sides[idx(side)].as_ref()).is_some_and(|s| s.buf == buf);
+        if !current {
+            if let Some(i) = self.retired.iter().position(|r| r.buf == buf) {
+                answer(&mut self.retired[i].pins, end);
+                if self.retired[i].pins.is_empty() {
+                    let r = self.retired.swap_remove(i);
+                    self.bufs.free.push(r.buf);
+                }
+            }
+            return;
+        }
         let Some(f) = self.flows.get_mut(&flow_id) else { return };
         if let Some(s) = f.sides[idx(side)].as_mut() {
-            if let Some(p) = s.pins.iter_mut().find(|p| p.0 == end && p.1 > 0) {
-                p.1 -= 1;
-            }
-            while let Some(&(e, 0)) = s.pins.front() {
-                s.pins.pop_front();
+            if let Some(e) = answer(&mut s.pins, end) {
                 s.reasm.release(e);
             }
         }
@@ -456,5 +640,198 @@ impl Monitor {
     /// Bytes of monitor state per flow (without rings), for stats.
     pub fn flow_bytes() -> usize {
         std::mem::size_of::<MonFlow>() + 2 * std::mem::size_of::<SideStream>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use ubox_shm::ArenaConfig;
+    use ustack::flow::Direction;
+
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    const FIN: u8 = 0x01;
+    const RING: u32 = 4096;
+
+    struct H {
+        arena: Arena,
+        mon: Monitor,
+        key: FlowKey,
+        dir: Direction,
+        _dir: tempdir::Dir,
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    fn h(name: &str) -> H {
+        let dir = std::env::temp_dir().join(format!("ubox-mon-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = ArenaConfig { data_bytes: 1 << 20, ..ArenaConfig::new(format!("mon-{name}")) };
+        let arena = Arena::create(dir.join("a.arena"), &cfg).unwrap();
+        let base = arena.data_region().offset;
+        let mon = Monitor::new(MonitorConfig::default(), 16, StreamBufs::new(base, 4, RING));
+        let (key, dir_c) = FlowKey::from_v4(Ipv4Addr::new(10, 0, 0, 1), 40000, Ipv4Addr::new(10, 0, 0, 2), 80, 6);
+        H { arena, mon, key, dir: dir_c, _dir: tempdir::Dir(dir) }
+    }
+
+    /// Ethernet + IPv4 + a 20-byte TCP header + payload.
+    fn frame(seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 54];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[23] = 6;
+        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        f[38..42].copy_from_slice(&seq.to_be_bytes());
+        f[42..46].copy_from_slice(&ack.to_be_bytes());
+        f[46] = 0x50;
+        f[47] = flags;
+        f[48..50].copy_from_slice(&0xffffu16.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    impl H {
+        fn send(&mut self, side: Side, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<Report> {
+            let f = frame(seq, ack, flags, payload);
+            let dir = if side == Side::Client { self.dir } else { self.dir.reverse() };
+            assert!(self.mon.segment(&self.arena, 1, &f, 34..f.len(), side, dir, 1, 0));
+            std::mem::take(&mut self.mon.reports)
+        }
+
+        fn due(&mut self) -> Vec<DataReady> {
+            let mut out = Vec::new();
+            self.mon.take_due(&mut out);
+            out.into_iter()
+                .filter_map(|(_, _, _, r)| match r {
+                    Report::Data(d, _) => Some(d),
+                    Report::Tcp(..) => None,
+                })
+                .collect()
+        }
+
+        fn ring_bytes(&self, d: &DataReady) -> Vec<u8> {
+            self.arena.packet(d.ring_off + d.start, (d.end - d.start) as u32).unwrap().to_vec()
+        }
+
+        fn handshake(&mut self, c: u32, s: u32) {
+            self.send(Side::Client, c, 0, SYN, b"");
+            self.send(Side::Server, s, c + 1, SYN | ACK, b"");
+            self.send(Side::Client, c + 1, s + 1, ACK, b"");
+        }
+    }
+
+    fn data_reports(r: &[Report]) -> usize {
+        r.iter().filter(|r| matches!(r, Report::Data(..))).count()
+    }
+
+    #[test]
+    fn one_data_ready_per_burst_covers_every_segment() {
+        let mut h = h("burst");
+        let needs = Needs { tcp: true, client: true, server: true };
+        assert!(h.mon.open(1, 1, h.key, needs));
+        h.handshake(100, 500);
+        for (i, chunk) in [&b"GET / "[..], b"HTTP/1.1\r\n", b"\r\n"].iter().enumerate() {
+            let seq = 101 + [0, 6, 16][i];
+            assert_eq!(data_reports(&h.send(Side::Client, seq, 501, ACK, chunk)), 0, "due, not announced");
+        }
+        let d = h.due();
+        assert_eq!(d.len(), 1, "one announcement for three segments");
+        assert_eq!((d[0].side, d[0].start, d[0].end), (Side::Client, 0, 18));
+        assert_eq!(h.ring_bytes(&d[0]), b"GET / HTTP/1.1\r\n\r\n");
+        assert!(h.due().is_empty(), "announced once");
+        // A FIN announces the side's due bytes before itself.
+        h.send(Side::Server, 501, 119, ACK, b"hello");
+        let r = h.send(Side::Server, 506, 119, FIN | ACK, b"");
+        assert!(matches!(r.first(), Some(Report::Data(d, _)) if d.side == Side::Server && d.end == 5), "data first");
+        assert!(r.iter().any(|r| matches!(r, Report::Tcp(TcpEvent::Fin { .. }, _))));
+        assert!(h.due().is_empty());
+    }
+
+    #[test]
+    fn port_reuse_with_a_pinned_ring_gets_a_fresh_ring() {
+        let mut h = h("reuse");
+        let needs = Needs { tcp: true, client: true, server: false };
+        assert!(h.mon.open(1, 1, h.key, needs));
+        let free0 = h.mon.bufs.free.len();
+        h.handshake(100, 500);
+        h.send(Side::Client, 101, 501, ACK, b"first connection");
+        let old = h.due().pop().unwrap();
+        h.mon.pin(1, Side::Client, old.buf, old.end, 1); // an NF reads it
+        h.send(Side::Client, 117, 501, FIN | ACK, b"");
+        h.send(Side::Server, 501, 118, FIN | ACK, b"");
+        h.send(Side::Client, 118, 502, ACK, b"");
+        // The same four-tuple again, a new ISN: a new connection.
+        let r = h.send(Side::Client, 9000, 0, SYN, b"");
+        assert!(r.iter().any(|r| matches!(r, Report::Tcp(TcpEvent::Syn, _))));
+        h.send(Side::Server, 7000, 9001, SYN | ACK, b"");
+        h.send(Side::Client, 9001, 7001, ACK, b"");
+        h.send(Side::Client, 9001, 7001, ACK, b"SECOND CONNECTION");
+        let new = h.due().pop().unwrap();
+        assert_ne!(new.buf, old.buf, "the pinned ring was not reused");
+        assert_eq!((new.start, new.end), (0, 17));
+        assert_eq!(h.ring_bytes(&new), b"SECOND CONNECTION");
+        assert_eq!(h.ring_bytes(&old), b"first connection", "pinned bytes unchanged");
+        assert_eq!(h.mon.bufs.free.len(), free0 - 1);
+        assert_eq!((h.mon.restarts, h.mon.retired_rings), (1, 1));
+        // The old reader answers: its ring is freed, the new one untouched.
+        h.mon.unpin(1, Side::Client, old.buf, old.end);
+        assert_eq!(h.mon.bufs.free.len(), free0);
+        assert!(h.mon.retired.is_empty());
+        h.mon.pin(1, Side::Client, new.buf, new.end, 1);
+        h.mon.unpin(1, Side::Client, new.buf, new.end);
+        let f = &h.mon.flows[&1];
+        assert_eq!(f.sides[0].as_ref().unwrap().reasm.floor(), 17, "the new ring's floor follows its own pins");
+    }
+
+    #[test]
+    fn a_side_without_a_ring_gets_one_when_its_connection_restarts() {
+        let mut h = h("noring");
+        let needs = Needs { tcp: true, client: true, server: false };
+        let taken: Vec<u32> = std::iter::from_fn(|| h.mon.bufs.free.pop()).collect();
+        assert!(h.mon.open(1, 1, h.key, needs));
+        assert_eq!(h.mon.no_buffer, 1);
+        h.handshake(100, 500);
+        h.send(Side::Client, 101, 501, ACK, b"lost");
+        assert!(h.due().is_empty(), "not reassembled");
+        h.send(Side::Client, 105, 501, FIN | ACK, b"");
+        h.send(Side::Server, 501, 106, FIN | ACK, b"");
+        h.send(Side::Client, 106, 502, ACK, b"");
+        h.mon.bufs.free.extend(taken);
+        h.send(Side::Client, 3000, 0, SYN, b"");
+        h.send(Side::Server, 4000, 3001, SYN | ACK, b"");
+        h.send(Side::Client, 3001, 4001, ACK, b"kept");
+        let d = h.due().pop().expect("reassembled now");
+        assert_eq!(h.ring_bytes(&d), b"kept");
+        assert_eq!(h.mon.restarts, 1);
+    }
+
+    #[test]
+    fn port_reuse_without_readers_resets_the_ring_in_place() {
+        let mut h = h("inplace");
+        let needs = Needs { tcp: true, client: true, server: false };
+        assert!(h.mon.open(1, 1, h.key, needs));
+        h.handshake(100, 500);
+        h.send(Side::Client, 101, 501, ACK, b"abc");
+        let old = h.due().pop().unwrap();
+        h.mon.pin(1, Side::Client, old.buf, old.end, 0); // nobody subscribed
+        h.send(Side::Client, 104, 501, FIN | ACK, b"");
+        h.send(Side::Server, 501, 105, FIN | ACK, b"");
+        h.send(Side::Client, 105, 502, ACK, b"");
+        h.send(Side::Client, 3000, 0, SYN, b"");
+        h.send(Side::Server, 4000, 3001, SYN | ACK, b"");
+        h.send(Side::Client, 3001, 4001, ACK, b"xyz!");
+        let new = h.due().pop().unwrap();
+        assert_eq!((new.buf, new.start, new.end), (old.buf, 0, 4));
+        assert_eq!(h.ring_bytes(&new), b"xyz!");
     }
 }

@@ -666,11 +666,17 @@ fn a_new_syn_after_close_restarts_the_connection() {
     assert_eq!(h.conn.phase(), ConnPhase::Closed);
     h.take();
     // The old SYN again is a retransmission; a new ISN is a new connection.
+    // `restarts_on` tells the caller beforehand, without changing anything.
+    assert!(!h.conn.restarts_on(&Segment::new(SYN, 100, 0, 65535, b""), C));
+    assert!(!h.conn.restarts_on(&Segment::new(SYN | ACK, 5000, 1, 65535, b""), C));
+    assert!(h.conn.restarts_on(&Segment::new(SYN, 5000, 0, 65535, b""), C));
+    assert_eq!(h.conn.generation(), 0);
     h.send(C, SYN, 100, 0, b"");
     assert!(h.take().is_empty());
     h.send(C, SYN, 5000, 0, b"");
     assert_eq!(h.take(), [TcpEvent::Syn]);
     assert_eq!(h.conn.generation(), 1);
+    assert!(!h.conn.restarts_on(&Segment::new(SYN, 9000, 0, 65535, b""), C), "open again");
     assert_eq!(h.reasm[0].frontier(), 0, "streams start over");
     h.read = [Vec::new(), Vec::new()];
     h.send(S, SYN | ACK, 7000, 5001, b"");

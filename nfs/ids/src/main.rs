@@ -90,7 +90,7 @@ use engine::{Engine, Scan};
 use nf_sdk::{Event, EventError, Nf, NfBuilder, NfError, Side, Verdict, MAX_PUBLISH_PER_EVENT};
 use rules::{Action, RuleSet};
 use serde::Serialize;
-use ustack::event::{FLOW_END, FLOW_TCP_CLOSED, FLOW_TCP_RST, FLOW_TCP_TIMEOUT};
+use ustack::event::{FLOW_END, FLOW_TCP_CLOSED, FLOW_TCP_RST, FLOW_TCP_SYN, FLOW_TCP_TIMEOUT};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "ubox sample NF: signature IDS over reassembled TCP bytestreams")]
@@ -272,7 +272,8 @@ impl Ids {
     /// Handles a `FLOW/TCP/...` or `FLOW/END` event.
     fn on_flow(&mut self, ev: &Event<'_>) {
         self.events += 1;
-        if [FLOW_TCP_CLOSED, FLOW_TCP_RST, FLOW_TCP_TIMEOUT, FLOW_END].iter().any(|&t| ev.is(t)) {
+        // A SYN starts a (possibly reused) connection at stream offset 0.
+        if [FLOW_TCP_SYN, FLOW_TCP_CLOSED, FLOW_TCP_RST, FLOW_TCP_TIMEOUT, FLOW_END].iter().any(|&t| ev.is(t)) {
             self.engine.forget((ev.worker(), ev.flow_id()));
         }
     }

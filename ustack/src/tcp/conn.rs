@@ -782,9 +782,9 @@ impl TcpConn {
     fn on_syn(&mut self, seg: &Segment<'_>, from: Side, streams: &mut Streams<'_>) -> Option<Option<Side>> {
         let ack = seg.flags.contains(TcpFlags::ACK);
         if matches!(self.phase, ConnPhase::Closed | ConnPhase::Finished) {
-            let h = self.pair(from).0;
-            let old = h.has(hf::SYN_SENT) && seg.seq == h.isn();
-            if ack || old {
+            if !self.restarts_on(seg, from) {
+                let h = self.pair(from).0;
+                let old = h.has(hf::SYN_SENT) && seg.seq == h.isn();
                 let c = if old { &mut h.counters.retransmits } else { &mut h.counters.invalid };
                 *c = c.saturating_add(1);
                 return None;
@@ -1323,6 +1323,25 @@ impl TcpConn {
     #[inline]
     pub fn generation(&self) -> u32 {
         self.generation
+    }
+
+    /// Whether [`on_segment`](Self::on_segment) would restart the
+    /// connection on this segment (a new SYN, not a retransmission of the
+    /// old one, while closed or finished). A caller whose readers may still
+    /// hold the old streams' bytes gives the new connection fresh storage
+    /// first: the restart takes the streams back to offset 0.
+    pub fn restarts_on(&self, seg: &Segment<'_>, from: Side) -> bool {
+        let f = seg.flags;
+        if self.terminated
+            || !f.contains(TcpFlags::SYN)
+            || f.contains(TcpFlags::ACK)
+            || f.contains(TcpFlags::RST)
+            || !matches!(self.phase, ConnPhase::Closed | ConnPhase::Finished)
+        {
+            return false;
+        }
+        let h = self.half(from);
+        !(h.has(hf::SYN_SENT) && seg.seq == h.isn())
     }
 
     /// Segments dropped after `terminate`.

@@ -152,7 +152,7 @@ fn monitor_scenario(
             let (r, mon) =
                 events::measure_monitor(&pcap, case, window).with_context(|| format!("{} run", case.scenario))?;
             println!(
-                "  round {round}: {:<20} {:>7.3} Mpps {:>7.2} Gbit/s  monitored flows {} (restarts {}, rings retired {}, DATA_RDY {}, sides without ring {})  drops {}",
+                "  round {round}: {:<20} {:>7.3} Mpps {:>7.2} Gbit/s  monitored flows {} (restarts {}, rings retired {}, DATA_RDY {}, sides without ring {}, stopped {})  drops {}",
                 case.label,
                 r.m.mpps,
                 r.m.gbps,
@@ -161,6 +161,7 @@ fn monitor_scenario(
                 mon.rings_retired,
                 mon.data_events,
                 mon.no_buffer,
+                mon.reasm_stopped,
                 r.dropped
             );
             runs[i].push((r, mon));

@@ -238,6 +238,10 @@ pub struct MonitorStats {
     /// and took another.
     #[serde(default)]
     pub rings_retired: u64,
+    /// Sides whose reassembly stopped (ring full behind a slow reader,
+    /// no ring, or a hole that will never fill); still forwarded.
+    #[serde(default)]
+    pub reasm_stopped: u64,
     /// `DATA_RDY` announcements made (one per flow and side per burst).
     #[serde(default)]
     pub data_events: u64,
@@ -365,13 +369,14 @@ impl Stats {
         if mon > 0 {
             let w0 = &self.workers[0].monitor;
             out.push_str(&format!(
-                "tcp monitor: {} flows now, {} in all, {} refused (max_flows), {} sides without a ring, {} RSTs sent, \
+                "tcp monitor: {} flows now, {} in all, {} refused (max_flows), {} sides without a ring, {} RSTs sent, {} sides stopped reassembling, \
                  {} restarts on reused ports ({} rings kept for readers), {} DATA_RDY announcements; {} B state per flow + {} KiB per reassembled side\n",
                 self.workers.iter().map(|w| w.monitor.active).sum::<u64>(),
                 mon,
                 self.workers.iter().map(|w| w.monitor.full).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.no_buffer).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.rsts).sum::<u64>(),
+                self.workers.iter().map(|w| w.monitor.reasm_stopped).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.restarts).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.rings_retired).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.data_events).sum::<u64>(),

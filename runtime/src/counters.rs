@@ -129,6 +129,7 @@ pub struct WorkerCounters {
     pub mon_rsts: Counter,
     pub mon_restarts: Counter,
     pub mon_retired: Counter,
+    pub mon_stopped: Counter,
     pub mon_data_events: Counter,
 }
 
@@ -161,6 +162,7 @@ impl WorkerCounters {
             mon_rsts: Counter::default(),
             mon_restarts: Counter::default(),
             mon_retired: Counter::default(),
+            mon_stopped: Counter::default(),
             mon_data_events: Counter::default(),
         }
     }

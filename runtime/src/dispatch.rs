@@ -430,6 +430,9 @@ impl<'a> Dispatcher<'a> {
         if self.mon.no_buffer > 0 {
             self.counters.mon_no_buffer.add(std::mem::take(&mut self.mon.no_buffer));
         }
+        if self.mon.stopped > 0 {
+            self.counters.mon_stopped.add(std::mem::take(&mut self.mon.stopped));
+        }
         if self.mon.restarts > 0 {
             self.counters.mon_restarts.add(std::mem::take(&mut self.mon.restarts));
             self.counters.mon_retired.add(std::mem::take(&mut self.mon.retired_rings));

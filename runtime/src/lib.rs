@@ -597,6 +597,7 @@ fn collect_stats(
                 rsts: c.mon_rsts.get(),
                 restarts: c.mon_restarts.get(),
                 rings_retired: c.mon_retired.get(),
+                reasm_stopped: c.mon_stopped.get(),
                 data_events: c.mon_data_events.get(),
                 state_bytes_per_flow: monitor::Monitor::flow_bytes() as u64,
                 ring_bytes: u64::from(ring_bytes),

@@ -214,6 +214,9 @@ pub struct Monitor {
     /// Rings retired at a restart because readers still held them, since
     /// the last look.
     pub retired_rings: u64,
+    /// Sides whose reassembly stopped (`FLOW/TCP/REASM_STOPPED`), since the
+    /// last look.
+    pub stopped: u64,
 }
 
 /// The reassembly storage of one side for one call: its metadata and its
@@ -250,6 +253,7 @@ impl Monitor {
             no_buffer: 0,
             restarts: 0,
             retired_rings: 0,
+            stopped: 0,
         }
     }
 
@@ -352,6 +356,9 @@ impl Monitor {
             let _ = arena.store_u64(self.bufs.cell(s.buf), s.reasm.written_end());
         }
         Self::finish_reports(flow_id, f, &self.bufs, &mut self.reports, &mut self.scratch, &mut self.due);
+        self.stopped +=
+            self.reports.iter().filter(|r| matches!(r, Report::Tcp(TcpEvent::ReassemblyStopped { .. }, _))).count()
+                as u64;
         action == ustack::tcp::Action::Forward
     }
 
@@ -813,6 +820,31 @@ mod tests {
         let d = h.due().pop().expect("reassembled now");
         assert_eq!(h.ring_bytes(&d), b"kept");
         assert_eq!(h.mon.restarts, 1);
+    }
+
+    #[test]
+    fn a_ring_full_behind_its_reader_stops_the_side_and_is_counted() {
+        let mut h = h("full");
+        let needs = Needs { tcp: true, client: false, server: true };
+        assert!(h.mon.open(1, 1, h.key, needs));
+        h.handshake(100, 500);
+        let chunk = [b'x'; 1400];
+        let (mut stops, mut announced) = (0, Vec::new());
+        for i in 0..4u32 {
+            // Nothing is released: a reader still holds byte 0.
+            for r in h.send(Side::Server, 501 + i * 1400, 101, ACK, &chunk) {
+                match r {
+                    Report::Tcp(TcpEvent::ReassemblyStopped { .. }, _) => stops += 1,
+                    Report::Data(d, _) => announced.push((d.start, d.end, stops)),
+                    Report::Tcp(..) => {}
+                }
+            }
+        }
+        assert_eq!(stops, 1, "reported once");
+        assert_eq!(h.mon.stopped, 1, "counted once");
+        // What fit in the ring (two segments) is announced before the stop.
+        assert_eq!(announced, [(0, 2800, 0)]);
+        assert!(h.due().is_empty());
     }
 
     #[test]

@@ -156,6 +156,19 @@ impl NfBuilder {
         self
     }
 
+    /// Where a command line pointed the NF: `--instance` and/or `--socket`,
+    /// either may be absent (the socket wins; with neither, the
+    /// environment and then the default instance decide).
+    pub fn target(mut self, instance: Option<&str>, socket: Option<&Path>) -> Self {
+        if let Some(i) = instance {
+            self = self.instance(i);
+        }
+        if let Some(s) = socket {
+            self = self.socket(s);
+        }
+        self
+    }
+
     /// Whether [`Nf::run`] stops on SIGINT/SIGTERM (default `true`). A
     /// second signal while the first is being handled exits the process.
     pub fn handle_signals(mut self, yes: bool) -> Self {
@@ -766,6 +779,14 @@ impl Liveness<'_> {
 mod tests {
     use super::*;
     use ustack::event::{PKT, PKT_TCP, PKT_UDP};
+
+    #[test]
+    fn target_applies_what_the_command_line_gave() {
+        let b = Nf::builder("t").target(Some("edge"), None);
+        assert_eq!(b.socket_path(), api::default_socket("edge"));
+        let b = Nf::builder("t").target(Some("edge"), Some(Path::new("/tmp/x.sock")));
+        assert_eq!(b.socket_path(), PathBuf::from("/tmp/x.sock"));
+    }
 
     #[test]
     fn socket_precedence() {

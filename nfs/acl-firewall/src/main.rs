@@ -161,13 +161,8 @@ fn one_line(e: NfError) -> anyhow::Error {
 }
 
 fn run(args: &Args, rules: Arc<RuleSet>) -> anyhow::Result<()> {
-    let mut builder = firewall_nf(Nf::builder(&args.name), Arc::clone(&rules));
-    if let Some(i) = &args.instance {
-        builder = builder.instance(i);
-    }
-    if let Some(s) = &args.socket {
-        builder = builder.socket(s);
-    }
+    let builder = firewall_nf(Nf::builder(&args.name), Arc::clone(&rules))
+        .target(args.instance.as_deref(), args.socket.as_deref());
     let mut nf = builder.connect().map_err(one_line)?;
     eprintln!(
         "acl-firewall: {} rules from {}, default {}; registered as NF {} on {}; Ctrl-C to stop",

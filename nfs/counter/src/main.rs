@@ -213,13 +213,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         slow: Duration::from_micros(args.slow_us),
         no_packets: args.no_packets,
     };
-    let mut builder = counter_nf(Nf::builder(&args.name), Arc::clone(&table), &opts);
-    if let Some(i) = &args.instance {
-        builder = builder.instance(i);
-    }
-    if let Some(s) = &args.socket {
-        builder = builder.socket(s);
-    }
+    let builder = counter_nf(Nf::builder(&args.name), Arc::clone(&table), &opts)
+        .target(args.instance.as_deref(), args.socket.as_deref());
     let mut nf = builder.connect().map_err(one_line)?;
     eprintln!("counter: registered as NF {} on {}; Ctrl-C to stop", nf.id(), nf.socket().display());
     let result = nf.run();

@@ -251,13 +251,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let dest = args.out.as_ref().map_or_else(|| "stdout".to_owned(), |p| p.display().to_string());
     let logger = Arc::new(Mutex::new(Logger::new(out)));
-    let mut builder = logger_nf(Nf::builder(&args.name), Arc::clone(&logger));
-    if let Some(i) = &args.instance {
-        builder = builder.instance(i);
-    }
-    if let Some(s) = &args.socket {
-        builder = builder.socket(s);
-    }
+    let builder = logger_nf(Nf::builder(&args.name), Arc::clone(&logger))
+        .target(args.instance.as_deref(), args.socket.as_deref());
     let mut nf = builder.connect().map_err(one_line)?;
     eprintln!(
         "flow-logger: logging to {dest}; registered as NF {} on {}; Ctrl-C to stop",

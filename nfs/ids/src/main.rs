@@ -371,13 +371,8 @@ fn one_line(e: NfError) -> anyhow::Error {
 
 fn run(args: &Args, rules: Arc<RuleSet>) -> anyhow::Result<()> {
     let ids = Arc::new(Mutex::new(Ids::new(Arc::clone(&rules), args.max_flows as usize, args.terminate)));
-    let mut builder = ids_nf(Nf::builder(&args.name), Arc::clone(&ids));
-    if let Some(i) = &args.instance {
-        builder = builder.instance(i);
-    }
-    if let Some(s) = &args.socket {
-        builder = builder.socket(s);
-    }
+    let builder =
+        ids_nf(Nf::builder(&args.name), Arc::clone(&ids)).target(args.instance.as_deref(), args.socket.as_deref());
     let mut nf = builder.connect().map_err(one_line)?;
     eprintln!(
         "ids: {} signature(s) from {}{}; registered as NF {} on {}; Ctrl-C to stop",

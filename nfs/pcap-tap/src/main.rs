@@ -226,13 +226,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let tap = Tap::new(BufWriter::with_capacity(256 * 1024, file), &name, args.max_packets)
         .with_context(|| format!("writing the pcap header to {name}"))?;
     let tap = Arc::new(Mutex::new(tap));
-    let mut builder = tap_nf(Nf::builder(&args.name), Arc::clone(&tap));
-    if let Some(i) = &args.instance {
-        builder = builder.instance(i);
-    }
-    if let Some(s) = &args.socket {
-        builder = builder.socket(s);
-    }
+    let builder =
+        tap_nf(Nf::builder(&args.name), Arc::clone(&tap)).target(args.instance.as_deref(), args.socket.as_deref());
     let mut nf = builder.connect().map_err(one_line)?;
     eprintln!("pcap-tap: writing to {name}; registered as NF {} on {}; Ctrl-C to stop", nf.id(), nf.socket().display());
     let result = nf.run();

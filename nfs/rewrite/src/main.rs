@@ -117,14 +117,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let counts = Arc::new(Counts::default());
-    let mut builder =
-        rewrite_nf(Nf::builder(&args.name), args.from.into_bytes(), args.to.into_bytes(), Arc::clone(&counts));
-    if let Some(i) = &args.instance {
-        builder = builder.instance(i);
-    }
-    if let Some(s) = &args.socket {
-        builder = builder.socket(s);
-    }
+    let builder =
+        rewrite_nf(Nf::builder(&args.name), args.from.into_bytes(), args.to.into_bytes(), Arc::clone(&counts))
+            .target(args.instance.as_deref(), args.socket.as_deref());
     let mut nf = builder.connect().map_err(|e| anyhow::anyhow!("{e}"))?;
     eprintln!("rewrite: registered as NF {} on {}; Ctrl-C to stop", nf.id(), nf.socket().display());
     let result = nf.run();

@@ -323,13 +323,8 @@ fn one_line(e: NfError) -> anyhow::Error {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let fw = Arc::new(Mutex::new(Firewall::new(args.inside.clone(), args.max_flows as usize)));
-    let mut builder = firewall_nf(Nf::builder(&args.name), Arc::clone(&fw));
-    if let Some(i) = &args.instance {
-        builder = builder.instance(i);
-    }
-    if let Some(s) = &args.socket {
-        builder = builder.socket(s);
-    }
+    let builder =
+        firewall_nf(Nf::builder(&args.name), Arc::clone(&fw)).target(args.instance.as_deref(), args.socket.as_deref());
     let mut nf = builder.connect().map_err(one_line)?;
     let inside: Vec<String> = args.inside.iter().map(ToString::to_string).collect();
     eprintln!(

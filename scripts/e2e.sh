@@ -42,7 +42,7 @@ ensure_testbed() {
     mkdir -p "$WORK/www"
     head -c 10000000 /dev/urandom > "$WORK/www/10M.bin"
     head -c 2000 /dev/urandom > "$WORK/www/small.bin"
-    start_nginx ubox-s1 "$WORK/www" >/dev/null
+    start_nginx "$TB_S1" "$WORK/www" >/dev/null
     NGINX_UP=1
   fi
 }
@@ -70,7 +70,7 @@ test_bad_config() {
 
 test_missing_interface() {
   write_wire_config "$WORK/missing.toml" missing
-  sed -i 's/iface = "ubx-c"/iface = "ubx-nope"/' "$WORK/missing.toml"
+  sed -i "s/iface = \"$TB_IC\"/iface = \"ubx-nope\"/" "$WORK/missing.toml"
   local out rc=0
   out=$("$UBOX_BIN/ubox-runtime" --config "$WORK/missing.toml" 2>&1) || rc=$?
   echo "    got: $out"
@@ -84,11 +84,11 @@ test_missing_interface() {
 test_ping() {
   ensure_testbed
   # No box, no path.
-  ! ip netns exec ubox-c ping -c1 -W1 10.10.0.11 >/dev/null 2>&1 || fail "client reaches server without the box"
+  ! ip netns exec "$TB_C" ping -c1 -W1 10.10.0.11 >/dev/null 2>&1 || fail "client reaches server without the box"
   write_wire_config "$WORK/ping.toml" e2e-ping
   start_runtime "$WORK/ping.toml" "$WORK/test_ping.log" || fail "runtime did not start"
-  ip netns exec ubox-c ping -c5 -i0.2 -W2 10.10.0.11 || fail "ping through the box"
-  ip netns exec ubox-c ping -c3 -i0.2 -W2 10.10.0.254 || fail "ping to the box's own address"
+  ip netns exec "$TB_C" ping -c5 -i0.2 -W2 10.10.0.11 || fail "ping through the box"
+  ip netns exec "$TB_C" ping -c3 -i0.2 -W2 10.10.0.254 || fail "ping to the box's own address"
   runtime_stats "$WORK/ping.json"
   local replies
   replies=$(json_get "$WORK/ping.json" "sum(w['replies'] for w in s['workers'])")
@@ -118,7 +118,7 @@ test_no_hugepages() {
   # --no-huge runs, with a loud warning, and forwards.
   start_runtime "$WORK/nohuge.toml" "$WORK/test_no_hugepages.log" --no-huge || fail "runtime did not start with --no-huge"
   grep -q "WARNING: ubox-runtime is running WITHOUT hugepages" "$WORK/test_no_hugepages.log" || fail "no warning"
-  ip netns exec ubox-c ping -c2 -i0.2 -W2 10.10.0.11 >/dev/null || fail "ping with --no-huge"
+  ip netns exec "$TB_C" ping -c2 -i0.2 -W2 10.10.0.11 >/dev/null || fail "ping with --no-huge"
   stop_runtime || fail "runtime exit code $?"
 }
 
@@ -126,7 +126,7 @@ test_download_10mb() {
   ensure_testbed
   write_wire_config "$WORK/dl.toml" e2e-dl
   start_runtime "$WORK/dl.toml" "$WORK/test_download_10mb.log" || fail "runtime did not start"
-  ip netns exec ubox-c curl -fsS --max-time 60 -o "$WORK/got.bin" http://10.10.0.11/10M.bin || fail "curl failed"
+  ip netns exec "$TB_C" curl -fsS --max-time 60 -o "$WORK/got.bin" http://10.10.0.11/10M.bin || fail "curl failed"
   local want got
   want=$(sha256sum < "$WORK/www/10M.bin"); got=$(sha256sum < "$WORK/got.bin")
   echo "    sha256 sent $want"; echo "    sha256 got  $got"
@@ -142,10 +142,10 @@ test_download_10mb() {
 test_iperf3() {
   ensure_testbed
   write_wire_config "$WORK/iperf.toml" e2e-iperf
-  ip netns exec ubox-s1 iperf3 -s -1 -D -p 5201 --logfile "$WORK/iperf-server.log"
+  ip netns exec "$TB_S1" iperf3 -s -1 -D -p 5201 --logfile "$WORK/iperf-server.log"
   start_runtime "$WORK/iperf.toml" "$WORK/test_iperf3.log" || fail "runtime did not start"
   sleep 0.3
-  ip netns exec ubox-c iperf3 -c 10.10.0.11 -p 5201 -t 5 -J > "$WORK/iperf.json" || fail "iperf3 failed"
+  ip netns exec "$TB_C" iperf3 -c 10.10.0.11 -p 5201 -t 5 -J > "$WORK/iperf.json" || fail "iperf3 failed"
   runtime_stats "$WORK/iperf.json.stats"
   stop_runtime || fail "runtime exit code $?"
   local sent recv fwd
@@ -172,11 +172,11 @@ test_flow_bound() {
   start_runtime "$WORK/bound.toml" "$WORK/test_flow_bound.log" --stats-json "$WORK/bound-final.json" || fail "runtime did not start"
   local i ok=0
   for i in $(seq 1 40); do
-    ip netns exec ubox-c curl -fsS --max-time 5 -o /dev/null http://10.10.0.11/small.bin && ok=$((ok + 1))
+    ip netns exec "$TB_C" curl -fsS --max-time 5 -o /dev/null http://10.10.0.11/small.bin && ok=$((ok + 1))
   done
   echo "    $ok of 40 connections succeeded with an 8-flow table"
   [ "$ok" -eq 40 ] || fail "traffic did not keep flowing at the flow-table bound"
-  ip netns exec ubox-c curl -fsS --max-time 60 -o "$WORK/got2.bin" http://10.10.0.11/10M.bin || fail "download at bound"
+  ip netns exec "$TB_C" curl -fsS --max-time 60 -o "$WORK/got2.bin" http://10.10.0.11/10M.bin || fail "download at bound"
   cmp -s "$WORK/got2.bin" "$WORK/www/10M.bin" || fail "download at bound corrupted"
   runtime_stats "$WORK/bound.json"
   local started evicted active cap
@@ -207,10 +207,10 @@ test_malformed_frames() {
   write_wire_config "$WORK/bad-frames.toml" e2e-malformed
   start_runtime "$WORK/bad-frames.toml" "$WORK/test_malformed_frames.log" || fail "runtime did not start"
   local sent
-  sent=$(ip netns exec ubox-c python3 "$UBOX_ROOT/scripts/tools/send_malformed.py" eth0 02:00:00:00:00:11 25) || fail "sender"
+  sent=$(ip netns exec "$TB_C" python3 "$UBOX_ROOT/scripts/tools/send_malformed.py" eth0 02:00:00:00:00:11 25) || fail "sender"
   sleep 0.5
   runtime_stats "$WORK/bad-frames.json"
-  ip netns exec ubox-c ping -c2 -i0.2 -W2 10.10.0.11 >/dev/null || fail "good traffic stopped after bad frames"
+  ip netns exec "$TB_C" ping -c2 -i0.2 -W2 10.10.0.11 >/dev/null || fail "good traffic stopped after bad frames"
   stop_runtime || fail "runtime exit code $?"
   python3 - "$sent" "$WORK/bad-frames.json" <<'PY' || fail "drop counters do not match what was sent"
 import json, sys
@@ -229,7 +229,7 @@ test_flow_idle_timeout() {
   ensure_testbed
   UBOX_FLOW_IDLE_MS=300 write_wire_config "$WORK/idle.toml" e2e-idle
   start_runtime "$WORK/idle.toml" "$WORK/test_flow_idle_timeout.log" || fail "runtime did not start"
-  ip netns exec ubox-c curl -fsS --max-time 5 -o /dev/null http://10.10.0.11/small.bin || fail "curl"
+  ip netns exec "$TB_C" curl -fsS --max-time 5 -o /dev/null http://10.10.0.11/small.bin || fail "curl"
   sleep 1
   runtime_stats "$WORK/idle.json"
   local ended active
@@ -246,7 +246,7 @@ test_two_workers() {
   start_runtime "$WORK/w2.toml" "$WORK/test_two_workers.log" || fail "runtime did not start"
   local i
   for i in 1 2 3 4 5 6; do
-    ip netns exec ubox-c curl -fsS --max-time 30 -o "$WORK/w2.bin" http://10.10.0.11/10M.bin || fail "download $i"
+    ip netns exec "$TB_C" curl -fsS --max-time 30 -o "$WORK/w2.bin" http://10.10.0.11/10M.bin || fail "download $i"
     cmp -s "$WORK/w2.bin" "$WORK/www/10M.bin" || fail "download $i corrupted"
   done
   runtime_stats "$WORK/w2.json"
@@ -278,7 +278,7 @@ test_nf_session() {
   grep -q "already registered and running" "$WORK/counter-dup.log" || fail "duplicate name not refused clearly"
   kill -9 "$c1"; wait "$c1" 2>/dev/null || true
   wait_state "counter=dead" || fail "kill -9 not noticed"
-  ip netns exec ubox-c ping -c2 -i0.2 -W2 10.10.0.11 >/dev/null || fail "traffic stopped after the NF died"
+  ip netns exec "$TB_C" ping -c2 -i0.2 -W2 10.10.0.11 >/dev/null || fail "traffic stopped after the NF died"
   "$UBOX_BIN/counter" --instance e2e-nf > "$WORK/counter2.log" 2>&1 &
   local c2=$!
   wait_state "counter=running" || fail "counter did not re-register"
@@ -303,9 +303,9 @@ TOML
 # iperf_through PORT SECONDS OUT.json: a client->server iperf3 stream that
 # keeps sending for SECONDS whatever the buffers (unlike a download).
 iperf_through() {
-  ip netns exec ubox-s1 iperf3 -s -1 -D -p "$1" --logfile "$WORK/iperf-$1.log"
+  ip netns exec "$TB_S1" iperf3 -s -1 -D -p "$1" --logfile "$WORK/iperf-$1.log"
   sleep 0.3
-  ip netns exec ubox-c iperf3 -c 10.10.0.11 -p "$1" -t "$2" -J > "$3"
+  ip netns exec "$TB_C" iperf3 -c 10.10.0.11 -p "$1" -t "$2" -J > "$3"
 }
 
 # after_kill_bytes OUT.json T: bytes the server received in intervals that
@@ -334,13 +334,13 @@ test_chain_counter() {
   sleep 0.8
   write_chain "$WORK/web.toml" fail-closed
   "$UBOX_BIN/uboxctl" -i e2e-chain chain apply "$WORK/web.toml" || fail "chain apply"
-  ip netns exec ubox-c curl -fsS --max-time 60 -o "$WORK/chain.bin" http://10.10.0.11/10M.bin || fail "download through the chain"
+  ip netns exec "$TB_C" curl -fsS --max-time 60 -o "$WORK/chain.bin" http://10.10.0.11/10M.bin || fail "download through the chain"
   wait "$pre" || fail "the stream started before the chain failed"
   # A TCP flow the chain takes but the counter's filter does not: forwarded,
   # never shown to the NF.
   iperf_through 5306 1 "$WORK/filtered.json" || fail "iperf3 on a port outside the NF's filter"
   cmp -s "$WORK/chain.bin" "$WORK/www/10M.bin" || fail "download through the chain corrupted"
-  ip netns exec ubox-c ping -c2 -i0.2 -W2 10.10.0.11 >/dev/null || fail "ping (no chain matches ICMP)"
+  ip netns exec "$TB_C" ping -c2 -i0.2 -W2 10.10.0.11 >/dev/null || fail "ping (no chain matches ICMP)"
   nf_json e2e-chain "$WORK/nfs.json"
   runtime_stats "$WORK/chain-stats.json"
   "$UBOX_BIN/uboxctl" -i e2e-chain stats > "$WORK/chain-stats.txt"
@@ -397,9 +397,9 @@ test_chain_nf_failure() {
   sleep 0.7
   write_chain "$WORK/closed.toml" fail-closed
   "$UBOX_BIN/uboxctl" -i e2e-fail chain apply "$WORK/closed.toml" >/dev/null || fail "chain apply"
-  ip netns exec ubox-s1 iperf3 -s -1 -D -p 5307 --logfile "$WORK/iperf-5307.log"
+  ip netns exec "$TB_S1" iperf3 -s -1 -D -p 5307 --logfile "$WORK/iperf-5307.log"
   sleep 0.3
-  ip netns exec ubox-c timeout 20 iperf3 -c 10.10.0.11 -p 5307 -t 10 > "$WORK/f2.log" 2>&1 &
+  ip netns exec "$TB_C" timeout 20 iperf3 -c 10.10.0.11 -p 5307 -t 10 > "$WORK/f2.log" 2>&1 &
   local closed=$!
   sleep 3
   runtime_stats "$WORK/closed-1.json"
@@ -424,7 +424,7 @@ PY
   "$UBOX_BIN/counter" --instance e2e-fail --json-out "$WORK/c3.json" > "$WORK/c3.log" 2>&1 &
   local c3=$!
   sleep 0.7
-  ip netns exec ubox-c curl -fsS --max-time 10 -o /dev/null http://10.10.0.11/small.bin || fail "restarted NF: traffic did not resume"
+  ip netns exec "$TB_C" curl -fsS --max-time 10 -o /dev/null http://10.10.0.11/small.bin || fail "restarted NF: traffic did not resume"
   kill -TERM "$c3"; wait "$c3" || true
   # The killed stream's leftovers (retransmissions, FIN, RST) drain and its
   # flow goes idle.
@@ -451,12 +451,12 @@ PY
 # the counter behind the firewall sees only what the firewall let through.
 test_chain_acl_counter() {
   ensure_testbed
-  ip netns exec ubox-s1 python3 -m http.server 8080 --bind 10.10.0.11 --directory "$WORK/www" >/dev/null 2>&1 &
+  ip netns exec "$TB_S1" python3 -m http.server 8080 --bind 10.10.0.11 --directory "$WORK/www" >/dev/null 2>&1 &
   local web8080=$!
   write_wire_config "$WORK/acl.toml" e2e-acl
   start_runtime "$WORK/acl.toml" "$WORK/test_chain_acl_counter.log" || fail "runtime did not start"
   sleep 0.5
-  ip netns exec ubox-c curl -fsS --max-time 5 -o /dev/null http://10.10.0.11:8080/small.bin || fail "port 8080 unreachable even without the firewall"
+  ip netns exec "$TB_C" curl -fsS --max-time 5 -o /dev/null http://10.10.0.11:8080/small.bin || fail "port 8080 unreachable even without the firewall"
   printf '# test rules\ndeny tcp any any 10.10.0.11 8080\ndefault allow\n' > "$WORK/rules.txt"
   "$UBOX_BIN/acl-firewall" --instance e2e-acl --rules "$WORK/rules.txt" --json-out "$WORK/acl.json" > "$WORK/acl.log" 2>&1 &
   local fw=$!
@@ -473,9 +473,9 @@ nfs = ["acl-firewall", "counter"]
 protocol = "tcp"
 TOML
   "$UBOX_BIN/uboxctl" -i e2e-acl chain apply "$WORK/acl-chain.toml" || fail "chain apply"
-  ip netns exec ubox-c curl -fsS --max-time 60 -o "$WORK/acl.bin" http://10.10.0.11/10M.bin || fail "allowed download"
+  ip netns exec "$TB_C" curl -fsS --max-time 60 -o "$WORK/acl.bin" http://10.10.0.11/10M.bin || fail "allowed download"
   cmp -s "$WORK/acl.bin" "$WORK/www/10M.bin" || fail "allowed download corrupted"
-  if ip netns exec ubox-c curl -fsS --max-time 3 -o /dev/null http://10.10.0.11:8080/small.bin 2>/dev/null; then
+  if ip netns exec "$TB_C" curl -fsS --max-time 3 -o /dev/null http://10.10.0.11:8080/small.bin 2>/dev/null; then
     fail "denied port 8080 got a connection"
   fi
   sleep 0.3
@@ -519,7 +519,7 @@ protocol = "tcp"
 TOML
   "$UBOX_BIN/uboxctl" -i e2e-par chain apply "$WORK/par-chain.toml" || fail "chain apply"
   runtime_stats "$WORK/par-before.json"
-  ip netns exec ubox-c curl -fsS --max-time 60 -o "$WORK/par.bin" http://10.10.0.11/10M.bin || fail "download"
+  ip netns exec "$TB_C" curl -fsS --max-time 60 -o "$WORK/par.bin" http://10.10.0.11/10M.bin || fail "download"
   cmp -s "$WORK/par.bin" "$WORK/www/10M.bin" || fail "download corrupted"
   runtime_stats "$WORK/par-after.json"
   nf_json e2e-par "$WORK/par-nfs.json"
@@ -602,7 +602,7 @@ PY
   sleep 0.5
   printf '[[chain]]\nname = "redact"\nnfs = ["rewrite"]\n[chain.match]\nprotocol = "tcp"\nports = [80]\n' > "$WORK/rw-chain.toml"
   "$UBOX_BIN/uboxctl" -i e2e-rw chain apply "$WORK/rw-chain.toml" || fail "chain apply"
-  ip netns exec ubox-c curl -fsS --max-time 30 -o "$WORK/marked.got" http://10.10.0.11/marked.txt || fail "download through the rewriting NF"
+  ip netns exec "$TB_C" curl -fsS --max-time 30 -o "$WORK/marked.got" http://10.10.0.11/marked.txt || fail "download through the rewriting NF"
   sleep 0.3
   runtime_stats "$WORK/rw-stats.json"
   kill -TERM "$rw"; wait "$rw" || true
@@ -687,11 +687,11 @@ test_monitor_ids() {
   sleep 0.5
   printf '[[chain]]\nname = "inspect"\nnfs = ["ids"]\n[chain.match]\nprotocol = "tcp"\n' > "$WORK/ids-chain.toml"
   "$UBOX_BIN/uboxctl" -i e2e-ids chain apply "$WORK/ids-chain.toml" || fail "chain apply"
-  ip netns exec ubox-c curl -fsS --max-time 30 -o "$WORK/ids-clean.bin" http://10.10.0.11/10M.bin || fail "clean download"
+  ip netns exec "$TB_C" curl -fsS --max-time 30 -o "$WORK/ids-clean.bin" http://10.10.0.11/10M.bin || fail "clean download"
   cmp -s "$WORK/ids-clean.bin" "$WORK/www/10M.bin" || fail "clean download corrupted through the monitor"
   # The signature "evil-\rsignature" split over two segments (TCP_NODELAY,
   # a pause between the sends).
-  ip netns exec ubox-c python3 - <<'PY' || fail "split request"
+  ip netns exec "$TB_C" python3 - <<'PY' || fail "split request"
 import socket, time
 s = socket.create_connection(("10.10.0.11", 80), timeout=5)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -707,7 +707,7 @@ while True:
 print(f"    split request answered with {len(data)} bytes")
 PY
   local rc=0
-  ip netns exec ubox-c curl -sS --max-time 20 -o "$WORK/ids-kill.bin" "http://10.10.0.11/10M.bin?q=kill-me-now" 2> "$WORK/ids-curl.err" || rc=$?
+  ip netns exec "$TB_C" curl -sS --max-time 20 -o "$WORK/ids-kill.bin" "http://10.10.0.11/10M.bin?q=kill-me-now" 2> "$WORK/ids-curl.err" || rc=$?
   echo "    curl with the terminate signature: exit $rc, $(stat -c %s "$WORK/ids-kill.bin" 2>/dev/null || echo 0) bytes: $(cat "$WORK/ids-curl.err")"
   [ "$rc" -ne 0 ] || fail "the terminated download completed"
   grep -qi "reset" "$WORK/ids-curl.err" || fail "curl did not see a reset"
@@ -735,18 +735,18 @@ PY
 test_stateful_firewall() {
   ensure_testbed
   monitor_runtime e2e-sfw
-  ip netns exec ubox-c python3 -m http.server 8081 --bind 10.10.0.1 --directory "$WORK/www" >/dev/null 2>&1 &
+  ip netns exec "$TB_C" python3 -m http.server 8081 --bind 10.10.0.1 --directory "$WORK/www" >/dev/null 2>&1 &
   local inside_web=$!
   sleep 0.5
-  ip netns exec ubox-s1 curl -fsS --max-time 5 -o /dev/null http://10.10.0.1:8081/small.bin || fail "inside server unreachable without the firewall"
+  ip netns exec "$TB_S1" curl -fsS --max-time 5 -o /dev/null http://10.10.0.1:8081/small.bin || fail "inside server unreachable without the firewall"
   "$UBOX_BIN/stateful-firewall" --instance e2e-sfw --inside 10.10.0.1/32 --json-out "$WORK/sfw.json" > "$WORK/sfw.log" 2>&1 &
   local fw=$!
   sleep 0.5
   printf '[[chain]]\nname = "edge"\nnfs = ["stateful-firewall"]\n[chain.match]\nprotocol = "tcp"\n' > "$WORK/sfw-chain.toml"
   "$UBOX_BIN/uboxctl" -i e2e-sfw chain apply "$WORK/sfw-chain.toml" || fail "chain apply"
-  ip netns exec ubox-c curl -fsS --max-time 30 -o "$WORK/sfw.bin" http://10.10.0.11/10M.bin || fail "outbound download"
+  ip netns exec "$TB_C" curl -fsS --max-time 30 -o "$WORK/sfw.bin" http://10.10.0.11/10M.bin || fail "outbound download"
   cmp -s "$WORK/sfw.bin" "$WORK/www/10M.bin" || fail "outbound download corrupted"
-  if ip netns exec ubox-s1 curl -fsS --max-time 3 -o /dev/null http://10.10.0.1:8081/small.bin 2>/dev/null; then
+  if ip netns exec "$TB_S1" curl -fsS --max-time 3 -o /dev/null http://10.10.0.1:8081/small.bin 2>/dev/null; then
     fail "an inbound connection got through"
   fi
   kill -TERM "$fw"; wait "$fw" || true
@@ -771,7 +771,7 @@ test_flow_logger() {
   sleep 0.5
   printf '[[chain]]\nname = "log"\nnfs = ["flow-logger"]\n[chain.match]\nprotocol = "tcp"\n' > "$WORK/log-chain.toml"
   "$UBOX_BIN/uboxctl" -i e2e-log chain apply "$WORK/log-chain.toml" || fail "chain apply"
-  ip netns exec ubox-c curl -fsS --max-time 30 -o /dev/null \
+  ip netns exec "$TB_C" curl -fsS --max-time 30 -o /dev/null \
     -w '%{size_request} %{size_header} %{size_download} %{local_port}\n' http://10.10.0.11/10M.bin > "$WORK/curl-sizes.txt" \
     || fail "download"
   sleep 3 # idle timeout 1 s: the flow ends and FLOW/END goes out

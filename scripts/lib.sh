@@ -4,6 +4,12 @@
 UBOX_ROOT=${UBOX_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 UBOX_BIN=${UBOX_BIN:-$UBOX_ROOT/target/release}
 
+# The testbed's names (scripts/testbed.sh): namespaces with the prefix
+# UBOX_TB (default "ubox") and the box's interfaces UBOX_TB_IC/UBOX_TB_IS,
+# so that two testbeds can coexist on one machine.
+export UBOX_TB=${UBOX_TB:-ubox} UBOX_TB_IC=${UBOX_TB_IC:-ubx-c} UBOX_TB_IS=${UBOX_TB_IS:-ubx-s}
+TB_C=$UBOX_TB-c TB_S1=$UBOX_TB-s1 TB_S2=$UBOX_TB-s2 TB_IC=$UBOX_TB_IC TB_IS=$UBOX_TB_IS
+
 # build_release: compile the runtime, uboxctl and the bench in release mode.
 build_release() {
   (cd "$UBOX_ROOT" && cargo build --release --locked -p ubox-runtime -p controller -p ubox-bench -p counter -p acl-firewall -p pcap-tap -p rewrite \
@@ -28,13 +34,13 @@ idle_timeout_ms = ${UBOX_FLOW_IDLE_MS:-60000}
 [[port]]
 name = "client"
 driver = "af_packet"
-iface = "ubx-c"
+iface = "$TB_IC"
 ipv4 = ["10.10.0.254"]
 
 [[port]]
 name = "server"
 driver = "af_packet"
-iface = "ubx-s"
+iface = "$TB_IS"
 
 [[wire]]
 ports = ["client", "server"]

@@ -2,6 +2,28 @@
 //! NF processes and a parallel group of 3, on the same `net_pcap` replay as
 //! `wire`. Each NF is a real `counter` process (nfs/counter) registered with
 //! the runtime; a chain sends every TCP packet through them.
+//!
+//! Every case runs with `runtime.nf_backpressure = true`, so the replay is
+//! paced by the slowest NF and every packet visits every NF of its chain:
+//! an event skipped for any reason (full ring, no slot, absent NF) is
+//! counted in the JSON, and any skipped event fails the scenario.
+//!
+//! # Per-event costs, and how they are counted
+//! From the runtime's and the NFs' own counters over the window:
+//! - **events per packet**: NF answers / packets forwarded.
+//! - **worker ns per packet**: the worker's busy time (loop iterations that
+//!   received frames or took answers) / packets; **worker ns per event**:
+//!   its excess over the 0-NF case of the same round, / events per packet.
+//! - **NF ns per event**: the NFs' busy time (each NF measures each burst,
+//!   from its first pop to the push of its answers) / events they handled.
+//! - **events per burst**: descriptors per descriptor-ring push (worker)
+//!   and per non-empty pop (NF).
+//! - **shared cache lines per event, by design**: a descriptor is 32 bytes
+//!   and an answer 8, so `40/64` of a line per event; per burst, each
+//!   ring's producer index crosses to the consumer once and the consumer's
+//!   index back at most once, so `2/burst` per ring: `0.625 +
+//!   2/worker burst + 2/NF burst`. The packet bytes an NF reads are not
+//!   counted (the counter NF reads none: it counts lengths).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -31,7 +53,7 @@ pub struct Case {
 
 impl Case {
     fn counters(scenario: &'static str, label: &'static str, stages: Vec<Vec<&'static str>>) -> Case {
-        Case { scenario, label, stages, nf: "counter", args: Vec::new(), backpressure: false, extra: "" }
+        Case { scenario, label, stages, nf: "counter", args: Vec::new(), backpressure: true, extra: "" }
     }
 }
 
@@ -85,8 +107,51 @@ pub struct EventRun {
     pub m: Measurement,
     /// Mean publish-to-answer time of an event, in microseconds.
     pub rtt_us: f64,
-    /// Packets dropped by the event path in the window (ring full etc.).
+    /// Packets dropped in the window (any reason).
     pub dropped: u64,
+    /// Events not delivered in the window, any reason (must be 0).
+    pub skipped: u64,
+    pub costs: Costs,
+}
+
+/// Per-event figures of one run (see the module docs for how).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Costs {
+    pub events_per_packet: f64,
+    pub worker_ns_per_packet: f64,
+    pub nf_ns_per_event: f64,
+    pub worker_events_per_burst: f64,
+    pub nf_events_per_burst: f64,
+}
+
+impl Costs {
+    fn between(a: &Stats, b: &Stats) -> Costs {
+        let w = |f: fn(&controller::api::WorkerStats) -> u64| {
+            b.workers.iter().map(f).sum::<u64>().saturating_sub(a.workers.iter().map(f).sum::<u64>())
+        };
+        let n = |f: fn(&controller::api::NfStats) -> u64| {
+            b.nfs.iter().map(f).sum::<u64>().saturating_sub(a.nfs.iter().map(f).sum::<u64>())
+        };
+        let div = |x: u64, y: u64| if y == 0 { 0.0 } else { x as f64 / y as f64 };
+        let packets = w(|w| w.rx_packets);
+        Costs {
+            events_per_packet: div(w(|w| w.nf_answers), packets),
+            worker_ns_per_packet: div(w(|w| w.busy_ns), packets),
+            nf_ns_per_event: div(n(|n| n.nf_busy_ns), n(|n| n.nf_events)),
+            worker_events_per_burst: div(w(|w| w.events_pushed), w(|w| w.event_bursts)),
+            nf_events_per_burst: div(n(|n| n.nf_events), n(|n| n.nf_bursts)),
+        }
+    }
+
+    /// Shared cache lines an event moves between cores by design (module
+    /// docs); 0 for a case without events.
+    pub fn lines_per_event(&self) -> f64 {
+        if self.events_per_packet == 0.0 {
+            return 0.0;
+        }
+        let per_burst = |b: f64| if b > 0.0 { 2.0 / b } else { 2.0 };
+        40.0 / 64.0 + per_burst(self.worker_events_per_burst) + per_burst(self.nf_events_per_burst)
+    }
 }
 
 struct Nfs(Vec<Child>);
@@ -139,6 +204,10 @@ fn wait_registered(socket: &Path, names: &[&str]) -> anyhow::Result<()> {
 
 fn drops(s: &Stats) -> u64 {
     s.workers.iter().map(|w| w.dropped).sum()
+}
+
+fn skipped(s: &Stats) -> u64 {
+    s.workers.iter().flat_map(|w| w.events_skipped.values()).sum()
 }
 
 /// [`measure`], also returning the monitor counters at the end.
@@ -195,7 +264,13 @@ fn measure_with(pcap: &Path, case: &Case, window: Duration, last: &mut dyn FnMut
     let rtt_ns: u64 = b.workers.iter().map(|w| w.nf_rtt_ns_total).sum::<u64>()
         - a.workers.iter().map(|w| w.nf_rtt_ns_total).sum::<u64>();
     let rtt_us = if answers > 0 { rtt_ns as f64 / answers as f64 / 1000.0 } else { 0.0 };
-    Ok(EventRun { m, rtt_us, dropped: drops(&b) - drops(&a) })
+    Ok(EventRun {
+        m,
+        rtt_us,
+        dropped: drops(&b) - drops(&a),
+        skipped: skipped(&b) - skipped(&a),
+        costs: Costs::between(&a, &b),
+    })
 }
 
 #[cfg(test)]

@@ -90,7 +90,8 @@ fn events_scenario(cli: &Cli, pcap: &std::path::Path, window: Duration) -> anyho
     let pcap = std::fs::canonicalize(pcap).with_context(|| format!("capture {} not found", pcap.display()))?;
     let cases = events::cases();
     println!(
-        "events: {} rounds x {} s per case; net_pcap replay of {} through counter NF processes",
+        "events: {} rounds x {} s per case; net_pcap replay of {} through counter NF processes, with backpressure \
+         (every packet visits every NF); worker on CPU 1, NFs on CPU 0",
         cli.rounds,
         window.as_secs(),
         pcap.display()
@@ -99,29 +100,87 @@ fn events_scenario(cli: &Cli, pcap: &std::path::Path, window: Duration) -> anyho
     for round in 1..=cli.rounds {
         for (i, case) in cases.iter().enumerate() {
             let r = events::measure(&pcap, case, window).with_context(|| format!("{} run", case.scenario))?;
+            let c = &r.costs;
             println!(
-                "  round {round}: {:<18} {:>7.3} Mpps  event round trip {:>8.1} us  drops {}",
-                case.label, r.m.mpps, r.rtt_us, r.dropped
+                "  round {round}: {:<18} {:>7.3} Mpps  round trip {:>7.1} us  drops {}  skipped {}  \
+                 ev/pkt {:.2}  worker {:.0} ns/pkt  NF {:.0} ns/ev  burst w {:.1} nf {:.1}",
+                case.label,
+                r.m.mpps,
+                r.rtt_us,
+                r.dropped,
+                r.skipped,
+                c.events_per_packet,
+                c.worker_ns_per_packet,
+                c.nf_ns_per_event,
+                c.worker_events_per_burst,
+                c.nf_events_per_burst
             );
             runs[i].push(r);
         }
     }
     let base = median(runs[0].iter().map(|r| r.m.mpps));
+    let base_worker_ns = median(runs[0].iter().map(|r| r.costs.worker_ns_per_packet));
     std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
     let mut results = Vec::new();
+    let mut skipped_total = 0;
     for (case, rs) in cases.iter().zip(&runs) {
         let mut r = ScenarioResult::new(case.scenario, "Mpps", median(rs.iter().map(|r| r.m.mpps)), "ubox 0 NFs", base);
         r.rounds = cli.rounds;
         r.window_s = window.as_secs_f64();
         r.samples_ubox = rs.iter().map(|r| r.m.mpps).collect();
         r.samples_peer = runs[0].iter().map(|r| r.m.mpps).collect();
-        r.extra.insert("event_round_trip_us".into(), median(rs.iter().map(|r| r.rtt_us)));
-        r.extra.insert("dropped".into(), median(rs.iter().map(|r| r.dropped as f64)));
+        let med = |f: &dyn Fn(&events::EventRun) -> f64| median(rs.iter().map(f));
+        let skipped: u64 = rs.iter().map(|r| r.skipped).sum();
+        skipped_total += skipped;
+        let evpp = med(&|r| r.costs.events_per_packet);
+        let worker_ns = med(&|r| r.costs.worker_ns_per_packet);
+        r.extra.insert("event_round_trip_us".into(), med(&|r| r.rtt_us));
+        r.extra.insert("dropped".into(), med(&|r| r.dropped as f64));
+        r.extra.insert("skipped_events".into(), skipped as f64);
+        r.extra.insert("events_per_packet".into(), evpp);
+        r.extra.insert("worker_ns_per_packet".into(), worker_ns);
+        if evpp > 0.0 {
+            r.extra.insert("worker_ns_per_event".into(), (worker_ns - base_worker_ns) / evpp);
+            r.extra.insert("nf_ns_per_event".into(), med(&|r| r.costs.nf_ns_per_event));
+            r.extra.insert("worker_events_per_burst".into(), med(&|r| r.costs.worker_events_per_burst));
+            r.extra.insert("nf_events_per_burst".into(), med(&|r| r.costs.nf_events_per_burst));
+            r.extra.insert("shared_lines_per_event".into(), med(&|r| r.costs.lines_per_event()));
+        }
         r.write(&cli.out)?;
         results.push(r);
     }
     println!();
     print!("{}", result::table(&results));
+    println!();
+    let mut t = controller::table::Table::new(&[
+        "scenario",
+        "ev/pkt",
+        "worker ns/ev",
+        "NF ns/ev",
+        "ev/burst w",
+        "ev/burst NF",
+        "lines/ev",
+        "round trip us",
+        "skipped",
+    ]);
+    for r in &results {
+        let x = |k: &str| r.extra.get(k).copied().unwrap_or(0.0);
+        t.row(vec![
+            r.scenario.clone(),
+            format!("{:.2}", x("events_per_packet")),
+            format!("{:.1}", x("worker_ns_per_event")),
+            format!("{:.1}", x("nf_ns_per_event")),
+            format!("{:.1}", x("worker_events_per_burst")),
+            format!("{:.1}", x("nf_events_per_burst")),
+            format!("{:.3}", x("shared_lines_per_event")),
+            format!("{:.1}", x("event_round_trip_us")),
+            format!("{}", x("skipped_events")),
+        ]);
+    }
+    print!("{}", t.render());
+    if skipped_total > 0 {
+        bail!("{skipped_total} events were skipped: the figures do not show every packet visiting every NF");
+    }
     Ok(())
 }
 

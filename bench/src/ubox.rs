@@ -11,7 +11,11 @@ use controller::api::{self, Request, Response, Stats};
 use crate::result::Measurement;
 
 const WARMUP: Duration = Duration::from_millis(1500);
-const INSTANCE: &str = "ubox-bench";
+/// The runtime instance this bench process starts: its own name, so that
+/// two benches on one machine never talk to each other's runtime.
+fn instance() -> String {
+    format!("ubox-bench-{}", std::process::id())
+}
 
 /// A binary built next to this one (`cargo build --release`).
 pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
@@ -60,7 +64,7 @@ impl Running {
             .stdin(Stdio::null())
             .spawn()
             .context("starting ubox-runtime")?;
-        let mut r = Running { child, socket: api::default_socket(INSTANCE) };
+        let mut r = Running { child, socket: api::default_socket(&instance()) };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Response::Pong { .. }) = api::call(&r.socket, &Request::Ping, Duration::from_secs(1)) {
@@ -113,7 +117,7 @@ impl Drop for Running {
 pub fn wire_config(pcap: &Path) -> String {
     format!(
         r#"[runtime]
-name = "{INSTANCE}"
+name = "{instance}"
 workers = 1
 main_cpu = 0
 worker_cpus = [1]
@@ -131,7 +135,8 @@ args = "no-rx=1"
 [[wire]]
 ports = ["replay", "sink"]
 "#,
-        pcap.display()
+        pcap.display(),
+        instance = instance()
     )
 }
 

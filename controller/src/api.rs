@@ -6,18 +6,18 @@
 //!
 //! **NF sessions.** An NF process sends [`Request::Register`] with its
 //! manifest and receives [`Response::Registered`]: the arena file to map and,
-//! per worker, the index of the ring the runtime publishes events on
-//! (`to_nf`) and of the ring the NF hands them back on (`from_nf`). The NF
-//! then keeps the connection open for as long as it runs: the runtime takes
-//! the connection closing (exit, crash, `kill -9`) as the NF's death.
+//! per worker, the index of its channel in the arena. The NF then keeps the
+//! connection open for as long as it runs: the runtime takes the connection
+//! closing (exit, crash, `kill -9`) as the NF's death.
 //!
-//! **Data path** (rings in the arena, no syscalls): the runtime allocates a
-//! slot, writes a `ubox_shm::event::EventHeader` at the start of its
-//! payload (type id, flow, packet offset and length in the arena, ...) and
-//! pushes the slot index on `to_nf`. The NF reads the header and the packet
-//! bytes, writes its verdict into the header and pushes the same slot index
-//! on `from_nf`. The runtime owns the slot and the packet throughout; the NF
-//! never allocates or releases them.
+//! **Data path** (rings in the arena, no syscalls): the worker pushes a
+//! 32-byte `ubox_shm::event::Desc` per event on the channel's descriptor
+//! ring (type, flow, side, the packet's arena offset and length, a cookie;
+//! events with a snapshot or payload name a slot holding the full header).
+//! The NF reads it and the packet bytes in place and pushes an 8-byte
+//! `ubox_shm::event::Answer` (the cookie and its verdict) on the answer
+//! ring. The runtime owns the packet and any slot throughout; the NF
+//! allocates a slot only to publish an event, and never frees one.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -49,14 +49,13 @@ pub enum Request {
     ChainShow,
 }
 
-/// Rings of one NF on one worker.
+/// The arena channel of one NF on one worker: its descriptor ring (the
+/// worker produces, the NF consumes) and its answer ring (the other way).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NfRings {
     pub worker: u32,
-    /// Ring the runtime publishes events on (runtime produces, NF consumes).
-    pub to_nf: u32,
-    /// Ring the NF hands events back on (NF produces, runtime consumes).
-    pub from_nf: u32,
+    /// Channel index in the arena.
+    pub channel: u32,
 }
 
 /// What a registered NF needs to run.
@@ -74,6 +73,23 @@ pub struct NfSession {
     /// CPUs the NF should run its poll loop on (none: anywhere).
     #[serde(default)]
     pub cpus: Vec<u32>,
+    /// How the NF waits when it has nothing to do.
+    #[serde(default)]
+    pub wakeup: NfWakeup,
+}
+
+/// How an idle NF waits for events (`runtime.nf_wakeup`).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NfWakeup {
+    /// After a short spin, sleep on the doorbell of its first channel (a
+    /// futex in the arena); a worker that pushes events wakes it. No CPU
+    /// burnt while idle, no timer latency when work comes.
+    #[default]
+    Futex,
+    /// Spin, then yield, then sleep in growing steps up to 1 ms; workers
+    /// never make a system call.
+    Poll,
 }
 
 /// One registered NF, as `uboxctl nf list` shows it.
@@ -141,6 +157,15 @@ pub struct NfStats {
     pub events_out: u64,
     /// Events waiting in its rings now (all workers).
     pub queue_depth: u64,
+    /// What the NF reported about its own work (summed over its channels):
+    /// non-empty bursts it took, events in them, and the nanoseconds it
+    /// spent handling them (from its first pop to its answers' push).
+    #[serde(default)]
+    pub nf_bursts: u64,
+    #[serde(default)]
+    pub nf_events: u64,
+    #[serde(default)]
+    pub nf_busy_ns: u64,
     /// By reason: `ring_full`, `no_event_slot`, `verdict_drop`, `modified`,
     /// `fail_closed`, `skipped_absent`, `reclaimed`, `published`,
     /// `bad_publish`, `bad_verdict` (only non-zero ones).
@@ -215,6 +240,24 @@ pub struct WorkerStats {
     /// full (`runtime.nf_backpressure = true`).
     #[serde(default)]
     pub rx_paused: u64,
+    /// Events not delivered to an NF, by reason (`ring_full`, `no_slot`,
+    /// `nf_absent`; only non-zero ones). Events, not packets: what happened
+    /// to the packet is in `drops` (fail-closed) or it was forwarded
+    /// (fail-open).
+    #[serde(default)]
+    pub events_skipped: std::collections::BTreeMap<String, u64>,
+    /// Descriptor bursts pushed to NFs and the descriptors in them.
+    #[serde(default)]
+    pub event_bursts: u64,
+    #[serde(default)]
+    pub events_pushed: u64,
+    /// Sleeping NFs woken by a push (`runtime.nf_wakeup = "futex"`).
+    #[serde(default)]
+    pub nf_wakeups: u64,
+    /// Nanoseconds of loop iterations that did work (frames received or
+    /// answers taken): the worker's busy time.
+    #[serde(default)]
+    pub busy_ns: u64,
     /// TCP monitor: flows followed now and in all, flows refused at
     /// `monitor.max_flows`, sides left without a stream ring, RSTs sent for
     /// terminated flows, and the bytes of state per monitored flow (rings

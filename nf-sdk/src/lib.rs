@@ -101,11 +101,18 @@
 //!
 //! 1. while events arrive it spins (`std::hint::spin_loop`) between polls;
 //! 2. after 1024 empty polls it calls `std::thread::yield_now` for 64 polls;
-//! 3. then it sleeps, 16 µs first, doubling up to 1 ms.
+//! 3. then it sleeps until a worker pushes events: it arms the doorbell of
+//!    its first channel (a futex word in the arena), looks at its rings once
+//!    more, and blocks; a worker that pushes to an armed NF wakes it
+//!    (`runtime.nf_wakeup = "futex"`, the default). With
+//!    `runtime.nf_wakeup = "poll"` it sleeps instead, 16 µs first, doubling
+//!    up to 1 ms, and workers never make a system call.
 //!
-//! Any event resets it to spinning. An idle NF so costs about one wake-up
-//! per millisecond; a busy one adds at most ~1 ms of latency to the first
-//! event after a quiet spell. After every non-empty burst it yields the
+//! Any event resets it to spinning. An idle NF so costs nothing (futex) or
+//! one wake-up per millisecond (poll); with `poll` a busy one adds up to
+//! ~1 ms of latency to the first event after a quiet spell. It takes up to
+//! 256 events per channel at once, so an NF that fell behind catches up in
+//! a few bursts. After every non-empty burst it yields the
 //! core once (NFs of one chain often share a core; alone on it, the yield
 //! returns at once), and `run` first moves its thread onto the CPUs the
 //! runtime offers NFs (`runtime.nf_cpus`, by default those its poll-mode

@@ -1,11 +1,12 @@
 //! The NF life cycle: [`NfBuilder`] (manifest and callbacks), [`Nf`]
 //! (registered session, mapped arena) and [`Nf::run`] (the poll loop).
 //!
-//! This module owns the control connection and the NF's side of the rings:
-//! it pops from `to_nf`, answers in the slot header and pushes on `from_nf`.
-//! It never releases slots; it allocates one only to publish an event (then
-//! pushed on `from_nf` marked [`RING_PUBLISH`], and freed by the runtime),
-//! and writes packet bytes only for NFs that declared it.
+//! This module owns the control connection and the NF's side of its
+//! channels: it pops descriptors in bursts, calls the callbacks, and pushes
+//! one [`Answer`] per event (the event's cookie and verdict) back in one
+//! burst. It never releases slots; it allocates one only to publish an
+//! event (announced with [`Answer::publish`], freed by the runtime), and
+//! writes packet bytes only for NFs that declared it.
 
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -15,10 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use controller::api::{self, NfSession, Request, Response};
+use controller::api::{self, NfSession, NfWakeup, Request, Response};
 use controller::registry::{FlowFilter, NfManifest, Subscription};
-use ubox_shm::event::{EventHeader, RING_PUBLISH, VERDICT_DROP, VERDICT_MODIFIED, VERDICT_PASS};
-use ubox_shm::{Arena, RingRef, SlotError, SlotIdx, SlotPool};
+use ubox_shm::event::{Answer, Desc, EventHeader, EVENT_HEADER_LEN, VERDICT_DROP, VERDICT_MODIFIED, VERDICT_PASS};
+use ubox_shm::{Arena, Consumer, Producer, SlotIdx, SlotPool};
 use ustack::event::EventTypeId;
 
 use crate::event::{Context, Outgoing};
@@ -36,8 +37,10 @@ pub const ENV_SOCKET: &str = "UBOX_SOCKET";
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often `run` checks that the control connection is still open.
 const LIVENESS_EVERY: Duration = Duration::from_millis(100);
-/// Slots popped from one ring per poll.
-const BURST: usize = 32;
+/// Most events popped from one channel per poll. Large, so that when the
+/// NF falls behind (another NF had the core) it catches up in one burst
+/// and pays its per-burst costs (index lines, a yield) once for many.
+const BURST: usize = 256;
 
 type Callback = Box<dyn FnMut(&Event<'_>) -> Verdict + Send>;
 
@@ -251,9 +254,7 @@ impl NfBuilder {
             return Err(session_err("no rings: the session gives the NF no worker to serve".into()));
         }
         for r in &session.rings {
-            for (which, index) in [("to_nf", r.to_nf), ("from_nf", r.from_nf)] {
-                arena.ring(index).map_err(|e| session_err(format!("worker {} {which}: {e}", r.worker)))?;
-            }
+            arena.channel(r.channel).map_err(|e| session_err(format!("worker {}: {e}", r.worker)))?;
         }
         arena.slot_pool().map_err(|e| session_err(format!("slot pool: {e}")))?;
         control.set_read_timeout(None).ok();
@@ -375,12 +376,9 @@ pub struct RunSummary {
     pub modified: u64,
     /// Events no subscription covered (a runtime bug); answered Pass.
     pub unmatched: u64,
-    /// Events whose header, type id or packet reference was unreadable
-    /// (a runtime bug); answered Pass where the verdict could be written.
+    /// Events whose slot, type id or packet reference was unreadable
+    /// (a runtime bug); answered Pass.
     pub bad_events: u64,
-    /// Events handed back without a written verdict because the slot
-    /// pool refused the write (see the crate docs); should stay 0.
-    pub verdicts_unwritten: u64,
     /// Events published (handed to the runtime).
     pub published: u64,
     /// Events a callback asked to publish that could not be sent (no free
@@ -396,7 +394,6 @@ impl RunSummary {
         self.modified += o.modified;
         self.unmatched += o.unmatched;
         self.bad_events += o.bad_events;
-        self.verdicts_unwritten += o.verdicts_unwritten;
         self.published += o.published;
         self.publish_failed += o.publish_failed;
     }
@@ -408,6 +405,16 @@ pub(crate) enum Idle {
     Spin,
     Yield,
     Sleep(Duration),
+}
+
+impl Idle {
+    fn run(self) {
+        match self {
+            Idle::Spin => std::hint::spin_loop(),
+            Idle::Yield => std::thread::yield_now(),
+            Idle::Sleep(d) => std::thread::sleep(d),
+        }
+    }
 }
 
 /// The adaptive polling policy (documented in the crate docs): spin for
@@ -446,11 +453,7 @@ impl Backoff {
     }
 
     pub(crate) fn idle(&mut self) {
-        match self.next() {
-            Idle::Spin => std::hint::spin_loop(),
-            Idle::Yield => std::thread::yield_now(),
-            Idle::Sleep(d) => std::thread::sleep(d),
-        }
+        self.next().run();
     }
 }
 
@@ -548,13 +551,20 @@ impl Nf {
     fn poll_loop(&mut self, summary: &mut RunSummary) -> Result<(), NfError> {
         let Nf { session, arena, control, socket, dispatch, stop, publications, modifies, .. } = self;
         let live = Liveness { control, socket };
-        let mut rings: Vec<(RingRef<'_>, RingRef<'_>)> = Vec::with_capacity(session.rings.len());
+        let mut links = Vec::with_capacity(session.rings.len());
         for r in &session.rings {
             // Checked in connect(); an error here means the arena changed.
-            let ring =
-                |i| arena.ring(i).map_err(|e| NfError::Session { arena: session.arena.clone(), what: e.to_string() });
-            rings.push((ring(r.to_nf)?, ring(r.from_nf)?));
+            let ch = arena
+                .channel(r.channel)
+                .map_err(|e| NfError::Session { arena: session.arena.clone(), what: e.to_string() })?;
+            links.push(Link { worker: r.worker as u8, events: ch.desc.consumer(), answers: ch.answer.producer() });
         }
+        // Idle NFs sleep on the doorbell of their first channel; every
+        // worker rings it (futex wake-ups, `runtime.nf_wakeup`).
+        let bell = match (session.wakeup, session.rings.first()) {
+            (NfWakeup::Futex, Some(r)) => arena.channel(r.channel).ok().map(|c| c.desc.bell()),
+            _ => None,
+        };
         let mut pool = arena.slot_pool()?;
         let ctx = Context {
             arena,
@@ -563,33 +573,38 @@ impl Nf {
             slot_size: pool.payload_size(),
             outbox: std::cell::RefCell::new(Vec::new()),
         };
-        let mut burst = [0u32; BURST];
-        let mut answers: Vec<u32> = Vec::with_capacity(BURST * (1 + crate::event::MAX_PUBLISH_PER_EVENT));
+        let mut burst = [Desc::default(); BURST];
+        let mut answers: Vec<Answer> = Vec::with_capacity(BURST * (1 + crate::event::MAX_PUBLISH_PER_EVENT));
         let mut backoff = Backoff::default();
         let mut last_check = Instant::now();
         let mut busy_polls = 0u32;
         while !stop.is_stopped() {
             let mut got = 0;
-            for (to_nf, from_nf) in &rings {
-                let n = to_nf.pop_burst(&mut burst);
+            for link in &mut links {
+                let n = link.events.pop_burst(&mut burst);
+                if n == 0 {
+                    continue;
+                }
+                let started = Instant::now();
                 // Answers (and publications, each before the answer of the
                 // event that caused it) go back in one ring burst.
                 answers.clear();
-                for &idx in &burst[..n] {
-                    let worker = handle(&ctx, &mut pool, dispatch, SlotIdx(idx), summary);
+                for d in &burst[..n] {
+                    let code = handle(&ctx, &pool, dispatch, link.worker, d, summary);
                     let outgoing = std::mem::take(&mut *ctx.outbox.borrow_mut());
                     for o in outgoing {
-                        match publish(&mut pool, &o, session.nf_id, worker) {
+                        match publish(&mut pool, &o, session.nf_id, link.worker) {
                             Some(slot) => {
                                 summary.published += 1;
-                                answers.push(slot.0 | RING_PUBLISH);
+                                answers.push(Answer::publish(slot.0));
                             }
                             None => summary.publish_failed += 1,
                         }
                     }
-                    answers.push(idx);
+                    answers.push(Answer::verdict(d.cookie, code));
                 }
-                push_back(from_nf, &answers, &live)?;
+                push_back(&mut link.answers, &answers, &live)?;
+                link.events.report(n as u64, started.elapsed().as_nanos() as u64);
                 got += n;
             }
             if got > 0 {
@@ -604,7 +619,21 @@ impl Nf {
                     continue;
                 }
             } else {
-                backoff.idle();
+                match (backoff.next(), bell) {
+                    (Idle::Sleep(_), Some(bell)) => {
+                        // Arm, look once more (a push may have raced the
+                        // arming), then sleep until a worker rings, but no
+                        // longer than the next liveness check is due.
+                        bell.arm();
+                        if links.iter_mut().any(|l| l.events.available(1) > 0) {
+                            bell.disarm();
+                        } else {
+                            let due = LIVENESS_EVERY.saturating_sub(last_check.elapsed());
+                            bell.wait(due.max(Duration::from_millis(1)));
+                        }
+                    }
+                    (idle, _) => idle.run(),
+                }
             }
             if last_check.elapsed() >= LIVENESS_EVERY {
                 live.check()?;
@@ -613,6 +642,13 @@ impl Nf {
         }
         Ok(())
     }
+}
+
+/// The NF's end of one worker's channel.
+struct Link<'a> {
+    worker: u8,
+    events: Consumer<'a, Desc>,
+    answers: Producer<'a, Answer>,
 }
 
 /// Writes an event the callback published into a fresh slot.
@@ -628,7 +664,7 @@ fn publish(pool: &mut SlotPool<'_>, o: &Outgoing, nf_id: u32, worker: u8) -> Opt
     };
     let written = pool.payload_mut(slot).ok().and_then(|b| {
         header.write(b)?;
-        let room = b.get_mut(ubox_shm::event::EVENT_HEADER_LEN..)?;
+        let room = b.get_mut(EVENT_HEADER_LEN..)?;
         room.fill(0);
         room.get_mut(..o.payload.len())?.copy_from_slice(&o.payload);
         Some(())
@@ -640,21 +676,45 @@ fn publish(pool: &mut SlotPool<'_>, o: &Outgoing, nf_id: u32, worker: u8) -> Opt
     Some(slot)
 }
 
-/// Reads one event, calls its callback and writes the verdict. Returns the
-/// worker that sent it.
+/// The header a packet descriptor stands for (packet events carry no
+/// snapshot, frontier or payload; the runtime publishes them).
+fn header_of(d: &Desc, worker: u8) -> EventHeader {
+    EventHeader {
+        type_id: d.type_id,
+        flow_id: d.flow_id,
+        pkt_off: d.data,
+        pkt_len: u32::from(d.len),
+        worker,
+        side: d.side,
+        seq: d.cookie,
+        ..EventHeader::default()
+    }
+}
+
+/// Reads one event, calls its callback and returns the verdict code.
 fn handle(
     ctx: &Context<'_>,
-    pool: &mut SlotPool<'_>,
+    pool: &SlotPool<'_>,
     dispatch: &mut Dispatch,
-    slot: SlotIdx,
+    worker: u8,
+    d: &Desc,
     summary: &mut RunSummary,
 ) -> u8 {
     summary.events += 1;
-    let Some(header) = pool.payload(slot).ok().and_then(EventHeader::read) else {
-        // Not an allocated slot of this pool: nothing to read or answer.
-        summary.bad_events += 1;
-        summary.verdicts_unwritten += 1;
-        return 0;
+    let (header, payload) = match d.slot() {
+        None => (header_of(d, worker), &[][..]),
+        Some(slot) => {
+            let bytes = pool.payload(SlotIdx(slot)).ok();
+            match bytes.and_then(|b| Some((EventHeader::read(b)?, b.get(EVENT_HEADER_LEN..)?))) {
+                Some(hp) => hp,
+                None => {
+                    // Not an allocated slot of this pool: nothing to read.
+                    summary.bad_events += 1;
+                    summary.passed += 1;
+                    return VERDICT_PASS;
+                }
+            }
+        }
     };
     let packet = match header.pkt_len {
         0 => None,
@@ -673,8 +733,7 @@ fn handle(
         }
         Some(type_id) => match dispatch.find(type_id) {
             Some(i) => {
-                let payload = pool.payload(slot).ok().and_then(|b| b.get(ubox_shm::event::EVENT_HEADER_LEN..));
-                let ev = Event::attached(header, type_id, packet, payload.unwrap_or(&[]), ctx);
+                let ev = Event::attached(header, type_id, packet, payload, ctx);
                 (dispatch.handlers[i].callback)(&ev)
             }
             None => {
@@ -683,7 +742,7 @@ fn handle(
             }
         },
     };
-    let code = match verdict {
+    match verdict {
         Verdict::Pass => {
             summary.passed += 1;
             VERDICT_PASS
@@ -696,35 +755,20 @@ fn handle(
             summary.modified += 1;
             VERDICT_MODIFIED
         }
-    };
-    if write_verdict(pool, slot, code).is_err() {
-        summary.verdicts_unwritten += 1;
     }
-    header.worker
 }
 
-/// Writes the verdict into the slot's header.
-///
-/// TODO(shm): switch to `SlotPool::set_verdict(idx, v)` once ubox-shm has
-/// it. `payload_mut` works today only because the runtime holds exactly one
-/// reference to a slot while the NF answers it; a slot shared by parallel
-/// read-only subscribers (refcount > 1) is refused with `NotExclusive`.
-fn write_verdict(pool: &mut SlotPool<'_>, slot: SlotIdx, verdict: u32) -> Result<(), SlotError> {
-    let payload = pool.payload_mut(slot)?;
-    EventHeader::write_verdict(payload, verdict).ok_or(SlotError::OutOfRange { idx: slot.0, capacity: pool.capacity() })
-}
-
-/// Hands slots back in order; waits (backing off) while the ring is full,
-/// since the runtime drains it. Never drops a slot.
-fn push_back(from_nf: &RingRef<'_>, vals: &[u32], live: &Liveness<'_>) -> Result<(), NfError> {
-    let mut done = from_nf.push_burst(vals);
+/// Hands answers back in order; waits (backing off) while the ring is full,
+/// since the runtime drains it. Never drops one.
+fn push_back(answers: &mut Producer<'_, Answer>, vals: &[Answer], live: &Liveness<'_>) -> Result<(), NfError> {
+    let mut done = answers.push_burst(vals);
     if done == vals.len() {
         return Ok(());
     }
     let mut backoff = Backoff::default();
     let mut last_check = Instant::now();
     while done < vals.len() {
-        let n = from_nf.push_burst(&vals[done..]);
+        let n = answers.push_burst(&vals[done..]);
         done += n;
         if n == 0 {
             backoff.idle();

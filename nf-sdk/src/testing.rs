@@ -4,8 +4,8 @@
 //! It creates a real arena in a fresh temporary directory, listens on a Unix
 //! socket there, answers one `Register` (validated by the controller's real
 //! [`Registry`], so it refuses what the runtime would) with a session for one
-//! worker (ring 0 = `to_nf`, ring 1 = `from_nf`), and then lets the test
-//! publish events and collect verdicts:
+//! worker (arena channel 0), and then lets the test publish events and
+//! collect verdicts:
 //!
 //! ```no_run
 //! use nf_sdk::{testing::FakeRuntime, Nf, Verdict};
@@ -28,9 +28,11 @@
 //! safe writer for the data region, and a shared file mapping sees writes
 //! to the file. See [`FakeRuntime::write_packet`].
 //!
-//! The fake owns slots exactly as the runtime does: it allocates them,
-//! keeps the one reference while the NF holds the event, and releases them
-//! in [`collect_verdicts`](FakeRuntime::collect_verdicts).
+//! The fake sends events exactly as the runtime does: a packet event is a
+//! descriptor naming the packet bytes; an event with a header or payload
+//! of its own goes in a slot the fake allocates, keeps while the NF holds
+//! the event, and releases in [`collect_verdicts`](FakeRuntime::collect_verdicts).
+//! Each event gets an [`EventId`] (the cookie the NF echoes).
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -43,14 +45,12 @@ use std::time::{Duration, Instant};
 
 use controller::api::{NfRings, NfSession, Request, Response};
 use controller::registry::{NfManifest, Registry};
-use ubox_shm::event::{EventHeader, EVENT_HEADER_LEN, RING_PUBLISH, SIDE_CLIENT};
+use ubox_shm::event::{Desc, EventHeader, ANSWER_PUBLISH, ANSWER_VERDICT, DESC_SLOT, EVENT_HEADER_LEN, SIDE_CLIENT};
 use ubox_shm::{Arena, ArenaConfig, SlotIdx};
 use ustack::event::EventTypeId;
 
-/// Ring the fake publishes on.
-pub const TO_NF_RING: u32 = 0;
-/// Ring the fake collects answers from.
-pub const FROM_NF_RING: u32 = 1;
+/// The arena channel the fake uses (worker 0).
+pub const CHANNEL: u32 = 0;
 /// Bytes of packet space (the arena's data region).
 pub const DATA_BYTES: u64 = 4 << 20;
 /// Alignment of packets in the data region.
@@ -65,7 +65,7 @@ pub enum FakeError {
     Arena(#[from] ubox_shm::Error),
     #[error("fake runtime: no free event slot; collect verdicts first")]
     NoSlots,
-    #[error("fake runtime: to_nf ring is full; let the NF run or collect verdicts first")]
+    #[error("fake runtime: the NF's descriptor ring is full; let the NF run or collect verdicts first")]
     RingFull,
     #[error("fake runtime: {len}-byte packet does not fit in the data region next to the outstanding ones; collect verdicts first")]
     DataFull { len: usize },
@@ -78,6 +78,18 @@ struct Shared {
     control: Option<UnixStream>,
 }
 
+/// Which event an answer is for: the cookie the fake gave it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub u32);
+
+/// What an uncollected event holds: packet space (offset relative to the
+/// data region, length) and its slot, if it has one.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    space: Option<(u64, u64)>,
+    slot: Option<SlotIdx>,
+}
+
 /// A runtime stand-in for one NF on one worker; see the [module docs](self).
 pub struct FakeRuntime {
     dir: PathBuf,
@@ -88,8 +100,8 @@ pub struct FakeRuntime {
     listener: Option<JoinHandle<()>>,
     /// Next packet offset, relative to the data region.
     next_data: u64,
-    /// Packet space of events not collected yet: slot → (offset, len).
-    outstanding: HashMap<u32, (u64, u64)>,
+    /// What events not collected yet hold, by cookie.
+    outstanding: HashMap<u32, Held>,
     seq: u32,
     /// Events the NF published, collected with the verdicts.
     published: Vec<(EventHeader, Vec<u8>)>,
@@ -126,8 +138,8 @@ impl FakeRuntime {
             instance: "fake".into(),
             slots: 4096,
             slot_size: 256,
-            rings: 2,
-            ring_capacity: 2048,
+            channels: 1,
+            channel_capacity: 2048,
             data_bytes: DATA_BYTES,
         };
         let arena = Arena::create(&arena_path, &config)?;
@@ -182,23 +194,50 @@ impl FakeRuntime {
     }
 
     /// Publishes a client-side event of type `type_id` on flow `flow_id`
-    /// carrying a copy of `packet` (no packet when it is empty).
-    pub fn publish(&mut self, type_id: EventTypeId, flow_id: u64, packet: &[u8]) -> Result<SlotIdx, FakeError> {
-        let header = EventHeader { type_id: type_id.raw(), flow_id, side: SIDE_CLIENT, ..EventHeader::default() };
-        self.publish_header(header, packet)
+    /// carrying a copy of `packet` (no packet when it is empty), as the
+    /// runtime publishes `PKT` events: one descriptor, no slot.
+    pub fn publish(&mut self, type_id: EventTypeId, flow_id: u64, packet: &[u8]) -> Result<EventId, FakeError> {
+        let space = self.copy_packet(packet)?;
+        let d = Desc {
+            type_id: type_id.raw(),
+            flow_id,
+            data: space.map_or(0, |(rel, _)| self.arena.data_region().offset + rel),
+            len: packet.len() as u16,
+            side: SIDE_CLIENT,
+            flags: 0,
+            cookie: self.seq,
+        };
+        self.send(d, Held { space, slot: None })
+    }
+
+    /// Arena offset of the packet bytes of event `id`, while it is not
+    /// collected yet (to look at what the NF wrote there).
+    pub fn packet_offset(&self, id: EventId) -> Option<u64> {
+        let (rel, _) = self.outstanding.get(&id.0)?.space?;
+        Some(self.arena.data_region().offset + rel)
     }
 
     /// Publishes `header` with `payload` written after it (a published
     /// event's `#[repr(C)]` payload, e.g. `FlowEnd::to_bytes()`), no packet.
-    pub fn publish_payload(&mut self, mut header: EventHeader, payload: &[u8]) -> Result<SlotIdx, FakeError> {
+    pub fn publish_payload(&mut self, header: EventHeader, payload: &[u8]) -> Result<EventId, FakeError> {
+        self.publish_slot(header, None, payload)
+    }
+
+    /// Puts `header` (packet reference set to `space`, `worker` 0, `seq` the
+    /// cookie) and `payload` in a fresh slot and sends a descriptor naming it.
+    fn publish_slot(
+        &mut self,
+        mut header: EventHeader,
+        space: Option<(u64, u64)>,
+        payload: &[u8],
+    ) -> Result<EventId, FakeError> {
         let mut pool = self.arena.slot_pool()?;
         let slot = pool.alloc().ok_or(FakeError::NoSlots)?;
-        header.pkt_off = 0;
-        header.pkt_len = 0;
+        header.pkt_off = space.map_or(0, |(rel, _)| self.arena.data_region().offset + rel);
+        header.pkt_len = space.map_or(0, |(_, len)| len as u32);
         header.worker = 0;
         header.seq = self.seq;
-        header.verdict = 0;
-        self.seq = self.seq.wrapping_add(1);
+        header.reserved = 0;
         let written = pool.payload_mut(slot).ok().and_then(|p| {
             header.write(p)?;
             let room = p.get_mut(EVENT_HEADER_LEN..)?;
@@ -206,11 +245,48 @@ impl FakeRuntime {
             room.get_mut(..payload.len())?.copy_from_slice(payload);
             Some(())
         });
-        if written.is_none() || self.arena.ring(TO_NF_RING)?.push(slot.0).is_err() {
+        if written.is_none() {
             let _ = pool.release(slot);
-            return Err(if written.is_none() { FakeError::NoSlots } else { FakeError::RingFull });
+            return Err(FakeError::NoSlots);
         }
-        Ok(slot)
+        let d = Desc {
+            type_id: header.type_id,
+            flow_id: header.flow_id,
+            data: u64::from(slot.0),
+            side: header.side,
+            flags: DESC_SLOT,
+            cookie: self.seq,
+            ..Desc::default()
+        };
+        self.send(d, Held { space, slot: Some(slot) }).inspect_err(|_| {
+            let _ = self.arena.slot_pool().map(|p| p.release(slot));
+        })
+    }
+
+    /// Pushes `d` on the channel and remembers what it holds.
+    fn send(&mut self, d: Desc, held: Held) -> Result<EventId, FakeError> {
+        let ring = self.arena.channel(CHANNEL)?.desc;
+        if !ring.producer().push(d) {
+            return Err(FakeError::RingFull);
+        }
+        // Wake the NF if it sleeps on its doorbell, as a worker does.
+        ring.bell().wake();
+        self.seq = self.seq.wrapping_add(1);
+        if let Some((rel, len)) = held.space {
+            self.next_data = rel + len;
+        }
+        self.outstanding.insert(d.cookie, held);
+        Ok(EventId(d.cookie))
+    }
+
+    /// Copies a non-empty `packet` into free packet space.
+    fn copy_packet(&mut self, packet: &[u8]) -> Result<Option<(u64, u64)>, FakeError> {
+        if packet.is_empty() {
+            return Ok(None);
+        }
+        let rel = self.place(packet.len())?;
+        self.write_packet(self.arena.data_region().offset + rel, packet)?;
+        Ok(Some((rel, packet.len() as u64)))
     }
 
     /// Publishes a `DATA_RDY/CLIENT` or `DATA_RDY/SERVER` event for flow
@@ -226,7 +302,7 @@ impl FakeRuntime {
         stream: &[u8],
         new_from: u64,
         ring_len: u32,
-    ) -> Result<SlotIdx, FakeError> {
+    ) -> Result<EventId, FakeError> {
         use ubox_shm::event::{StreamRef, SIDE_SERVER};
         let space = self.place(ring_len as usize + 64)?;
         let base = self.arena.data_region().offset + space;
@@ -246,45 +322,20 @@ impl FakeRuntime {
             ustack::flow::Side::Server => (ustack::event::DATA_RDY_SERVER, SIDE_SERVER),
         };
         let header = EventHeader { type_id: ty.raw(), flow_id, side: s, frontier: r.end, ..EventHeader::default() };
-        let slot = self.publish_payload(header, &r.to_bytes())?;
-        self.outstanding.insert(slot.0, (space, ring_len as u64 + 64));
+        let id = self.publish_payload(header, &r.to_bytes())?;
+        if let Some(h) = self.outstanding.get_mut(&id.0) {
+            h.space = Some((space, ring_len as u64 + 64));
+        }
         self.next_data = space + ring_len as u64 + 64;
-        Ok(slot)
+        Ok(id)
     }
 
-    /// Publishes `header` as given, except for the packet reference (set to
-    /// the copy of `packet`), `worker` (0) and `seq` (the fake's counter).
-    pub fn publish_header(&mut self, mut header: EventHeader, packet: &[u8]) -> Result<SlotIdx, FakeError> {
-        let placed = if packet.is_empty() { None } else { Some(self.place(packet.len())?) };
-        let mut pool = self.arena.slot_pool()?;
-        let slot = pool.alloc().ok_or(FakeError::NoSlots)?;
-        let (pkt_off, pkt_len) = match placed {
-            Some(rel) => {
-                let abs = self.arena.data_region().offset + rel;
-                if let Err(e) = self.write_packet(abs, packet) {
-                    let _ = pool.release(slot);
-                    return Err(e.into());
-                }
-                (abs, packet.len() as u32)
-            }
-            None => (0, 0),
-        };
-        header.pkt_off = pkt_off;
-        header.pkt_len = pkt_len;
-        header.worker = 0;
-        header.seq = self.seq;
-        header.verdict = 0;
-        self.seq = self.seq.wrapping_add(1);
-        let written = pool.payload_mut(slot).ok().and_then(|p| header.write(p));
-        if written.is_none() || self.arena.ring(TO_NF_RING)?.push(slot.0).is_err() {
-            let _ = pool.release(slot);
-            return Err(if written.is_none() { FakeError::NoSlots } else { FakeError::RingFull });
-        }
-        if let Some(rel) = placed {
-            self.outstanding.insert(slot.0, (rel, packet.len() as u64));
-            self.next_data = rel + packet.len() as u64;
-        }
-        Ok(slot)
+    /// Publishes `header` as given in a slot (the way the runtime sends
+    /// events with a snapshot or frontier), except for the packet reference
+    /// (set to the copy of `packet`), `worker` (0) and `seq` (the cookie).
+    pub fn publish_header(&mut self, header: EventHeader, packet: &[u8]) -> Result<EventId, FakeError> {
+        let space = self.copy_packet(packet)?;
+        self.publish_slot(header, space, &[])
     }
 
     /// Where a packet of `len` bytes goes (relative to the data region): a
@@ -297,7 +348,8 @@ impl FakeRuntime {
         if at + len64 > cap {
             at = 0;
         }
-        let overlaps = |a: u64| self.outstanding.values().any(|&(o, l)| a < o + l && o < a + len64);
+        let overlaps =
+            |a: u64| self.outstanding.values().filter_map(|h| h.space).any(|(o, l)| a < o + l && o < a + len64);
         if len64 > cap || overlaps(at) {
             return Err(FakeError::DataFull { len });
         }
@@ -316,37 +368,46 @@ impl FakeRuntime {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "packet does not fit in the data region"))
     }
 
-    /// Pops every answered slot from `from_nf`, reads its verdict
-    /// (`ubox_shm::event::VERDICT_*`) and releases it. Events the NF
-    /// published meanwhile are kept for [`take_published`](Self::take_published).
-    pub fn collect_verdicts(&mut self) -> Vec<(SlotIdx, u32)> {
+    /// Pops every answer, returning each event's verdict
+    /// (`ubox_shm::event::VERDICT_*`) and freeing what it held. Events the
+    /// NF published meanwhile are kept for
+    /// [`take_published`](Self::take_published). An answer with an unknown
+    /// cookie or kind is returned with verdict `u8::MAX`.
+    pub fn collect_verdicts(&mut self) -> Vec<(EventId, u8)> {
         let mut out = Vec::new();
-        let (Ok(ring), Ok(pool)) = (self.arena.ring(FROM_NF_RING), self.arena.slot_pool()) else {
+        let (Ok(ch), Ok(pool)) = (self.arena.channel(CHANNEL), self.arena.slot_pool()) else {
             return out;
         };
-        while let Some(idx) = ring.pop() {
-            if idx & RING_PUBLISH != 0 {
-                let slot = SlotIdx(idx & !RING_PUBLISH);
-                if let Ok(b) = pool.payload(slot) {
-                    if let Some(h) = EventHeader::read(b) {
-                        self.published.push((h, b.get(EVENT_HEADER_LEN..).unwrap_or(&[]).to_vec()));
+        let mut answers = ch.answer.consumer();
+        while let Some(a) = answers.pop() {
+            match a.kind() {
+                ANSWER_PUBLISH => {
+                    let slot = SlotIdx(a.cookie());
+                    if let Ok(b) = pool.payload(slot) {
+                        if let Some(h) = EventHeader::read(b) {
+                            self.published.push((h, b.get(EVENT_HEADER_LEN..).unwrap_or(&[]).to_vec()));
+                        }
                     }
+                    let _ = pool.release(slot);
                 }
-                let _ = pool.release(slot);
-                continue;
+                ANSWER_VERDICT => match self.outstanding.remove(&a.cookie()) {
+                    Some(held) => {
+                        if let Some(slot) = held.slot {
+                            let _ = pool.release(slot);
+                        }
+                        out.push((EventId(a.cookie()), a.code()));
+                    }
+                    None => out.push((EventId(a.cookie()), u8::MAX)),
+                },
+                _ => out.push((EventId(a.cookie()), u8::MAX)),
             }
-            let slot = SlotIdx(idx);
-            let verdict = pool.payload(slot).ok().and_then(EventHeader::read).map_or(u32::MAX, |h| h.verdict);
-            let _ = pool.release(slot);
-            self.outstanding.remove(&idx);
-            out.push((slot, verdict));
         }
         out
     }
 
     /// [`collect_verdicts`](Self::collect_verdicts) until `n` arrived or
     /// `timeout` passed.
-    pub fn wait_verdicts(&mut self, n: usize, timeout: Duration) -> Vec<(SlotIdx, u32)> {
+    pub fn wait_verdicts(&mut self, n: usize, timeout: Duration) -> Vec<(EventId, u8)> {
         let until = Instant::now() + timeout;
         let mut out = self.collect_verdicts();
         while out.len() < n && Instant::now() < until {
@@ -458,10 +519,11 @@ fn answer(manifest: &NfManifest, arena: PathBuf) -> Response {
     };
     Response::Registered(NfSession {
         cpus: Vec::new(),
+        wakeup: controller::api::NfWakeup::Futex,
         nf_id: id.0,
         name: manifest.name.clone(),
         arena,
-        rings: vec![NfRings { worker: 0, to_nf: TO_NF_RING, from_nf: FROM_NF_RING }],
+        rings: vec![NfRings { worker: 0, channel: CHANNEL }],
         subscriptions: entry.subscriptions.iter().map(|s| s.event.raw()).collect(),
         publications: entry.publications.iter().map(|p| p.raw()).collect(),
     })

@@ -89,6 +89,11 @@ pub struct RuntimeSection {
     /// workers use them all. A busy-polling NF on a worker's CPU would
     /// steal the worker's time slices.
     pub nf_cpus: Option<Vec<u32>>,
+    /// How idle NFs wait: `futex` (default: they sleep on a doorbell in the
+    /// arena and workers wake them when they push events) or `poll` (spin,
+    /// yield, then timed sleeps up to 1 ms; workers never make a system
+    /// call).
+    pub nf_wakeup: controller::api::NfWakeup,
 }
 
 impl Default for RuntimeSection {
@@ -115,6 +120,7 @@ impl Default for RuntimeSection {
             nf_timeout_ms: 2000,
             nf_backpressure: false,
             nf_cpus: None,
+            nf_wakeup: controller::api::NfWakeup::Futex,
         }
     }
 }

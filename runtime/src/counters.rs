@@ -77,6 +77,33 @@ impl RuntimeDrop {
     }
 }
 
+/// Events the runtime could not deliver to an NF. These are events, not
+/// packets: the chain's policy decides what happens to the packet (a
+/// `fail-open` stage lets it by, a `fail-closed` one drops it, counted as
+/// a [`RuntimeDrop`] too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EventSkip {
+    /// The NF's descriptor ring was full (no backpressure).
+    RingFull,
+    /// No free event slot or in-flight entry.
+    NoSlot,
+    /// The NF is absent or dead and its stage is `fail-open`.
+    NfAbsent,
+}
+
+impl EventSkip {
+    pub const ALL: [EventSkip; 3] = [EventSkip::RingFull, EventSkip::NoSlot, EventSkip::NfAbsent];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EventSkip::RingFull => "ring_full",
+            EventSkip::NoSlot => "no_slot",
+            EventSkip::NfAbsent => "nf_absent",
+        }
+    }
+}
+
 /// Per-port counters of one worker.
 #[derive(Default)]
 pub struct PortCounters {
@@ -119,6 +146,16 @@ pub struct WorkerCounters {
     /// Loop iterations that skipped RX because an NF ring was nearly full
     /// (`runtime.nf_backpressure`).
     pub rx_paused: Counter,
+    /// Events not delivered, by [`EventSkip`].
+    pub skipped: Vec<Counter>,
+    /// Descriptor ring bursts pushed to NFs, and the descriptors in them.
+    pub event_bursts: Counter,
+    pub events_pushed: Counter,
+    /// Sleeping NFs woken by a push (`runtime.nf_wakeup = "futex"`).
+    pub nf_wakeups: Counter,
+    /// TSC ticks of loop iterations that did work (received frames or took
+    /// answers): the worker's busy time.
+    pub busy_ticks: Counter,
     /// TCP monitor: flows monitored now, monitored in all, refused at
     /// `monitor.max_flows`, sides without a stream ring, RSTs sent for
     /// terminated flows.
@@ -155,6 +192,11 @@ impl WorkerCounters {
             nf_answers: Counter::default(),
             nf_rtt_ticks: Counter::default(),
             rx_paused: Counter::default(),
+            skipped: (0..EventSkip::ALL.len()).map(|_| Counter::default()).collect(),
+            event_bursts: Counter::default(),
+            events_pushed: Counter::default(),
+            nf_wakeups: Counter::default(),
+            busy_ticks: Counter::default(),
             mon_active: Counter::default(),
             mon_flows: Counter::default(),
             mon_full: Counter::default(),
@@ -175,6 +217,20 @@ impl WorkerCounters {
     #[inline(always)]
     pub fn drop_runtime(&self, r: RuntimeDrop) {
         self.runtime_drops[r as usize].add(1);
+    }
+
+    #[inline(always)]
+    pub fn skip_event(&self, why: EventSkip) {
+        self.skipped[why as usize].add(1);
+    }
+
+    /// Skipped events by reason name, non-zero only.
+    pub fn skips(&self) -> std::collections::BTreeMap<String, u64> {
+        EventSkip::ALL
+            .iter()
+            .map(|&e| (e.name().to_string(), self.skipped[e as usize].get()))
+            .filter(|&(_, v)| v > 0)
+            .collect()
     }
 
     /// Drops by reason name, non-zero only.

@@ -1,6 +1,5 @@
 //! Chains on the data path: which NFs a flow's packets visit, publishing
-//! them as `PKT/...` events into the NFs' arena rings, and acting on the
-//! answers.
+//! them as events on the NFs' arena channels, and acting on the answers.
 //!
 //! The control thread compiles a chain file into a [`ChainSnapshot`] and
 //! posts it on the [`ChainBoard`]; each worker picks new snapshots up between
@@ -8,21 +7,46 @@
 //! remembers the snapshot version and chain), so applying new chains affects
 //! new flows while old ones keep theirs.
 //!
-//! Per packet: for each stage of its chain, if the stage's NF is alive and
-//! subscribes to the packet's type, the worker writes an event header into a
-//! slot, pushes the slot on the NF's ring and parks the mbuf under the slot
-//! index; the answer (Pass/Drop) moves it on. An absent or dead NF gets the
-//! stage's policy: `fail-open` skips it, `fail-closed` drops the packet.
-//! When an NF dies, the worker reclaims everything it held (answers still in
-//! its ring, events it never took, packets parked on it) and acknowledges,
-//! so the slot can be reused by the NF's next run.
+//! # The event path
+//! Per packet and stage: for each NF of the stage that is alive and wants
+//! the packet's type (and flow), the worker queues a 32-byte [`Desc`] on
+//! that NF's channel, carrying everything a `PKT` event needs (type, flow,
+//! side, the packet's arena offset and length) and a **cookie**: the index
+//! of the packet's entry in this worker's in-flight slab, with an 8-bit tag
+//! that changes each time the entry is reused. The mbuf stays parked in the
+//! slab. Queued descriptors go out in one ring burst per NF when the worker
+//! flushes (after each RX burst and each answer poll). The NF answers with
+//! an 8-byte [`Answer`] (cookie, verdict) on its answer ring; the worker
+//! finds the entry by the cookie, checks the tag and that the answering NF
+//! is a member of the packet's current stage with an answer still due
+//! (member bits), and moves the packet on. No slot, no shared refcount, no
+//! cross-process compare-and-swap on the way: per event, the descriptor's
+//! half cache line out and an eighth of a line back, plus a few index lines
+//! per burst (see `ubox_shm::ring`).
 //!
-//! A parallel group's NFs get the packet at once, each through an event
-//! slot of its own pointing at the same packet bytes (zero copy); the parked
-//! packet counts the answers still due and moves on when none is left. Any
-//! Drop answer, or a `fail-closed` member that is absent or died, drops it,
-//! but only after every member that holds it has answered (they read its
-//! bytes meanwhile).
+//! Events that carry more than a packet reference (monitor events with a
+//! snapshot or a `DATA_RDY` range, `FLOW/END`, events NFs publish) put the
+//! full header and payload in an arena slot named by the descriptor
+//! ([`DESC_SLOT`]); the worker frees the slot when the NF answers.
+//!
+//! # Policies and faults
+//! An absent or dead NF gets the stage's policy: `fail-open` skips it,
+//! `fail-closed` drops the packet. An event that cannot be delivered (ring
+//! full without backpressure, no event slot) is *skipped* and counted
+//! apart from packet drops; the stage's policy decides the packet's fate.
+//! With `runtime.nf_backpressure` nothing is skipped for a full ring: the
+//! descriptor waits in the worker's queue and RX pauses until the NF
+//! catches up. When an NF dies, the worker reclaims everything it held
+//! (answers still in its ring, descriptors it never took, every in-flight
+//! entry with its answer still due) and acknowledges, so the slot can be
+//! reused by the NF's next run.
+//!
+//! A parallel group's NFs get the packet at once, each through a descriptor
+//! of its own pointing at the same packet bytes (zero copy) under the same
+//! cookie; the entry's member bits track who still owes an answer, and the
+//! packet moves on when none does. Any Drop answer, or a `fail-closed`
+//! member that is absent or died, drops it, but only after every member
+//! that holds it has answered (they read its bytes meanwhile).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,24 +54,31 @@ use std::sync::{Arc, Mutex};
 use controller::chain::Policy;
 use controller::registry::FlowFilter;
 use ubox_shm::event::{
-    EventHeader, FlowEnd, StreamRef, RING_PUBLISH, SIDE_CLIENT, SIDE_SERVER, SNAPSHOT_LEN, VERDICT_DROP,
-    VERDICT_MODIFIED,
+    Answer, Desc, EventHeader, FlowEnd, StreamRef, ANSWER_PUBLISH, ANSWER_VERDICT, DESC_SLOT, EVENT_HEADER_LEN,
+    SIDE_CLIENT, SIDE_SERVER, SNAPSHOT_LEN, VERDICT_DROP, VERDICT_MODIFIED,
 };
-use ubox_shm::{Arena, RingRef, SlotIdx, SlotPool};
+use ubox_shm::{Arena, Bell, Consumer, Producer, SlotIdx, SlotPool};
 use ustack::event::{self, EventTypeId};
 use ustack::flow::{EndReason, FlowKey, FlowRecord, Side};
 
-use crate::counters::{RuntimeDrop, WorkerCounters};
+use crate::counters::{EventSkip, RuntimeDrop, WorkerCounters};
 use crate::dpdk::mbuf::Mbuf;
 use crate::dpdk::mempool::Mempool;
 use crate::monitor::{Monitor, Needs, Report};
-use crate::nfs::{filters_take, NfCount, NfTable, SubFilters, DEAD, LIVE};
+use crate::nfs::{filters_take, NfCount, NfTable, SubFilters, LIVE};
 
-/// Snapshots a worker keeps for flows assigned under older versions.
+/// Snapshots a worker keeps for flows assigned under older versions (more
+/// while parked packets still use them).
 const KEEP_SNAPSHOTS: usize = 8;
 
 /// Most NFs in one parallel group (checked when chains are applied).
 pub const MAX_GROUP: usize = 8;
+
+/// Answers popped from one NF per ring read.
+const ANSWER_BURST: usize = 256;
+
+/// In-flight entries at most (cookie index bits).
+const MAX_INFLIGHT: usize = 1 << 24;
 
 /// One chain, with its NFs resolved to slots.
 #[derive(Debug)]
@@ -104,9 +135,6 @@ impl ChainBoard {
     }
 }
 
-/// `Dispatcher::room` before the ring was looked at in this flush cycle.
-const ROOM_UNKNOWN: u32 = u32::MAX;
-
 /// Flow tag bit: the flow runs the TCP monitor (its chain wants it).
 pub const MONITORED: u32 = 0x8000;
 /// Flow tag bits naming the chain (index + 1; 0 = none).
@@ -121,43 +149,64 @@ fn tag(version: u32, chain: Option<usize>) -> u32 {
     ((version & 0xffff) << 16) | chain.map_or(0, |c| (c as u32 + 1) & CHAIN_MASK)
 }
 
+/// The `PKT` types a packet can have, as bits of [`NfView::pkt`].
+const PKT_TYPES: [EventTypeId; 3] = [event::PKT, event::PKT_TCP, event::PKT_UDP];
+
+fn pkt_kind(proto: u8) -> u8 {
+    match proto {
+        6 => 1,
+        17 => 2,
+        _ => 0,
+    }
+}
+
+/// What a worker needs to know about an NF slot on the packet path, read
+/// from the shared table only when a registration or death happened.
+#[derive(Clone, Copy, Debug, Default)]
+struct NfView {
+    live: bool,
+    gen: u32,
+    /// Some subscription has a flow filter.
+    filtered: bool,
+    /// Bit `i`: subscribes to `PKT_TYPES[i]` (or a supertype).
+    pkt: u8,
+}
+
 /// A packet parked while NFs hold its events.
 struct Parked {
     m: Mbuf,
-    out: usize,
-    snap: Arc<ChainSnapshot>,
-    chain: usize,
-    stage: usize,
-    ty: EventTypeId,
     key: FlowKey,
     flow_id: u64,
+    /// TSC when its current stage was published.
+    sent: u64,
+    /// Index into the worker's snapshots.
+    snap: u32,
+    chain: u16,
+    stage: u16,
+    out: u8,
     side: u8,
-    /// Answers still due for the current stage.
-    pending: u32,
+    /// Index into [`PKT_TYPES`].
+    kind: u8,
+    /// Members of the current stage whose answer is still due.
+    pending: u8,
     /// Why the packet will be dropped once `pending` reaches 0.
     doom: Option<RuntimeDrop>,
 }
 
-/// `Outstanding::group` of an event that carries no packet (an event an NF
-/// published, delivered to its subscribers): nothing waits for its answer.
-const NOTICE: u32 = u32::MAX;
-
-/// Which parked packet an outstanding event slot belongs to (or
-/// [`NOTICE`]), and to whom it was given.
-#[derive(Clone, Copy)]
-struct Outstanding {
-    group: u32,
+/// An event without a packet that nothing waits for (a monitor event, an
+/// event another NF published): its slot, and what it pins.
+struct Notice {
     nf: usize,
-    gen: u32,
-    policy: Policy,
-    /// TSC when published, for the event round-trip time.
+    slot: u32,
     sent: u64,
-    /// For a `DATA_RDY` notice: the flow, side (1 client, 2 server; 0 for
-    /// other events), ring and range end it pins.
-    pin_flow: u64,
-    pin_end: u64,
-    pin_buf: u32,
-    pin_side: u8,
+    /// For a `DATA_RDY`: the flow, side, ring and range end it pins.
+    pin: Option<(u64, Side, u32, u64)>,
+}
+
+enum Inflight {
+    Free,
+    Packet(Parked),
+    Notice(Notice),
 }
 
 /// What the dispatcher did with a packet.
@@ -168,27 +217,86 @@ pub enum Outcome {
     Taken,
 }
 
+/// A snapshot of the chains and how many parked packets still use it.
+struct Snap {
+    snap: Arc<ChainSnapshot>,
+    parked: u32,
+}
+
+/// The worker's end of one NF's channel, and what waits to go on it.
+struct Link<'a> {
+    events: Producer<'a, Desc>,
+    answers: Consumer<'a, Answer>,
+    /// Descriptors queued for the next flush.
+    pending: Vec<Desc>,
+    /// Events queued and answers taken since the shared counters were last
+    /// updated.
+    given: u64,
+    answered: u64,
+    /// The NF's doorbell (its first channel's), rung after each push
+    /// (`runtime.nf_wakeup = "futex"`).
+    bell: Option<Bell<'a>>,
+    /// In the dispatcher's `dirty` list (something to push or count).
+    dirty: bool,
+}
+
+impl Link<'_> {
+    /// Queue `d` if the ring will have room for it at the flush (the
+    /// worker is the ring's only producer, so room seen now stays), or
+    /// always with `force` (backpressure: the flush leaves what does not
+    /// fit queued, and RX pauses meanwhile).
+    #[inline]
+    fn queue(&mut self, d: Desc, force: bool) -> bool {
+        let want = self.pending.len() as u32 + 1;
+        if !force && self.events.room(want) < want {
+            return false;
+        }
+        self.pending.push(d);
+        self.given += 1;
+        true
+    }
+}
+
+/// Marks link `k` as having work for the next flush.
+#[inline]
+fn touch(links: &mut [Link<'_>], dirty: &mut Vec<u16>, k: usize) {
+    let l = &mut links[k];
+    if !l.dirty {
+        l.dirty = true;
+        dirty.push(k as u16);
+    }
+}
+
 /// One worker's side of the event data path. Lives for the worker loop and
 /// borrows the arena.
 pub struct Dispatcher<'a> {
     w: usize,
     pool: SlotPool<'a>,
-    to_nf: Vec<RingRef<'a>>,
-    from_nf: Vec<RingRef<'a>>,
+    links: Vec<Link<'a>>,
+    /// Links with descriptors queued or counts to add since the last flush.
+    dirty: Vec<u16>,
+    nfv: Vec<NfView>,
+    /// The NF slots live now (whose answer rings are polled).
+    live: Vec<usize>,
     table: Arc<NfTable>,
     board: Arc<ChainBoard>,
     counters: Arc<WorkerCounters>,
-    snaps: Vec<Arc<ChainSnapshot>>,
+    /// Snapshots by stable index (`None`: evicted, reusable); the newest.
+    snaps: Vec<Option<Snap>>,
+    newest: Option<usize>,
     seen_version: u32,
-    seen_deaths: u32,
-    /// Parked packets (a slab) and its free list.
-    groups: Vec<Option<Parked>>,
-    free_groups: Vec<u32>,
-    /// Per event slot: the event outstanding there, if this worker owns one.
-    outstanding: Vec<Option<Outstanding>>,
+    /// Registrations and deaths as of the last `nfv` refresh.
+    seen_epoch: (u32, u32),
+    /// Parked packets and outstanding notices, by cookie index; the tag of
+    /// each entry; free entries.
+    inflight: Vec<Inflight>,
+    tags: Vec<u8>,
+    free: Vec<u32>,
     parked_count: usize,
-    /// Outstanding [`NOTICE`] events.
     notices: usize,
+    /// Per slot index: the slot is one of this worker's outstanding
+    /// notices (so an NF cannot "publish" it back).
+    noticed: Vec<bool>,
     /// Per NF slot: its subscriptions with flow filters, cached for the
     /// generation it was read at.
     filters: Vec<(u32, SubFilters)>,
@@ -196,19 +304,10 @@ pub struct Dispatcher<'a> {
     backpressure: bool,
     /// Ring room below which RX pauses.
     rx_room: u32,
-    seq: u32,
-    answers: Vec<u32>,
-    /// Events for each NF not pushed yet: a loop's events go out in one
-    /// ring burst per NF ([`flush`](Self::flush)), so the NF's core sees
-    /// one index update per burst instead of one per packet.
-    pending: Vec<Vec<u32>>,
-    /// Per NF: ring room left for `pending` (`ROOM_UNKNOWN` until needed).
-    room: Vec<u32>,
-    room_known: bool,
-    any_pending: bool,
-    /// Events given and answered per NF since the last flush (added to the
-    /// shared counters once per flush).
-    given: Vec<u64>,
+    answers: Vec<Answer>,
+    /// Answers and their summed round trips since the last flush.
+    answers_acc: u64,
+    rtt_acc: u64,
     /// TSC of the current loop iteration ([`tick`](Self::tick)), and the
     /// same instant in nanoseconds (the flow table's clock).
     now: u64,
@@ -244,17 +343,30 @@ impl<'a> Dispatcher<'a> {
         board: Arc<ChainBoard>,
         counters: Arc<WorkerCounters>,
         backpressure: bool,
+        wake: bool,
         rx_room: usize,
         mon: Monitor,
         mbufs: Arc<Mempool>,
     ) -> Result<Dispatcher<'a>, String> {
         let pool = arena.slot_pool().map_err(|e| format!("arena slot pool: {e}"))?;
         let n = table.slots.len();
-        let mut to_nf = Vec::with_capacity(n);
-        let mut from_nf = Vec::with_capacity(n);
+        let mut links = Vec::with_capacity(n);
         for k in 0..n {
-            to_nf.push(arena.ring(table.to_nf_ring(k, w)).map_err(|e| format!("arena ring: {e}"))?);
-            from_nf.push(arena.ring(table.from_nf_ring(k, w)).map_err(|e| format!("arena ring: {e}"))?);
+            let ch = arena.channel(table.channel(k, w)).map_err(|e| format!("arena channel: {e}"))?;
+            let bell = if wake {
+                Some(arena.channel(table.channel(k, 0)).map_err(|e| format!("arena channel: {e}"))?.desc.bell())
+            } else {
+                None
+            };
+            links.push(Link {
+                events: ch.desc.producer(),
+                answers: ch.answer.consumer(),
+                pending: Vec::with_capacity(ch.desc.capacity() as usize),
+                given: 0,
+                answered: 0,
+                bell,
+                dirty: false,
+            });
         }
         let cap = pool.capacity() as usize;
         let region = arena.data_region();
@@ -264,29 +376,29 @@ impl<'a> Dispatcher<'a> {
             data_off: region.offset,
             w,
             pool,
-            to_nf,
-            from_nf,
+            links,
+            dirty: Vec::with_capacity(n),
+            nfv: vec![NfView::default(); n],
+            live: Vec::with_capacity(n),
             table,
             board,
             counters,
             snaps: Vec::new(),
+            newest: None,
             seen_version: 0,
-            seen_deaths: 0,
-            groups: Vec::with_capacity(cap),
-            free_groups: Vec::new(),
-            outstanding: vec![None; cap],
+            seen_epoch: (u32::MAX, u32::MAX),
+            inflight: Vec::with_capacity(cap),
+            tags: Vec::with_capacity(cap),
+            free: Vec::new(),
             parked_count: 0,
             notices: 0,
+            noticed: vec![false; cap],
             filters: (0..n).map(|_| (u32::MAX, SubFilters::default())).collect(),
             backpressure,
             rx_room: rx_room as u32,
-            seq: 0,
-            answers: vec![0; 64],
-            pending: (0..n).map(|_| Vec::with_capacity(64)).collect(),
-            room: vec![ROOM_UNKNOWN; n],
-            room_known: false,
-            any_pending: false,
-            given: vec![0; n],
+            answers: vec![Answer::default(); ANSWER_BURST],
+            answers_acc: 0,
+            rtt_acc: 0,
             now: 0,
             now_ns: 0,
             mon,
@@ -306,40 +418,101 @@ impl<'a> Dispatcher<'a> {
         self.seen_version != 0
     }
 
-    /// Pick up new chains and reclaim what dead NFs held. Once per loop.
+    /// Pick up new chains, NF registrations and deaths, and reclaim what
+    /// dead NFs held. Once per loop; cheap when nothing changed.
     pub fn refresh(&mut self, emit: &mut impl FnMut(Mbuf, usize)) {
         let v = self.board.version();
         if v != self.seen_version {
             let snap = self.board.load();
             self.seen_version = snap.version;
-            self.snaps.push(snap);
-            if self.snaps.len() > KEEP_SNAPSHOTS {
-                self.snaps.remove(0);
-            }
+            self.add_snapshot(snap);
         }
-        // NF deaths are rare: look at the slots only when one happened.
-        let deaths = self.table.deaths.load(Ordering::Acquire);
-        if deaths == self.seen_deaths {
+        let epoch = (self.table.registrations.load(Ordering::Acquire), self.table.deaths.load(Ordering::Acquire));
+        if epoch == self.seen_epoch {
             return;
         }
-        for k in 0..self.table.slots.len() {
+        let deaths_changed = epoch.1 != self.seen_epoch.1;
+        self.seen_epoch = epoch;
+        for k in 0..self.nfv.len() {
+            let s = &self.table.slots[k];
+            let gen = s.gen.load(Ordering::Acquire);
+            let live = s.state.load(Ordering::Acquire) == LIVE;
+            let mut pkt = 0;
+            for (i, &t) in PKT_TYPES.iter().enumerate() {
+                if live && self.table.wants(k, t) {
+                    pkt |= 1 << i;
+                }
+            }
+            self.nfv[k] = NfView { live, gen, filtered: s.filtered.load(Ordering::Acquire), pkt };
+        }
+        self.live = (0..self.nfv.len()).filter(|&k| self.nfv[k].live).collect();
+        if !deaths_changed {
+            return;
+        }
+        for k in 0..self.nfv.len() {
             let (dead, gen, done) = {
                 let s = &self.table.slots[k];
                 let gen = s.gen.load(Ordering::Acquire);
-                (s.state.load(Ordering::Acquire) == DEAD, gen, s.reclaimed[self.w].load(Ordering::Acquire) >= gen)
+                (
+                    s.state.load(Ordering::Acquire) == crate::nfs::DEAD,
+                    gen,
+                    s.reclaimed[self.w].load(Ordering::Acquire) >= gen,
+                )
             };
             if dead && !done {
-                self.reclaim(k, gen, emit);
+                self.reclaim(k, emit);
                 self.table.slots[k].reclaimed[self.w].store(gen, Ordering::Release);
             }
         }
-        self.seen_deaths = deaths;
+    }
+
+    /// Keep `snap` as the newest; forget the oldest unused ones beyond
+    /// [`KEEP_SNAPSHOTS`] (indices of the others never move).
+    fn add_snapshot(&mut self, snap: Arc<ChainSnapshot>) {
+        let at = match self.snaps.iter().position(Option::is_none) {
+            Some(i) => {
+                self.snaps[i] = Some(Snap { snap, parked: 0 });
+                i
+            }
+            None => {
+                self.snaps.push(Some(Snap { snap, parked: 0 }));
+                self.snaps.len() - 1
+            }
+        };
+        self.newest = Some(at);
+        while self.snaps.iter().flatten().count() > KEEP_SNAPSHOTS {
+            let oldest = self
+                .snaps
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.as_ref().filter(|s| s.parked == 0 && i != at).map(|s| (s.snap.version, i)))
+                .min();
+            match oldest {
+                Some((_, i)) => self.snaps[i] = None,
+                None => break, // every older one still has parked packets
+            }
+        }
+    }
+
+    /// The snapshot index for a flow tag's version.
+    #[inline]
+    fn snap_of(&self, ver: u32) -> Option<usize> {
+        if let Some(n) = self.newest {
+            if self.snaps[n].as_ref().is_some_and(|s| s.snap.version & 0xffff == ver) {
+                return Some(n);
+            }
+        }
+        self.snaps.iter().position(|s| s.as_ref().is_some_and(|s| s.snap.version & 0xffff == ver))
+    }
+
+    fn newest_snap(&self) -> Option<&Arc<ChainSnapshot>> {
+        self.newest.and_then(|n| self.snaps[n].as_ref()).map(|s| &s.snap)
     }
 
     /// The tag for a new flow: which chain (if any) its packets visit, and
     /// whether a TCP flow runs the monitor.
     pub fn assign(&self, key: &FlowKey) -> u32 {
-        match self.snaps.last() {
+        match self.newest_snap() {
             Some(s) => {
                 let t = tag(s.version, s.select(key));
                 if key.proto() == 6 && self.needs(t).any() {
@@ -359,14 +532,15 @@ impl<'a> Dispatcher<'a> {
     /// mid-stream. Cheap when nothing changed: two loads and a compare.
     #[inline]
     pub fn monitor_upgrade(&mut self, flow_tag: u32) -> Option<u32> {
-        let latest = self.snaps.last()?.version;
+        let latest = self.newest_snap()?.version;
         if flow_tag >> 16 != latest & 0xffff {
             return None; // flows of older chain versions keep what they had
         }
-        let epoch = (latest, self.table.registrations.load(Ordering::Acquire));
+        // Registrations as of the last refresh (once per loop).
+        let epoch = (latest, self.seen_epoch.0);
         if epoch != self.needs_epoch {
             self.needs_epoch = epoch;
-            let n = self.snaps.last().map_or(0, |s| s.chains.len());
+            let n = self.newest_snap().map_or(0, |s| s.chains.len());
             self.needs_cache = (0..n).map(|c| self.needs(tag(latest, Some(c)))).collect();
         }
         let chain = (flow_tag & CHAIN_MASK) as usize;
@@ -380,8 +554,7 @@ impl<'a> Dispatcher<'a> {
         if chain == 0 {
             return None;
         }
-        let ver = flow_tag >> 16;
-        let snap = self.snaps.iter().rev().find(|s| s.version & 0xffff == ver)?;
+        let snap = &self.snaps[self.snap_of(flow_tag >> 16)?].as_ref()?.snap;
         (chain <= snap.chains.len()).then(|| (Arc::clone(snap), chain - 1))
     }
 
@@ -458,7 +631,11 @@ impl<'a> Dispatcher<'a> {
 
     /// Announces the bytes reassembled since the last flush: one
     /// `DATA_RDY` per flow and side for the whole burst.
+    #[inline]
     fn publish_due(&mut self) {
+        if !self.mon.has_due() {
+            return;
+        }
         let mut due = std::mem::take(&mut self.due);
         self.mon.take_due(&mut due);
         for (flow_id, tag, key, r) in due.drain(..) {
@@ -526,17 +703,16 @@ impl<'a> Dispatcher<'a> {
             publisher: 0,
             worker: self.w as u8,
             side,
-            verdict: 0,
-            seq: self.seq,
+            reserved: 0,
+            seq: 0,
             snapshot: *snapshot,
             frontier,
         };
-        self.seq = self.seq.wrapping_add(1);
         let mut buf = [0u8; 256];
-        let len = ubox_shm::event::EVENT_HEADER_LEN + payload.len();
+        let len = EVENT_HEADER_LEN + payload.len();
         let Some(bytes) = buf.get_mut(..len) else { return 0 };
         let _ = h.write(bytes);
-        bytes[ubox_shm::event::EVENT_HEADER_LEN..].copy_from_slice(payload);
+        bytes[EVENT_HEADER_LEN..].copy_from_slice(payload);
         let bytes = &buf[..len];
         let mut n = 0;
         let mut seen = [usize::MAX; 16];
@@ -548,14 +724,11 @@ impl<'a> Dispatcher<'a> {
             if let Some(free) = seen.iter_mut().find(|s| **s == usize::MAX) {
                 *free = k;
             }
-            let (live, gen) = {
-                let s = &self.table.slots[k];
-                (s.state.load(Ordering::Acquire) == LIVE, s.gen.load(Ordering::Acquire))
-            };
-            if !live || !self.wants(k, gen, ty, key) {
+            let v = self.nfv[k];
+            if !v.live || !self.wants(k, v.gen, ty, key) {
                 continue;
             }
-            if self.notice(k, gen, bytes, pin.map(|(s, b, e)| (flow_id, s, b, e))) {
+            if self.notice(k, &h, bytes, pin.map(|(s, b, e)| (flow_id, s, b, e))) {
                 n += 1;
             }
         }
@@ -637,187 +810,193 @@ impl<'a> Dispatcher<'a> {
     }
 
     /// Start a packet of a tagged flow through its chain.
+    #[inline]
     pub fn start(&mut self, m: Mbuf, out: usize, flow_tag: u32, key: &FlowKey, flow_id: u64, side: Side) -> Outcome {
         let chain = (flow_tag & CHAIN_MASK) as usize;
         if chain == 0 {
             return Outcome::Forward(m, out);
         }
-        let ver = flow_tag >> 16;
-        let Some(snap) = self.snaps.iter().rev().find(|s| s.version & 0xffff == ver).cloned() else {
+        let Some(si) = self.snap_of(flow_tag >> 16) else {
             // Assigned under a version this worker no longer keeps: forward.
             return Outcome::Forward(m, out);
         };
-        let ty = match key.proto() {
-            6 => ustack::event::PKT_TCP,
-            17 => ustack::event::PKT_UDP,
-            _ => ustack::event::PKT,
+        if let Some(s) = self.snaps[si].as_mut() {
+            s.parked += 1;
+        }
+        let p = Parked {
+            m,
+            key: *key,
+            flow_id,
+            sent: 0,
+            snap: si as u32,
+            chain: (chain - 1) as u16,
+            stage: 0,
+            out: out as u8,
+            side: side_code(side),
+            kind: pkt_kind(key.proto()),
+            pending: 0,
+            doom: None,
         };
-        let side = if side == Side::Client { SIDE_CLIENT } else { SIDE_SERVER };
-        let p =
-            Parked { m, out, snap, chain: chain - 1, stage: 0, ty, key: *key, flow_id, side, pending: 0, doom: None };
-        self.advance(p)
+        self.advance(p, None)
     }
 
-    /// Move a packet to its next stage, or out.
-    fn advance(&mut self, mut p: Parked) -> Outcome {
+    /// An in-flight entry (growing the slab up to [`MAX_INFLIGHT`]).
+    #[inline]
+    fn take_entry(&mut self) -> Option<usize> {
+        if let Some(i) = self.free.pop() {
+            return Some(i as usize);
+        }
+        if self.inflight.len() >= MAX_INFLIGHT {
+            return None;
+        }
+        self.inflight.push(Inflight::Free);
+        self.tags.push(0);
+        Some(self.inflight.len() - 1)
+    }
+
+    /// A new cookie for entry `idx` (answers to an older one are strays).
+    #[inline]
+    fn cookie(&mut self, idx: usize) -> u32 {
+        let t = self.tags[idx].wrapping_add(1);
+        self.tags[idx] = t;
+        idx as u32 | u32::from(t) << 24
+    }
+
+    /// The entry a cookie names, if its tag is current.
+    #[inline]
+    fn entry_of(&self, cookie: u32) -> Option<usize> {
+        let idx = (cookie & (MAX_INFLIGHT as u32 - 1)) as usize;
+        (self.tags.get(idx) == Some(&((cookie >> 24) as u8))).then_some(idx)
+    }
+
+    /// A packet leaves the chain (out or dropped): its snapshot is no
+    /// longer used by it, and its entry (if it had one) is free.
+    #[inline]
+    fn leave(&mut self, p: &Parked, entry: Option<usize>) {
+        if let Some(s) = self.snaps.get_mut(p.snap as usize).and_then(Option::as_mut) {
+            s.parked -= 1;
+        }
+        if let Some(i) = entry {
+            self.free.push(i as u32);
+        }
+    }
+
+    /// Move a packet to its next stage, or out. `entry`: the in-flight
+    /// entry it already has (its previous stage's), if any.
+    fn advance(&mut self, mut p: Parked, mut entry: Option<usize>) -> Outcome {
+        let data = p.m.data();
+        let (pkt_off, len) = (self.pkt_offset(data), data.len() as u16);
         loop {
-            if let (Some(reason), 0) = (p.doom, p.pending) {
+            if let Some(reason) = p.doom {
                 self.counters.drop_runtime(reason);
+                self.leave(&p, entry);
                 return Outcome::Taken;
             }
-            let snap = Arc::clone(&p.snap);
-            let Some(stage) = snap.chains[p.chain].stages.get(p.stage) else {
-                return Outcome::Forward(p.m, p.out);
+            let more = self.snaps[p.snap as usize]
+                .as_ref()
+                .is_some_and(|s| s.snap.chains[p.chain as usize].stages.len() > p.stage as usize);
+            if !more {
+                self.leave(&p, entry);
+                return Outcome::Forward(p.m, p.out as usize);
+            }
+            let idx = match entry {
+                Some(i) => i,
+                None => match self.take_entry() {
+                    Some(i) => {
+                        entry = Some(i);
+                        i
+                    }
+                    None => {
+                        self.counters.skip_event(crate::counters::EventSkip::NoSlot);
+                        p.doom = Some(RuntimeDrop::NoEventSlot);
+                        continue;
+                    }
+                },
             };
-            // Hand the packet to every NF of the stage that wants it.
-            // No allocation per packet: a group has at most MAX_GROUP NFs.
-            let mut given = [(0u32, 0usize, 0u32, Policy::FailClosed); MAX_GROUP];
-            let mut n = 0;
-            for &(k, policy) in stage.iter().take(MAX_GROUP) {
-                let (live, gen) = {
-                    let slot = &self.table.slots[k];
-                    (slot.state.load(Ordering::Acquire) == LIVE, slot.gen.load(Ordering::Acquire))
-                };
-                if live && !self.wants(k, gen, p.ty, &p.key) {
-                    continue; // not subscribed to this type (or flow): not its business
-                }
-                if !live {
+            let t = self.tags[idx].wrapping_add(1);
+            self.tags[idx] = t;
+            let d = Desc {
+                type_id: PKT_TYPES[p.kind as usize].raw(),
+                flow_id: p.flow_id,
+                data: pkt_off,
+                len,
+                side: p.side,
+                flags: 0,
+                cookie: idx as u32 | u32::from(t) << 24,
+            };
+            let mut bits = 0u8;
+            let stage = &self.snaps[p.snap as usize].as_ref().expect("checked").snap.chains[p.chain as usize].stages
+                [p.stage as usize];
+            for (i, &(k, policy)) in stage.iter().enumerate().take(MAX_GROUP) {
+                let v = self.nfv[k];
+                if !v.live {
                     if policy == Policy::FailClosed {
                         p.doom = Some(RuntimeDrop::NfFailClosed);
                         self.table.slots[k].count(NfCount::FailClosed, 1);
                     } else {
                         self.table.slots[k].count(NfCount::Skipped, 1);
+                        self.counters.skip_event(EventSkip::NfAbsent);
                     }
                     continue;
                 }
-                match self.publish(&p, k) {
-                    Ok(idx) => {
-                        given[n] = (idx, k, gen, policy);
-                        n += 1;
-                    }
-                    Err(reason) => {
-                        self.counters.drop_runtime(reason);
-                        let c = if reason == RuntimeDrop::NfRingFull { NfCount::RingFull } else { NfCount::NoSlot };
-                        self.table.slots[k].count(c, 1);
-                        if policy == Policy::FailClosed || reason == RuntimeDrop::NoEventSlot {
-                            p.doom = Some(reason);
-                        }
+                let wants = if v.filtered {
+                    filter_wants(&self.table, &mut self.filters[k], k, v.gen, PKT_TYPES[p.kind as usize], &p.key)
+                } else {
+                    v.pkt & (1 << p.kind) != 0
+                };
+                if !wants {
+                    continue; // not subscribed to this type (or flow): not its business
+                }
+                if self.links[k].queue(d, self.backpressure) {
+                    touch(&mut self.links, &mut self.dirty, k);
+                    bits |= 1 << i;
+                } else {
+                    self.counters.skip_event(EventSkip::RingFull);
+                    self.table.slots[k].count(NfCount::RingFull, 1);
+                    if policy == Policy::FailClosed {
+                        p.doom = Some(RuntimeDrop::NfRingFull);
                     }
                 }
             }
-            if n == 0 {
-                if p.doom.is_some() {
-                    continue; // dropped at the top of the loop
+            if bits == 0 {
+                if p.doom.is_none() {
+                    p.stage += 1;
                 }
-                p.stage += 1;
                 continue;
             }
-            p.pending = n as u32;
-            let g = match self.free_groups.pop() {
-                Some(g) => {
-                    self.groups[g as usize] = Some(p);
-                    g
-                }
-                None => {
-                    self.groups.push(Some(p));
-                    (self.groups.len() - 1) as u32
-                }
-            };
-            let sent = self.now;
-            for &(idx, nf, gen, policy) in &given[..n] {
-                self.outstanding[idx as usize] = Some(Outstanding {
-                    group: g,
-                    nf,
-                    gen,
-                    policy,
-                    sent,
-                    pin_flow: 0,
-                    pin_end: 0,
-                    pin_buf: 0,
-                    pin_side: 0,
-                });
-                self.given[nf] += 1;
-            }
+            p.pending = bits;
+            p.sent = self.now;
+            self.inflight[idx] = Inflight::Packet(p);
             self.parked_count += 1;
             return Outcome::Taken;
         }
     }
 
-    /// Whether NF `k` (generation `gen`) subscribes to `ty` for flow `key`.
-    #[inline]
+    /// Whether NF `k` (generation `gen`) subscribes to `ty` for flow `key`
+    /// (events other than packets: monitor events, publications).
     fn wants(&mut self, k: usize, gen: u32, ty: EventTypeId, key: &FlowKey) -> bool {
-        let slot = &self.table.slots[k];
-        if !slot.filtered.load(Ordering::Acquire) {
+        if !self.nfv[k].filtered {
             return self.table.wants(k, ty);
         }
-        if self.filters[k].0 != gen {
-            let f = Arc::clone(&slot.filters.lock().unwrap_or_else(|e| e.into_inner()));
-            self.filters[k] = (gen, f);
-        }
-        filters_take(&self.filters[k].1, ty, key)
+        filter_wants(&self.table, &mut self.filters[k], k, gen, ty, key)
     }
 
     /// With `runtime.nf_backpressure`: true while some live NF's ring has
-    /// less room than one loop's RX bursts, so the worker leaves frames in the NIC's RX
-    /// queue (where the port counts what it cannot hold) instead of
-    /// dropping events. A dead NF's rings are drained by reclaim, so this
+    /// less room than one loop's RX bursts (or descriptors wait in the
+    /// worker's queue for room), so the worker leaves frames in the NIC's
+    /// RX queue (where the port counts what it cannot hold) instead of
+    /// skipping events. A dead NF's rings are drained by reclaim, so this
     /// never waits on it for longer than `runtime.nf_timeout_ms`.
-    pub fn congested(&self) -> bool {
-        if !self.backpressure || self.parked_count == 0 {
+    pub fn congested(&mut self) -> bool {
+        if !self.backpressure || (self.parked_count == 0 && self.notices == 0) {
             return false;
         }
-        self.to_nf.iter().enumerate().any(|(k, r)| {
-            self.table.slots[k].state.load(Ordering::Relaxed) == LIVE
-                && r.capacity() - r.len() < self.rx_room.min(r.capacity())
+        let rx_room = self.rx_room;
+        self.live.iter().any(|&k| {
+            let l = &mut self.links[k];
+            let want = rx_room.min(l.events.view().capacity());
+            !l.pending.is_empty() || l.events.room(want) < want
         })
-    }
-
-    /// Write an event for `p` into a fresh slot and push it to NF `k`.
-    fn publish(&mut self, p: &Parked, k: usize) -> Result<u32, RuntimeDrop> {
-        let idx = self.pool.alloc().ok_or(RuntimeDrop::NoEventSlot)?;
-        let data = p.m.data();
-        let h = EventHeader {
-            type_id: p.ty.raw(),
-            flow_id: p.flow_id,
-            pkt_off: self.pkt_offset(data),
-            pkt_len: data.len() as u32,
-            publisher: 0,
-            worker: self.w as u8,
-            side: p.side,
-            verdict: 0,
-            seq: self.seq,
-            snapshot: [0; ubox_shm::event::SNAPSHOT_LEN],
-            frontier: 0,
-        };
-        self.seq = self.seq.wrapping_add(1);
-        let written = self.pool.payload_mut(idx).ok().and_then(|b| h.write(b)).is_some();
-        if !written || h.pkt_off == 0 {
-            let _ = self.pool.release(idx);
-            return Err(RuntimeDrop::NoEventSlot);
-        }
-        if !self.enqueue(k, idx.0) {
-            let _ = self.pool.release(idx);
-            return Err(RuntimeDrop::NfRingFull);
-        }
-        Ok(idx.0)
-    }
-
-    /// Queue `idx` for NF `k`'s ring if the ring has room for it (the
-    /// worker is the ring's only producer, so room seen now stays).
-    #[inline]
-    fn enqueue(&mut self, k: usize, idx: u32) -> bool {
-        if self.room[k] == ROOM_UNKNOWN || self.room[k] == 0 {
-            let r = &self.to_nf[k];
-            self.room[k] = (r.capacity() - r.len()).saturating_sub(self.pending[k].len() as u32);
-            self.room_known = true;
-        }
-        if self.room[k] == 0 {
-            return false;
-        }
-        self.room[k] -= 1;
-        self.pending[k].push(idx);
-        self.any_pending = true;
-        true
     }
 
     /// The TSC of this loop iteration (for round-trip times) and the same
@@ -830,29 +1009,49 @@ impl<'a> Dispatcher<'a> {
 
     /// Push every queued event to its NF's ring, one burst per NF, and add
     /// the per-NF counts to the shared counters. After each RX burst and
-    /// each answer poll.
+    /// each answer poll; touches only the NFs that had events or answers.
     pub fn flush(&mut self) {
         self.publish_due();
-        if self.room_known {
-            // Room is re-read from the ring next time: the NF frees entries.
-            self.room.fill(ROOM_UNKNOWN);
-            self.room_known = false;
-        }
-        if !self.any_pending {
+        if self.dirty.is_empty() {
             return;
         }
-        for k in 0..self.pending.len() {
-            if self.pending[k].is_empty() {
-                continue;
+        let mut keep = 0;
+        for i in 0..self.dirty.len() {
+            let k = self.dirty[i] as usize;
+            let l = &mut self.links[k];
+            if !l.pending.is_empty() {
+                let n = l.events.push_burst(&l.pending);
+                // All of them, but under backpressure (room was checked when
+                // they were queued, and only this worker produces).
+                l.pending.drain(..n);
+                if n > 0 {
+                    self.counters.event_bursts.add(1);
+                    self.counters.events_pushed.add(n as u64);
+                    if l.bell.is_some_and(|b| b.wake()) {
+                        self.counters.nf_wakeups.add(1);
+                    }
+                }
             }
-            let n = self.to_nf[k].push_burst(&self.pending[k]);
-            // Always all of them (room was checked and only this worker
-            // produces); anything left would go out with the next flush.
-            self.pending[k].drain(..n);
-            self.table.slots[k].events_in.fetch_add(self.given[k], Ordering::Relaxed);
-            self.given[k] = 0;
+            let slot = &self.table.slots[k];
+            if l.given > 0 {
+                slot.events_in.fetch_add(std::mem::take(&mut l.given), Ordering::Relaxed);
+            }
+            if l.answered > 0 {
+                slot.events_out.fetch_add(std::mem::take(&mut l.answered), Ordering::Relaxed);
+            }
+            // What did not fit (backpressure) stays for the next flush.
+            if l.pending.is_empty() {
+                l.dirty = false;
+            } else {
+                self.dirty[keep] = k as u16;
+                keep += 1;
+            }
         }
-        self.any_pending = self.pending.iter().any(|p| !p.is_empty());
+        self.dirty.truncate(keep);
+        if self.answers_acc > 0 {
+            self.counters.nf_answers.add(std::mem::take(&mut self.answers_acc));
+            self.counters.nf_rtt_ticks.add(std::mem::take(&mut self.rtt_acc));
+        }
     }
 
     /// Arena offset of packet bytes (0 if they are not in the data region,
@@ -867,75 +1066,111 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    /// Act on the NFs' answers.
-    pub fn poll(&mut self, emit: &mut impl FnMut(Mbuf, usize)) {
+    /// Act on the NFs' answers; returns how many were taken.
+    pub fn poll(&mut self, emit: &mut impl FnMut(Mbuf, usize)) -> usize {
         if self.parked_count == 0 && self.notices == 0 {
-            return;
+            return 0;
         }
-        for k in 0..self.from_nf.len() {
-            self.take_answers(k, emit);
+        let mut taken = 0;
+        for i in 0..self.live.len() {
+            taken += self.take_answers(self.live[i], emit);
         }
         self.flush();
+        taken
     }
 
-    fn take_answers(&mut self, k: usize, emit: &mut impl FnMut(Mbuf, usize)) {
+    fn take_answers(&mut self, k: usize, emit: &mut impl FnMut(Mbuf, usize)) -> usize {
+        let mut taken = 0;
         loop {
             let mut buf = std::mem::take(&mut self.answers);
-            let n = self.from_nf[k].pop_burst(&mut buf);
-            for &idx in &buf[..n] {
-                self.answered(k, idx, emit);
+            let n = self.links[k].answers.pop_burst(&mut buf);
+            for &a in &buf[..n] {
+                self.answered(k, a, emit);
             }
             self.answers = buf;
-            if n == 0 {
-                break;
+            taken += n;
+            if n < ANSWER_BURST {
+                return taken;
             }
         }
     }
 
-    fn answered(&mut self, k: usize, val: u32, emit: &mut impl FnMut(Mbuf, usize)) {
-        if val & RING_PUBLISH != 0 {
-            self.published(k, val & !RING_PUBLISH, emit);
-            return;
+    fn answered(&mut self, k: usize, a: Answer, emit: &mut impl FnMut(Mbuf, usize)) {
+        match a.kind() {
+            ANSWER_VERDICT => {}
+            ANSWER_PUBLISH => return self.published(k, a.cookie(), emit),
+            _ => return self.counters.nf_stray_answers.add(1),
         }
-        let idx = val;
-        let Some(o) = self.outstanding.get_mut(idx as usize).and_then(Option::take) else {
-            self.counters.nf_stray_answers.add(1);
-            return;
+        let Some(idx) = self.entry_of(a.cookie()) else {
+            return self.counters.nf_stray_answers.add(1);
         };
-        let verdict = self.pool.payload(SlotIdx(idx)).ok().and_then(EventHeader::read).map_or(0, |h| h.verdict);
-        let _ = self.pool.release(SlotIdx(idx));
-        let slot = &self.table.slots[k];
-        slot.events_out.fetch_add(1, Ordering::Relaxed);
-        self.counters.nf_rtt_ticks.add(self.now.saturating_sub(o.sent));
-        self.counters.nf_answers.add(1);
-        if o.group == NOTICE {
-            self.notices -= 1;
-            self.unpin(&o);
-            return;
+        match &mut self.inflight[idx] {
+            Inflight::Packet(p) => {
+                let stage = self.snaps[p.snap as usize].as_ref().map(|s| &s.snap.chains[p.chain as usize].stages);
+                let member = stage.and_then(|st| st.get(p.stage as usize)).and_then(|st| {
+                    st.iter().take(MAX_GROUP).enumerate().position(|(i, &(m, _))| m == k && p.pending & (1 << i) != 0)
+                });
+                let Some(i) = member else {
+                    return self.counters.nf_stray_answers.add(1);
+                };
+                p.pending &= !(1 << i);
+                self.rtt_acc += self.now.saturating_sub(p.sent);
+                self.answers_acc += 1;
+                self.links[k].answered += 1;
+                touch(&mut self.links, &mut self.dirty, k);
+                let slot = &self.table.slots[k];
+                match a.code() {
+                    VERDICT_DROP => {
+                        slot.count(NfCount::VerdictDrop, 1);
+                        p.doom.get_or_insert(RuntimeDrop::NfVerdict);
+                    }
+                    VERDICT_MODIFIED if slot.modifies.load(Ordering::Relaxed) => {
+                        slot.count(NfCount::Modified, 1);
+                        // The NF rewrote the bytes in place; the checksums are
+                        // ours to fix. A frame it broke beyond parsing is dropped.
+                        if !ustack::l3::refresh_checksums(p.m.data_mut()) {
+                            p.doom.get_or_insert(RuntimeDrop::NfVerdict);
+                        }
+                    }
+                    ubox_shm::event::VERDICT_PASS => {}
+                    _ => slot.count(NfCount::BadVerdict, 1),
+                }
+                if p.pending != 0 {
+                    return;
+                }
+                let Inflight::Packet(mut p) = std::mem::replace(&mut self.inflight[idx], Inflight::Free) else {
+                    unreachable!("matched above")
+                };
+                self.parked_count -= 1;
+                if p.doom.is_none() {
+                    p.stage += 1;
+                }
+                if let Outcome::Forward(m, out) = self.advance(p, Some(idx)) {
+                    emit(m, out);
+                }
+            }
+            Inflight::Notice(n) if n.nf == k => {
+                self.rtt_acc += self.now.saturating_sub(n.sent);
+                self.answers_acc += 1;
+                self.links[k].answered += 1;
+                touch(&mut self.links, &mut self.dirty, k);
+                self.settle_notice(idx);
+            }
+            _ => self.counters.nf_stray_answers.add(1),
         }
-        let doom = match verdict {
-            VERDICT_DROP => {
-                slot.count(NfCount::VerdictDrop, 1);
-                Some(RuntimeDrop::NfVerdict)
-            }
-            VERDICT_MODIFIED if slot.modifies.load(Ordering::Relaxed) => {
-                slot.count(NfCount::Modified, 1);
-                // The NF rewrote the bytes in place; the checksums are ours
-                // to fix. A frame it broke beyond parsing is dropped.
-                let fixed = self
-                    .groups
-                    .get_mut(o.group as usize)
-                    .and_then(Option::as_mut)
-                    .map_or(true, |p| ustack::l3::refresh_checksums(p.m.data_mut()));
-                (!fixed).then_some(RuntimeDrop::NfVerdict)
-            }
-            VERDICT_MODIFIED => {
-                slot.count(NfCount::BadVerdict, 1);
-                None
-            }
-            _ => None,
-        };
-        self.settle(o.group, doom, emit);
+    }
+
+    /// A notice was answered or reclaimed: free its slot and entry, unpin
+    /// its range.
+    fn settle_notice(&mut self, idx: usize) {
+        let Inflight::Notice(n) = std::mem::replace(&mut self.inflight[idx], Inflight::Free) else { return };
+        self.free.push(idx as u32);
+        self.notices -= 1;
+        self.noticed[n.slot as usize] = false;
+        let _ = self.pool.release(SlotIdx(n.slot));
+        if let Some((flow, side, buf, end)) = n.pin {
+            self.mon.unpin(flow, side, buf, end);
+        }
     }
 
     /// NF `k` published the event in slot `idx` (it allocated the slot and
@@ -945,7 +1180,7 @@ impl<'a> Dispatcher<'a> {
         let slot = &self.table.slots[k];
         // A slot this worker gave out is not the NF's to publish; neither is
         // one beyond the pool.
-        let ours = self.outstanding.get(idx as usize).map_or(true, |o| o.is_some());
+        let ours = self.noticed.get(idx as usize).copied().unwrap_or(true);
         let header = if ours { None } else { self.pool.payload(SlotIdx(idx)).ok().and_then(EventHeader::read) };
         let ty = header.and_then(|h| EventTypeId::from_raw(h.type_id)).filter(|&t| slot.may_publish(t));
         let (Some(mut h), Some(ty)) = (header, ty) else {
@@ -966,7 +1201,7 @@ impl<'a> Dispatcher<'a> {
         h.worker = self.w as u8;
         h.pkt_off = 0;
         h.pkt_len = 0;
-        h.verdict = 0;
+        h.reserved = 0;
         let mut bytes = [0u8; 512];
         let n = self.pool.payload(SlotIdx(idx)).map_or(0, |b| {
             let n = b.len().min(bytes.len());
@@ -975,118 +1210,110 @@ impl<'a> Dispatcher<'a> {
         });
         let _ = self.pool.release(SlotIdx(idx));
         let _ = h.write(&mut bytes[..n]);
-        for j in 0..self.to_nf.len() {
-            let s = &self.table.slots[j];
-            if j == k || s.state.load(Ordering::Acquire) != LIVE || !self.table.wants(j, ty) {
+        for j in 0..self.links.len() {
+            if j == k || !self.nfv[j].live || !self.table.wants(j, ty) {
                 continue;
             }
-            let gen = s.gen.load(Ordering::Acquire);
-            self.notice(j, gen, &bytes[..n], None);
+            self.notice(j, &h, &bytes[..n], None);
         }
     }
 
-    /// Gives NF `k` (generation `gen`) a copy of `bytes` (header and
-    /// payload) as an event nothing waits on; `pin` = (flow, side, ring,
-    /// end) of the `DATA_RDY` range it pins. Counted on the NF when it
-    /// cannot.
-    fn notice(&mut self, k: usize, gen: u32, bytes: &[u8], pin: Option<(u64, Side, u32, u64)>) -> bool {
-        let Some(idx) = self.pool.alloc() else {
-            self.table.slots[k].count(NfCount::NoSlot, 1);
-            return false;
+    /// Gives NF `k` a copy of `bytes` (header `h` and payload) in a slot,
+    /// as an event nothing waits on; `pin` = (flow, side, ring, end) of the
+    /// `DATA_RDY` range it pins. Counted on the NF when it cannot.
+    fn notice(&mut self, k: usize, h: &EventHeader, bytes: &[u8], pin: Option<(u64, Side, u32, u64)>) -> bool {
+        let skipped = |me: &mut Self, c: NfCount, why: EventSkip| {
+            me.table.slots[k].count(c, 1);
+            me.counters.skip_event(why);
+            false
         };
+        let Some(slot) = self.pool.alloc() else { return skipped(self, NfCount::NoSlot, EventSkip::NoSlot) };
         let written =
-            self.pool.payload_mut(idx).ok().and_then(|b| b.get_mut(..bytes.len())).map(|b| b.copy_from_slice(bytes));
-        if written.is_none() || !self.enqueue(k, idx.0) {
-            let _ = self.pool.release(idx);
-            let c = if written.is_none() { NfCount::NoSlot } else { NfCount::RingFull };
-            self.table.slots[k].count(c, 1);
-            return false;
+            self.pool.payload_mut(slot).ok().and_then(|b| b.get_mut(..bytes.len())).map(|b| b.copy_from_slice(bytes));
+        let entry = if written.is_some() { self.take_entry() } else { None };
+        let Some(idx) = entry else {
+            let _ = self.pool.release(slot);
+            return skipped(self, NfCount::NoSlot, EventSkip::NoSlot);
+        };
+        let d = Desc {
+            type_id: h.type_id,
+            flow_id: h.flow_id,
+            data: u64::from(slot.0),
+            len: 0,
+            side: h.side,
+            flags: DESC_SLOT,
+            cookie: self.cookie(idx),
+        };
+        if !self.links[k].queue(d, self.backpressure) {
+            let _ = self.pool.release(slot);
+            self.free.push(idx as u32);
+            return skipped(self, NfCount::RingFull, EventSkip::RingFull);
         }
-        let (pin_flow, pin_side, pin_buf, pin_end) =
-            pin.map_or((0, 0, 0, 0), |(f, s, b, e)| (f, side_code(s) + 1, b, e));
-        self.outstanding[idx.0 as usize] = Some(Outstanding {
-            group: NOTICE,
-            nf: k,
-            gen,
-            policy: Policy::FailOpen,
-            sent: self.now,
-            pin_flow,
-            pin_end,
-            pin_buf,
-            pin_side,
-        });
-        self.given[k] += 1;
+        touch(&mut self.links, &mut self.dirty, k);
+        self.inflight[idx] = Inflight::Notice(Notice { nf: k, slot: slot.0, sent: self.now, pin });
+        if let Some(n) = self.noticed.get_mut(slot.0 as usize) {
+            *n = true;
+        }
         self.notices += 1;
         true
     }
 
-    /// One answer (or its absence) for a parked packet's current stage.
-    fn settle(&mut self, g: u32, doom: Option<RuntimeDrop>, emit: &mut impl FnMut(Mbuf, usize)) {
-        let Some(p) = self.groups.get_mut(g as usize).and_then(Option::as_mut) else { return };
-        p.pending -= 1;
-        if p.doom.is_none() {
-            p.doom = doom;
-        }
-        if p.pending > 0 {
-            return;
-        }
-        let mut p = self.groups[g as usize].take().expect("checked");
-        self.free_groups.push(g);
-        self.parked_count -= 1;
-        if p.doom.is_none() {
-            p.stage += 1;
-        }
-        if let Outcome::Forward(m, out) = self.advance(p) {
-            emit(m, out);
-        }
-    }
-
     /// An NF died: settle everything it held on this worker.
-    fn reclaim(&mut self, k: usize, gen: u32, emit: &mut impl FnMut(Mbuf, usize)) {
+    fn reclaim(&mut self, k: usize, emit: &mut impl FnMut(Mbuf, usize)) {
         // Answers it gave before dying still count.
         self.take_answers(k, emit);
-        // Events it never took (the runtime is the ring's only consumer now),
-        // and events it took but never answered.
-        while let Some(idx) = self.to_nf[k].pop() {
-            self.unanswered(idx, emit);
+        // Descriptors it never took: the worker is the ring's consumer now,
+        // so the NF's next run starts on an empty ring.
+        let mut taker = self.links[k].events.view().consumer();
+        let mut sink = [Desc::default(); 64];
+        while taker.pop_burst(&mut sink) > 0 {}
+        self.links[k].pending.clear();
+        // Its queued events were given (counted in), reclaimed below.
+        touch(&mut self.links, &mut self.dirty, k);
+        // Every entry still waiting for its answer: those descriptors, the
+        // events it took and never answered, and the queued ones.
+        for idx in 0..self.inflight.len() {
+            match &mut self.inflight[idx] {
+                Inflight::Packet(p) => {
+                    let Some(stage) = self.snaps[p.snap as usize]
+                        .as_ref()
+                        .and_then(|s| s.snap.chains[p.chain as usize].stages.get(p.stage as usize))
+                    else {
+                        continue;
+                    };
+                    for (i, &(m, policy)) in stage.iter().enumerate().take(MAX_GROUP) {
+                        if m == k && p.pending & (1 << i) != 0 {
+                            p.pending &= !(1 << i);
+                            self.counters.nf_reclaimed.add(1);
+                            self.table.slots[k].count(NfCount::Reclaimed, 1);
+                            if policy == Policy::FailClosed {
+                                p.doom.get_or_insert(RuntimeDrop::NfFailClosed);
+                            }
+                        }
+                    }
+                    if p.pending != 0 {
+                        continue;
+                    }
+                    let Inflight::Packet(mut p) = std::mem::replace(&mut self.inflight[idx], Inflight::Free) else {
+                        unreachable!("matched above")
+                    };
+                    self.parked_count -= 1;
+                    if p.doom.is_none() {
+                        p.stage += 1;
+                    }
+                    if let Outcome::Forward(m, out) = self.advance(p, Some(idx)) {
+                        emit(m, out);
+                    }
+                }
+                Inflight::Notice(n) if n.nf == k => {
+                    self.counters.nf_reclaimed.add(1);
+                    self.table.slots[k].count(NfCount::Reclaimed, 1);
+                    self.settle_notice(idx);
+                }
+                _ => {}
+            }
         }
-        // The NF may also have died between allocating a slot to publish and
-        // pushing it: such a slot is lost to the pool until restart (the
-        // runtime cannot tell it from a slot another NF is filling).
-        let stuck: Vec<u32> = self
-            .outstanding
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| o.is_some_and(|o| o.nf == k && o.gen <= gen))
-            .map(|(i, _)| i as u32)
-            .collect();
-        for idx in stuck {
-            self.unanswered(idx, emit);
-        }
-    }
-
-    fn unanswered(&mut self, idx: u32, emit: &mut impl FnMut(Mbuf, usize)) {
-        let Some(o) = self.outstanding.get_mut(idx as usize).and_then(Option::take) else { return };
-        let _ = self.pool.release(SlotIdx(idx));
-        self.counters.nf_reclaimed.add(1);
-        self.table.slots[o.nf].count(NfCount::Reclaimed, 1);
-        if o.group == NOTICE {
-            self.notices -= 1;
-            self.unpin(&o);
-            return;
-        }
-        let doom = (o.policy == Policy::FailClosed).then_some(RuntimeDrop::NfFailClosed);
-        self.settle(o.group, doom, emit);
-    }
-
-    /// A `DATA_RDY` notice was answered (or reclaimed): unpin its range.
-    fn unpin(&mut self, o: &Outstanding) {
-        let side = match o.pin_side {
-            1 => Side::Client,
-            2 => Side::Server,
-            _ => return,
-        };
-        self.mon.unpin(o.pin_flow, side, o.pin_buf, o.pin_end);
+        self.flush();
     }
 
     /// Flows the monitor follows now.
@@ -1094,20 +1321,42 @@ impl<'a> Dispatcher<'a> {
         self.mon.len()
     }
 
-    /// Shutdown: free every parked packet and its slots.
+    /// Shutdown: free every parked packet and notice slot.
     pub fn drain(&mut self) {
-        for i in 0..self.outstanding.len() {
-            if self.outstanding[i].take().is_some() {
-                let _ = self.pool.release(SlotIdx(i as u32));
+        for i in 0..self.inflight.len() {
+            if let Inflight::Notice(n) = std::mem::replace(&mut self.inflight[i], Inflight::Free) {
+                let _ = self.pool.release(SlotIdx(n.slot));
             }
         }
-        self.groups.clear();
-        self.free_groups.clear();
+        self.inflight.clear();
+        self.tags.clear();
+        self.free.clear();
+        self.noticed.fill(false);
         self.parked_count = 0;
         self.notices = 0;
-        self.pending.iter_mut().for_each(Vec::clear);
-        self.any_pending = false;
+        self.links.iter_mut().for_each(|l| {
+            l.pending.clear();
+            l.dirty = false;
+        });
+        self.dirty.clear();
     }
+}
+
+/// Whether NF `k` (generation `gen`) takes `ty` for flow `key`, by its
+/// subscriptions with flow filters (cached per generation).
+fn filter_wants(
+    table: &NfTable,
+    cache: &mut (u32, SubFilters),
+    k: usize,
+    gen: u32,
+    ty: EventTypeId,
+    key: &FlowKey,
+) -> bool {
+    if cache.0 != gen {
+        let f = Arc::clone(&table.slots[k].filters.lock().unwrap_or_else(|e| e.into_inner()));
+        *cache = (gen, f);
+    }
+    filters_take(&cache.1, ty, key)
 }
 
 fn side_code(s: Side) -> u8 {

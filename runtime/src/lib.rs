@@ -256,8 +256,8 @@ fn create_arena(cfg: &Config, nmbufs: u32, no_huge: bool) -> anyhow::Result<Aren
     let mut ac = ubox_shm::ArenaConfig::new(r.name.clone());
     ac.slots = r.event_slots;
     ac.slot_size = 192;
-    ac.rings = r.max_nfs * r.workers as u32 * 2;
-    ac.ring_capacity = r.nf_ring_size;
+    ac.channels = r.max_nfs * r.workers as u32;
+    ac.channel_capacity = r.nf_ring_size;
     ac.data_bytes = data;
     let arena = ubox_shm::Arena::create(&path, &ac).map_err(|e| {
         anyhow!("cannot create the arena {}: {e} (reserve more hugepages, or set runtime.arena)", path.display())
@@ -410,7 +410,7 @@ fn run_with_eal(
     let chain_board = Arc::new(dispatch::ChainBoard::default());
     let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let mut nf_manager =
-        nfs::NfManager::new(Arc::clone(&nf_table), arena.arena.path().to_path_buf(), cfg.nf_cpus(ncpus));
+        nfs::NfManager::new(Arc::clone(&nf_table), arena.arena.path().to_path_buf(), cfg.nf_cpus(ncpus), r.nf_wakeup);
     if let Some((text, origin)) = &opts.chains {
         // Before the workers start, so every flow gets these chains; their
         // NFs are expected to register (meanwhile each stage's policy holds).
@@ -442,6 +442,7 @@ fn run_with_eal(
             nf_table: Arc::clone(&nf_table),
             chains: Arc::clone(&chain_board),
             nf_backpressure: r.nf_backpressure,
+            nf_wake: r.nf_wakeup == controller::api::NfWakeup::Futex,
             monitor: Some(worker_monitor(cfg, data, nmbufs, w, nworkers)),
             mbufs: Arc::clone(&pool),
         };
@@ -525,6 +526,10 @@ fn run_with_eal(
     Ok(stats)
 }
 
+fn ticks_to_ns(ticks: u64) -> u64 {
+    (ticks as u128 * 1_000_000_000 / dpdk::eal::tsc_hz().max(1) as u128) as u64
+}
+
 #[allow(clippy::too_many_arguments)]
 fn collect_stats(
     name: &str,
@@ -602,7 +607,12 @@ fn collect_stats(
                 state_bytes_per_flow: monitor::Monitor::flow_bytes() as u64,
                 ring_bytes: u64::from(ring_bytes),
             },
-            nf_rtt_ns_total: (c.nf_rtt_ticks.get() as u128 * 1_000_000_000 / dpdk::eal::tsc_hz().max(1) as u128) as u64,
+            nf_rtt_ns_total: ticks_to_ns(c.nf_rtt_ticks.get()),
+            events_skipped: c.skips(),
+            event_bursts: c.event_bursts.get(),
+            events_pushed: c.events_pushed.get(),
+            nf_wakeups: c.nf_wakeups.get(),
+            busy_ns: ticks_to_ns(c.busy_ticks.get()),
         })
         .collect();
     Stats {

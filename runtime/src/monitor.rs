@@ -494,6 +494,12 @@ impl Monitor {
     /// Every announcement due (once per RX burst): `(flow, tag, key,
     /// report)` into `out`. Flows whose readers are `MAX_PINS` behind stay
     /// due.
+    /// Whether some flow has an announcement due.
+    #[inline]
+    pub fn has_due(&self) -> bool {
+        !self.due.is_empty()
+    }
+
     pub fn take_due(&mut self, out: &mut Vec<(u64, u32, FlowKey, Report)>) {
         if self.due.is_empty() {
             return;

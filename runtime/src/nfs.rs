@@ -2,8 +2,8 @@
 //! table the workers read to know which NFs are alive.
 //!
 //! Owns the controller's [`Registry`] (manifests, type ids) and one slot per
-//! possible NF (`runtime.max_nfs`). A slot gives its NF a pair of arena rings
-//! per worker. An NF is alive while its registration connection is open;
+//! possible NF (`runtime.max_nfs`). A slot gives its NF one arena channel
+//! (descriptor ring and answer ring) per worker. An NF is alive while its registration connection is open;
 //! when it closes (exit, crash, `kill -9`) the slot turns dead, the workers
 //! stop sending to it and apply the chain's policy, and the same name may
 //! register again into the same slot. Runs on the control thread only; the
@@ -174,14 +174,9 @@ impl NfTable {
         })
     }
 
-    /// Ring the runtime publishes on for slot `k`, worker `w`.
-    pub fn to_nf_ring(&self, k: usize, w: usize) -> u32 {
-        ((k * self.workers as usize + w) * 2) as u32
-    }
-
-    /// Ring the NF answers on for slot `k`, worker `w`.
-    pub fn from_nf_ring(&self, k: usize, w: usize) -> u32 {
-        self.to_nf_ring(k, w) + 1
+    /// Arena channel between slot `k` and worker `w`.
+    pub fn channel(&self, k: usize, w: usize) -> u32 {
+        (k * self.workers as usize + w) as u32
     }
 
     pub fn state(&self, k: usize) -> u8 {
@@ -206,10 +201,11 @@ pub struct NfManager {
     slot_of: HashMap<String, usize>,
     arena: PathBuf,
     nf_cpus: Vec<u32>,
+    wakeup: controller::api::NfWakeup,
 }
 
 impl NfManager {
-    pub fn new(table: Arc<NfTable>, arena: PathBuf, nf_cpus: Vec<u32>) -> NfManager {
+    pub fn new(table: Arc<NfTable>, arena: PathBuf, nf_cpus: Vec<u32>, wakeup: controller::api::NfWakeup) -> NfManager {
         let n = table.slots.len();
         NfManager {
             registry: Registry::new(),
@@ -218,6 +214,7 @@ impl NfManager {
             slot_of: HashMap::new(),
             arena,
             nf_cpus,
+            wakeup,
         }
     }
 
@@ -282,15 +279,12 @@ impl NfManager {
             name: name.clone(),
             arena: self.arena.clone(),
             rings: (0..self.table.workers as usize)
-                .map(|w| NfRings {
-                    worker: w as u32,
-                    to_nf: self.table.to_nf_ring(slot, w),
-                    from_nf: self.table.from_nf_ring(slot, w),
-                })
+                .map(|w| NfRings { worker: w as u32, channel: self.table.channel(slot, w) })
                 .collect(),
             subscriptions: entry.subscriptions.iter().map(|s| s.event.raw()).collect(),
             publications: entry.publications.iter().map(|p| p.raw()).collect(),
             cpus: self.nf_cpus.clone(),
+            wakeup: self.wakeup,
         };
         let s = &self.table.slots[slot];
         for (i, sub) in entry.subscriptions.iter().take(MAX_SUBS).enumerate() {
@@ -373,7 +367,11 @@ impl NfManager {
             };
             let slot = &self.table.slots[k];
             let answered = slot.events_out.load(Ordering::Relaxed);
-            let holding = slot.events_in.load(Ordering::Relaxed) > answered;
+            // Events of an earlier run that the workers reclaimed are
+            // settled too: without them a restarted NF would look as if it
+            // held them forever.
+            let settled = answered + slot.counts[NfCount::Reclaimed as usize].load(Ordering::Relaxed);
+            let holding = slot.events_in.load(Ordering::Relaxed) > settled;
             if answered != sess.progress.0 || !holding {
                 sess.progress = (answered, now);
             }
@@ -411,11 +409,17 @@ impl NfManager {
                 DEAD => "dead",
                 _ => "absent",
             };
-            let queue_depth = (0..self.table.workers as usize)
-                .flat_map(|w| [self.table.to_nf_ring(k, w), self.table.from_nf_ring(k, w)])
-                .filter_map(|i| arena.ring(i).ok())
-                .map(|r| u64::from(r.len()))
-                .sum();
+            let channels: Vec<_> =
+                (0..self.table.workers as usize).filter_map(|w| arena.channel(self.table.channel(k, w)).ok()).collect();
+            let queue_depth = channels.iter().map(|c| u64::from(c.desc.len()) + u64::from(c.answer.len())).sum();
+            let report =
+                channels.iter().map(|c| c.desc.consumer_report()).fold(ubox_shm::ConsumerReport::default(), |a, r| {
+                    ubox_shm::ConsumerReport {
+                        bursts: a.bursts + r.bursts,
+                        items: a.items + r.items,
+                        busy_ns: a.busy_ns + r.busy_ns,
+                    }
+                });
             let counts = NfCount::ALL
                 .iter()
                 .map(|&c| (c.name().to_string(), slot.counts[c as usize].load(Ordering::Relaxed)))
@@ -427,6 +431,9 @@ impl NfManager {
                 events_in: slot.events_in.load(Ordering::Relaxed),
                 events_out: slot.events_out.load(Ordering::Relaxed),
                 queue_depth,
+                nf_bursts: report.bursts,
+                nf_events: report.items,
+                nf_busy_ns: report.busy_ns,
                 counts,
             });
         }

@@ -78,6 +78,8 @@ pub struct Worker {
     pub chains: Arc<ChainBoard>,
     /// `runtime.nf_backpressure`.
     pub nf_backpressure: bool,
+    /// `runtime.nf_wakeup = "futex"`: ring an NF's doorbell after pushing.
+    pub nf_wake: bool,
     /// This worker's TCP monitor (moved into its dispatcher).
     pub monitor: Option<crate::monitor::Monitor>,
     /// The mbuf pool, for frames the runtime makes (RSTs).
@@ -103,6 +105,7 @@ impl Worker {
             Arc::clone(&self.chains),
             Arc::clone(&self.counters),
             self.nf_backpressure,
+            self.nf_wake,
             // Room an NF ring needs before the worker polls RX: every port's
             // burst and every handoff ring's may all be for one NF.
             burst * (self.rx.len() + self.handoff_in.len()),
@@ -116,21 +119,31 @@ impl Worker {
             }
         };
         tracing::debug!(worker = self.id, ports = nports, "worker polling");
+        // Busy time: the ticks of the sections that did work (answers taken,
+        // a non-empty RX burst), each from the previous mark to its end;
+        // idle polling and the loop's bookkeeping are not counted.
         while running.load(Ordering::Relaxed) {
             let tsc = rdtsc();
+            let mut mark = tsc;
             let now = self.ns_of(tsc);
             disp.tick(tsc, now);
-            {
+            let answers = {
                 let c = &self.counters;
                 let mut emit = |m: Mbuf, out: usize| {
                     c.forwarded.add(1);
                     txb.bufs[out].push(m);
                 };
                 disp.refresh(&mut emit);
-                disp.poll(&mut emit);
+                let answers = disp.poll(&mut emit);
                 disp.flush();
-            }
+                answers
+            };
             self.flush(&mut txb);
+            if answers > 0 {
+                let t = rdtsc();
+                self.counters.busy_ticks.add(t.wrapping_sub(mark));
+                mark = t;
+            }
             // Backpressure: leave frames in the NIC queues until the NFs
             // catch up (their answers are polled above).
             let paused = disp.congested();
@@ -154,6 +167,9 @@ impl Worker {
                 }
                 disp.flush();
                 self.flush(&mut txb);
+                let t = rdtsc();
+                self.counters.busy_ticks.add(t.wrapping_sub(mark));
+                mark = t;
             }
             if self.steering == Steering::Software && self.nworkers > 1 {
                 for r in 0..self.handoff_in.len() {
@@ -168,6 +184,9 @@ impl Worker {
                     }
                     disp.flush();
                     self.flush(&mut txb);
+                    let t = rdtsc();
+                    self.counters.busy_ticks.add(t.wrapping_sub(mark));
+                    mark = t;
                 }
             }
             let c = &self.counters;

@@ -10,12 +10,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use crate::event::{Answer, Desc};
+use crate::layout::channel_rings;
 use crate::layout::{
     align_up, ArenaHeader, Layout, RawConfig, Region, HEADER_SIZE, INSTANCE_LEN, LAYOUT_VERSION, MAGIC, MAGIC_OFFSET,
     PID_OFFSET, STATE_INIT, STATE_OFFSET, STATE_READY, VERSION_OFFSET,
 };
 use crate::raw::{pid_alive, Mapping};
-use crate::ring::{self, RingRef};
+use crate::ring::RingView;
 use crate::slots::{self, SlotPool};
 
 /// Errors of arena creation and attachment.
@@ -43,8 +45,8 @@ pub enum Error {
     Corrupt { path: PathBuf, what: String },
     #[error("bad arena configuration: {0}")]
     BadConfig(String),
-    #[error("no ring {index}: the arena has {rings} rings")]
-    NoSuchRing { index: u32, rings: u32 },
+    #[error("no channel {index}: the arena has {channels} channels")]
+    NoSuchChannel { index: u32, channels: u32 },
 }
 
 /// Result with [`Error`].
@@ -59,10 +61,12 @@ pub struct ArenaConfig {
     pub slots: u32,
     /// Payload bytes per event slot (e.g. 256).
     pub slot_size: u32,
-    /// Number of SPSC rings.
-    pub rings: u32,
-    /// Entries per ring, a power of two.
-    pub ring_capacity: u32,
+    /// Number of channels (one per NF slot and worker): a descriptor ring
+    /// to the NF and an answer ring back.
+    pub channels: u32,
+    /// Descriptors per channel, a power of two (the answer ring holds twice
+    /// as many).
+    pub channel_capacity: u32,
     /// Bytes reserved for packet buffers, rounded up to 2 MiB and 2 MiB
     /// aligned; the runtime registers it with `rte_extmem_register`.
     pub data_bytes: u64,
@@ -70,14 +74,14 @@ pub struct ArenaConfig {
 
 impl ArenaConfig {
     /// A small configuration with the given instance name: 4096 slots of
-    /// 256 bytes, 8 rings of 1024 entries, no data region.
+    /// 256 bytes, 8 channels of 1024 descriptors, no data region.
     pub fn new(instance: impl Into<String>) -> ArenaConfig {
         ArenaConfig {
             instance: instance.into(),
             slots: 4096,
             slot_size: 256,
-            rings: 8,
-            ring_capacity: 1024,
+            channels: 8,
+            channel_capacity: 1024,
             data_bytes: 0,
         }
     }
@@ -86,8 +90,8 @@ impl ArenaConfig {
         RawConfig {
             slots: self.slots,
             slot_size: self.slot_size,
-            rings: self.rings,
-            ring_capacity: self.ring_capacity,
+            channels: self.channels,
+            channel_capacity: self.channel_capacity,
             data_bytes: self.data_bytes,
         }
     }
@@ -160,7 +164,17 @@ fn parse_size(s: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_shl(shift).filter(|v| v.is_power_of_two())
 }
 
-/// A mapped arena. Handles ([`RingRef`], [`SlotPool`]) borrow it.
+/// One worker's link with one NF: descriptors to the NF, answers back.
+#[derive(Debug, Clone, Copy)]
+pub struct Channel<'a> {
+    /// Produced by the runtime's worker, consumed by the NF.
+    pub desc: RingView<'a, Desc>,
+    /// Produced by the NF, consumed by the worker; twice the descriptors'
+    /// capacity (an NF may publish events besides answering).
+    pub answer: RingView<'a, Answer>,
+}
+
+/// A mapped arena. Handles ([`Channel`], [`SlotPool`]) borrow it.
 ///
 /// The creator (the runtime) removes the file when the `Arena` drops;
 /// attachers never do.
@@ -237,8 +251,10 @@ impl Arena {
         map.write_header(&header).ok_or_else(|| Error::Truncated { path: path.into(), len: 0, needed: total })?;
         let arena = Arena { path: path.to_owned(), map, header, layout, creator: true };
         slots::init(&arena)?;
-        for i in 0..config.rings {
-            ring::init(&arena.ring(i)?);
+        for i in 0..config.channels {
+            let ch = arena.channel(i)?;
+            ch.desc.init();
+            ch.answer.init();
         }
         // Release: every region initialisation above happens-before any
         // attacher's Acquire load that observes READY.
@@ -364,8 +380,8 @@ impl Arena {
             instance: self.instance().to_owned(),
             slots: c.slots,
             slot_size: c.slot_size,
-            rings: c.rings,
-            ring_capacity: c.ring_capacity,
+            channels: c.channels,
+            channel_capacity: c.channel_capacity,
             data_bytes: c.data_bytes,
         }
     }
@@ -459,15 +475,21 @@ impl Arena {
         self.layout.regions.data
     }
 
-    /// Handle on ring `index`. See [`RingRef`] for the producer/consumer rules.
-    pub fn ring(&self, index: u32) -> Result<RingRef<'_>> {
+    /// Channel `index`: its descriptor ring (runtime to NF) and answer ring
+    /// (NF to runtime). See [`RingView`] for the producer/consumer rules.
+    pub fn channel(&self, index: u32) -> Result<Channel<'_>> {
         let r = self.layout.regions;
-        let rings = self.layout.config.rings;
-        if index >= rings {
-            return Err(Error::NoSuchRing { index, rings });
+        let channels = self.layout.config.channels;
+        if index >= channels {
+            return Err(Error::NoSuchChannel { index, channels });
         }
-        let off = r.rings.offset + u64::from(index) * u64::from(r.ring_stride);
-        RingRef::new(&self.map, off as usize, self.layout.config.ring_capacity).ok_or_else(|| self.corrupt("ring"))
+        let cap = self.layout.config.channel_capacity;
+        let (desc_len, _) = channel_rings(cap).ok_or_else(|| self.corrupt("channel"))?;
+        let off = (r.channels.offset + u64::from(index) * u64::from(r.channel_stride)) as usize;
+        let desc = RingView::new(&self.map, off, cap).ok_or_else(|| self.corrupt("channel"))?;
+        let answer =
+            RingView::new(&self.map, off + desc_len as usize, 2 * cap).ok_or_else(|| self.corrupt("channel"))?;
+        Ok(Channel { desc, answer })
     }
 
     /// Handle on the event slot pool. Create one per thread.
@@ -513,7 +535,7 @@ mod tests {
     }
 
     fn small() -> ArenaConfig {
-        ArenaConfig { instance: "t".into(), slots: 16, slot_size: 64, rings: 2, ring_capacity: 8, data_bytes: 0 }
+        ArenaConfig { instance: "t".into(), slots: 16, slot_size: 64, channels: 2, channel_capacity: 8, data_bytes: 0 }
     }
 
     fn patch(path: &Path, at: u64, bytes: &[u8]) {
@@ -545,9 +567,9 @@ mod tests {
         assert_eq!(b.data_region().len, 4 << 20);
         assert_eq!(b.data_region().offset % (2 << 20), 0);
         // Writes through one mapping are visible through the other.
-        a.ring(1).unwrap().push(42).unwrap();
-        assert_eq!(b.ring(1).unwrap().pop(), Some(42));
-        assert!(matches!(b.ring(2), Err(Error::NoSuchRing { index: 2, rings: 2 })));
+        assert!(a.channel(1).unwrap().answer.producer().push(Answer(42)));
+        assert_eq!(b.channel(1).unwrap().answer.consumer().pop(), Some(Answer(42)));
+        assert!(matches!(b.channel(2), Err(Error::NoSuchChannel { index: 2, channels: 2 })));
         drop(b);
         assert!(p.exists(), "attacher must not remove the file");
         drop(a);
@@ -569,8 +591,8 @@ mod tests {
         a.remove().unwrap();
         assert!(!p.exists());
         // Mappings stay usable after unlink.
-        a.ring(0).unwrap().push(7).unwrap();
-        assert_eq!(b.ring(0).unwrap().pop(), Some(7));
+        assert!(a.channel(0).unwrap().answer.producer().push(Answer(7)));
+        assert_eq!(b.channel(0).unwrap().answer.consumer().pop(), Some(Answer(7)));
     }
 
     #[test]
@@ -667,7 +689,7 @@ mod tests {
     fn create_rejects_bad_config() {
         let p = tmp("badcfg");
         for cfg in [
-            ArenaConfig { ring_capacity: 12, ..small() },
+            ArenaConfig { channel_capacity: 12, ..small() },
             ArenaConfig { instance: "a/b".into(), ..small() },
             ArenaConfig { instance: String::new(), ..small() },
             ArenaConfig { instance: "x".repeat(33), ..small() },
@@ -689,10 +711,10 @@ mod tests {
         let cfg = ArenaConfig { data_bytes: 1, ..small() };
         let a = Arena::create(&loc.path, &cfg).unwrap();
         assert_eq!(a.total_size() % (2 << 20), 0);
-        assert_eq!(a.total_size(), 4 << 20, "2 MiB of header/slots/rings + 2 MiB of data");
+        assert_eq!(a.total_size(), 4 << 20, "2 MiB of header/slots/channels + 2 MiB of data");
         let b = Arena::attach(&loc.path).unwrap();
-        a.ring(0).unwrap().push(5).unwrap();
-        assert_eq!(b.ring(0).unwrap().pop(), Some(5));
+        assert!(a.channel(0).unwrap().answer.producer().push(Answer(5)));
+        assert_eq!(b.channel(0).unwrap().answer.consumer().pop(), Some(Answer(5)));
         drop(b);
         drop(a);
         assert!(!loc.path.exists());

@@ -1,25 +1,145 @@
-//! The μEvent header: what a slot's payload starts with.
+//! What travels between a worker and an NF: the ring entries
+//! ([`Desc`] to the NF, [`Answer`] back) and, for events that carry more
+//! than a packet reference, the [`EventHeader`] and payload in a slot.
 //!
-//! The runtime fills it when it publishes an event to an NF; the NF reads it
-//! and answers in `verdict`. Everything is a plain `#[repr(C)]` value with
-//! offsets, never pointers, so both sides agree whatever address they mapped
-//! the arena at. The size is fixed by a const assertion; change
-//! [`crate::LAYOUT_VERSION`] with it.
+//! A `PKT` event is one 32-byte [`Desc`] on the NF's descriptor ring: type,
+//! flow, side, the packet's arena offset and length, and a cookie the NF
+//! echoes in its [`Answer`]. No slot, no header: everything the NF needs is
+//! in the entry. Events with a stack snapshot, a frontier or a payload
+//! (`FLOW/TCP/...`, `DATA_RDY`, `FLOW/END`, events NFs publish) put the
+//! full [`EventHeader`] and payload in a slot and name it in the
+//! descriptor ([`DESC_SLOT`]). Everything is a plain `#[repr(C)]` value
+//! with offsets, never pointers, so both sides agree whatever address they
+//! mapped the arena at. Sizes are fixed by const assertions; change
+//! [`crate::LAYOUT_VERSION`] with them.
+
+use std::sync::atomic::AtomicU64;
+
+use crate::ring::Entry;
 
 /// No answer yet.
-pub const VERDICT_PENDING: u32 = 0;
+pub const VERDICT_PENDING: u8 = 0;
 /// Let the packet continue.
-pub const VERDICT_PASS: u32 = 1;
+pub const VERDICT_PASS: u8 = 1;
 /// Drop the packet.
-pub const VERDICT_DROP: u32 = 2;
+pub const VERDICT_DROP: u8 = 2;
 /// The NF rewrote the packet in place (only NFs that declared it).
-pub const VERDICT_MODIFIED: u32 = 3;
+pub const VERDICT_MODIFIED: u8 = 3;
 
-/// Set on a value an NF pushes on its return ring when the slot is an
-/// event the NF *publishes* (it allocated the slot and wrote a header and
-/// payload) rather than its answer to an event it was given. Slot indices
-/// stay below this bit (pools are far smaller than 2^31 slots).
-pub const RING_PUBLISH: u32 = 1 << 31;
+/// [`Desc::flags`]: `data` is the index of a slot whose payload starts with
+/// the full [`EventHeader`] (and the event's payload after it); the
+/// event carries no packet.
+pub const DESC_SLOT: u8 = 1;
+
+/// One event on an NF's descriptor ring (32 bytes, four words).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Desc {
+    /// Hierarchical type id (`ustack::event::EventTypeId`).
+    pub type_id: u64,
+    /// Flow the event belongs to (unique per worker).
+    pub flow_id: u64,
+    /// Without [`DESC_SLOT`]: the packet's offset from the arena base (0:
+    /// no packet). With it: the slot index holding header and payload.
+    pub data: u64,
+    /// Packet length in bytes (0 with [`DESC_SLOT`]).
+    pub len: u16,
+    /// `SIDE_CLIENT` or `SIDE_SERVER`.
+    pub side: u8,
+    /// `DESC_*` bits.
+    pub flags: u8,
+    /// The worker's handle for this event: the NF echoes it in its answer.
+    pub cookie: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Desc>() == 32);
+
+impl Desc {
+    /// The slot this event's header and payload sit in, if it has one.
+    pub fn slot(&self) -> Option<u32> {
+        (self.flags & DESC_SLOT != 0).then(|| self.data.min(u64::from(u32::MAX)) as u32)
+    }
+}
+
+impl Entry for Desc {
+    const WORDS: usize = 4;
+    #[inline(always)]
+    fn store(&self, to: &[AtomicU64]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        to[0].store(self.type_id, Relaxed);
+        to[1].store(self.flow_id, Relaxed);
+        to[2].store(self.data, Relaxed);
+        let w3 = u64::from(self.len)
+            | u64::from(self.side) << 16
+            | u64::from(self.flags) << 24
+            | u64::from(self.cookie) << 32;
+        to[3].store(w3, Relaxed);
+    }
+    #[inline(always)]
+    fn load(from: &[AtomicU64]) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let w3 = from[3].load(Relaxed);
+        Desc {
+            type_id: from[0].load(Relaxed),
+            flow_id: from[1].load(Relaxed),
+            data: from[2].load(Relaxed),
+            len: w3 as u16,
+            side: (w3 >> 16) as u8,
+            flags: (w3 >> 24) as u8,
+            cookie: (w3 >> 32) as u32,
+        }
+    }
+}
+
+/// [`Answer::kind`]: the verdict on the event with this cookie.
+pub const ANSWER_VERDICT: u8 = 0;
+/// [`Answer::kind`]: an event the NF publishes; the cookie field is the
+/// slot it allocated and filled (the runtime frees it).
+pub const ANSWER_PUBLISH: u8 = 1;
+
+/// One entry of an NF's answer ring (8 bytes): `cookie | verdict << 32 |
+/// kind << 40`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Answer(pub u64);
+
+impl Answer {
+    /// The verdict (`VERDICT_*`) on the event `cookie` names.
+    pub fn verdict(cookie: u32, verdict: u8) -> Answer {
+        Answer(u64::from(cookie) | u64::from(verdict) << 32 | u64::from(ANSWER_VERDICT) << 40)
+    }
+
+    /// An event the NF published in `slot`.
+    pub fn publish(slot: u32) -> Answer {
+        Answer(u64::from(slot) | u64::from(ANSWER_PUBLISH) << 40)
+    }
+
+    /// The cookie (or, for a publication, the slot).
+    pub fn cookie(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// The `VERDICT_*` code.
+    pub fn code(self) -> u8 {
+        (self.0 >> 32) as u8
+    }
+
+    /// `ANSWER_VERDICT` or `ANSWER_PUBLISH` (anything else is malformed).
+    pub fn kind(self) -> u8 {
+        (self.0 >> 40) as u8
+    }
+}
+
+impl Entry for Answer {
+    const WORDS: usize = 1;
+    #[inline(always)]
+    fn store(&self, to: &[AtomicU64]) {
+        self.0.store(to);
+    }
+    #[inline(always)]
+    fn load(from: &[AtomicU64]) -> Self {
+        Answer(u64::load(from))
+    }
+}
 
 /// Bytes after the header in a slot of `slot_size` bytes: room for a
 /// published event's `#[repr(C)]` payload.
@@ -144,9 +264,8 @@ pub struct EventHeader {
     pub worker: u8,
     /// `SIDE_CLIENT` or `SIDE_SERVER`.
     pub side: u8,
-    /// The subscriber's answer (`VERDICT_*`), written before it hands the
-    /// slot back.
-    pub verdict: u32,
+    /// Unused (answers travel on the answer ring); zero.
+    pub reserved: u32,
     /// Sequence number of the event on its worker (for checks and traces).
     pub seq: u32,
     /// Stack snapshot, copied at publish time.
@@ -177,7 +296,7 @@ impl EventHeader {
             publisher: u16::from_ne_bytes([b[28], b[29]]),
             worker: b[30],
             side: b[31],
-            verdict: u32_at(32),
+            reserved: u32_at(32),
             seq: u32_at(36),
             snapshot,
             frontier: u64_at(64),
@@ -194,16 +313,10 @@ impl EventHeader {
         b[28..30].copy_from_slice(&self.publisher.to_ne_bytes());
         b[30] = self.worker;
         b[31] = self.side;
-        b[32..36].copy_from_slice(&self.verdict.to_ne_bytes());
+        b[32..36].copy_from_slice(&self.reserved.to_ne_bytes());
         b[36..40].copy_from_slice(&self.seq.to_ne_bytes());
         b[40..40 + SNAPSHOT_LEN].copy_from_slice(&self.snapshot);
         b[64..72].copy_from_slice(&self.frontier.to_ne_bytes());
-        Some(())
-    }
-
-    /// Writes only the verdict field (what a subscriber does to answer).
-    pub fn write_verdict(payload: &mut [u8], verdict: u32) -> Option<()> {
-        payload.get_mut(32..36)?.copy_from_slice(&verdict.to_ne_bytes());
         Some(())
     }
 }
@@ -222,7 +335,7 @@ mod tests {
             publisher: 3,
             worker: 1,
             side: SIDE_SERVER,
-            verdict: VERDICT_PENDING,
+            reserved: 0,
             seq: 42,
             snapshot: [9; SNAPSHOT_LEN],
             frontier: 1 << 40,
@@ -230,12 +343,34 @@ mod tests {
         let mut buf = [0u8; 128];
         h.write(&mut buf).unwrap();
         assert_eq!(EventHeader::read(&buf), Some(h));
-        EventHeader::write_verdict(&mut buf, VERDICT_DROP).unwrap();
-        assert_eq!(EventHeader::read(&buf).unwrap().verdict, VERDICT_DROP);
         // The byte offsets used by read/write are the repr(C) field offsets.
-        assert_eq!(std::mem::offset_of!(EventHeader, verdict), 32);
+        assert_eq!(std::mem::offset_of!(EventHeader, reserved), 32);
         assert_eq!(std::mem::offset_of!(EventHeader, snapshot), 40);
         assert_eq!(std::mem::offset_of!(EventHeader, frontier), 64);
         assert!(EventHeader::read(&buf[..71]).is_none());
+    }
+
+    #[test]
+    fn desc_and_answer_round_trip_through_words() {
+        let d = Desc {
+            type_id: 0x0101_0000_0000_0000,
+            flow_id: u64::MAX - 3,
+            data: (1 << 40) + 130,
+            len: 1514,
+            side: SIDE_SERVER,
+            flags: DESC_SLOT,
+            cookie: 0xdead_beef,
+        };
+        let words: Vec<AtomicU64> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        d.store(&words);
+        assert_eq!(Desc::load(&words), d);
+        assert_eq!(d.slot(), Some(u32::MAX), "an out-of-range slot saturates, and the pool refuses it");
+        assert_eq!(Desc { flags: 0, ..d }.slot(), None);
+        let a = Answer::verdict(0xffff_fff0, VERDICT_DROP);
+        assert_eq!((a.cookie(), a.code(), a.kind()), (0xffff_fff0, VERDICT_DROP, ANSWER_VERDICT));
+        let p = Answer::publish(77);
+        assert_eq!((p.cookie(), p.kind()), (77, ANSWER_PUBLISH));
+        a.store(&words[..1]);
+        assert_eq!(Answer::load(&words[..1]), a);
     }
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// `b"UBOXARNA"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"UBOXARNA");
 /// Bumped on every incompatible change of anything in this module.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Length of the fixed instance-name field of the header.
 pub const INSTANCE_LEN: usize = 32;
 /// Cache line size assumed for padding (x86-64 and most arm64 parts).
@@ -29,10 +29,15 @@ pub const DATA_ALIGN: u64 = 2 << 20;
 pub const NIL: u32 = u32::MAX;
 /// Largest slot count: indices must stay below [`NIL`].
 pub const MAX_SLOTS: u32 = 1 << 30;
-/// Largest ring capacity; free-running `u32` indices need `capacity <= 2^31`.
-pub const MAX_RING_CAPACITY: u32 = 1 << 30;
-/// Largest number of rings.
-pub const MAX_RINGS: u32 = 1 << 16;
+/// Largest channel capacity (descriptors per ring; the answer ring holds
+/// twice as many); free-running `u32` indices need `capacity <= 2^30`.
+pub const MAX_CHANNEL_CAPACITY: u32 = 1 << 24;
+/// Largest number of channels.
+pub const MAX_CHANNELS: u32 = 1 << 16;
+/// Words of one descriptor ([`crate::event::Desc`]).
+pub const DESC_WORDS: usize = 4;
+/// Words of one answer ([`crate::event::Answer`]).
+pub const ANSWER_WORDS: usize = 1;
 /// Largest payload per slot.
 pub const MAX_SLOT_SIZE: u32 = 1 << 20;
 
@@ -70,8 +75,8 @@ impl Region {
 pub struct RawConfig {
     pub slots: u32,
     pub slot_size: u32,
-    pub rings: u32,
-    pub ring_capacity: u32,
+    pub channels: u32,
+    pub channel_capacity: u32,
     pub data_bytes: u64,
 }
 
@@ -81,12 +86,13 @@ pub struct RawConfig {
 pub struct RegionTable {
     /// Pool header followed by `slots` slots of `slot_stride` bytes.
     pub slot_pool: Region,
-    /// `rings` rings of `ring_stride` bytes.
-    pub rings: Region,
+    /// `channels` channels of `channel_stride` bytes: each a descriptor
+    /// ring of `channel_capacity` entries, then an answer ring of twice that.
+    pub channels: Region,
     /// Raw packet-buffer region, 2 MiB aligned (may be empty).
     pub data: Region,
     pub slot_stride: u32,
-    pub ring_stride: u32,
+    pub channel_stride: u32,
 }
 
 /// The arena header at offset 0.
@@ -133,23 +139,55 @@ const _: () = {
     assert!(size_of::<RegionTable>() == 56);
 };
 
-/// Ring header: producer index and consumer index on separate cache lines.
-/// Followed by `capacity` entries of `AtomicU32`.
+/// What the producer of a ring writes: its index.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ProdLine {
+    /// Free-running count of pushed entries.
+    pub index: AtomicU32,
+}
+
+/// What the consumer of a ring writes: its index and counts about its own
+/// work (on the same line, so reporting them costs no extra line).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ConsLine {
+    /// Free-running count of popped entries.
+    pub index: AtomicU32,
+    pub _reserved: u32,
+    /// Non-empty bursts, entries, and busy nanoseconds the consumer reported.
+    pub bursts: AtomicU64,
+    pub items: AtomicU64,
+    pub busy_ns: AtomicU64,
+}
+
+/// Ring header: the producer's line, the consumer's line and a doorbell
+/// word (a sleeping consumer's futex word), each on its own cache line.
+/// Followed by `capacity` entries of whole `AtomicU64` words.
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct RingHeader {
-    /// Free-running count of pushed entries; written by the producer only.
-    pub prod: CachePadded<AtomicU32>,
-    /// Free-running count of popped entries; written by the consumer only.
-    pub cons: CachePadded<AtomicU32>,
+    pub prod: CachePadded<ProdLine>,
+    pub cons: CachePadded<ConsLine>,
+    pub bell: CachePadded<AtomicU32>,
 }
 
 pub const RING_HEADER_SIZE: usize = size_of::<RingHeader>();
 const _: () = {
-    assert!(RING_HEADER_SIZE == 2 * CACHE_LINE);
+    assert!(RING_HEADER_SIZE == 3 * CACHE_LINE);
     assert!(align_of::<RingHeader>() == CACHE_LINE);
     assert!(offset_of!(RingHeader, cons) == CACHE_LINE);
+    assert!(offset_of!(RingHeader, bell) == 2 * CACHE_LINE);
 };
+
+/// Bytes of one channel's descriptor ring, then of its answer ring, for a
+/// capacity (each a multiple of the cache line).
+pub fn channel_rings(capacity: u32) -> Option<(u64, u64)> {
+    let ring = |words: usize, n: u64| {
+        align_up((RING_HEADER_SIZE as u64).checked_add(n.checked_mul(words as u64 * 8)?)?, CACHE_LINE as u64)
+    };
+    Some((ring(DESC_WORDS, u64::from(capacity))?, ring(ANSWER_WORDS, 2 * u64::from(capacity))?))
+}
 
 /// Slot pool header: the free-list head, the free counter and the fault
 /// counter, each on its own line.
@@ -217,13 +255,13 @@ impl Layout {
         if config.slot_size == 0 || config.slot_size > MAX_SLOT_SIZE {
             return err(format!("slot_size = {} must be in 1..={MAX_SLOT_SIZE}", config.slot_size));
         }
-        if config.rings > MAX_RINGS {
-            return err(format!("rings = {} exceeds the maximum {MAX_RINGS}", config.rings));
+        if config.channels > MAX_CHANNELS {
+            return err(format!("channels = {} exceeds the maximum {MAX_CHANNELS}", config.channels));
         }
-        if !config.ring_capacity.is_power_of_two() || config.ring_capacity > MAX_RING_CAPACITY {
+        if !config.channel_capacity.is_power_of_two() || config.channel_capacity > MAX_CHANNEL_CAPACITY {
             return err(format!(
-                "ring_capacity = {} must be a power of two in 1..={MAX_RING_CAPACITY}",
-                config.ring_capacity
+                "channel_capacity = {} must be a power of two in 1..={MAX_CHANNEL_CAPACITY}",
+                config.channel_capacity
             ));
         }
         let overflow = || LayoutError("arena size overflows u64; reduce the configuration".into());
@@ -235,13 +273,12 @@ impl Layout {
             .ok_or_else(overflow)?;
         let slot_pool = Region { offset: HEADER_SIZE as u64, len: pool_len };
 
-        let ring_stride = (RING_HEADER_SIZE as u64)
-            .checked_add(align_up(4 * u64::from(config.ring_capacity), line).ok_or_else(overflow)?)
-            .ok_or_else(overflow)?;
-        let rings_off = align_up(slot_pool.end(), line).ok_or_else(overflow)?;
-        let rings_len = ring_stride.checked_mul(u64::from(config.rings)).ok_or_else(overflow)?;
-        let rings = Region { offset: rings_off, len: rings_len };
-        let rings_end = rings_off.checked_add(rings_len).ok_or_else(overflow)?;
+        let (desc, answer) = channel_rings(config.channel_capacity).ok_or_else(overflow)?;
+        let channel_stride = desc.checked_add(answer).ok_or_else(overflow)?;
+        let channels_off = align_up(slot_pool.end(), line).ok_or_else(overflow)?;
+        let channels_len = channel_stride.checked_mul(u64::from(config.channels)).ok_or_else(overflow)?;
+        let channels = Region { offset: channels_off, len: channels_len };
+        let rings_end = channels_off.checked_add(channels_len).ok_or_else(overflow)?;
 
         let data = if config.data_bytes == 0 {
             Region { offset: rings_end, len: 0 }
@@ -254,11 +291,11 @@ impl Layout {
         let min_size = data.end();
         // Strides must fit the u32 fields of the region table.
         let slot_stride = u32::try_from(slot_stride).map_err(|_| overflow())?;
-        let ring_stride = u32::try_from(ring_stride).map_err(|_| overflow())?;
+        let channel_stride = u32::try_from(channel_stride).map_err(|_| overflow())?;
         if usize::try_from(min_size).is_err() {
             return Err(overflow());
         }
-        Ok(Layout { config, regions: RegionTable { slot_pool, rings, data, slot_stride, ring_stride }, min_size })
+        Ok(Layout { config, regions: RegionTable { slot_pool, channels, data, slot_stride, channel_stride }, min_size })
     }
 }
 
@@ -266,8 +303,8 @@ impl Layout {
 mod tests {
     use super::*;
 
-    fn cfg(slots: u32, slot_size: u32, rings: u32, cap: u32, data: u64) -> RawConfig {
-        RawConfig { slots, slot_size, rings, ring_capacity: cap, data_bytes: data }
+    fn cfg(slots: u32, slot_size: u32, channels: u32, cap: u32, data: u64) -> RawConfig {
+        RawConfig { slots, slot_size, channels, channel_capacity: cap, data_bytes: data }
     }
 
     #[test]
@@ -277,12 +314,14 @@ mod tests {
         assert_eq!(r.slot_stride % 64, 0);
         assert!(r.slot_stride as usize >= SLOT_HEADER_SIZE + 200);
         assert_eq!(r.slot_pool.offset, HEADER_SIZE as u64);
-        assert_eq!(r.rings.offset % 64, 0);
-        assert!(r.rings.offset >= r.slot_pool.end());
-        assert_eq!(r.ring_stride as usize, RING_HEADER_SIZE + 4096);
+        assert_eq!(r.channels.offset % 64, 0);
+        assert!(r.channels.offset >= r.slot_pool.end());
+        // 1024 descriptors of 32 bytes, 2048 answers of 8, two headers.
+        assert_eq!(r.channel_stride as usize, 2 * RING_HEADER_SIZE + 32 * 1024 + 8 * 2048);
+        assert_eq!(r.channels.len, 3 * u64::from(r.channel_stride));
         assert_eq!(r.data.offset % DATA_ALIGN, 0);
         assert_eq!(r.data.len, 6 << 20);
-        assert!(r.data.offset >= r.rings.end());
+        assert!(r.data.offset >= r.channels.end());
         assert_eq!(l.min_size, r.data.end());
     }
 

@@ -1,6 +1,7 @@
-//! Shared-memory layout of ubox: the arena file, SPSC rings and the event slot
-//! pool, used alike by the runtime (a DPDK process) and NF processes (which
-//! never link DPDK). Nothing here depends on DPDK.
+//! Shared-memory layout of ubox: the arena file, the channels (SPSC rings of
+//! event descriptors and answers) and the event slot pool, used alike by the
+//! runtime (a DPDK process) and NF processes (which never link DPDK).
+//! Nothing here depends on DPDK.
 //!
 //! # Layout
 //!
@@ -18,9 +19,12 @@
 //!              │ slot 0: SlotHeader | payload │ refcount, generation, next
 //!              │ slot 1: …  (stride 64·k B)   │
 //!              ├──────────────────────────────┤ 64 B aligned
-//!              │ ring 0: prod line | cons line│ free-running u32 indices
-//!              │         entries [u32; cap]   │
-//!              │ ring 1: …                    │
+//!              │ channel 0:                   │ one per NF slot and worker
+//!              │  descriptor ring             │ prod line | cons line | bell
+//!              │   [Desc; cap] (32 B each)    │ line, free-running u32 indices
+//!              │  answer ring                 │ same header
+//!              │   [Answer; 2·cap] (8 B each) │
+//!              │ channel 1: …                 │
 //!              ├──────────────────────────────┤ 2 MiB aligned
 //!              │ data region (packet buffers) │ reserved for the runtime's
 //!              │                              │ mbuf pool (rte_extmem_register)
@@ -36,9 +40,14 @@
 //! * **Roles.** The runtime [`Arena::create`]s the file (mode 0600) and removes
 //!   it when its `Arena` drops; NF processes [`Arena::attach`], which checks
 //!   magic, version and sizes. Each ring has exactly one producer and one
-//!   consumer ([`RingRef`]). A slot's payload is written only by the holder of
-//!   its only reference; everyone else who holds a reference reads
-//!   ([`SlotPool`]).
+//!   consumer ([`Producer`], [`Consumer`]). A slot's payload is written only
+//!   by the holder of its only reference; everyone else who holds a
+//!   reference reads ([`SlotPool`]).
+//! * **Per burst.** A packet event is one 32-byte descriptor; its answer is
+//!   8 bytes. Ring handles cache the other side's index and publish their
+//!   own once per burst, so a burst of `n` events moves about
+//!   `n · (32 + 8) / 64` entry lines plus a handful of index lines between
+//!   the cores (see [`ring`](crate::ring)).
 //! * **Shared words are atomics.** Every field another process may change
 //!   concurrently is an atomic; every index read from the arena is bounds
 //!   checked, so a misbehaving peer can cause wrong values but not undefined
@@ -50,30 +59,36 @@
 //! # Example
 //!
 //! ```
+//! use ubox_shm::event::{Answer, Desc, VERDICT_PASS};
 //! use ubox_shm::{Arena, ArenaConfig};
 //! let path = std::env::temp_dir().join(format!("ubox-doc-{}.arena", std::process::id()));
 //! let runtime = Arena::create(&path, &ArenaConfig::new("doc")).unwrap();
 //! let nf = Arena::attach(&path).unwrap();
 //!
-//! let mut pool = runtime.slot_pool().unwrap();
-//! let slot = pool.alloc().unwrap();
-//! pool.payload_mut(slot).unwrap()[..5].copy_from_slice(b"hello");
-//! runtime.ring(0).unwrap().push(slot.0).unwrap(); // the runtime gives up its reference
+//! // The runtime's worker sends one event on channel 0 ...
+//! let mut to_nf = runtime.channel(0).unwrap().desc.producer();
+//! assert_eq!(to_nf.push_burst(&[Desc { type_id: 1, flow_id: 7, cookie: 42, ..Desc::default() }]), 1);
 //!
-//! let nf_pool = nf.slot_pool().unwrap();
-//! let got = ubox_shm::SlotIdx(nf.ring(0).unwrap().pop().unwrap());
-//! assert_eq!(&nf_pool.payload(got).unwrap()[..5], b"hello");
-//! assert!(nf_pool.release(got).unwrap()); // back on the free list
+//! // ... the NF takes it and answers with the cookie ...
+//! let ch = nf.channel(0).unwrap();
+//! let mut events = [Desc::default(); 32];
+//! let n = ch.desc.consumer().pop_burst(&mut events);
+//! assert_eq!((n, events[0].flow_id), (1, 7));
+//! ch.answer.producer().push(Answer::verdict(events[0].cookie, VERDICT_PASS));
+//!
+//! // ... and the worker reads the verdict.
+//! let a = runtime.channel(0).unwrap().answer.consumer().pop().unwrap();
+//! assert_eq!((a.cookie(), a.code()), (42, VERDICT_PASS));
 //! ```
 
 mod arena;
 pub mod event;
 mod layout;
 mod raw;
-mod ring;
+pub mod ring;
 mod slots;
 
-pub use arena::{default_path, Arena, ArenaConfig, ArenaLocation, Error, Result};
+pub use arena::{default_path, Arena, ArenaConfig, ArenaLocation, Channel, Error, Result};
 pub use layout::{Region, LAYOUT_VERSION, MAGIC};
-pub use ring::{Full, RingRef};
+pub use ring::{Bell, Consumer, ConsumerReport, Producer, RingView};
 pub use slots::{SlotError, SlotIdx, SlotPool};

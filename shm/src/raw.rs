@@ -1,6 +1,6 @@
 //! The only module with `unsafe`: it turns `(arena base, offset)` into typed
-//! references after bounds and alignment checks, and wraps the two system calls
-//! that Rust cannot check (`mmap` and `kill`).
+//! references after bounds and alignment checks, and wraps the system calls
+//! that Rust cannot check (`mmap`, `kill` and `futex`).
 //!
 //! Everything above this module is safe code working with `&AtomicU32`,
 //! `&RingHeader`, `&[u8]` and friends. This module owns no layout knowledge;
@@ -31,7 +31,8 @@ pub(crate) unsafe trait InArena: Sized {}
 unsafe impl InArena for AtomicU32 {}
 // SAFETY: as above.
 unsafe impl InArena for AtomicU64 {}
-// SAFETY: repr(C), two padded AtomicU32, nothing else (padding is never read).
+// SAFETY: repr(C), three padded lines of AtomicU32/AtomicU64 plus a reserved
+// u32 that no code writes through `&` (padding is never read).
 unsafe impl InArena for RingHeader {}
 // SAFETY: repr(C), padded AtomicU64 / AtomicU32 / AtomicU64 only.
 unsafe impl InArena for PoolHeader {}
@@ -199,4 +200,40 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
     // delivers nothing; `pid` is a positive single-process id.
     let rc = unsafe { libc::kill(pid, 0) };
     rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Blocks while `*word == expected`, for at most `timeout`, on a futex
+/// keyed by the word's place in the shared file (not by address: the
+/// mapping sits at another address in each process). Returns at once if
+/// the word differs; spurious wake-ups are possible, callers re-check.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: std::time::Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    // SAFETY: FUTEX_WAIT (shared, no FUTEX_PRIVATE_FLAG) only reads the
+    // aligned u32 at `word`, which lives as long as the borrow; `ts` is a
+    // valid timespec on our stack; the other arguments are unused by this
+    // operation. The kernel validates everything and at worst returns an
+    // error (EAGAIN, EINTR, ETIMEDOUT), which callers treat as a wake-up.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes every process blocked in [`futex_wait`] on `word`.
+pub(crate) fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE (shared) reads nothing and writes nothing of ours;
+    // it only looks the word's futex key up. `word` is a live, aligned u32.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX, std::ptr::null::<u8>(), 0usize, 0u32);
+    }
 }

@@ -283,7 +283,8 @@ mod tests {
         let n = SEQ.fetch_add(1, O::Relaxed);
         let p = std::env::temp_dir().join(format!("ubox-shm-test-{}-slots-{n}.arena", std::process::id()));
         let _ = std::fs::remove_file(&p);
-        let cfg = ArenaConfig { instance: "s".into(), slots, slot_size: 40, rings: 1, ring_capacity: 8, data_bytes: 0 };
+        let cfg =
+            ArenaConfig { instance: "s".into(), slots, slot_size: 40, channels: 1, channel_capacity: 8, data_bytes: 0 };
         Arena::create(&p, &cfg).unwrap()
     }
 

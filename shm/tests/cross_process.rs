@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use ubox_shm::{Arena, ArenaConfig, RingRef, SlotIdx};
+use ubox_shm::event::{Answer, Desc, ANSWER_PUBLISH, ANSWER_VERDICT, DESC_SLOT};
+use ubox_shm::{Arena, ArenaConfig, Consumer, Producer, SlotIdx};
 
 const ENV: &str = "UBOX_SHM_CHILD_ARENA";
 const PING_COUNT: u32 = 1_000_000;
 const STRESS_EVENTS: u32 = 200_000;
-const END: u32 = u32::MAX;
 const DEADLINE: Duration = Duration::from_secs(60);
 
 fn arena_path(name: &str) -> PathBuf {
@@ -29,130 +29,142 @@ fn spawn_child(test: &str, arena: &Path) -> Child {
         .unwrap()
 }
 
-/// Pops `n` values from `ring`, failing if the child exits or time runs out.
-fn recv_n(ring: &RingRef<'_>, n: usize, child: &mut Child) -> Vec<u32> {
-    let start = Instant::now();
-    let mut out = Vec::new();
-    while out.len() < n {
-        match ring.pop() {
-            Some(v) => out.push(v),
-            None => {
-                if let Some(status) = child.try_wait().unwrap() {
-                    // It may have pushed everything and exited: drain once more.
-                    if ring.is_empty() {
-                        panic!("child exited ({status}) before sending its summary");
-                    }
-                }
-                assert!(start.elapsed() < DEADLINE, "timed out waiting for the child");
-                std::thread::yield_now();
-            }
-        }
-    }
-    out
-}
-
-/// Pushes `v`, yielding while the ring is full; fails if the child died.
-fn send(ring: &RingRef<'_>, v: u32, child: &mut Child) {
-    let start = Instant::now();
-    let mut spins = 0u32;
-    while ring.push(v).is_err() {
-        spins += 1;
-        if spins & 1023 == 0 {
-            assert!(child.try_wait().unwrap().is_none(), "child exited early");
-            assert!(start.elapsed() < DEADLINE, "timed out: child stopped consuming");
-        }
-        std::thread::yield_now();
-    }
-}
-
 fn wait_ok(mut child: Child) {
     let status = child.wait().unwrap();
     assert!(status.success(), "child failed: {status}");
 }
 
-/// Child side: blocks until a value is available (the parent outlives us).
-fn pop_wait(ring: &RingRef<'_>) -> u32 {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = ring.pop() {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "child timed out");
-        std::thread::yield_now();
+/// The descriptor the parent sends as event number `n`.
+fn desc_of(n: u32) -> Desc {
+    Desc {
+        type_id: 0x0101_0000_0000_0000 | u64::from(n % 3),
+        flow_id: u64::from(n) * 0x9e37_79b9,
+        data: u64::from(n) << 6,
+        len: (n % 1500) as u16,
+        side: (n & 1) as u8,
+        flags: 0,
+        cookie: n,
     }
 }
 
-fn push_wait(ring: &RingRef<'_>, v: u32) {
-    while ring.push(v).is_err() {
-        std::thread::yield_now();
+/// What the child answers to event `n`.
+fn verdict_of(n: u32) -> u8 {
+    (n % 3 + 1) as u8
+}
+
+/// Pops every answer available and checks it is the next one expected.
+fn take_answers(rx: &mut Consumer<'_, Answer>, next: &mut u32, out: &mut [Answer]) {
+    let n = rx.pop_burst(out);
+    for a in &out[..n] {
+        assert_eq!((a.kind(), a.cookie(), a.code()), (ANSWER_VERDICT, *next, verdict_of(*next)), "answer {next}");
+        *next += 1;
     }
 }
 
-// ---- a. ring ping-pong: 1,000,000 sequence numbers, strict order ----
+// ---- a. a million events and their answers, strict order, every field ----
 
 #[test]
-fn ring_sequence_across_processes() {
+fn descriptors_and_answers_across_processes() {
     let path = arena_path("ping");
-    let cfg =
-        ArenaConfig { instance: "ping".into(), slots: 1, slot_size: 8, rings: 2, ring_capacity: 1024, data_bytes: 0 };
+    let cfg = ArenaConfig {
+        instance: "ping".into(),
+        slots: 1,
+        slot_size: 8,
+        channels: 2,
+        channel_capacity: 1024,
+        data_bytes: 0,
+    };
     let arena = Arena::create(&path, &cfg).unwrap();
-    let mut child = spawn_child("child_sequence_consumer", &path);
-    let tx = arena.ring(0).unwrap();
-    let mut next = 0u32;
+    let mut child = spawn_child("child_answers_each_event", &path);
+    // Channel 1 exists too, untouched: it must stay empty.
+    let ch = arena.channel(0).unwrap();
+    let (mut tx, mut rx) = (ch.desc.producer(), ch.answer.consumer());
+    let (mut next, mut answered) = (0u32, 0u32);
     let mut batch = Vec::with_capacity(64);
-    while next < PING_COUNT {
-        // Vary the burst size: single pushes and bursts both cross the boundary.
-        let k = (next % 61 + 1).min(PING_COUNT - next);
-        batch.clear();
-        batch.extend(next..next + k);
-        let mut sent = 0;
-        while sent < batch.len() {
-            let n = tx.push_burst(&batch[sent..]);
-            if n == 0 {
-                send(&tx, batch[sent], &mut child);
-                sent += 1;
-            }
-            sent += n;
+    let mut answers = [Answer::default(); 97];
+    let start = Instant::now();
+    while answered < PING_COUNT {
+        if next < PING_COUNT {
+            // Vary the burst size: single pushes and bursts both cross the boundary.
+            let k = (next % 61 + 1).min(PING_COUNT - next);
+            batch.clear();
+            batch.extend((next..next + k).map(desc_of));
+            next += tx.push_burst(&batch) as u32;
+            // The child sleeps on the descriptor ring's bell when idle.
+            ch.desc.bell().wake();
         }
-        next += k;
+        let before = answered;
+        take_answers(&mut rx, &mut answered, &mut answers);
+        if answered == before {
+            assert!(start.elapsed() < DEADLINE, "timed out at {answered} answers");
+            if let Some(status) = child.try_wait().unwrap() {
+                take_answers(&mut rx, &mut answered, &mut answers);
+                assert_eq!(answered, PING_COUNT, "child exited ({status}) early");
+            }
+            std::thread::yield_now();
+        }
     }
-    let summary = recv_n(&arena.ring(1).unwrap(), 3, &mut child);
     wait_ok(child);
-    let expected_sum = (0..PING_COUNT).fold(0u32, |s, v| s.wrapping_add(v));
-    assert_eq!(summary, vec![PING_COUNT, 0, expected_sum], "[received, out-of-order, sum]");
+    assert!(ch.desc.is_empty() && ch.answer.is_empty());
+    let other = arena.channel(1).unwrap();
+    assert!(other.desc.is_empty() && other.answer.is_empty());
+    let r = ch.desc.consumer_report();
+    assert_eq!(r.items, u64::from(PING_COUNT), "the child reports what it popped");
+    assert!(r.bursts > 0 && r.bursts <= r.items);
 }
 
 #[test]
-#[ignore = "child process of ring_sequence_across_processes"]
-fn child_sequence_consumer() {
+#[ignore = "child process of descriptors_and_answers_across_processes"]
+fn child_answers_each_event() {
     let Ok(path) = std::env::var(ENV) else { return };
     let arena = Arena::attach(&path).unwrap();
     assert!(!arena.is_creator());
-    let rx = arena.ring(0).unwrap();
-    let (mut received, mut bad, mut sum) = (0u32, 0u32, 0u32);
-    let mut buf = [0u32; 37];
+    let ch = arena.channel(0).unwrap();
+    let (mut rx, mut tx) = (ch.desc.consumer(), ch.answer.producer());
+    let mut received = 0u32;
+    let mut buf = [Desc::default(); 37];
+    let mut answers = Vec::with_capacity(37);
     let start = Instant::now();
+    let bell = ch.desc.bell();
     while received < PING_COUNT {
-        let n = if received % 2 == 0 { rx.pop_burst(&mut buf) } else { rx.pop().map_or(0, |v| (buf[0] = v, 1).1) };
+        let n = rx.pop_burst(&mut buf[..1 + received as usize % 37]);
         if n == 0 {
             assert!(start.elapsed() < DEADLINE, "child timed out after {received}");
-            std::thread::yield_now();
-        }
-        for &v in &buf[..n] {
-            if v != received {
-                bad += 1;
+            // Sleep until the parent rings (a lost wake-up costs the whole
+            // timeout, and the deadline above catches a habit of that).
+            bell.arm();
+            if rx.available(1) == 0 {
+                bell.wait(Duration::from_millis(500));
+            } else {
+                bell.disarm();
             }
-            sum = sum.wrapping_add(v);
+            continue;
+        }
+        answers.clear();
+        for d in &buf[..n] {
+            assert_eq!(*d, desc_of(received), "event {received}");
+            answers.push(Answer::verdict(d.cookie, verdict_of(d.cookie)));
             received += 1;
         }
-    }
-    let tx = arena.ring(1).unwrap();
-    for v in [received, bad, sum] {
-        push_wait(&tx, v);
+        rx.report(n as u64, 1);
+        push_all(&mut tx, &answers);
     }
 }
 
-// ---- b. slot stress with checksums ----
+fn push_all<E: ubox_shm::ring::Entry>(tx: &mut Producer<'_, E>, vals: &[E]) {
+    let mut done = 0;
+    let start = Instant::now();
+    while done < vals.len() {
+        let n = tx.push_burst(&vals[done..]);
+        done += n;
+        if n == 0 {
+            assert!(start.elapsed() < DEADLINE, "peer stopped consuming");
+            std::thread::yield_now();
+        }
+    }
+}
+
+// ---- b. slot events both ways, with checksums ----
 
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
@@ -183,52 +195,71 @@ fn checksum_detects_corruption() {
     assert!(!event_ok(&p));
 }
 
+/// The protocol of slot events: the parent (a worker) allocates a slot per
+/// event and frees it when answered; the child (an NF) never frees, and
+/// every 4th event also publishes one in a slot it allocates itself, which
+/// the parent checks and frees. Both processes allocate concurrently.
 #[test]
-fn slot_stress_across_processes() {
+fn slot_events_across_processes() {
     let path = arena_path("stress");
     let cfg = ArenaConfig {
         instance: "stress".into(),
         slots: 512,
         slot_size: 256,
-        rings: 2,
-        ring_capacity: 256,
+        channels: 1,
+        channel_capacity: 128,
         data_bytes: 0,
     };
     let arena = Arena::create(&path, &cfg).unwrap();
-    let mut child = spawn_child("child_checksum_consumer", &path);
+    let mut child = spawn_child("child_checks_and_publishes", &path);
     let mut pool = arena.slot_pool().unwrap();
-    let tx = arena.ring(0).unwrap();
+    let ch = arena.channel(0).unwrap();
+    let (mut tx, mut rx) = (ch.desc.producer(), ch.answer.consumer());
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    // Every 8th event the parent keeps a second reference for a while, so
-    // both processes release the same slots concurrently.
-    let mut kept = std::collections::VecDeque::new();
+    let (mut sent, mut answered, mut published, mut bad) = (0u32, 0u32, 0u32, 0u32);
+    let mut answers = [Answer::default(); 64];
     let start = Instant::now();
-    for n in 0..STRESS_EVENTS {
-        let idx = loop {
-            if let Some(i) = pool.alloc() {
-                break i;
-            }
-            assert!(start.elapsed() < DEADLINE, "pool exhausted: the child stopped releasing");
-            assert!(child.try_wait().unwrap().is_none(), "child exited early");
-            std::thread::yield_now();
-        };
-        fill_event(pool.payload_mut(idx).unwrap(), &mut rng);
-        if n & 7 == 0 {
-            pool.retain(idx, 1).unwrap();
-            kept.push_back(idx);
-            if kept.len() > 32 {
-                pool.release(kept.pop_front().unwrap()).unwrap();
+    while answered < STRESS_EVENTS {
+        if sent < STRESS_EVENTS && tx.room(1) > 0 {
+            if let Some(idx) = pool.alloc() {
+                fill_event(pool.payload_mut(idx).unwrap(), &mut rng);
+                assert!(tx.push(Desc { data: u64::from(idx.0), flags: DESC_SLOT, cookie: idx.0, ..Desc::default() }));
+                sent += 1;
             }
         }
-        send(&tx, idx.0, &mut child);
+        let n = rx.pop_burst(&mut answers);
+        for a in &answers[..n] {
+            let idx = SlotIdx(a.cookie());
+            match a.kind() {
+                ANSWER_VERDICT => answered += 1,
+                ANSWER_PUBLISH => {
+                    published += 1;
+                    if !pool.payload(idx).is_ok_and(event_ok) {
+                        bad += 1;
+                    }
+                }
+                k => panic!("answer kind {k}: the child found a corrupt event in slot {}", idx.0),
+            }
+            pool.release(idx).unwrap();
+        }
+        if n == 0 {
+            assert!(start.elapsed() < DEADLINE, "timed out at {answered} answers");
+            assert!(child.try_wait().unwrap().is_none(), "child exited early");
+            std::thread::yield_now();
+        }
     }
-    send(&tx, END, &mut child);
-    for idx in kept.drain(..) {
-        pool.release(idx).unwrap();
+    // The child's last publications may still be on their way.
+    while published < STRESS_EVENTS / 4 {
+        let n = rx.pop_burst(&mut answers);
+        for a in &answers[..n] {
+            assert_eq!(a.kind(), ANSWER_PUBLISH);
+            published += 1;
+            pool.release(SlotIdx(a.cookie())).unwrap();
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out at {published} publications");
     }
-    let summary = recv_n(&arena.ring(1).unwrap(), 3, &mut child);
     wait_ok(child);
-    assert_eq!(summary, vec![STRESS_EVENTS, 0, 0], "[events, checksum failures, release errors]");
+    assert_eq!((bad, published), (0, STRESS_EVENTS / 4), "[corrupt publications, publications]");
     assert_eq!(pool.free_count(), pool.capacity(), "slots leaked");
     assert_eq!(pool.double_releases(), 0);
     // The free list itself is intact: every slot comes out exactly once.
@@ -237,30 +268,43 @@ fn slot_stress_across_processes() {
 }
 
 #[test]
-#[ignore = "child process of slot_stress_across_processes"]
-fn child_checksum_consumer() {
+#[ignore = "child process of slot_events_across_processes"]
+fn child_checks_and_publishes() {
     let Ok(path) = std::env::var(ENV) else { return };
     let arena = Arena::attach(&path).unwrap();
-    let pool = arena.slot_pool().unwrap();
-    let rx = arena.ring(0).unwrap();
-    let (mut events, mut failures, mut release_errors) = (0u32, 0u32, 0u32);
-    loop {
-        let v = pop_wait(&rx);
-        if v == END {
-            break;
+    let mut pool = arena.slot_pool().unwrap();
+    let ch = arena.channel(0).unwrap();
+    let (mut rx, mut tx) = (ch.desc.consumer(), ch.answer.producer());
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut events = 0u32;
+    let mut buf = [Desc::default(); 16];
+    let start = Instant::now();
+    while events < STRESS_EVENTS {
+        let n = rx.pop_burst(&mut buf);
+        if n == 0 {
+            assert!(start.elapsed() < DEADLINE, "child timed out after {events}");
+            std::thread::yield_now();
+            continue;
         }
-        events += 1;
-        let idx = SlotIdx(v);
-        match pool.payload(idx) {
-            Ok(p) if event_ok(p) => {}
-            _ => failures += 1,
+        let mut out = Vec::new();
+        for d in &buf[..n] {
+            let slot = d.slot().expect("slot events only");
+            // A corrupt event is answered Drop, which the parent rejects.
+            let ok = pool.payload(SlotIdx(slot)).is_ok_and(event_ok);
+            if events % 4 == 0 {
+                let idx = loop {
+                    if let Some(i) = pool.alloc() {
+                        break i;
+                    }
+                    assert!(start.elapsed() < DEADLINE, "pool exhausted");
+                    std::thread::yield_now();
+                };
+                fill_event(pool.payload_mut(idx).unwrap(), &mut rng);
+                out.push(Answer::publish(idx.0));
+            }
+            out.push(if ok { Answer::verdict(d.cookie, 1) } else { Answer(u64::MAX) });
+            events += 1;
         }
-        if pool.release(idx).is_err() {
-            release_errors += 1;
-        }
-    }
-    let tx = arena.ring(1).unwrap();
-    for v in [events, failures, release_errors] {
-        push_wait(&tx, v);
+        push_all(&mut tx, &out);
     }
 }

@@ -218,7 +218,7 @@ deny any 2001:db8::/32 any any any
         let nf = std::thread::spawn(move || nf.run());
 
         // (type, frame, expected verdict)
-        let cases: Vec<(_, Vec<u8>, u32)> = vec![
+        let cases: Vec<(_, Vec<u8>, u8)> = vec![
             (PKT_TCP, ipv4_frame(TCP, [10, 0, 0, 5], 40000, [10, 10, 0, 11], 8080), VERDICT_DROP), // rule 1
             (PKT_TCP, ipv4_frame(TCP, [10, 0, 0, 5], 40000, [10, 10, 0, 11], 80), VERDICT_PASS),   // default
             (PKT_TCP, ipv4_frame(TCP, [10, 10, 0, 11], 8080, [10, 0, 0, 5], 40000), VERDICT_PASS), // reply: as written

@@ -139,7 +139,7 @@ mod tests {
     use super::*;
     use nf_sdk::testing::FakeRuntime;
     use std::time::Duration;
-    use ubox_shm::event::{EventHeader, VERDICT_MODIFIED, VERDICT_PASS};
+    use ubox_shm::event::{VERDICT_MODIFIED, VERDICT_PASS};
     use ustack::event::PKT_TCP;
 
     #[test]
@@ -177,10 +177,10 @@ mod tests {
         let stop = nf.stop_handle();
         let nf = std::thread::spawn(move || nf.run());
         let with = frame(b"a secret and another secret");
-        let slot = rt.publish(PKT_TCP, 1, &with).unwrap();
-        let off = rt.arena().slot_pool().unwrap().payload(slot).ok().and_then(EventHeader::read).unwrap().pkt_off;
+        let id = rt.publish(PKT_TCP, 1, &with).unwrap();
+        let off = rt.packet_offset(id).unwrap();
         rt.publish(PKT_TCP, 1, &frame(b"nothing")).unwrap();
-        let v: Vec<u32> = rt.wait_verdicts(2, Duration::from_secs(10)).into_iter().map(|(_, v)| v).collect();
+        let v: Vec<u8> = rt.wait_verdicts(2, Duration::from_secs(10)).into_iter().map(|(_, v)| v).collect();
         assert_eq!(v, [VERDICT_MODIFIED, VERDICT_PASS]);
         let after = rt.arena().packet(off, with.len() as u32).unwrap();
         assert_eq!(&after[..54], &with[..54], "headers untouched");

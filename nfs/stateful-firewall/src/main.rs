@@ -488,7 +488,7 @@ mod tests {
     }
 
     /// Publishes one event and returns the NF's verdict.
-    fn verdict(rt: &mut FakeRuntime, ty: nf_sdk::EventTypeId, flow: u64, frame: &[u8]) -> u32 {
+    fn verdict(rt: &mut FakeRuntime, ty: nf_sdk::EventTypeId, flow: u64, frame: &[u8]) -> u8 {
         rt.publish(ty, flow, frame).unwrap();
         let v = rt.wait_verdicts(1, Duration::from_secs(10));
         assert_eq!(v.len(), 1);

@@ -171,6 +171,11 @@ impl Default for FlowTableSection {
 #[serde(rename_all = "snake_case")]
 pub enum Driver {
     AfPacket,
+    /// `net_af_xdp`: an AF_XDP socket on each of the interface's queues
+    /// `0..workers` (XDP native mode where the driver has it, as veth does;
+    /// generic otherwise). Its packets live in a separate pool outside the
+    /// arena (the PMD's UMEM), so flows through it cannot visit NFs.
+    AfXdp,
     Tap,
     Pcap,
     Null,
@@ -182,6 +187,7 @@ impl Driver {
     fn vdev_prefix(self) -> &'static str {
         match self {
             Driver::AfPacket => "net_af_packet",
+            Driver::AfXdp => "net_af_xdp",
             Driver::Tap => "net_tap",
             Driver::Pcap => "net_pcap",
             Driver::Null => "net_null",
@@ -198,7 +204,7 @@ pub struct PortConfig {
     pub name: String,
     /// A virtual device driver; exclusive with `pci`.
     pub driver: Option<Driver>,
-    /// Linux interface for `af_packet` and `tap`.
+    /// Linux interface for `af_packet`, `af_xdp` and `tap`.
     pub iface: Option<String>,
     /// Extra device arguments, e.g. "rx_pcap=x.pcap,infinite_rx=1".
     pub args: Option<String>,
@@ -343,12 +349,15 @@ impl Config {
                 }
                 (None, None) => {
                     return Err(format!(
-                        "port '{}': give `driver` (af_packet, tap, pcap, null, ring, memif) or `pci`",
+                        "port '{}': give `driver` (af_packet, af_xdp, tap, pcap, null, ring, memif) or `pci`",
                         p.name
                     ));
                 }
                 (Some(Driver::AfPacket), _) if p.iface.is_none() => {
                     return Err(format!("port '{}': driver af_packet needs `iface` (a Linux interface)", p.name));
+                }
+                (Some(Driver::AfXdp), _) if p.iface.is_none() => {
+                    return Err(format!("port '{}': driver af_xdp needs `iface` (a Linux interface)", p.name));
                 }
                 _ => {}
             }
@@ -443,8 +452,12 @@ impl Config {
             if let Some(iface) = &p.iface {
                 dev.push_str(&format!(",iface={iface}"));
             }
-            if p.driver == Some(Driver::AfPacket) {
-                dev.push_str(&format!(",qpairs={}", r.workers));
+            match p.driver {
+                Some(Driver::AfPacket) => dev.push_str(&format!(",qpairs={}", r.workers)),
+                // One AF_XDP socket per worker, on the interface's queues
+                // 0..workers (preflight checks it has that many).
+                Some(Driver::AfXdp) => dev.push_str(&format!(",start_queue=0,queue_count={}", r.workers)),
+                _ => {}
             }
             if let Some(args) = &p.args {
                 if !args.is_empty() {
@@ -461,6 +474,12 @@ impl Config {
         }
         a.extend(r.eal_args.iter().cloned());
         a
+    }
+
+    /// True when some port uses the af_xdp driver (its packets are not in
+    /// the arena).
+    pub fn has_af_xdp(&self) -> bool {
+        self.ports.iter().any(|p| p.driver == Some(Driver::AfXdp))
     }
 
     /// Where the control socket lives.
@@ -504,6 +523,22 @@ ports = ["client", "server"]
         assert!(!a.contains(&"--no-huge".to_string()));
         assert!(a.contains(&"--in-memory".to_string()));
         assert_eq!(c.ports[0].ipv4, vec![Ipv4Addr::new(10, 10, 0, 254)]);
+    }
+
+    #[test]
+    fn af_xdp_ports_get_one_queue_per_worker() {
+        let t = GOOD.replace("af_packet", "af_xdp");
+        let c = Config::parse(&t, "t").unwrap();
+        assert!(c.has_af_xdp());
+        let a = c.eal_args(2, false);
+        assert!(a.contains(&"net_af_xdp0,iface=ubx-c,start_queue=0,queue_count=2".to_string()), "{a:?}");
+        assert!(a.contains(&"net_af_xdp1,iface=ubx-s,start_queue=0,queue_count=2".to_string()), "{a:?}");
+        assert_eq!(c.device_name(1), "net_af_xdp1");
+        // Extra device arguments come last, so they win (e.g. busy polling off).
+        let t = t.replace("iface = \"ubx-s\"", "iface = \"ubx-s\"\nargs = \"busy_budget=0\"");
+        let a = Config::parse(&t, "t").unwrap().eal_args(2, false);
+        assert!(a.contains(&"net_af_xdp1,iface=ubx-s,start_queue=0,queue_count=2,busy_budget=0".to_string()), "{a:?}");
+        assert!(!Config::parse(GOOD, "t").unwrap().has_af_xdp());
     }
 
     #[test]
@@ -552,6 +587,9 @@ ports = ["a", "b"]
         assert!(err(&format!("{base}[[wire]]\nports = [\"a\", \"a\"]\n")).contains("two different"));
         assert!(err(&format!("{base}[runtime]\nworkers = 0\n")).contains("runtime.workers"));
         assert!(err("[[port]]\nname = \"a\"\ndriver = \"af_packet\"\n").contains("needs `iface`"));
+        let e = err("[[port]]\nname = \"a\"\ndriver = \"af_xdp\"\n");
+        assert!(e.contains("port 'a': driver af_xdp needs `iface`"), "{e}");
+        assert!(err("[[port]]\nname = \"a\"\n").contains("af_xdp"));
         assert!(err("[[port]]\nname = \"a\"\n").contains("give `driver`"));
         let dup = "[[port]]\nname = \"a\"\ndriver = \"null\"\n[[port]]\nname = \"a\"\ndriver = \"null\"\n";
         assert!(err(dup).contains("used twice"));

@@ -62,15 +62,38 @@ pub fn check_hugepages(need_bytes: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// RX queues of the interface whose sysfs directory is `dir`.
+fn rx_queues(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("queues"))
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count())
+        .unwrap_or(0)
+}
+
+/// An af_xdp port binds one AF_XDP socket per worker, to queues
+/// `0..workers` of its interface: the interface must have that many.
+fn xdp_queues(port: &str, iface: &str, have: usize, workers: u16) -> Result<(), String> {
+    if have < workers as usize {
+        return Err(format!(
+            "port '{port}': driver af_xdp binds one queue per worker but '{iface}' has {have} RX queue(s) for runtime.workers = {workers}: \
+             lower runtime.workers, or give the interface more queues (ethtool -L {iface} combined {workers}; a veth gets them at creation: numrxqueues/numtxqueues)"
+        ));
+    }
+    Ok(())
+}
+
 /// Every interface and file a port names must exist.
 pub fn check_ports(cfg: &Config) -> Result<(), String> {
     for p in &cfg.ports {
-        if let (Some(Driver::AfPacket), Some(iface)) = (p.driver, &p.iface) {
-            if !Path::new("/sys/class/net").join(iface).exists() {
+        if let (Some(Driver::AfPacket | Driver::AfXdp), Some(iface)) = (p.driver, &p.iface) {
+            let dir = Path::new("/sys/class/net").join(iface);
+            if !dir.exists() {
                 return Err(format!(
                     "port '{}': interface '{iface}' not found: check `ip link` (scripts/testbed.sh up creates the testbed's interfaces)",
                     p.name
                 ));
+            }
+            if p.driver == Some(Driver::AfXdp) {
+                xdp_queues(&p.name, iface, rx_queues(&dir), cfg.runtime.workers)?;
             }
         }
         if let Some(args) = &p.args {
@@ -89,4 +112,15 @@ pub fn check_ports(cfg: &Config) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn af_xdp_needs_a_queue_per_worker() {
+        assert!(super::xdp_queues("client", "ubx-c", 2, 2).is_ok());
+        let e = super::xdp_queues("client", "ubx-c", 1, 2).unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.starts_with("port 'client': driver af_xdp") && e.contains("ethtool -L ubx-c combined 2"), "{e}");
+    }
 }

@@ -23,7 +23,7 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn runtime_binary() -> anyhow::Result<PathBuf> {
+pub fn runtime_binary() -> anyhow::Result<PathBuf> {
     sibling_binary("ubox-runtime")
 }
 
@@ -40,6 +40,15 @@ impl Running {
     /// Starts the runtime with `chains` (a chain file's text) applied before
     /// the first packet, so the replayed flows, which never end, get them.
     pub fn start_with_chains(config: &str, chains: Option<&str>) -> anyhow::Result<Running> {
+        Self::start_binary(&runtime_binary()?, config, chains)
+    }
+
+    /// Starts `binary` (an `ubox-runtime`, e.g. an experimental build) with
+    /// `config` and optional `chains`.
+    pub fn start_binary(binary: &Path, config: &str, chains: Option<&str>) -> anyhow::Result<Running> {
+        if !binary.exists() {
+            bail!("{} not found: build it with cargo build --release", binary.display());
+        }
         let dir = std::env::temp_dir().join(format!("ubox-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let cfg = dir.join("runtime.toml");
@@ -51,7 +60,7 @@ impl Running {
             extra = vec!["--chains".into(), file.into_os_string()];
         }
         let log = std::fs::File::create(dir.join("runtime.log"))?;
-        let child = Command::new(runtime_binary()?)
+        let child = Command::new(binary)
             .args(&extra)
             .arg("--config")
             .arg(&cfg)

@@ -116,6 +116,8 @@ pub struct Contender {
     pub binary: Option<PathBuf>,
     /// Extra `[runtime]` TOML lines (ubox only), e.g. `rx_desc = 512`.
     pub runtime_toml: Vec<String>,
+    /// Extra environment of the ubox-runtime process (e.g. `RUST_LOG`).
+    pub env: Vec<(String, String)>,
 }
 
 /// The presets, in the default order.
@@ -123,13 +125,23 @@ pub const PRESETS: [&str; 5] = ["ubox-afp", "testpmd-afp", "kernel-bridge", "ubo
 
 impl Contender {
     fn new(label: &str, kind: Kind, driver: Driver) -> Contender {
-        Contender { label: label.into(), kind, driver, args: None, burst: None, binary: None, runtime_toml: Vec::new() }
+        Contender {
+            label: label.into(),
+            kind,
+            driver,
+            args: None,
+            burst: None,
+            binary: None,
+            runtime_toml: Vec::new(),
+            env: Vec::new(),
+        }
     }
 
     /// Parses a preset name or `LABEL=KIND[;key=value...]` with KIND `ubox`,
     /// `testpmd` or `kernel` and keys `driver` (af_packet | af_xdp), `args`
-    /// (device arguments), `burst`, `binary` and `runtime` (a `[runtime]`
-    /// TOML line; ubox only, repeatable).
+    /// (device arguments), `burst`, `binary`, `runtime` (a `[runtime]`
+    /// TOML line) and `env` (`NAME=VALUE` for the runtime's environment);
+    /// the last three for ubox only, `runtime` and `env` repeatable.
     pub fn parse(spec: &str) -> Result<Contender, String> {
         match spec {
             "ubox-afp" => return Ok(Contender::new(spec, Kind::Ubox, Driver::AfPacket)),
@@ -140,7 +152,7 @@ impl Contender {
             _ => {}
         }
         let usage = "a preset (ubox-afp, ubox-xdp, testpmd-afp, testpmd-xdp, kernel-bridge) or \
-                     LABEL=KIND[;key=value...] with KIND ubox|testpmd|kernel and keys driver, args, burst, binary, runtime";
+                     LABEL=KIND[;key=value...] with KIND ubox|testpmd|kernel and keys driver, args, burst, binary, runtime, env";
         let Some((label, rest)) = spec.split_once('=') else {
             return Err(format!("contender '{spec}': expected {usage}"));
         };
@@ -176,13 +188,20 @@ impl Contender {
                 }
                 "binary" => c.binary = Some(PathBuf::from(v)),
                 "runtime" => c.runtime_toml.push(v.to_string()),
+                "env" => {
+                    let (name, val) =
+                        v.split_once('=').ok_or_else(|| format!("contender '{spec}': env '{v}' is not NAME=VALUE"))?;
+                    c.env.push((name.to_string(), val.to_string()));
+                }
                 _ => {
-                    return Err(format!("contender '{spec}': unknown key '{k}' (driver, args, burst, binary, runtime)"))
+                    return Err(format!(
+                        "contender '{spec}': unknown key '{k}' (driver, args, burst, binary, runtime, env)"
+                    ))
                 }
             }
         }
-        if c.kind != Kind::Ubox && (c.binary.is_some() || !c.runtime_toml.is_empty()) {
-            return Err(format!("contender '{spec}': binary and runtime apply to ubox contenders only"));
+        if c.kind != Kind::Ubox && (c.binary.is_some() || !c.runtime_toml.is_empty() || !c.env.is_empty()) {
+            return Err(format!("contender '{spec}': binary, runtime and env apply to ubox contenders only"));
         }
         if c.kind == Kind::Kernel && (c.args.is_some() || c.burst.is_some()) {
             return Err(format!("contender '{spec}': the kernel bridge takes no args or burst"));
@@ -476,7 +495,7 @@ impl Forwarder {
                     None => crate::ubox::runtime_binary()?,
                 };
                 let cfg = ubox_config(c, &main_cpu, opts.fwd_cpu);
-                Forwarder::Ubox(Running::start_binary(&bin, &cfg, None)?)
+                Forwarder::Ubox(Running::start_binary(&bin, &cfg, None, &c.env)?)
             }
             Kind::Testpmd => {
                 let mut extra = vec!["--total-num-mbufs=32768".to_string(), "--rxd=1024".into(), "--txd=1024".into()];
@@ -755,6 +774,8 @@ mod tests {
         assert_eq!((c.kind, c.driver, c.burst), (Kind::Ubox, Driver::AfPacket, Some(8)));
         assert_eq!(c.args.as_deref(), Some("framecnt=4096,blocksz=8192"));
         assert_eq!(c.runtime_toml, vec!["rx_desc = 512".to_string()]);
+        let c = Contender::parse("e=ubox;env=RUST_LOG=debug;env=A=").unwrap();
+        assert_eq!(c.env, vec![("RUST_LOG".into(), "debug".into()), ("A".into(), String::new())]);
         let c = Contender::parse("tx=testpmd;driver=af_xdp;args=busy_budget=0").unwrap();
         assert_eq!((c.kind, c.driver), (Kind::Testpmd, Driver::AfXdp));
         assert_eq!(
@@ -771,6 +792,7 @@ mod tests {
         assert!(e("x=ubox;driver=tap").contains("not af_packet or af_xdp"));
         assert!(e("x=ubox;burst=0").contains("1 to 512"));
         assert!(e("x=ubox;speed=9").contains("unknown key 'speed'"));
+        assert!(e("x=ubox;env=FOO").contains("NAME=VALUE"));
         assert!(e("x=testpmd;binary=/bin/true").contains("ubox contenders only"));
         assert!(e("x=kernel;burst=8").contains("no args or burst"));
         assert!(e("a b=ubox").contains("label"));

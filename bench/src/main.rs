@@ -89,7 +89,8 @@ enum Scenario {
         /// LABEL=KIND[;key=value...] with KIND ubox|testpmd|kernel and keys
         /// driver=af_packet|af_xdp, args=DEVARGS (both ports), burst=N,
         /// binary=PATH (another ubox-runtime), runtime=TOML-LINE (ubox
-        /// [runtime] key), e.g. 'ubox-fc=ubox;args=framecnt=2048'.
+        /// [runtime] key), env=NAME=VALUE (ubox's environment), e.g.
+        /// 'ubox-fc=ubox;args=framecnt=2048'.
         #[arg(long = "contender", value_parser = parse_contender)]
         contenders: Vec<e2e::Contender>,
         /// A workload, repeatable (default: all three).

@@ -40,12 +40,17 @@ impl Running {
     /// Starts the runtime with `chains` (a chain file's text) applied before
     /// the first packet, so the replayed flows, which never end, get them.
     pub fn start_with_chains(config: &str, chains: Option<&str>) -> anyhow::Result<Running> {
-        Self::start_binary(&runtime_binary()?, config, chains)
+        Self::start_binary(&runtime_binary()?, config, chains, &[])
     }
 
     /// Starts `binary` (an `ubox-runtime`, e.g. an experimental build) with
-    /// `config` and optional `chains`.
-    pub fn start_binary(binary: &Path, config: &str, chains: Option<&str>) -> anyhow::Result<Running> {
+    /// `config`, optional `chains` and extra environment variables.
+    pub fn start_binary(
+        binary: &Path,
+        config: &str,
+        chains: Option<&str>,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Running> {
         if !binary.exists() {
             bail!("{} not found: build it with cargo build --release", binary.display());
         }
@@ -62,6 +67,7 @@ impl Running {
         let log = std::fs::File::create(dir.join("runtime.log"))?;
         let child = Command::new(binary)
             .args(&extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
             .arg(&cfg)
             .stdout(log.try_clone()?)

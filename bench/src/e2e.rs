@@ -38,7 +38,9 @@
 //! Rounds interleave the contenders (the order rotates each round, so none
 //! always runs first after the others), and the median over rounds is
 //! reported. Each contender gets a 1 s wrk warm-up after it starts, which
-//! is not measured. Results: `e2e-<workload>-<metric>-<ubox>-vs-<peer>.json`
+//! is not measured. Every measurement also records the CPU time foreign
+//! processes used meanwhile (`noise.rs`): a round disturbed by other work
+//! on the machine shows it. Results: `e2e-<workload>-<metric>-<ubox>-vs-<peer>.json`
 //! (ubox vs testpmd io on the same driver, ubox vs the kernel bridge, and
 //! ubox af_xdp vs ubox af_packet) and two tables.
 
@@ -49,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 
+use crate::noise::ForeignCpu;
 use crate::result::{median, Better, ScenarioResult};
 use crate::testpmd;
 use crate::traffic::{self, Connections, IperfResult, WrkResult};
@@ -597,7 +600,17 @@ fn figures(w: Workload, wrk: Option<&WrkResult>, ip: Option<&IperfResult>) -> Ve
 /// Samples per contender, per (workload, metric).
 type Samples = Vec<BTreeMap<(Workload, &'static str), Vec<f64>>>;
 
+/// Runs workload `w` for `seconds`: its figures (plus `foreign`, the CPUs
+/// other processes used meanwhile) and a line for the round.
 fn measure_workload(w: Workload, opts: &Opts, seconds: u64) -> anyhow::Result<(Vec<(&'static str, f64)>, String)> {
+    let foreign = ForeignCpu::start();
+    let (mut figs, line) = run_workload(w, opts, seconds)?;
+    let f = foreign.cpus();
+    figs.push(("foreign", f));
+    Ok((figs, format!("{line}  [foreign CPU {f:.2}]")))
+}
+
+fn run_workload(w: Workload, opts: &Opts, seconds: u64) -> anyhow::Result<(Vec<(&'static str, f64)>, String)> {
     let url = format!("http://{SERVER_IP}/{OBJECT}");
     match w {
         Workload::Keepalive | Workload::Close => {
@@ -712,6 +725,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
             header.push(format!("{} {unit}", w.name()));
         }
     }
+    header.push("foreign CPU".into());
     let hdr: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut t = controller::table::Table::new(&hdr);
     for (ci, c) in cs.iter().enumerate() {
@@ -745,6 +759,11 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
                 r.samples_ubox = samples[u][&(w, m)].clone();
                 r.samples_peer = samples[p][&(w, m)].clone();
                 r.extra.insert("connections".into(), f64::from(opts.connections));
+                // CPUs other processes kept busy while each was measured.
+                if let (Some(fu), Some(fp)) = (med(u, w, "foreign"), med(p, w, "foreign")) {
+                    r.extra.insert("foreign_cpu_ubox".into(), fu);
+                    r.extra.insert("foreign_cpu_peer".into(), fp);
+                }
                 r.extra.insert("fwd_cpu".into(), f64::from(opts.fwd_cpu));
                 if let Ok(v) = bridge_nf.parse::<f64>() {
                     r.extra.insert("bridge_nf_call_iptables".into(), v);

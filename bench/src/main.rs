@@ -21,6 +21,7 @@
 mod capture;
 mod e2e;
 mod events;
+mod noise;
 mod result;
 mod testpmd;
 mod traffic;

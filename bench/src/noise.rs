@@ -1,0 +1,118 @@
+//! Foreign CPU load during a measurement window: CPU time used by processes
+//! that are neither this benchmark nor its descendants (the forwarder,
+//! wrk, nginx, iperf3) nor kernel threads, read from `/proc`. On a machine
+//! shared with other work this says how much a round was disturbed; it is
+//! printed with each round and kept in the results, never subtracted.
+//!
+//! Processes that exit inside the window are missed (their time is gone
+//! from `/proc`), so the figure is a lower bound.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// (pid, ppid, utime + stime in clock ticks) from one `/proc/<pid>/stat`.
+pub fn parse_stat(s: &str) -> Option<(u32, u32, u64)> {
+    let pid = s.split_whitespace().next()?.parse().ok()?;
+    // The command name is in parentheses and may hold spaces and ')'.
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(0) ppid(1) ... utime(11) stime(12).
+    let ppid = f.get(1)?.parse().ok()?;
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((pid, ppid, utime + stime))
+}
+
+fn snapshot() -> Vec<(u32, u32, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|s| parse_stat(&s))
+        .collect()
+}
+
+/// Ticks of the processes that are not `me` or its descendants and not
+/// kernel threads (pid 2 and its children).
+pub fn foreign_ticks(procs: &[(u32, u32, u64)], me: u32) -> HashMap<u32, u64> {
+    let parent: HashMap<u32, u32> = procs.iter().map(|&(p, pp, _)| (p, pp)).collect();
+    let ours_or_kernel = |mut p: u32| {
+        for _ in 0..64 {
+            if p == me || p == 2 {
+                return true;
+            }
+            match parent.get(&p) {
+                Some(&pp) if pp != 0 => p = pp,
+                _ => return false,
+            }
+        }
+        false
+    };
+    procs.iter().filter(|&&(p, _, _)| !ours_or_kernel(p)).map(|&(p, _, t)| (p, t)).collect()
+}
+
+/// Started at the beginning of a window; [`ForeignCpu::cpus`] at its end.
+pub struct ForeignCpu {
+    start: Instant,
+    base: HashMap<u32, u64>,
+    me: u32,
+    hz: f64,
+}
+
+impl ForeignCpu {
+    pub fn start() -> ForeignCpu {
+        let me = std::process::id();
+        ForeignCpu { start: Instant::now(), base: foreign_ticks(&snapshot(), me), me, hz: clock_ticks() }
+    }
+
+    /// CPUs kept busy by foreign processes since `start`, on average.
+    pub fn cpus(&self) -> f64 {
+        let now = foreign_ticks(&snapshot(), self.me);
+        let ticks: u64 = now.iter().map(|(p, &t)| t.saturating_sub(self.base.get(p).copied().unwrap_or(0))).sum();
+        let dt = self.start.elapsed().as_secs_f64();
+        if dt <= 0.0 {
+            return 0.0;
+        }
+        ticks as f64 / self.hz / dt
+    }
+}
+
+/// `getconf CLK_TCK` (100 on Linux, whatever the kernel's HZ).
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_stat_with_odd_names() {
+        let s = "4242 (rustc (x) y) R 4100 4242 4100 0 -1 4194304 9000 0 0 0 150 25 0 0 20 0 1 0 12345 0 0";
+        assert_eq!(parse_stat(s), Some((4242, 4100, 175)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn descendants_and_kernel_threads_are_not_foreign() {
+        // 1 init, 2 kthreadd, 10 kworker (child of 2), 100 bench (me), 101
+        // forwarder (child of me), 102 nginx worker (child of 101), 200 rustc.
+        let procs = [(1, 0, 5), (2, 0, 1), (10, 2, 7), (100, 1, 3), (101, 100, 50), (102, 101, 40), (200, 1, 90)];
+        let f = foreign_ticks(&procs, 100);
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!((f[&1], f[&200]), (5, 90));
+    }
+
+    #[test]
+    fn measures_something_plausible_here() {
+        let f = ForeignCpu::start();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let c = f.cpus();
+        assert!((0.0..64.0).contains(&c), "{c}");
+    }
+}

@@ -739,6 +739,8 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
                 );
             }
         }
+        let all = samples[ci].iter().filter(|((_, m), _)| *m == "foreign").flat_map(|(_, v)| v.iter().copied());
+        row.push(format!("{:.2}", median(all)));
         t.row(row);
     }
     println!();

@@ -75,7 +75,7 @@ fn xdp_queues(port: &str, iface: &str, have: usize, workers: u16) -> Result<(), 
     if have < workers as usize {
         return Err(format!(
             "port '{port}': driver af_xdp binds one queue per worker but '{iface}' has {have} RX queue(s) for runtime.workers = {workers}: \
-             lower runtime.workers, or give the interface more queues (ethtool -L {iface} combined {workers}; a veth gets them at creation: numrxqueues/numtxqueues)"
+             lower runtime.workers, or give the interface more queues (ethtool -L {iface} combined {workers}; a veth: ethtool -L {iface} rx {workers} tx {workers})"
         ));
     }
     Ok(())
@@ -121,6 +121,6 @@ mod tests {
         assert!(super::xdp_queues("client", "ubx-c", 2, 2).is_ok());
         let e = super::xdp_queues("client", "ubx-c", 1, 2).unwrap_err();
         assert!(!e.contains('\n'), "{e}");
-        assert!(e.starts_with("port 'client': driver af_xdp") && e.contains("ethtool -L ubx-c combined 2"), "{e}");
+        assert!(e.starts_with("port 'client': driver af_xdp") && e.contains("ethtool -L ubx-c rx 2 tx 2"), "{e}");
     }
 }

@@ -107,6 +107,14 @@ enum Scenario {
         /// wrk connections.
         #[arg(long, default_value_t = 16)]
         connections: u32,
+        /// Take a measurement again when other processes kept more than
+        /// this many CPUs busy during it (see --retries).
+        #[arg(long, default_value_t = 0.2)]
+        max_foreign: f64,
+        /// How many times a disturbed measurement is taken again before it
+        /// is kept (flagged).
+        #[arg(long, default_value_t = 2)]
+        retries: u32,
     },
 }
 
@@ -124,7 +132,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Wire { pcap } => wire(&cli, pcap, window),
         Scenario::Events { pcap } => events_scenario(&cli, pcap, window),
         Scenario::Monitor { pcap, rules } => monitor_scenario(&cli, pcap, rules, window),
-        Scenario::E2e { contenders, workloads, app_cpus, fwd_cpu, connections } => {
+        Scenario::E2e { contenders, workloads, app_cpus, fwd_cpu, connections, max_foreign, retries } => {
             let contenders = if contenders.is_empty() {
                 e2e::PRESETS.iter().map(|p| e2e::Contender::parse(p).expect("presets parse")).collect()
             } else {
@@ -149,6 +157,8 @@ fn main() -> anyhow::Result<()> {
                 app_cpus: app_cpus.clone(),
                 fwd_cpu: *fwd_cpu,
                 connections: *connections,
+                max_foreign: *max_foreign,
+                retries: *retries,
             })
         }
     }

@@ -325,6 +325,9 @@ impl Testbed {
         if iface_exists(BRIDGE) {
             ip(&["link", "del", BRIDGE])?;
         }
+        // An XDP program left by an af_xdp forwarder that was killed would
+        // change how the veths receive for every contender after it.
+        detach_xdp();
         if ping_through(Duration::from_millis(800)) {
             bail!(
                 "something already forwards between {IFACE_CLIENT} and {IFACE_SERVER} (another ubox-runtime, testpmd or bridge?): stop it first"
@@ -354,6 +357,13 @@ impl Drop for Testbed {
             let _ =
                 Command::new("ip").args(["netns", "exec", CLIENT_NS, "sysctl", "-qw", &format!("{k}={v}")]).status();
         }
+    }
+}
+
+/// Removes any XDP program from the box ports (a no-op without one).
+fn detach_xdp() {
+    for i in [IFACE_CLIENT, IFACE_SERVER] {
+        let _ = Command::new("ip").args(["link", "set", i, "xdp", "off"]).stderr(Stdio::null()).status();
     }
 }
 
@@ -732,6 +742,9 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
                     }
                 }
                 let drops = fwd.stop().with_context(|| format!("stopping {}", c.label))?;
+                if c.driver == Driver::AfXdp {
+                    detach_xdp();
+                }
                 if !drops.0.is_empty() {
                     println!("  round {}: {:<14} {}", round + 1, c.label, drops.0);
                 }

@@ -62,11 +62,21 @@ pub fn check_hugepages(need_bytes: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// RX queues of the interface whose sysfs directory is `dir`.
-fn rx_queues(dir: &Path) -> usize {
-    std::fs::read_dir(dir.join("queues"))
-        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count())
-        .unwrap_or(0)
+/// Combined channels of `iface` as `ethtool -l` reports them now, which is
+/// what the af_xdp PMD counts as the interface's queues (it takes a device
+/// without combined channels, such as a veth, as one queue). `None` when
+/// ethtool cannot say (then EAL's probe is left to decide).
+fn combined_channels(iface: &str) -> Option<usize> {
+    let out = std::process::Command::new("ethtool").arg("-l").arg(iface).output().ok()?;
+    parse_combined_channels(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The "Combined:" line under "Current hardware settings:" of `ethtool -l`
+/// (`n/a` or 0 counts as one queue, as the PMD does).
+fn parse_combined_channels(out: &str) -> Option<usize> {
+    let current = out.split("Current hardware settings:").nth(1)?;
+    let v = current.lines().find_map(|l| l.trim().strip_prefix("Combined:"))?.trim();
+    Some(v.parse::<usize>().ok().filter(|&n| n > 0).unwrap_or(1))
 }
 
 /// An af_xdp port binds one AF_XDP socket per worker, to queues
@@ -74,8 +84,9 @@ fn rx_queues(dir: &Path) -> usize {
 fn xdp_queues(port: &str, iface: &str, have: usize, workers: u16) -> Result<(), String> {
     if have < workers as usize {
         return Err(format!(
-            "port '{port}': driver af_xdp binds one queue per worker but '{iface}' has {have} RX queue(s) for runtime.workers = {workers}: \
-             lower runtime.workers, or give the interface more queues (ethtool -L {iface} combined {workers}; a veth: ethtool -L {iface} rx {workers} tx {workers})"
+            "port '{port}': driver af_xdp binds one queue per worker but '{iface}' has {have} (the PMD counts combined channels, \
+             `ethtool -l {iface}`; a veth has none, which counts as one) for runtime.workers = {workers}: \
+             lower runtime.workers, or give the interface more (ethtool -L {iface} combined {workers})"
         ));
     }
     Ok(())
@@ -93,7 +104,9 @@ pub fn check_ports(cfg: &Config) -> Result<(), String> {
                 ));
             }
             if p.driver == Some(Driver::AfXdp) {
-                xdp_queues(&p.name, iface, rx_queues(&dir), cfg.runtime.workers)?;
+                if let Some(have) = combined_channels(iface) {
+                    xdp_queues(&p.name, iface, have, cfg.runtime.workers)?;
+                }
             }
         }
         if let Some(args) = &p.args {
@@ -121,6 +134,17 @@ mod tests {
         assert!(super::xdp_queues("client", "ubx-c", 2, 2).is_ok());
         let e = super::xdp_queues("client", "ubx-c", 1, 2).unwrap_err();
         assert!(!e.contains('\n'), "{e}");
-        assert!(e.starts_with("port 'client': driver af_xdp") && e.contains("ethtool -L ubx-c rx 2 tx 2"), "{e}");
+        assert!(e.starts_with("port 'client': driver af_xdp") && e.contains("ethtool -L ubx-c combined 2"), "{e}");
+    }
+
+    #[test]
+    fn combined_channels_from_ethtool() {
+        let veth =
+            "Channel parameters for ubx-c:\nPre-set maximums:\nRX:\t\t2\nTX:\t\t2\nOther:\t\tn/a\nCombined:\tn/a\n\
+                    Current hardware settings:\nRX:\t\t1\nTX:\t\t1\nOther:\t\tn/a\nCombined:\tn/a\n";
+        assert_eq!(super::parse_combined_channels(veth), Some(1));
+        let nic = "Pre-set maximums:\nCombined:\t8\nCurrent hardware settings:\nRX:\t\tn/a\nCombined:\t4\n";
+        assert_eq!(super::parse_combined_channels(nic), Some(4));
+        assert_eq!(super::parse_combined_channels("netlink error: Operation not supported"), None);
     }
 }

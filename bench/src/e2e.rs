@@ -51,6 +51,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -325,14 +327,14 @@ impl Testbed {
         if iface_exists(BRIDGE) {
             ip(&["link", "del", BRIDGE])?;
         }
-        // An XDP program left by an af_xdp forwarder that was killed would
-        // change how the veths receive for every contender after it.
-        detach_xdp();
         if ping_through(Duration::from_millis(800)) {
             bail!(
                 "something already forwards between {IFACE_CLIENT} and {IFACE_SERVER} (another ubox-runtime, testpmd or bridge?): stop it first"
             );
         }
+        // An XDP program left by an af_xdp forwarder that was killed would
+        // change how the veths receive for every contender after it.
+        detach_xdp();
         // Connection: close at thousands of handshakes a second: a wide port
         // range, and reuse of the client's own TIME_WAIT ports.
         for (k, v) in [("net.ipv4.ip_local_port_range", "1024 65535"), ("net.ipv4.tcp_tw_reuse", "1")] {
@@ -702,6 +704,12 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     let bridge_nf = std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "n/a (br_netfilter not loaded)".into());
+    // SIGINT/SIGTERM end the run after the current measurement, cleaning
+    // up (servers, forwarder, bridge, testbed) on the way out.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("installing signal handlers")?;
+    }
     let testbed = Testbed::ensure(&root)?;
     let servers = Servers::start(&root, &opts.app_cpus)?;
     let logdir = servers.dir.clone();
@@ -713,10 +721,16 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
             for k in 0..cs.len() {
                 let ci = (round + k) % cs.len();
                 let c = &cs[ci];
+                if stop.load(Ordering::Relaxed) {
+                    bail!("interrupted: stopped after round {} of {}, cleaned up", round, opts.rounds);
+                }
                 let fwd = Forwarder::start(c, opts, &logdir).with_context(|| format!("starting {}", c.label))?;
                 // Warm-up, not measured.
                 let _ = measure_workload(Workload::Keepalive, opts, 1);
                 for &w in &opts.workloads {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     for attempt in 0..=opts.retries {
                         let (figs, line) = measure_workload(w, opts, opts.seconds)
                             .with_context(|| format!("{} through {}", w.name(), c.label))?;

@@ -621,13 +621,15 @@ fn figures(w: Workload, wrk: Option<&WrkResult>, ip: Option<&IperfResult>) -> Ve
 type Samples = Vec<BTreeMap<(Workload, &'static str), Vec<f64>>>;
 
 /// Runs workload `w` for `seconds`: its figures (plus `foreign`, the CPUs
-/// other processes used meanwhile) and a line for the round.
+/// other processes used meanwhile, and `kernel`, kernel threads' CPUs)
+/// and a line for the round.
 fn measure_workload(w: Workload, opts: &Opts, seconds: u64) -> anyhow::Result<(Vec<(&'static str, f64)>, String)> {
     let foreign = ForeignCpu::start();
     let (mut figs, line) = run_workload(w, opts, seconds)?;
-    let f = foreign.cpus();
-    figs.push(("foreign", f));
-    Ok((figs, format!("{line}  [foreign CPU {f:.2}]")))
+    let l = foreign.cpus();
+    figs.push(("foreign", l.foreign));
+    figs.push(("kernel", l.kernel));
+    Ok((figs, format!("{line}  [foreign CPU {:.2}, kernel threads {:.2}]", l.foreign, l.kernel)))
 }
 
 fn run_workload(w: Workload, opts: &Opts, seconds: u64) -> anyhow::Result<(Vec<(&'static str, f64)>, String)> {
@@ -819,6 +821,10 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
                 if let (Some(fu), Some(fp)) = (med(u, w, "foreign"), med(p, w, "foreign")) {
                     r.extra.insert("foreign_cpu_ubox".into(), fu);
                     r.extra.insert("foreign_cpu_peer".into(), fp);
+                }
+                if let (Some(ku), Some(kp)) = (med(u, w, "kernel"), med(p, w, "kernel")) {
+                    r.extra.insert("kernel_threads_cpu_ubox".into(), ku);
+                    r.extra.insert("kernel_threads_cpu_peer".into(), kp);
                 }
                 r.extra.insert("max_foreign_cpu".into(), opts.max_foreign);
                 r.extra.insert("repeated_ubox".into(), f64::from(repeated.get(&u).copied().unwrap_or(0)));

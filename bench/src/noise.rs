@@ -3,6 +3,8 @@
 //! wrk, nginx, iperf3) nor kernel threads, read from `/proc`. On a machine
 //! shared with other work this says how much a round was disturbed; it is
 //! printed with each round and kept in the results, never subtracted.
+//! Kernel threads' CPU (ksoftirqd, kworkers) is reported beside it: part of
+//! it is work our own traffic caused, so it only informs.
 //!
 //! Processes that exit inside the window are missed (their time is gone
 //! from `/proc`), so the figure is a lower bound.
@@ -32,48 +34,77 @@ fn snapshot() -> Vec<(u32, u32, u64)> {
         .collect()
 }
 
-/// Ticks of the processes that are not `me` or its descendants and not
-/// kernel threads (pid 2 and its children).
-pub fn foreign_ticks(procs: &[(u32, u32, u64)], me: u32) -> HashMap<u32, u64> {
+/// Whose a process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// This benchmark or one of its descendants.
+    Ours,
+    /// A kernel thread (pid 2 and its children): softirq threads, workers.
+    Kernel,
+    /// Anything else: other people's work on the machine.
+    Foreign,
+}
+
+/// Ticks of every process by pid, with its owner as seen from `me`.
+pub fn classify(procs: &[(u32, u32, u64)], me: u32) -> HashMap<u32, (Owner, u64)> {
     let parent: HashMap<u32, u32> = procs.iter().map(|&(p, pp, _)| (p, pp)).collect();
-    let ours_or_kernel = |mut p: u32| {
+    let owner = |mut p: u32| {
         for _ in 0..64 {
-            if p == me || p == 2 {
-                return true;
+            if p == me {
+                return Owner::Ours;
+            }
+            if p == 2 {
+                return Owner::Kernel;
             }
             match parent.get(&p) {
                 Some(&pp) if pp != 0 => p = pp,
-                _ => return false,
+                _ => return Owner::Foreign,
             }
         }
-        false
+        Owner::Foreign
     };
-    procs.iter().filter(|&&(p, _, _)| !ours_or_kernel(p)).map(|&(p, _, t)| (p, t)).collect()
+    procs.iter().map(|&(p, _, t)| (p, (owner(p), t))).collect()
 }
 
 /// Started at the beginning of a window; [`ForeignCpu::cpus`] at its end.
 pub struct ForeignCpu {
     start: Instant,
-    base: HashMap<u32, u64>,
+    base: HashMap<u32, (Owner, u64)>,
     me: u32,
     hz: f64,
+}
+
+/// CPUs kept busy over a window, on average, by owner.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Load {
+    pub foreign: f64,
+    /// Kernel threads (ksoftirqd, kworkers, ...): partly work our traffic
+    /// caused, so informational only.
+    pub kernel: f64,
 }
 
 impl ForeignCpu {
     pub fn start() -> ForeignCpu {
         let me = std::process::id();
-        ForeignCpu { start: Instant::now(), base: foreign_ticks(&snapshot(), me), me, hz: clock_ticks() }
+        ForeignCpu { start: Instant::now(), base: classify(&snapshot(), me), me, hz: clock_ticks() }
     }
 
-    /// CPUs kept busy by foreign processes since `start`, on average.
-    pub fn cpus(&self) -> f64 {
-        let now = foreign_ticks(&snapshot(), self.me);
-        let ticks: u64 = now.iter().map(|(p, &t)| t.saturating_sub(self.base.get(p).copied().unwrap_or(0))).sum();
+    /// What foreign processes and kernel threads used since `start`.
+    pub fn cpus(&self) -> Load {
+        let now = classify(&snapshot(), self.me);
         let dt = self.start.elapsed().as_secs_f64();
         if dt <= 0.0 {
-            return 0.0;
+            return Load::default();
         }
-        ticks as f64 / self.hz / dt
+        let used = |who: Owner| {
+            let ticks: u64 = now
+                .iter()
+                .filter(|(_, (o, _))| *o == who)
+                .map(|(p, &(_, t))| t.saturating_sub(self.base.get(p).map_or(0, |b| b.1)))
+                .sum();
+            ticks as f64 / self.hz / dt
+        };
+        Load { foreign: used(Owner::Foreign), kernel: used(Owner::Kernel) }
     }
 }
 
@@ -103,16 +134,23 @@ mod tests {
         // 1 init, 2 kthreadd, 10 kworker (child of 2), 100 bench (me), 101
         // forwarder (child of me), 102 nginx worker (child of 101), 200 rustc.
         let procs = [(1, 0, 5), (2, 0, 1), (10, 2, 7), (100, 1, 3), (101, 100, 50), (102, 101, 40), (200, 1, 90)];
-        let f = foreign_ticks(&procs, 100);
-        assert_eq!(f.len(), 2, "{f:?}");
-        assert_eq!((f[&1], f[&200]), (5, 90));
+        let c = classify(&procs, 100);
+        let of = |o: Owner| {
+            let mut v: Vec<u32> = c.iter().filter(|(_, (w, _))| *w == o).map(|(p, _)| *p).collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(of(Owner::Foreign), vec![1, 200]);
+        assert_eq!(of(Owner::Kernel), vec![2, 10]);
+        assert_eq!(of(Owner::Ours), vec![100, 101, 102]);
+        assert_eq!(c[&200], (Owner::Foreign, 90));
     }
 
     #[test]
     fn measures_something_plausible_here() {
         let f = ForeignCpu::start();
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let c = f.cpus();
-        assert!((0.0..64.0).contains(&c), "{c}");
+        let l = f.cpus();
+        assert!((0.0..64.0).contains(&l.foreign) && (0.0..64.0).contains(&l.kernel), "{l:?}");
     }
 }

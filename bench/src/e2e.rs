@@ -37,8 +37,10 @@
 //!
 //! Rounds interleave the contenders (the order rotates each round, so none
 //! always runs first after the others), and the median over rounds is
-//! reported. Each contender gets a 1 s wrk warm-up after it starts, which
-//! is not measured. Every measurement also records the CPU time foreign
+//! reported. Before the first round every workload runs once through the
+//! first contender (the first measurement after the servers start is
+//! otherwise colder than all later ones), and each contender gets a 1 s
+//! wrk warm-up after it starts; neither is measured. Every measurement also records the CPU time foreign
 //! processes used meanwhile (`noise.rs`); one during which they kept more
 //! than `--max-foreign` CPUs busy is printed, discarded and taken again
 //! (up to `--retries` times, then kept and flagged), because a busy-polling
@@ -719,6 +721,21 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     // Measurements taken again per contender (foreign load).
     let mut repeated: BTreeMap<usize, u32> = BTreeMap::new();
     let result = (|| -> anyhow::Result<()> {
+        // The very first measurement after the servers start runs colder
+        // than every later one (caches, nginx, TCP state): a warm-up pass of
+        // every workload through the first contender, not measured.
+        {
+            let c = &cs[0];
+            println!("  warm-up: {} workloads through {}, 2 s each, not measured", opts.workloads.len(), c.label);
+            let fwd = Forwarder::start(c, opts, &logdir).with_context(|| format!("starting {}", c.label))?;
+            for &w in &opts.workloads {
+                run_workload(w, opts, 2).with_context(|| format!("warm-up {} through {}", w.name(), c.label))?;
+            }
+            fwd.stop().with_context(|| format!("stopping {}", c.label))?;
+            if c.driver == Driver::AfXdp {
+                detach_xdp();
+            }
+        }
         for round in 0..opts.rounds {
             for k in 0..cs.len() {
                 let ci = (round + k) % cs.len();

@@ -80,13 +80,14 @@ fn parse_combined_channels(out: &str) -> Option<usize> {
 }
 
 /// An af_xdp port binds one AF_XDP socket per worker, to queues
-/// `0..workers` of its interface: the interface must have that many.
-fn xdp_queues(port: &str, iface: &str, have: usize, workers: u16) -> Result<(), String> {
-    if have < workers as usize {
+/// `first..first + workers` of its interface: the interface must have them.
+fn xdp_queues(port: &str, iface: &str, have: usize, first: usize, workers: u16) -> Result<(), String> {
+    let need = first + workers as usize;
+    if have < need {
         return Err(format!(
-            "port '{port}': driver af_xdp binds one queue per worker but '{iface}' has {have} (the PMD counts combined channels, \
-             `ethtool -l {iface}`; a veth has none, which counts as one) for runtime.workers = {workers}: \
-             lower runtime.workers, or give the interface more (ethtool -L {iface} combined {workers})"
+            "port '{port}': driver af_xdp binds one queue per worker, queues {first}..{need} of '{iface}', but it has {have} \
+             (the PMD counts combined channels, `ethtool -l {iface}`; a veth has none, which counts as one) for runtime.workers = {workers}: \
+             lower runtime.workers, or give the interface more (ethtool -L {iface} combined {need})"
         ));
     }
     Ok(())
@@ -105,7 +106,8 @@ pub fn check_ports(cfg: &Config) -> Result<(), String> {
             }
             if p.driver == Some(Driver::AfXdp) {
                 if let Some(have) = combined_channels(iface) {
-                    xdp_queues(&p.name, iface, have, cfg.runtime.workers)?;
+                    let first = crate::config::xdp_start_queue(p.args.as_deref());
+                    xdp_queues(&p.name, iface, have, first, cfg.runtime.workers)?;
                 }
             }
         }
@@ -131,10 +133,12 @@ pub fn check_ports(cfg: &Config) -> Result<(), String> {
 mod tests {
     #[test]
     fn af_xdp_needs_a_queue_per_worker() {
-        assert!(super::xdp_queues("client", "ubx-c", 2, 2).is_ok());
-        let e = super::xdp_queues("client", "ubx-c", 1, 2).unwrap_err();
+        assert!(super::xdp_queues("client", "ubx-c", 2, 0, 2).is_ok());
+        let e = super::xdp_queues("client", "ubx-c", 1, 0, 2).unwrap_err();
         assert!(!e.contains('\n'), "{e}");
         assert!(e.starts_with("port 'client': driver af_xdp") && e.contains("ethtool -L ubx-c combined 2"), "{e}");
+        let e = super::xdp_queues("client", "eth1", 4, 3, 2).unwrap_err();
+        assert!(e.contains("queues 3..5 of 'eth1', but it has 4"), "{e}");
     }
 
     #[test]

@@ -32,8 +32,9 @@
 //! CPUs: the forwarding core (ubox's worker, testpmd's forwarding lcore) on
 //! `--fwd-cpu` (default 1); wrk, nginx, iperf3 and the forwarders' main
 //! lcores on `--app-cpus` (default 0), pinned with `taskset` and EAL
-//! `--lcores`. Kernel forwarding has no process to pin: the bridge runs in
-//! the softirqs of whichever CPU sends.
+//! `--lcores`; this process too (it polls its children). Kernel forwarding
+//! has no process to pin: the bridge runs in the softirqs of whichever CPU
+//! sends.
 //!
 //! Rounds interleave the contenders (the order rotates each round, so none
 //! always runs first after the others), and the median over rounds is
@@ -59,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 
-use crate::noise::ForeignCpu;
+use crate::noise::{worker_preemptions, ForeignCpu};
 use crate::result::{median, Better, ScenarioResult};
 use crate::testpmd;
 use crate::traffic::{self, Connections, IperfResult, WrkResult};
@@ -511,6 +512,15 @@ enum Forwarder {
 struct Drops(String);
 
 impl Forwarder {
+    /// The forwarding process, if there is one.
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Forwarder::Ubox(rt) => Some(rt.pid()),
+            Forwarder::Testpmd(t) => Some(t.pid()),
+            Forwarder::Kernel => None,
+        }
+    }
+
     fn start(c: &Contender, opts: &Opts, logdir: &Path) -> anyhow::Result<Forwarder> {
         let main_cpu = opts.app_cpus.split([',', '-']).next().unwrap_or("0").trim().to_string();
         let f = match c.kind {
@@ -625,13 +635,32 @@ type Samples = Vec<BTreeMap<(Workload, &'static str), Vec<f64>>>;
 /// Runs workload `w` for `seconds`: its figures (plus `foreign`, the CPUs
 /// other processes used meanwhile, and `kernel`, kernel threads' CPUs)
 /// and a line for the round.
-fn measure_workload(w: Workload, opts: &Opts, seconds: u64) -> anyhow::Result<(Vec<(&'static str, f64)>, String)> {
+fn measure_workload(
+    w: Workload,
+    opts: &Opts,
+    seconds: u64,
+    fwd: &Forwarder,
+) -> anyhow::Result<(Vec<(&'static str, f64)>, String)> {
     let foreign = ForeignCpu::start();
+    let pid = fwd.pid();
+    let pre0 = pid.and_then(worker_preemptions);
+    let t0 = Instant::now();
     let (mut figs, line) = run_workload(w, opts, seconds)?;
+    let pre = match (pre0, pid.and_then(worker_preemptions)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / t0.elapsed().as_secs_f64()),
+        _ => None,
+    };
     let l = foreign.cpus();
     figs.push(("foreign", l.foreign));
     figs.push(("kernel", l.kernel));
-    Ok((figs, format!("{line}  [foreign CPU {:.2}, kernel threads {:.2}]", l.foreign, l.kernel)))
+    let pre_note = match pre {
+        Some(p) => {
+            figs.push(("preempted", p));
+            format!(", forwarder preempted {p:.0}/s")
+        }
+        None => String::new(),
+    };
+    Ok((figs, format!("{line}  [foreign CPU {:.2}, kernel threads {:.2}{pre_note}]", l.foreign, l.kernel)))
 }
 
 fn run_workload(w: Workload, opts: &Opts, seconds: u64) -> anyhow::Result<(Vec<(&'static str, f64)>, String)> {
@@ -694,6 +723,12 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     }
     let root = repo_root()?;
     let cs = &opts.contenders;
+    // This process polls its children: keep it off the forwarding core too
+    // (its threads, present and future, inherit the mask).
+    sh(
+        Command::new("taskset").args(["-a", "-p", "-c", &opts.app_cpus, &std::process::id().to_string()]),
+        "taskset (pinning ubox-bench to --app-cpus)",
+    )?;
     println!(
         "e2e: {} rounds x {} s per workload; contenders {}; workloads {}; wrk {} connections, 1 KB object; \
          forwarding core CPU {}, wrk/nginx/iperf3 and main lcores on CPU {}",
@@ -745,13 +780,13 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
                 }
                 let fwd = Forwarder::start(c, opts, &logdir).with_context(|| format!("starting {}", c.label))?;
                 // Warm-up, not measured.
-                let _ = measure_workload(Workload::Keepalive, opts, 1);
+                let _ = run_workload(Workload::Keepalive, opts, 1);
                 for &w in &opts.workloads {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
                     for attempt in 0..=opts.retries {
-                        let (figs, line) = measure_workload(w, opts, opts.seconds)
+                        let (figs, line) = measure_workload(w, opts, opts.seconds, &fwd)
                             .with_context(|| format!("{} through {}", w.name(), c.label))?;
                         let foreign = figs.iter().find(|(m, _)| *m == "foreign").map_or(0.0, |f| f.1);
                         let disturbed = foreign > opts.max_foreign;
@@ -838,6 +873,10 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
                 if let (Some(fu), Some(fp)) = (med(u, w, "foreign"), med(p, w, "foreign")) {
                     r.extra.insert("foreign_cpu_ubox".into(), fu);
                     r.extra.insert("foreign_cpu_peer".into(), fp);
+                }
+                if let (Some(pu), Some(pp)) = (med(u, w, "preempted"), med(p, w, "preempted")) {
+                    r.extra.insert("forwarder_preempted_per_s_ubox".into(), pu);
+                    r.extra.insert("forwarder_preempted_per_s_peer".into(), pp);
                 }
                 if let (Some(ku), Some(kp)) = (med(u, w, "kernel"), med(p, w, "kernel")) {
                     r.extra.insert("kernel_threads_cpu_ubox".into(), ku);

@@ -6,6 +6,11 @@
 //! Kernel threads' CPU (ksoftirqd, kworkers) is reported beside it: part of
 //! it is work our own traffic caused, so it only informs.
 //!
+//! It also counts how often the scheduler preempted a DPDK forwarder's
+//! worker lcore thread ([`worker_preemptions`]): a busy-polling forwarder
+//! that shares its CPU with anything runnable is time-sliced, and packets
+//! wait for its next slice.
+//!
 //! Processes that exit inside the window are missed (their time is gone
 //! from `/proc`), so the figure is a lower bound.
 
@@ -108,6 +113,29 @@ impl ForeignCpu {
     }
 }
 
+/// Involuntary context switches of the DPDK worker lcore thread of process
+/// `pid` (the thread EAL names `rte-worker-N`): how often the scheduler took
+/// the forwarding core away from the poll loop. `None` without one.
+pub fn worker_preemptions(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = None;
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("rte-worker") {
+            continue;
+        }
+        let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+        let n = parse_nonvoluntary(&status)?;
+        total = Some(total.unwrap_or(0) + n);
+    }
+    total
+}
+
+/// The `nonvoluntary_ctxt_switches` line of a `/proc/.../status`.
+pub fn parse_nonvoluntary(status: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:")).and_then(|v| v.trim().parse().ok())
+}
+
 /// `getconf CLK_TCK` (100 on Linux, whatever the kernel's HZ).
 fn clock_ticks() -> f64 {
     std::process::Command::new("getconf")
@@ -144,6 +172,15 @@ mod tests {
         assert_eq!(of(Owner::Kernel), vec![2, 10]);
         assert_eq!(of(Owner::Ours), vec![100, 101, 102]);
         assert_eq!(c[&200], (Owner::Foreign, 90));
+    }
+
+    #[test]
+    fn reads_involuntary_context_switches() {
+        let st = "Name:\trte-worker-1\nvoluntary_ctxt_switches:\t3\nnonvoluntary_ctxt_switches:\t1742\n";
+        assert_eq!(parse_nonvoluntary(st), Some(1742));
+        assert_eq!(parse_nonvoluntary("Name:\tx\n"), None);
+        // This test process has no DPDK worker thread.
+        assert_eq!(worker_preemptions(std::process::id()), None);
     }
 
     #[test]

@@ -225,6 +225,11 @@ impl Forwarding {
         }
     }
 
+    /// testpmd's process id (stdbuf execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Close stdin, wait for the exit, and read the forward totals.
     pub fn stop(&mut self) -> anyhow::Result<ForwardTotals> {
         drop(self.stdin.take());

@@ -92,6 +92,11 @@ impl Running {
         }
     }
 
+    /// The runtime's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stats(&self) -> anyhow::Result<(Instant, Stats)> {
         let t = Instant::now();
         match api::call(&self.socket, &Request::Stats, Duration::from_secs(5)).map_err(|e| anyhow!(e))? {

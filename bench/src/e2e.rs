@@ -479,7 +479,7 @@ impl Servers {
             "write_nginx_conf (scripts/lib.sh)",
         )?;
         let spawn = |name: &'static str, mut cmd: Command| -> anyhow::Result<Proc> {
-            let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+            let log = std::fs::File::create(dir.join(format!("{}.log", name.replace(' ', "-"))))?;
             let child = cmd
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
@@ -506,10 +506,6 @@ enum Forwarder {
     Testpmd(testpmd::Forwarding),
     Kernel,
 }
-
-/// Drops seen by a forwarder over its life (its own counters).
-#[derive(Clone, Debug, Default)]
-struct Drops(String);
 
 impl Forwarder {
     /// The forwarding process, if there is one.
@@ -573,8 +569,9 @@ impl Forwarder {
         Ok(f)
     }
 
-    /// Stops the forwarder and says what it dropped.
-    fn stop(self) -> anyhow::Result<Drops> {
+    /// Stops the forwarder and says what it dropped over its life, by its
+    /// own counters (empty for the kernel bridge).
+    fn stop(self) -> anyhow::Result<String> {
         match self {
             Forwarder::Ubox(mut rt) => {
                 let (_, s) = rt.stats()?;
@@ -582,15 +579,15 @@ impl Forwarder {
                 let tx: u64 = s.ports.iter().map(|p| p.tx_dropped).sum();
                 let missed: u64 = s.ports.iter().map(|p| p.pmd.imissed + p.pmd.rx_nombuf).sum();
                 let w: u64 = s.workers.iter().map(|w| w.dropped).sum();
-                Ok(Drops(format!("drops: worker {w}, tx_full {tx}, rx missed {missed}")))
+                Ok(format!("drops: worker {w}, tx_full {tx}, rx missed {missed}"))
             }
             Forwarder::Testpmd(mut t) => {
                 let f = t.stop()?;
-                Ok(Drops(format!("drops: rx {}, tx {}", f.rx_dropped, f.tx_dropped)))
+                Ok(format!("drops: rx {}, tx {}", f.rx_dropped, f.tx_dropped))
             }
             Forwarder::Kernel => {
                 ip(&["link", "del", BRIDGE])?;
-                Ok(Drops(String::new()))
+                Ok(String::new())
             }
         }
     }
@@ -813,15 +810,19 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
                 if c.driver == Driver::AfXdp {
                     detach_xdp();
                 }
-                if !drops.0.is_empty() {
-                    println!("  round {}: {:<14} {}", round + 1, c.label, drops.0);
+                if !drops.is_empty() {
+                    println!("  round {}: {:<14} {drops}", round + 1, c.label);
                 }
             }
         }
         Ok(())
     })();
     drop(servers);
-    let _ = std::fs::remove_dir_all(&logdir);
+    if result.is_ok() {
+        let _ = std::fs::remove_dir_all(&logdir);
+    } else {
+        eprintln!("logs kept in {}", logdir.display());
+    }
     drop(testbed);
     result?;
 

@@ -90,10 +90,11 @@ runtime_stats() {
   "$UBOX_BIN/uboxctl" -i "$RUNTIME_NAME" --json stats > "$1"
 }
 
-# start_nginx NS DIR: serve DIR over HTTP on port 80 in namespace NS.
-start_nginx() {
-  local ns=$1 dir=$2 conf
-  conf=$(mktemp -d)
+# write_nginx_conf CONF DIR: an nginx.conf in CONF (with its logs/ and pid
+# file) serving DIR over HTTP on port 80 in the foreground, one worker,
+# keep-alive connections that last (the benchmarks' wrk runs reuse them).
+write_nginx_conf() {
+  local conf=$1 dir=$2
   mkdir -p "$conf/logs"
   cat > "$conf/nginx.conf" <<NGX
 daemon off;
@@ -108,6 +109,13 @@ http {
   server { listen 80; root $dir; }
 }
 NGX
+}
+
+# start_nginx NS DIR: serve DIR over HTTP on port 80 in namespace NS.
+start_nginx() {
+  local ns=$1 dir=$2 conf
+  conf=$(mktemp -d)
+  write_nginx_conf "$conf" "$dir"
   ip netns exec "$ns" nginx -c "$conf/nginx.conf" -p "$conf" &
   local i
   for i in $(seq 1 50); do

@@ -13,11 +13,18 @@
 //! - `events`: the same replay through chains of 0, 1, 2 and 3 sequential
 //!   NF processes and a parallel group of 3 (`counter` NFs), with the mean
 //!   event round trip; ratios against the 0-NF run.
+//! - `monitor`: the TCP monitor against plain forwarding (Gbit/s).
+//! - `e2e`: real traffic (wrk keep-alive and `Connection: close`, iperf3)
+//!   on the namespace testbed through ubox (af_packet and af_xdp ports),
+//!   `dpdk-testpmd` io on the same vdevs, and the kernel's bridge.
 
 mod capture;
+mod e2e;
 mod events;
+mod noise;
 mod result;
 mod testpmd;
+mod traffic;
 mod ubox;
 
 use std::path::PathBuf;
@@ -71,6 +78,48 @@ enum Scenario {
         #[arg(long, default_value = "bench/data/ids.rules")]
         rules: PathBuf,
     },
+    /// Real traffic (wrk, iperf3) on the namespace testbed through ubox
+    /// (af_packet and af_xdp), dpdk-testpmd io and the kernel's bridge.
+    ///
+    /// Brings the testbed up if it is down (and down again at the end),
+    /// starts nginx and iperf3 -s in ubox-s1, and for each round starts each
+    /// contender in turn and runs each workload through it.
+    E2e {
+        /// A contender, repeatable (default: ubox-afp, testpmd-afp,
+        /// kernel-bridge, ubox-xdp, testpmd-xdp). A preset or
+        /// LABEL=KIND[;key=value...] with KIND ubox|testpmd|kernel and keys
+        /// driver=af_packet|af_xdp, args=DEVARGS (both ports), burst=N,
+        /// binary=PATH (another ubox-runtime), runtime=TOML-LINE (ubox
+        /// [runtime] key), env=NAME=VALUE (ubox's environment), e.g.
+        /// 'ubox-fc=ubox;args=framecnt=2048'.
+        #[arg(long = "contender", value_parser = parse_contender)]
+        contenders: Vec<e2e::Contender>,
+        /// A workload, repeatable (default: all three).
+        #[arg(long = "workload", value_enum)]
+        workloads: Vec<e2e::Workload>,
+        /// CPUs (taskset list) of wrk, nginx, iperf3 and the forwarders'
+        /// main lcores.
+        #[arg(long, default_value = "0")]
+        app_cpus: String,
+        /// CPU of the forwarding core (ubox worker, testpmd forwarding lcore).
+        #[arg(long, default_value_t = 1)]
+        fwd_cpu: u32,
+        /// wrk connections.
+        #[arg(long, default_value_t = 16)]
+        connections: u32,
+        /// Take a measurement again when other processes kept more than
+        /// this many CPUs busy during it (see --retries).
+        #[arg(long, default_value_t = 0.2)]
+        max_foreign: f64,
+        /// How many times a disturbed measurement is taken again before it
+        /// is kept (flagged).
+        #[arg(long, default_value_t = 2)]
+        retries: u32,
+    },
+}
+
+fn parse_contender(s: &str) -> Result<e2e::Contender, String> {
+    e2e::Contender::parse(s)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -83,6 +132,35 @@ fn main() -> anyhow::Result<()> {
         Scenario::Wire { pcap } => wire(&cli, pcap, window),
         Scenario::Events { pcap } => events_scenario(&cli, pcap, window),
         Scenario::Monitor { pcap, rules } => monitor_scenario(&cli, pcap, rules, window),
+        Scenario::E2e { contenders, workloads, app_cpus, fwd_cpu, connections, max_foreign, retries } => {
+            let contenders = if contenders.is_empty() {
+                e2e::PRESETS.iter().map(|p| e2e::Contender::parse(p).expect("presets parse")).collect()
+            } else {
+                contenders.clone()
+            };
+            let mut labels: Vec<&str> = contenders.iter().map(|c| c.label.as_str()).collect();
+            labels.sort_unstable();
+            if labels.windows(2).any(|w| w[0] == w[1]) {
+                bail!("two contenders have the same label: give each its own (LABEL=KIND...)");
+            }
+            let workloads = if workloads.is_empty() {
+                vec![e2e::Workload::Keepalive, e2e::Workload::Close, e2e::Workload::Iperf3]
+            } else {
+                workloads.clone()
+            };
+            e2e::run(&e2e::Opts {
+                rounds: cli.rounds.max(1),
+                seconds: window.as_secs(),
+                out: cli.out.clone(),
+                contenders,
+                workloads,
+                app_cpus: app_cpus.clone(),
+                fwd_cpu: *fwd_cpu,
+                connections: *connections,
+                max_foreign: *max_foreign,
+                retries: *retries,
+            })
+        }
     }
 }
 

@@ -12,6 +12,17 @@ pub struct Measurement {
     pub gbps: f64,
 }
 
+/// Which way of the metric favours ubox.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Better {
+    /// Throughput, rates: a ratio above 1 favours ubox.
+    #[default]
+    Higher,
+    /// Latency: a ratio below 1 favours ubox.
+    Lower,
+}
+
 /// `bench/results/<scenario>.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct ScenarioResult {
@@ -22,8 +33,9 @@ pub struct ScenarioResult {
     pub peer_name: String,
     /// The peer's median.
     pub peer: f64,
-    /// ubox / peer; higher is better for ubox.
+    /// ubox / peer; `better` says which way favours ubox.
     pub ratio: f64,
+    pub better: Better,
     pub rounds: usize,
     pub window_s: f64,
     pub samples_ubox: Vec<f64>,
@@ -42,6 +54,7 @@ impl ScenarioResult {
             peer_name: peer_name.into(),
             peer,
             ratio: if peer > 0.0 { ubox / peer } else { 0.0 },
+            better: Better::Higher,
             rounds: 0,
             window_s: 0.0,
             samples_ubox: Vec::new(),
@@ -72,7 +85,7 @@ pub fn median(v: impl Iterator<Item = f64>) -> f64 {
 }
 
 pub fn table(results: &[ScenarioResult]) -> String {
-    let mut t = controller::table::Table::new(&["scenario", "metric", "ubox", "peer", "peer value", "ratio"]);
+    let mut t = controller::table::Table::new(&["scenario", "metric", "ubox", "peer", "peer value", "ratio", "better"]);
     for r in results {
         t.row(vec![
             r.scenario.clone(),
@@ -81,6 +94,10 @@ pub fn table(results: &[ScenarioResult]) -> String {
             r.peer_name.clone(),
             format!("{:.3}", r.peer),
             format!("{:.3}", r.ratio),
+            match r.better {
+                Better::Higher => "higher".into(),
+                Better::Lower => "lower".into(),
+            },
         ]);
     }
     t.render()
@@ -105,6 +122,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         r.write(&dir).unwrap();
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("s.json")).unwrap()).unwrap();
+        assert_eq!(v["better"], "higher");
         for k in ["scenario", "metric", "ubox", "peer_name", "peer", "ratio"] {
             assert!(v.get(k).is_some(), "missing {k}");
         }

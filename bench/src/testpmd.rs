@@ -1,8 +1,11 @@
-//! Drives `dpdk-testpmd` in interactive mode over a pipe: start forwarding,
-//! read port counters at the start and end of the window, quit.
+//! Drives `dpdk-testpmd`: in interactive mode over a pipe (start
+//! forwarding, read port counters at the start and end of the window,
+//! quit) for the replay scenarios, and as a plain forwarder that runs until
+//! its stdin closes ([`Forwarding`]) for real traffic.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -128,12 +131,154 @@ fn snapshot(stdin: &mut impl Write, rx: &mpsc::Receiver<String>) -> anyhow::Resu
     Ok((t, ports))
 }
 
+/// What testpmd's exit report says it forwarded and dropped (all ports).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForwardTotals {
+    pub rx_packets: u64,
+    pub rx_dropped: u64,
+    pub tx_packets: u64,
+    pub tx_dropped: u64,
+}
+
+/// The "Accumulated forward statistics for all ports" block of testpmd's
+/// output (printed when forwarding stops).
+pub fn parse_forward_totals(out: &str) -> Option<ForwardTotals> {
+    let block = out.split("Accumulated forward statistics for all ports").nth(1)?;
+    let mut t = ForwardTotals::default();
+    let mut seen = 0;
+    for line in block.lines().take(4) {
+        if let (Some(p), Some(d)) = (field(line, "RX-packets:"), field(line, "RX-dropped:")) {
+            (t.rx_packets, t.rx_dropped) = (p, d);
+            seen += 1;
+        }
+        if let (Some(p), Some(d)) = (field(line, "TX-packets:"), field(line, "TX-dropped:")) {
+            (t.tx_packets, t.tx_dropped) = (p, d);
+            seen += 1;
+        }
+    }
+    (seen == 2).then_some(t)
+}
+
+/// A non-interactive `dpdk-testpmd` forwarding from the moment it is up
+/// until [`Forwarding::stop`] closes its stdin (testpmd then stops, prints
+/// its forward statistics and exits). Stopped on drop.
+pub struct Forwarding {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    log: PathBuf,
+}
+
+impl Forwarding {
+    /// `lcores` is EAL's `--lcores` (main lcore first, then the one
+    /// forwarding lcore); `extra` goes to testpmd after `--`. Output goes to
+    /// `log`. Returns once testpmd says it is forwarding.
+    pub fn start(
+        vdevs: &[String],
+        mode: &str,
+        lcores: &str,
+        extra: &[String],
+        log: &Path,
+    ) -> anyhow::Result<Forwarding> {
+        let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        // Line-buffered, so the "forwarding" line reaches the log at once.
+        let mut cmd = Command::new("stdbuf");
+        cmd.args([
+            "-oL",
+            "dpdk-testpmd",
+            "--lcores",
+            lcores,
+            "--in-memory",
+            "--no-pci",
+            "--file-prefix=ubox-bench-e2e",
+        ]);
+        for v in vdevs {
+            cmd.args(["--vdev", v]);
+        }
+        cmd.args(["--", &format!("--forward-mode={mode}"), "--nb-cores=1"]);
+        cmd.args(extra);
+        let child = cmd
+            .stdin(Stdio::piped())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting dpdk-testpmd (install dpdk-dev: scripts/setup.sh)")?;
+        let mut f = Forwarding { child, stdin: None, log: log.to_path_buf() };
+        f.stdin = f.child.stdin.take();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text.contains("Press enter to exit") {
+                return Ok(f);
+            }
+            if let Some(st) = f.child.try_wait()? {
+                let tail: Vec<&str> = text.lines().rev().take(6).collect();
+                bail!(
+                    "dpdk-testpmd exited ({st}) during start-up: {} (log {})",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+                    log.display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("dpdk-testpmd did not start forwarding within 20 s (log {})", log.display());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// testpmd's process id (stdbuf execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Close stdin, wait for the exit, and read the forward totals.
+    pub fn stop(&mut self) -> anyhow::Result<ForwardTotals> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("dpdk-testpmd did not exit within 15 s of its stdin closing (killed)");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        parse_forward_totals(&text)
+            .ok_or_else(|| anyhow!("no forward statistics in dpdk-testpmd's output ({})", self.log.display()))
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.stop();
+        }
+    }
+}
+
 fn field(line: &str, name: &str) -> Option<u64> {
     line.split(name).nth(1)?.split_whitespace().next()?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parses_forward_totals() {
+        let out = "  ---------------------- Forward statistics for port 1  ----------------------
+  RX-packets: 4              RX-dropped: 0             RX-total: 4
+  TX-packets: 4              TX-dropped: 0             TX-total: 4
+  ----------------------------------------------------------------------------
+
+  +++++++++++++++ Accumulated forward statistics for all ports+++++++++++++++
+  RX-packets: 1208           RX-dropped: 3             RX-total: 1211
+  TX-packets: 1200           TX-dropped: 8             TX-total: 1208
+  ++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++++
+";
+        let t = super::parse_forward_totals(out).unwrap();
+        assert_eq!(t, super::ForwardTotals { rx_packets: 1208, rx_dropped: 3, tx_packets: 1200, tx_dropped: 8 });
+        assert_eq!(super::parse_forward_totals("Press enter to exit"), None);
+    }
+
     #[test]
     fn parses_testpmd_stat_fields() {
         let l = "  TX-packets: 34842336   TX-errors: 0          TX-bytes:  0";

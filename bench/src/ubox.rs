@@ -27,7 +27,7 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn runtime_binary() -> anyhow::Result<PathBuf> {
+pub fn runtime_binary() -> anyhow::Result<PathBuf> {
     sibling_binary("ubox-runtime")
 }
 
@@ -44,6 +44,20 @@ impl Running {
     /// Starts the runtime with `chains` (a chain file's text) applied before
     /// the first packet, so the replayed flows, which never end, get them.
     pub fn start_with_chains(config: &str, chains: Option<&str>) -> anyhow::Result<Running> {
+        Self::start_binary(&runtime_binary()?, config, chains, &[])
+    }
+
+    /// Starts `binary` (an `ubox-runtime`, e.g. an experimental build) with
+    /// `config`, optional `chains` and extra environment variables.
+    pub fn start_binary(
+        binary: &Path,
+        config: &str,
+        chains: Option<&str>,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Running> {
+        if !binary.exists() {
+            bail!("{} not found: build it with cargo build --release", binary.display());
+        }
         let dir = std::env::temp_dir().join(format!("ubox-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let cfg = dir.join("runtime.toml");
@@ -55,8 +69,9 @@ impl Running {
             extra = vec!["--chains".into(), file.into_os_string()];
         }
         let log = std::fs::File::create(dir.join("runtime.log"))?;
-        let child = Command::new(runtime_binary()?)
+        let child = Command::new(binary)
             .args(&extra)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
             .arg(&cfg)
             .stdout(log.try_clone()?)
@@ -79,6 +94,11 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The runtime's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn stats(&self) -> anyhow::Result<(Instant, Stats)> {

@@ -177,6 +177,11 @@ impl Default for FlowTableSection {
 #[serde(rename_all = "snake_case")]
 pub enum Driver {
     AfPacket,
+    /// `net_af_xdp`: an AF_XDP socket on each of the interface's queues
+    /// `0..workers` (XDP native mode where the driver has it, as veth does;
+    /// generic otherwise). Its packets live in a separate pool outside the
+    /// arena (the PMD's UMEM), so flows through it cannot visit NFs.
+    AfXdp,
     Tap,
     Pcap,
     Null,
@@ -188,6 +193,7 @@ impl Driver {
     fn vdev_prefix(self) -> &'static str {
         match self {
             Driver::AfPacket => "net_af_packet",
+            Driver::AfXdp => "net_af_xdp",
             Driver::Tap => "net_tap",
             Driver::Pcap => "net_pcap",
             Driver::Null => "net_null",
@@ -204,7 +210,7 @@ pub struct PortConfig {
     pub name: String,
     /// A virtual device driver; exclusive with `pci`.
     pub driver: Option<Driver>,
-    /// Linux interface for `af_packet` and `tap`.
+    /// Linux interface for `af_packet`, `af_xdp` and `tap`.
     pub iface: Option<String>,
     /// Extra device arguments, e.g. "rx_pcap=x.pcap,infinite_rx=1".
     pub args: Option<String>,
@@ -222,6 +228,99 @@ pub struct PortConfig {
 pub struct WireConfig {
     /// Two port names bridged both ways.
     pub ports: [String; 2],
+}
+
+/// `key=value` pairs of a device argument string.
+fn device_args(args: &str) -> impl Iterator<Item = (&str, &str)> {
+    args.split(',').filter(|kv| !kv.is_empty()).map(|kv| kv.split_once('=').unwrap_or((kv, "")))
+}
+
+/// The `start_queue` an af_xdp port's `args` give (0 by default).
+pub fn xdp_start_queue(args: Option<&str>) -> usize {
+    args.into_iter()
+        .flat_map(device_args)
+        .filter(|(k, _)| *k == "start_queue")
+        .filter_map(|(_, v)| v.parse().ok())
+        .last()
+        .unwrap_or(0)
+}
+
+/// The device arguments of the drivers whose PMDs only say "failed to
+/// initialize" on a bad one: af_packet (`blocksz`, `framesz`, `framecnt`,
+/// `qdisc_bypass`) and af_xdp (`start_queue`, `busy_budget`, `force_copy`,
+/// `shared_umem`, `xdp_prog`). The queue counts are the runtime's (one per
+/// worker).
+fn check_device_args(port: &str, driver: Driver, args: &str) -> Result<(), String> {
+    let number = |k: &str, v: &str| {
+        v.parse::<u32>().map_err(|_| format!("port '{port}': device argument `{k}={v}` must be a number"))
+    };
+    match driver {
+        Driver::AfPacket => {
+            // The PMD's defaults: a page per block, 2048-byte frames, 512 of them.
+            let (mut blocksz, mut framesz, mut framecnt) = (4096, 2048, 512);
+            for (k, v) in device_args(args) {
+                match k {
+                    "blocksz" => blocksz = number(k, v)?,
+                    "framesz" => framesz = number(k, v)?,
+                    "framecnt" => framecnt = number(k, v)?,
+                    "qdisc_bypass" if v == "0" || v == "1" => {}
+                    "qdisc_bypass" => return Err(format!("port '{port}': `qdisc_bypass={v}` must be 0 or 1")),
+                    "qpairs" | "iface" => {
+                        return Err(format!(
+                            "port '{port}': `{k}` is set by the runtime (`iface`, and one queue pair per worker); remove it from `args`"
+                        ))
+                    }
+                    _ => {
+                        return Err(format!(
+                            "port '{port}': unknown af_packet device argument `{k}` (blocksz, framesz, framecnt, qdisc_bypass)"
+                        ))
+                    }
+                }
+            }
+            if framesz < 2048 || !framesz.is_power_of_two() {
+                return Err(format!(
+                    "port '{port}': af_packet `framesz={framesz}` must be a power of two of at least 2048 (a frame holds a full 1518-byte frame and its header)"
+                ));
+            }
+            if blocksz < framesz || blocksz % 4096 != 0 || !blocksz.is_power_of_two() {
+                return Err(format!(
+                    "port '{port}': af_packet `blocksz={blocksz}` must be a power-of-two multiple of the page size (4096) and at least framesz ({framesz})"
+                ));
+            }
+            if framecnt == 0 || framecnt % (blocksz / framesz) != 0 {
+                return Err(format!(
+                    "port '{port}': af_packet `framecnt={framecnt}` must be a positive multiple of the frames per block ({})",
+                    blocksz / framesz
+                ));
+            }
+        }
+        Driver::AfXdp => {
+            for (k, v) in device_args(args) {
+                match k {
+                    "start_queue" | "busy_budget" => {
+                        number(k, v)?;
+                    }
+                    "force_copy" | "shared_umem" if v == "0" || v == "1" => {}
+                    "force_copy" | "shared_umem" => {
+                        return Err(format!("port '{port}': `{k}={v}` must be 0 or 1"));
+                    }
+                    "xdp_prog" => {}
+                    "queue_count" | "iface" => {
+                        return Err(format!(
+                            "port '{port}': `{k}` is set by the runtime (`iface`, and one queue per worker); remove it from `args`"
+                        ))
+                    }
+                    _ => {
+                        return Err(format!(
+                            "port '{port}': unknown af_xdp device argument `{k}` (start_queue, busy_budget, force_copy, shared_umem, xdp_prog)"
+                        ))
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 impl Config {
@@ -349,12 +448,15 @@ impl Config {
                 }
                 (None, None) => {
                     return Err(format!(
-                        "port '{}': give `driver` (af_packet, tap, pcap, null, ring, memif) or `pci`",
+                        "port '{}': give `driver` (af_packet, af_xdp, tap, pcap, null, ring, memif) or `pci`",
                         p.name
                     ));
                 }
                 (Some(Driver::AfPacket), _) if p.iface.is_none() => {
                     return Err(format!("port '{}': driver af_packet needs `iface` (a Linux interface)", p.name));
+                }
+                (Some(Driver::AfXdp), _) if p.iface.is_none() => {
+                    return Err(format!("port '{}': driver af_xdp needs `iface` (a Linux interface)", p.name));
                 }
                 _ => {}
             }
@@ -362,6 +464,9 @@ impl Config {
                 if s.contains(' ') || s.contains('\0') {
                     return Err(format!("port '{}': {s:?} must not contain spaces", p.name));
                 }
+            }
+            if let (Some(d), Some(args)) = (p.driver, &p.args) {
+                check_device_args(&p.name, d, args)?;
             }
         }
         if self.runtime.mode == Mode::Wire && self.wires.is_empty() {
@@ -449,8 +554,12 @@ impl Config {
             if let Some(iface) = &p.iface {
                 dev.push_str(&format!(",iface={iface}"));
             }
-            if p.driver == Some(Driver::AfPacket) {
-                dev.push_str(&format!(",qpairs={}", r.workers));
+            match p.driver {
+                Some(Driver::AfPacket) => dev.push_str(&format!(",qpairs={}", r.workers)),
+                // One AF_XDP socket per worker, on the interface's queues
+                // 0..workers (preflight checks it has that many).
+                Some(Driver::AfXdp) => dev.push_str(&format!(",start_queue=0,queue_count={}", r.workers)),
+                _ => {}
             }
             if let Some(args) = &p.args {
                 if !args.is_empty() {
@@ -467,6 +576,12 @@ impl Config {
         }
         a.extend(r.eal_args.iter().cloned());
         a
+    }
+
+    /// True when some port uses the af_xdp driver (its packets are not in
+    /// the arena).
+    pub fn has_af_xdp(&self) -> bool {
+        self.ports.iter().any(|p| p.driver == Some(Driver::AfXdp))
     }
 
     /// Where the control socket lives.
@@ -510,6 +625,51 @@ ports = ["client", "server"]
         assert!(!a.contains(&"--no-huge".to_string()));
         assert!(a.contains(&"--in-memory".to_string()));
         assert_eq!(c.ports[0].ipv4, vec![Ipv4Addr::new(10, 10, 0, 254)]);
+    }
+
+    #[test]
+    fn af_xdp_ports_get_one_queue_per_worker() {
+        let t = GOOD.replace("af_packet", "af_xdp");
+        let c = Config::parse(&t, "t").unwrap();
+        assert!(c.has_af_xdp());
+        let a = c.eal_args(2, false);
+        assert!(a.contains(&"net_af_xdp0,iface=ubx-c,start_queue=0,queue_count=2".to_string()), "{a:?}");
+        assert!(a.contains(&"net_af_xdp1,iface=ubx-s,start_queue=0,queue_count=2".to_string()), "{a:?}");
+        assert_eq!(c.device_name(1), "net_af_xdp1");
+        // Extra device arguments come last, so they win (e.g. busy polling off).
+        let t = t.replace("iface = \"ubx-s\"", "iface = \"ubx-s\"\nargs = \"busy_budget=0\"");
+        let a = Config::parse(&t, "t").unwrap().eal_args(2, false);
+        assert!(a.contains(&"net_af_xdp1,iface=ubx-s,start_queue=0,queue_count=2,busy_budget=0".to_string()), "{a:?}");
+        assert!(!Config::parse(GOOD, "t").unwrap().has_af_xdp());
+    }
+
+    #[test]
+    fn af_packet_and_af_xdp_device_args_are_checked() {
+        let with = |driver: &str, args: &str| {
+            format!("[[port]]\nname = \"a\"\ndriver = \"{driver}\"\niface = \"x\"\nargs = \"{args}\"\n[[port]]\nname = \"b\"\ndriver = \"null\"\n[[wire]]\nports = [\"a\", \"b\"]\n")
+        };
+        for good in
+            ["framecnt=2048", "blocksz=8192,framesz=2048,framecnt=1024", "qdisc_bypass=0", "framesz=4096,blocksz=4096"]
+        {
+            let c = Config::parse(&with("af_packet", good), "t").unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert!(c.eal_args(1, false).iter().any(|a| a.ends_with(good)), "{good}");
+        }
+        let e = err(&with("af_packet", "framecount=4096"));
+        assert!(e.contains("port 'a': unknown af_packet device argument `framecount`"), "{e}");
+        assert!(err(&with("af_packet", "qpairs=2")).contains("set by the runtime"));
+        assert!(err(&with("af_packet", "qdisc_bypass=2")).contains("0 or 1"));
+        assert!(err(&with("af_packet", "framesz=1024")).contains("at least 2048"));
+        assert!(err(&with("af_packet", "framesz=8192")).contains("blocksz=4096"));
+        assert!(err(&with("af_packet", "blocksz=8192,framecnt=3")).contains("multiple of the frames per block (4)"));
+        assert!(err(&with("af_packet", "framecnt=lots")).contains("must be a number"));
+        for good in ["busy_budget=0", "start_queue=2,force_copy=1", "xdp_prog=/x.o"] {
+            Config::parse(&with("af_xdp", good), "t").unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        assert!(err(&with("af_xdp", "queue_count=4")).contains("set by the runtime"));
+        assert!(err(&with("af_xdp", "zero_copy=1")).contains("unknown af_xdp device argument `zero_copy`"));
+        assert!(err(&with("af_xdp", "force_copy=yes")).contains("0 or 1"));
+        assert_eq!(xdp_start_queue(Some("busy_budget=0,start_queue=3")), 3);
+        assert_eq!(xdp_start_queue(None), 0);
     }
 
     #[test]
@@ -558,6 +718,9 @@ ports = ["a", "b"]
         assert!(err(&format!("{base}[[wire]]\nports = [\"a\", \"a\"]\n")).contains("two different"));
         assert!(err(&format!("{base}[runtime]\nworkers = 0\n")).contains("runtime.workers"));
         assert!(err("[[port]]\nname = \"a\"\ndriver = \"af_packet\"\n").contains("needs `iface`"));
+        let e = err("[[port]]\nname = \"a\"\ndriver = \"af_xdp\"\n");
+        assert!(e.contains("port 'a': driver af_xdp needs `iface`"), "{e}");
+        assert!(err("[[port]]\nname = \"a\"\n").contains("af_xdp"));
         assert!(err("[[port]]\nname = \"a\"\n").contains("give `driver`"));
         let dup = "[[port]]\nname = \"a\"\ndriver = \"null\"\n[[port]]\nname = \"a\"\ndriver = \"null\"\n";
         assert!(err(dup).contains("used twice"));

@@ -61,6 +61,26 @@ pub struct Options {
     pub chains: Option<(String, String)>,
 }
 
+/// Descriptors of each AF_XDP fill, TX and completion ring the af_xdp PMD
+/// makes (`XSK_RING_CONS__DEFAULT_NUM_DESCS`).
+const AF_XDP_RING: u32 = 2048;
+
+/// Mbufs of the af_xdp pool, when some port uses af_xdp: per AF_XDP socket
+/// (one per worker and port) the PMD keeps its fill ring stocked, and its RX
+/// ring (`rx_desc`), TX and completion rings may hold more.
+pub fn xdp_mbufs_needed(cfg: &Config) -> Option<u32> {
+    let xdp_ports = cfg.ports.iter().filter(|p| p.driver == Some(config::Driver::AfXdp)).count() as u32;
+    if xdp_ports == 0 {
+        return None;
+    }
+    let r = &cfg.runtime;
+    let w = r.workers as u32;
+    let per_socket = 3 * AF_XDP_RING + r.rx_desc as u32;
+    let in_flight = w * (r.burst as u32 * (cfg.ports.len() as u32 + 2) + MEMPOOL_CACHE);
+    let n = xdp_ports * w * per_socket + in_flight + 4096;
+    Some((n + 1).next_power_of_two() - 1)
+}
+
 /// Mbufs the pool needs for the configured ports, queues and rings.
 pub fn mbufs_needed(cfg: &Config) -> u32 {
     let r = &cfg.runtime;
@@ -87,7 +107,8 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<Stats> {
              throughput suffers. This is for tests only; operators should run scripts/setup.sh."
         );
     } else {
-        let need = BASE_MEMORY + nmbufs as u64 * MBUF_FOOTPRINT;
+        let xdp = xdp_mbufs_needed(&cfg).unwrap_or(0) as u64 * Mempool::PACKED_FOOTPRINT;
+        let need = BASE_MEMORY + nmbufs as u64 * MBUF_FOOTPRINT + xdp;
         preflight::check_hugepages(need).map_err(|e| anyhow!(e))?;
     }
     let ncpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
@@ -117,7 +138,15 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<Stats> {
 
 /// `uboxctl chain apply`: parse, type-check against the registry, resolve
 /// NF names to slots, and post the new snapshot. All or nothing.
-fn apply_chains(mgr: &mut nfs::NfManager, board: &dispatch::ChainBoard, text: &str, origin: &str) -> Response {
+/// `xdp_port` names a port using af_xdp, if any: its packets are outside
+/// the arena, where NFs cannot see them, so chains are refused.
+fn apply_chains(
+    mgr: &mut nfs::NfManager,
+    board: &dispatch::ChainBoard,
+    text: &str,
+    origin: &str,
+    xdp_port: Option<&str>,
+) -> Response {
     use controller::chain::{ChainSet, Stage};
     let fail = |message: String| Response::Error { message };
     let set = match ChainSet::parse(text, origin) {
@@ -128,6 +157,12 @@ fn apply_chains(mgr: &mut nfs::NfManager, board: &dispatch::ChainBoard, text: &s
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
+    if let (Some(port), false) = (xdp_port, compiled.is_empty()) {
+        return fail(format!(
+            "{origin}: chains need packets in the arena, but port '{port}' uses driver af_xdp, whose packets stay in \
+             the PMD's own pool: use af_packet for ports whose flows visit NFs"
+        ));
+    }
     let mut plans = Vec::new();
     for chain in compiled.iter() {
         let mut stages = Vec::new();
@@ -313,6 +348,12 @@ fn run_with_eal(
         )
     })?;
     let pool = Arc::new(pool);
+    // af_xdp ports receive into a pool of their own (see Mempool::new_packed).
+    let xdp_pool = match xdp_mbufs_needed(cfg) {
+        Some(n) => Some(Mempool::new_packed("ubox_xdp", n, MEMPOOL_CACHE, socket).map_err(|e| anyhow!(e))?),
+        None => None,
+    };
+    let xdp_port = cfg.ports.iter().find(|p| p.driver == Some(config::Driver::AfXdp)).map(|p| p.name.as_str());
 
     // Decide steering from what the ports can do.
     let mut ids = Vec::new();
@@ -352,7 +393,10 @@ fn run_with_eal(
             rx_desc: r.rx_desc,
             tx_desc: r.tx_desc,
             rss: steering == Steering::Rss,
-            pool: &pool,
+            pool: match (&xdp_pool, p.driver) {
+                (Some(x), Some(config::Driver::AfXdp)) => x,
+                _ => &pool,
+            },
             socket,
         };
         let port = Port::start(ids[i], &setup).map_err(|e| anyhow!("port '{}': {e}", p.name))?;
@@ -414,7 +458,7 @@ fn run_with_eal(
     if let Some((text, origin)) = &opts.chains {
         // Before the workers start, so every flow gets these chains; their
         // NFs are expected to register (meanwhile each stage's policy holds).
-        if let Response::Error { message } = apply_chains(&mut nf_manager, &chain_board, text, origin) {
+        if let Response::Error { message } = apply_chains(&mut nf_manager, &chain_board, text, origin, xdp_port) {
             bail!("{message}");
         }
     }
@@ -494,7 +538,9 @@ fn run_with_eal(
             Request::Ping => Response::Pong { instance: r.name.clone(), pid },
             Request::Register { manifest } => nf_manager.register(manifest, stream),
             Request::NfList => Response::Nfs { nfs: nf_manager.list() },
-            Request::ChainApply { text, origin } => apply_chains(&mut nf_manager, &chain_board, &text, &origin),
+            Request::ChainApply { text, origin } => {
+                apply_chains(&mut nf_manager, &chain_board, &text, &origin, xdp_port)
+            }
             Request::ChainShow => show_chains(&chain_board),
         });
         nf_manager.poll(Duration::from_millis(r.nf_timeout_ms));
@@ -522,6 +568,7 @@ fn run_with_eal(
     }
     drop(rings);
     drop(ports);
+    drop(xdp_pool);
     drop(pool);
     Ok(stats)
 }

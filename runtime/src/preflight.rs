@@ -62,15 +62,53 @@ pub fn check_hugepages(need_bytes: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// Combined channels of `iface` as `ethtool -l` reports them now, which is
+/// what the af_xdp PMD counts as the interface's queues (it takes a device
+/// without combined channels, such as a veth, as one queue). `None` when
+/// ethtool cannot say (then EAL's probe is left to decide).
+fn combined_channels(iface: &str) -> Option<usize> {
+    let out = std::process::Command::new("ethtool").arg("-l").arg(iface).output().ok()?;
+    parse_combined_channels(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The "Combined:" line under "Current hardware settings:" of `ethtool -l`
+/// (`n/a` or 0 counts as one queue, as the PMD does).
+fn parse_combined_channels(out: &str) -> Option<usize> {
+    let current = out.split("Current hardware settings:").nth(1)?;
+    let v = current.lines().find_map(|l| l.trim().strip_prefix("Combined:"))?.trim();
+    Some(v.parse::<usize>().ok().filter(|&n| n > 0).unwrap_or(1))
+}
+
+/// An af_xdp port binds one AF_XDP socket per worker, to queues
+/// `first..first + workers` of its interface: the interface must have them.
+fn xdp_queues(port: &str, iface: &str, have: usize, first: usize, workers: u16) -> Result<(), String> {
+    let need = first + workers as usize;
+    if have < need {
+        return Err(format!(
+            "port '{port}': driver af_xdp binds one queue per worker, queues {first}..{need} of '{iface}', but it has {have} \
+             (the PMD counts combined channels, `ethtool -l {iface}`; a veth has none, which counts as one) for runtime.workers = {workers}: \
+             lower runtime.workers, or give the interface more (ethtool -L {iface} combined {need})"
+        ));
+    }
+    Ok(())
+}
+
 /// Every interface and file a port names must exist.
 pub fn check_ports(cfg: &Config) -> Result<(), String> {
     for p in &cfg.ports {
-        if let (Some(Driver::AfPacket), Some(iface)) = (p.driver, &p.iface) {
-            if !Path::new("/sys/class/net").join(iface).exists() {
+        if let (Some(Driver::AfPacket | Driver::AfXdp), Some(iface)) = (p.driver, &p.iface) {
+            let dir = Path::new("/sys/class/net").join(iface);
+            if !dir.exists() {
                 return Err(format!(
                     "port '{}': interface '{iface}' not found: check `ip link` (scripts/testbed.sh up creates the testbed's interfaces)",
                     p.name
                 ));
+            }
+            if p.driver == Some(Driver::AfXdp) {
+                if let Some(have) = combined_channels(iface) {
+                    let first = crate::config::xdp_start_queue(p.args.as_deref());
+                    xdp_queues(&p.name, iface, have, first, cfg.runtime.workers)?;
+                }
             }
         }
         if let Some(args) = &p.args {
@@ -89,4 +127,28 @@ pub fn check_ports(cfg: &Config) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn af_xdp_needs_a_queue_per_worker() {
+        assert!(super::xdp_queues("client", "ubx-c", 2, 0, 2).is_ok());
+        let e = super::xdp_queues("client", "ubx-c", 1, 0, 2).unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.starts_with("port 'client': driver af_xdp") && e.contains("ethtool -L ubx-c combined 2"), "{e}");
+        let e = super::xdp_queues("client", "eth1", 4, 3, 2).unwrap_err();
+        assert!(e.contains("queues 3..5 of 'eth1', but it has 4"), "{e}");
+    }
+
+    #[test]
+    fn combined_channels_from_ethtool() {
+        let veth =
+            "Channel parameters for ubx-c:\nPre-set maximums:\nRX:\t\t2\nTX:\t\t2\nOther:\t\tn/a\nCombined:\tn/a\n\
+                    Current hardware settings:\nRX:\t\t1\nTX:\t\t1\nOther:\t\tn/a\nCombined:\tn/a\n";
+        assert_eq!(super::parse_combined_channels(veth), Some(1));
+        let nic = "Pre-set maximums:\nCombined:\t8\nCurrent hardware settings:\nRX:\t\tn/a\nCombined:\t4\n";
+        assert_eq!(super::parse_combined_channels(nic), Some(4));
+        assert_eq!(super::parse_combined_channels("netlink error: Operation not supported"), None);
+    }
 }

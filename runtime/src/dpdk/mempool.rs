@@ -1,4 +1,7 @@
-//! Packet buffer pools (`rte_pktmbuf_pool_create`).
+//! Packet buffer pools: the arena-backed pool whose buffers NF processes
+//! read in place ([`Mempool::new_external`]), the packed pool the af_xdp
+//! PMD turns into its UMEM ([`Mempool::new_packed`]), and plain
+//! `rte_pktmbuf_pool_create` ones.
 
 use std::ffi::CString;
 use std::ptr::NonNull;
@@ -40,6 +43,65 @@ impl Mempool {
 
     /// Bytes of one packet buffer (headroom + data room) in an external pool.
     pub const EXT_BUF_SIZE: usize = dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as usize;
+
+    /// Bytes one mbuf of [`Mempool::new_packed`] takes (object header,
+    /// `rte_mbuf`, headroom and data room), rounded up: for sizing.
+    pub const PACKED_FOOTPRINT: u64 = 2560;
+
+    /// A pool of ordinary mbufs (structure and buffer side by side) in
+    /// DPDK's own memory, populated as one virtually contiguous chunk with
+    /// objects packed back to back (`RTE_MEMPOOL_F_NO_IOVA_CONTIG`, so no
+    /// gaps at page ends). This is what the af_xdp PMD needs of the pool it
+    /// turns into its UMEM: it registers the pool's first chunk, sized
+    /// `populated_size` × object size, and has the kernel write each frame
+    /// behind the mbuf structure. The arena-backed pool cannot be one (its
+    /// mbuf structures and buffers are apart), and these buffers are not in
+    /// the arena.
+    pub fn new_packed(name: &str, count: u32, cache: u32, socket: i32) -> Result<Mempool, String> {
+        let cname = CString::new(name).map_err(|_| "mempool name holds NUL".to_string())?;
+        let data_room = dpdk_sys::RTE_MBUF_DEFAULT_BUF_SIZE as u16;
+        let elt_size = std::mem::size_of::<dpdk_sys::rte_mbuf>() as u32 + u32::from(data_room);
+        let mut private = dpdk_sys::rte_pktmbuf_pool_private { mbuf_data_room_size: data_room, ..Default::default() };
+        let fail =
+            |what: &str| format!("cannot create the af_xdp mbuf pool of {count} mbufs: {what}: {}", last_error());
+        // SAFETY: valid NUL-terminated name; sizes are plain values DPDK
+        // validates; the private area holds an rte_pktmbuf_pool_private.
+        let raw = unsafe {
+            dpdk_sys::rte_mempool_create_empty(
+                cname.as_ptr(),
+                count,
+                elt_size,
+                cache,
+                std::mem::size_of::<dpdk_sys::rte_pktmbuf_pool_private>() as u32,
+                socket,
+                dpdk_sys::RTE_MEMPOOL_F_NO_IOVA_CONTIG,
+            )
+        };
+        let Some(raw) = NonNull::new(raw) else { return Err(fail("rte_mempool_create_empty")) };
+        let pool = Mempool { raw, extmem: None };
+        // SAFETY: `pool` is a fresh, empty mempool (freed by its drop on
+        // every error path below). The steps are those of
+        // rte_pktmbuf_pool_create_by_ops: ops, pool init with the private
+        // area (copied by DPDK), populate, then initialise each mbuf.
+        unsafe {
+            let ops = dpdk_sys::rte_mbuf_best_mempool_ops();
+            if dpdk_sys::rte_mempool_set_ops_byname(raw.as_ptr(), ops, std::ptr::null_mut()) != 0 {
+                return Err(fail("rte_mempool_set_ops_byname"));
+            }
+            dpdk_sys::rte_pktmbuf_pool_init(raw.as_ptr(), &mut private as *mut _ as *mut std::ffi::c_void);
+            if dpdk_sys::rte_mempool_populate_default(raw.as_ptr()) < 0 {
+                return Err(fail("rte_mempool_populate_default"));
+            }
+            let chunks = (*raw.as_ptr()).nb_mem_chunks;
+            if chunks != 1 {
+                return Err(format!(
+                    "the af_xdp mbuf pool came in {chunks} memory chunks; af_xdp needs one (reserve more hugepages, or lower runtime.workers)"
+                ));
+            }
+            dpdk_sys::rte_mempool_obj_iter(raw.as_ptr(), Some(dpdk_sys::rte_pktmbuf_init), std::ptr::null_mut());
+        }
+        Ok(pool)
+    }
 
     /// A pool whose packet buffers live in caller-provided memory (the
     /// arena's data region), so processes that map that memory read packets

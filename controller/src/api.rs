@@ -258,6 +258,10 @@ pub struct WorkerStats {
     /// answers taken): the worker's busy time.
     #[serde(default)]
     pub busy_ns: u64,
+    /// Of `busy_ns`, the time spent taking NF answers and moving their
+    /// packets on (to the next stage, or out).
+    #[serde(default)]
+    pub answer_ns: u64,
     /// TCP monitor: flows followed now and in all, flows refused at
     /// `monitor.max_flows`, sides left without a stream ring, RSTs sent for
     /// terminated flows, and the bytes of state per monitored flow (rings

@@ -156,6 +156,9 @@ pub struct WorkerCounters {
     /// TSC ticks of loop iterations that did work (received frames or took
     /// answers): the worker's busy time.
     pub busy_ticks: Counter,
+    /// Of those, the ticks of taking NF answers (and moving their packets
+    /// on or out).
+    pub answer_ticks: Counter,
     /// TCP monitor: flows monitored now, monitored in all, refused at
     /// `monitor.max_flows`, sides without a stream ring, RSTs sent for
     /// terminated flows.
@@ -197,6 +200,7 @@ impl WorkerCounters {
             events_pushed: Counter::default(),
             nf_wakeups: Counter::default(),
             busy_ticks: Counter::default(),
+            answer_ticks: Counter::default(),
             mon_active: Counter::default(),
             mon_flows: Counter::default(),
             mon_full: Counter::default(),

@@ -172,23 +172,29 @@ struct NfView {
     pkt: u8,
 }
 
-/// A packet parked while NFs hold its events.
+/// A packet parked while NFs hold its events. Small, so that an in-flight
+/// entry is one cache line (its flow key, needed only for NFs with flow
+/// filters, sits in `Dispatcher::keys`).
 struct Parked {
     m: Mbuf,
-    key: FlowKey,
     flow_id: u64,
     /// TSC when its current stage was published.
     sent: u64,
     /// Index into the worker's snapshots.
     snap: u32,
-    chain: u16,
-    stage: u16,
+    /// Its current stage in the snapshot's flat stage table, and the end
+    /// of its chain's stages there.
+    at: u32,
+    end: u32,
     out: u8,
     side: u8,
     /// Index into [`PKT_TYPES`].
     kind: u8,
     /// Members of the current stage whose answer is still due.
     pending: u8,
+    /// Its flow key is in `Dispatcher::keys` (some NF had a filter when
+    /// it started).
+    keyed: bool,
     /// Why the packet will be dropped once `pending` reaches 0.
     doom: Option<RuntimeDrop>,
 }
@@ -209,6 +215,13 @@ enum Inflight {
     Notice(Notice),
 }
 
+/// An in-flight entry on a cache line of its own: an answer touches one
+/// line of the slab, and answers for different entries never share one.
+#[repr(align(64))]
+struct Entry(Inflight);
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 64);
+
 /// What the dispatcher did with a packet.
 pub enum Outcome {
     /// Send it out of `out` now.
@@ -217,10 +230,66 @@ pub enum Outcome {
     Taken,
 }
 
-/// A snapshot of the chains and how many parked packets still use it.
+/// One stage as the packet path reads it: its NF slots (a parallel group
+/// has several) and which of them are `fail-closed`, in one small value.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stage {
+    n: u8,
+    /// Bit `i`: member `i` is fail-closed.
+    closed: u8,
+    nfs: [u16; MAX_GROUP],
+}
+
+impl Stage {
+    /// The member that is NF `k` and still owes an answer (bit set in
+    /// `pending`).
+    #[inline]
+    fn member(&self, k: usize, pending: u8) -> Option<usize> {
+        (0..self.n as usize).find(|&i| self.nfs[i] as usize == k && pending & (1 << i) != 0)
+    }
+
+    #[inline]
+    fn closed(&self, i: usize) -> bool {
+        self.closed & (1 << i) != 0
+    }
+}
+
+/// A snapshot of the chains, its stages flattened for the packet path
+/// (one table, no pointer chasing per packet), and how many parked packets
+/// still use it.
 struct Snap {
     snap: Arc<ChainSnapshot>,
+    /// `snap.version` (read per packet: no pointer to chase).
+    version: u32,
+    /// Every chain's stages back to back.
+    stages: Vec<Stage>,
+    /// Chain `c`'s stages are `stages[bounds[c].0..bounds[c].1]`.
+    bounds: Vec<(u32, u32)>,
     parked: u32,
+}
+
+impl Snap {
+    fn new(snap: Arc<ChainSnapshot>) -> Snap {
+        let mut stages = Vec::new();
+        let mut bounds = Vec::with_capacity(snap.chains.len());
+        for c in &snap.chains {
+            let start = stages.len() as u32;
+            for st in &c.stages {
+                let mut s = Stage::default();
+                for &(k, policy) in st.iter().take(MAX_GROUP) {
+                    let i = s.n as usize;
+                    s.nfs[i] = k as u16;
+                    if policy == Policy::FailClosed {
+                        s.closed |= 1 << i;
+                    }
+                    s.n += 1;
+                }
+                stages.push(s);
+            }
+            bounds.push((start, stages.len() as u32));
+        }
+        Snap { version: snap.version, snap, stages, bounds, parked: 0 }
+    }
 }
 
 /// The worker's end of one NF's channel, and what waits to go on it.
@@ -281,16 +350,25 @@ pub struct Dispatcher<'a> {
     table: Arc<NfTable>,
     board: Arc<ChainBoard>,
     counters: Arc<WorkerCounters>,
-    /// Snapshots by stable index (`None`: evicted, reusable); the newest.
+    /// Snapshots by stable index (`None`: evicted, reusable); the newest,
+    /// and its version.
     snaps: Vec<Option<Snap>>,
     newest: Option<usize>,
+    newest_version: u32,
+    /// Some chain of the newest snapshot needs the monitor now (as of
+    /// `needs_epoch`): only then may a flow be upgraded.
+    needs_any: bool,
     seen_version: u32,
     /// Registrations and deaths as of the last `nfv` refresh.
     seen_epoch: (u32, u32),
     /// Parked packets and outstanding notices, by cookie index; the tag of
     /// each entry; free entries.
-    inflight: Vec<Inflight>,
+    inflight: Vec<Entry>,
     tags: Vec<u8>,
+    /// Flow keys of parked packets, by entry, written only while some NF
+    /// has a flow filter (`any_filtered`).
+    keys: Vec<FlowKey>,
+    any_filtered: bool,
     free: Vec<u32>,
     parked_count: usize,
     notices: usize,
@@ -385,10 +463,14 @@ impl<'a> Dispatcher<'a> {
             counters,
             snaps: Vec::new(),
             newest: None,
+            newest_version: 0,
+            needs_any: false,
             seen_version: 0,
             seen_epoch: (u32::MAX, u32::MAX),
             inflight: Vec::with_capacity(cap),
             tags: Vec::with_capacity(cap),
+            keys: Vec::new(),
+            any_filtered: false,
             free: Vec::new(),
             parked_count: 0,
             notices: 0,
@@ -446,6 +528,7 @@ impl<'a> Dispatcher<'a> {
             self.nfv[k] = NfView { live, gen, filtered: s.filtered.load(Ordering::Acquire), pkt };
         }
         self.live = (0..self.nfv.len()).filter(|&k| self.nfv[k].live).collect();
+        self.any_filtered = self.nfv.iter().any(|v| v.live && v.filtered);
         if !deaths_changed {
             return;
         }
@@ -469,13 +552,15 @@ impl<'a> Dispatcher<'a> {
     /// Keep `snap` as the newest; forget the oldest unused ones beyond
     /// [`KEEP_SNAPSHOTS`] (indices of the others never move).
     fn add_snapshot(&mut self, snap: Arc<ChainSnapshot>) {
+        self.newest_version = snap.version;
+        let entry = Some(Snap::new(snap));
         let at = match self.snaps.iter().position(Option::is_none) {
             Some(i) => {
-                self.snaps[i] = Some(Snap { snap, parked: 0 });
+                self.snaps[i] = entry;
                 i
             }
             None => {
-                self.snaps.push(Some(Snap { snap, parked: 0 }));
+                self.snaps.push(entry);
                 self.snaps.len() - 1
             }
         };
@@ -498,11 +583,11 @@ impl<'a> Dispatcher<'a> {
     #[inline]
     fn snap_of(&self, ver: u32) -> Option<usize> {
         if let Some(n) = self.newest {
-            if self.snaps[n].as_ref().is_some_and(|s| s.snap.version & 0xffff == ver) {
+            if self.snaps[n].as_ref().is_some_and(|s| s.version & 0xffff == ver) {
                 return Some(n);
             }
         }
-        self.snaps.iter().position(|s| s.as_ref().is_some_and(|s| s.snap.version & 0xffff == ver))
+        self.snaps.iter().position(|s| s.as_ref().is_some_and(|s| s.version & 0xffff == ver))
     }
 
     fn newest_snap(&self) -> Option<&Arc<ChainSnapshot>> {
@@ -532,7 +617,7 @@ impl<'a> Dispatcher<'a> {
     /// mid-stream. Cheap when nothing changed: two loads and a compare.
     #[inline]
     pub fn monitor_upgrade(&mut self, flow_tag: u32) -> Option<u32> {
-        let latest = self.newest_snap()?.version;
+        let latest = self.newest_version;
         if flow_tag >> 16 != latest & 0xffff {
             return None; // flows of older chain versions keep what they had
         }
@@ -542,6 +627,10 @@ impl<'a> Dispatcher<'a> {
             self.needs_epoch = epoch;
             let n = self.newest_snap().map_or(0, |s| s.chains.len());
             self.needs_cache = (0..n).map(|c| self.needs(tag(latest, Some(c)))).collect();
+            self.needs_any = self.needs_cache.iter().any(Needs::any);
+        }
+        if !self.needs_any {
+            return None;
         }
         let chain = (flow_tag & CHAIN_MASK) as usize;
         let needs = self.needs_cache.get(chain.checked_sub(1)?)?;
@@ -820,24 +909,40 @@ impl<'a> Dispatcher<'a> {
             // Assigned under a version this worker no longer keeps: forward.
             return Outcome::Forward(m, out);
         };
+        let Some(&(at, end)) = self.snaps[si].as_ref().and_then(|s| s.bounds.get(chain - 1)) else {
+            return Outcome::Forward(m, out);
+        };
+        let Some(idx) = self.take_entry() else {
+            // No room to park it: the event cannot be made.
+            self.counters.skip_event(EventSkip::NoSlot);
+            self.counters.drop_runtime(RuntimeDrop::NoEventSlot);
+            return Outcome::Taken;
+        };
         if let Some(s) = self.snaps[si].as_mut() {
             s.parked += 1;
         }
-        let p = Parked {
+        if self.any_filtered {
+            if self.keys.len() <= idx {
+                self.keys.resize(self.inflight.len(), *key);
+            }
+            self.keys[idx] = *key;
+        }
+        self.inflight[idx] = Entry(Inflight::Packet(Parked {
             m,
-            key: *key,
             flow_id,
             sent: 0,
             snap: si as u32,
-            chain: (chain - 1) as u16,
-            stage: 0,
+            at,
+            end,
             out: out as u8,
             side: side_code(side),
             kind: pkt_kind(key.proto()),
             pending: 0,
+            keyed: self.any_filtered,
             doom: None,
-        };
-        self.advance(p, None)
+        }));
+        self.parked_count += 1;
+        self.advance(idx)
     }
 
     /// An in-flight entry (growing the slab up to [`MAX_INFLIGHT`]).
@@ -849,7 +954,7 @@ impl<'a> Dispatcher<'a> {
         if self.inflight.len() >= MAX_INFLIGHT {
             return None;
         }
-        self.inflight.push(Inflight::Free);
+        self.inflight.push(Entry(Inflight::Free));
         self.tags.push(0);
         Some(self.inflight.len() - 1)
     }
@@ -869,52 +974,36 @@ impl<'a> Dispatcher<'a> {
         (self.tags.get(idx) == Some(&((cookie >> 24) as u8))).then_some(idx)
     }
 
-    /// A packet leaves the chain (out or dropped): its snapshot is no
-    /// longer used by it, and its entry (if it had one) is free.
+    /// Move the packet parked in entry `idx` on: publish its current stage
+    /// to the NFs of it that want it, skipping stages none of whose NFs do,
+    /// or let it out (forwarded, or dropped if doomed) after the last.
+    /// The packet stays in its entry while NFs hold it.
     #[inline]
-    fn leave(&mut self, p: &Parked, entry: Option<usize>) {
-        if let Some(s) = self.snaps.get_mut(p.snap as usize).and_then(Option::as_mut) {
-            s.parked -= 1;
-        }
-        if let Some(i) = entry {
-            self.free.push(i as u32);
-        }
-    }
-
-    /// Move a packet to its next stage, or out. `entry`: the in-flight
-    /// entry it already has (its previous stage's), if any.
-    fn advance(&mut self, mut p: Parked, mut entry: Option<usize>) -> Outcome {
-        let data = p.m.data();
-        let (pkt_off, len) = (self.pkt_offset(data), data.len() as u16);
-        loop {
-            if let Some(reason) = p.doom {
-                self.counters.drop_runtime(reason);
-                self.leave(&p, entry);
-                return Outcome::Taken;
+    fn advance(&mut self, idx: usize) -> Outcome {
+        let Inflight::Packet(p) = &mut self.inflight[idx].0 else { return Outcome::Taken };
+        // Where the packet is, for its descriptors (looked up once, and
+        // only if a stage is left: the mbuf header may be cold by now).
+        let mut place: Option<(u64, u16)> = None;
+        // A snapshot is kept while packets are parked under it; were it
+        // gone, the packet could not be inspected: drop it.
+        let stages: &[Stage] = match self.snaps[p.snap as usize].as_ref() {
+            Some(s) => &s.stages,
+            None => {
+                p.doom.get_or_insert(RuntimeDrop::NfFailClosed);
+                &[]
             }
-            let more = self.snaps[p.snap as usize]
-                .as_ref()
-                .is_some_and(|s| s.snap.chains[p.chain as usize].stages.len() > p.stage as usize);
-            if !more {
-                self.leave(&p, entry);
-                return Outcome::Forward(p.m, p.out as usize);
-            }
-            let idx = match entry {
-                Some(i) => i,
-                None => match self.take_entry() {
-                    Some(i) => {
-                        entry = Some(i);
-                        i
-                    }
-                    None => {
-                        self.counters.skip_event(crate::counters::EventSkip::NoSlot);
-                        p.doom = Some(RuntimeDrop::NoEventSlot);
-                        continue;
-                    }
-                },
+        };
+        while p.doom.is_none() && p.at < p.end {
+            let Some(&stage) = stages.get(p.at as usize) else {
+                p.doom = Some(RuntimeDrop::NfFailClosed);
+                break;
             };
             let t = self.tags[idx].wrapping_add(1);
             self.tags[idx] = t;
+            let (pkt_off, len) = *place.get_or_insert_with(|| {
+                let data = p.m.data();
+                (arena_offset(self.data_start, self.data_len, self.data_off, data), data.len() as u16)
+            });
             let d = Desc {
                 type_id: PKT_TYPES[p.kind as usize].raw(),
                 flow_id: p.flow_id,
@@ -925,12 +1014,11 @@ impl<'a> Dispatcher<'a> {
                 cookie: idx as u32 | u32::from(t) << 24,
             };
             let mut bits = 0u8;
-            let stage = &self.snaps[p.snap as usize].as_ref().expect("checked").snap.chains[p.chain as usize].stages
-                [p.stage as usize];
-            for (i, &(k, policy)) in stage.iter().enumerate().take(MAX_GROUP) {
+            for i in 0..stage.n as usize {
+                let k = stage.nfs[i] as usize;
                 let v = self.nfv[k];
                 if !v.live {
-                    if policy == Policy::FailClosed {
+                    if stage.closed(i) {
                         p.doom = Some(RuntimeDrop::NfFailClosed);
                         self.table.slots[k].count(NfCount::FailClosed, 1);
                     } else {
@@ -939,9 +1027,12 @@ impl<'a> Dispatcher<'a> {
                     }
                     continue;
                 }
-                let wants = if v.filtered {
-                    filter_wants(&self.table, &mut self.filters[k], k, v.gen, PKT_TYPES[p.kind as usize], &p.key)
+                let wants = if v.filtered && p.keyed {
+                    let key = &self.keys[idx];
+                    filter_wants(&self.table, &mut self.filters[k], k, v.gen, PKT_TYPES[p.kind as usize], key)
                 } else {
+                    // No filter, or a packet parked before the first NF with
+                    // a filter registered (its key was not kept): by type.
                     v.pkt & (1 << p.kind) != 0
                 };
                 if !wants {
@@ -953,22 +1044,45 @@ impl<'a> Dispatcher<'a> {
                 } else {
                     self.counters.skip_event(EventSkip::RingFull);
                     self.table.slots[k].count(NfCount::RingFull, 1);
-                    if policy == Policy::FailClosed {
+                    if stage.closed(i) {
                         p.doom = Some(RuntimeDrop::NfRingFull);
                     }
                 }
             }
-            if bits == 0 {
-                if p.doom.is_none() {
-                    p.stage += 1;
-                }
-                continue;
+            if bits != 0 {
+                // Even when doomed meanwhile: the members it went to read
+                // its bytes until they answer.
+                p.pending = bits;
+                p.sent = self.now;
+                return Outcome::Taken;
             }
-            p.pending = bits;
-            p.sent = self.now;
-            self.inflight[idx] = Inflight::Packet(p);
-            self.parked_count += 1;
-            return Outcome::Taken;
+            if p.doom.is_none() {
+                p.at += 1;
+            }
+        }
+        match self.leave(idx) {
+            Some((m, out)) => Outcome::Forward(m, out),
+            None => Outcome::Taken,
+        }
+    }
+
+    /// The packet in entry `idx` leaves its chain: the entry is free
+    /// again, and the packet goes out (`Some`) or, if doomed, is dropped
+    /// and counted.
+    #[inline]
+    fn leave(&mut self, idx: usize) -> Option<(Mbuf, usize)> {
+        let Inflight::Packet(p) = std::mem::replace(&mut self.inflight[idx].0, Inflight::Free) else { return None };
+        self.free.push(idx as u32);
+        self.parked_count -= 1;
+        if let Some(s) = self.snaps[p.snap as usize].as_mut() {
+            s.parked -= 1;
+        }
+        match p.doom {
+            Some(reason) => {
+                self.counters.drop_runtime(reason);
+                None // the mbuf is freed with `p`
+            }
+            None => Some((p.m, p.out as usize)),
         }
     }
 
@@ -1054,18 +1168,6 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    /// Arena offset of packet bytes (0 if they are not in the data region,
-    /// which cannot happen for mbufs of the arena-backed pool).
-    #[inline]
-    fn pkt_offset(&self, data: &[u8]) -> u64 {
-        let a = data.as_ptr() as usize;
-        if a >= self.data_start && a + data.len() <= self.data_start + self.data_len {
-            self.data_off + (a - self.data_start) as u64
-        } else {
-            0
-        }
-    }
-
     /// Act on the NFs' answers; returns how many were taken.
     pub fn poll(&mut self, emit: &mut impl FnMut(Mbuf, usize)) -> usize {
         if self.parked_count == 0 && self.notices == 0 {
@@ -1084,6 +1186,12 @@ impl<'a> Dispatcher<'a> {
         loop {
             let mut buf = std::mem::take(&mut self.answers);
             let n = self.links[k].answers.pop_burst(&mut buf);
+            // Pull the burst's entries in while the first ones are handled.
+            for a in &buf[..n] {
+                if let Some(e) = self.inflight.get((a.cookie() & (MAX_INFLIGHT as u32 - 1)) as usize) {
+                    crate::dpdk::prefetch(e);
+                }
+            }
             for &a in &buf[..n] {
                 self.answered(k, a, emit);
             }
@@ -1104,13 +1212,10 @@ impl<'a> Dispatcher<'a> {
         let Some(idx) = self.entry_of(a.cookie()) else {
             return self.counters.nf_stray_answers.add(1);
         };
-        match &mut self.inflight[idx] {
+        match &mut self.inflight[idx].0 {
             Inflight::Packet(p) => {
-                let stage = self.snaps[p.snap as usize].as_ref().map(|s| &s.snap.chains[p.chain as usize].stages);
-                let member = stage.and_then(|st| st.get(p.stage as usize)).and_then(|st| {
-                    st.iter().take(MAX_GROUP).enumerate().position(|(i, &(m, _))| m == k && p.pending & (1 << i) != 0)
-                });
-                let Some(i) = member else {
+                let stage = self.snaps[p.snap as usize].as_ref().and_then(|s| s.stages.get(p.at as usize));
+                let Some(i) = stage.and_then(|st| st.member(k, p.pending)) else {
                     return self.counters.nf_stray_answers.add(1);
                 };
                 p.pending &= !(1 << i);
@@ -1138,14 +1243,17 @@ impl<'a> Dispatcher<'a> {
                 if p.pending != 0 {
                     return;
                 }
-                let Inflight::Packet(mut p) = std::mem::replace(&mut self.inflight[idx], Inflight::Free) else {
-                    unreachable!("matched above")
-                };
-                self.parked_count -= 1;
                 if p.doom.is_none() {
-                    p.stage += 1;
+                    p.at += 1;
+                    if p.at == p.end {
+                        // Its last stage passed it: out, without the stage walk.
+                        if let Some(m) = self.leave(idx) {
+                            emit(m.0, m.1);
+                        }
+                        return;
+                    }
                 }
-                if let Outcome::Forward(m, out) = self.advance(p, Some(idx)) {
+                if let Outcome::Forward(m, out) = self.advance(idx) {
                     emit(m, out);
                 }
             }
@@ -1163,7 +1271,7 @@ impl<'a> Dispatcher<'a> {
     /// A notice was answered or reclaimed: free its slot and entry, unpin
     /// its range.
     fn settle_notice(&mut self, idx: usize) {
-        let Inflight::Notice(n) = std::mem::replace(&mut self.inflight[idx], Inflight::Free) else { return };
+        let Inflight::Notice(n) = std::mem::replace(&mut self.inflight[idx].0, Inflight::Free) else { return };
         self.free.push(idx as u32);
         self.notices -= 1;
         self.noticed[n.slot as usize] = false;
@@ -1250,7 +1358,7 @@ impl<'a> Dispatcher<'a> {
             return skipped(self, NfCount::RingFull, EventSkip::RingFull);
         }
         touch(&mut self.links, &mut self.dirty, k);
-        self.inflight[idx] = Inflight::Notice(Notice { nf: k, slot: slot.0, sent: self.now, pin });
+        self.inflight[idx] = Entry(Inflight::Notice(Notice { nf: k, slot: slot.0, sent: self.now, pin }));
         if let Some(n) = self.noticed.get_mut(slot.0 as usize) {
             *n = true;
         }
@@ -1273,35 +1381,27 @@ impl<'a> Dispatcher<'a> {
         // Every entry still waiting for its answer: those descriptors, the
         // events it took and never answered, and the queued ones.
         for idx in 0..self.inflight.len() {
-            match &mut self.inflight[idx] {
+            match &mut self.inflight[idx].0 {
                 Inflight::Packet(p) => {
-                    let Some(stage) = self.snaps[p.snap as usize]
-                        .as_ref()
-                        .and_then(|s| s.snap.chains[p.chain as usize].stages.get(p.stage as usize))
+                    let Some(stage) = self.snaps[p.snap as usize].as_ref().and_then(|s| s.stages.get(p.at as usize))
                     else {
                         continue;
                     };
-                    for (i, &(m, policy)) in stage.iter().enumerate().take(MAX_GROUP) {
-                        if m == k && p.pending & (1 << i) != 0 {
-                            p.pending &= !(1 << i);
-                            self.counters.nf_reclaimed.add(1);
-                            self.table.slots[k].count(NfCount::Reclaimed, 1);
-                            if policy == Policy::FailClosed {
-                                p.doom.get_or_insert(RuntimeDrop::NfFailClosed);
-                            }
+                    while let Some(i) = stage.member(k, p.pending) {
+                        p.pending &= !(1 << i);
+                        self.counters.nf_reclaimed.add(1);
+                        self.table.slots[k].count(NfCount::Reclaimed, 1);
+                        if stage.closed(i) {
+                            p.doom.get_or_insert(RuntimeDrop::NfFailClosed);
                         }
                     }
                     if p.pending != 0 {
                         continue;
                     }
-                    let Inflight::Packet(mut p) = std::mem::replace(&mut self.inflight[idx], Inflight::Free) else {
-                        unreachable!("matched above")
-                    };
-                    self.parked_count -= 1;
                     if p.doom.is_none() {
-                        p.stage += 1;
+                        p.at += 1;
                     }
-                    if let Outcome::Forward(m, out) = self.advance(p, Some(idx)) {
+                    if let Outcome::Forward(m, out) = self.advance(idx) {
                         emit(m, out);
                     }
                 }
@@ -1324,12 +1424,13 @@ impl<'a> Dispatcher<'a> {
     /// Shutdown: free every parked packet and notice slot.
     pub fn drain(&mut self) {
         for i in 0..self.inflight.len() {
-            if let Inflight::Notice(n) = std::mem::replace(&mut self.inflight[i], Inflight::Free) {
+            if let Inflight::Notice(n) = std::mem::replace(&mut self.inflight[i].0, Inflight::Free) {
                 let _ = self.pool.release(SlotIdx(n.slot));
             }
         }
         self.inflight.clear();
         self.tags.clear();
+        self.keys.clear();
         self.free.clear();
         self.noticed.fill(false);
         self.parked_count = 0;
@@ -1339,6 +1440,18 @@ impl<'a> Dispatcher<'a> {
             l.dirty = false;
         });
         self.dirty.clear();
+    }
+}
+
+/// Arena offset of packet bytes (0 if they are not in the data region,
+/// which cannot happen for mbufs of the arena-backed pool).
+#[inline]
+fn arena_offset(start: usize, len: usize, off: u64, data: &[u8]) -> u64 {
+    let a = data.as_ptr() as usize;
+    if a >= start && a + data.len() <= start + len {
+        off + (a - start) as u64
+    } else {
+        0
     }
 }
 

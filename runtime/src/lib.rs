@@ -660,6 +660,7 @@ fn collect_stats(
             events_pushed: c.events_pushed.get(),
             nf_wakeups: c.nf_wakeups.get(),
             busy_ns: ticks_to_ns(c.busy_ticks.get()),
+            answer_ns: ticks_to_ns(c.answer_ticks.get()),
         })
         .collect();
     Stats {

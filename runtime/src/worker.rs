@@ -142,6 +142,7 @@ impl Worker {
             if answers > 0 {
                 let t = rdtsc();
                 self.counters.busy_ticks.add(t.wrapping_sub(mark));
+                self.counters.answer_ticks.add(t.wrapping_sub(mark));
                 mark = t;
             }
             // Backpressure: leave frames in the NIC queues until the NFs

@@ -32,3 +32,17 @@ pub fn errno_message(ret: i32) -> String {
     let msg = unsafe { CStr::from_ptr(dpdk_sys::rte_strerror(e)) };
     format!("{} (errno {e})", msg.to_string_lossy())
 }
+
+/// Starts pulling the cache line holding `r` into L1: a hint for memory the
+/// caller will read soon (the in-flight entries an answer burst names).
+#[inline(always)]
+pub fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is only a hint and never faults; the address comes
+    // from a live reference anyway.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>((r as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}

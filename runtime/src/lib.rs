@@ -295,7 +295,15 @@ fn create_arena(cfg: &Config, nmbufs: u32, no_huge: bool) -> anyhow::Result<Aren
     ac.channel_capacity = r.nf_ring_size;
     ac.data_bytes = data;
     let arena = ubox_shm::Arena::create(&path, &ac).map_err(|e| {
-        anyhow!("cannot create the arena {}: {e} (reserve more hugepages, or set runtime.arena)", path.display())
+        if hugetlb && matches!(&e, ubox_shm::Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOMEM)) {
+            anyhow!(
+                "not enough free hugepages for the arena {} ({} MiB free): run scripts/setup.sh or reserve more, lower runtime.mbufs, or set runtime.arena",
+                path.display(),
+                preflight::free_hugepage_bytes() >> 20
+            )
+        } else {
+            anyhow!("cannot create the arena {}: {e} (reserve more hugepages, or set runtime.arena)", path.display())
+        }
     })?;
     tracing::info!("arena {} ({} MiB)", path.display(), arena.total_size() >> 20);
     Ok(ArenaState { arena: Arc::new(arena), page_size })

@@ -18,19 +18,24 @@ fn nix_geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// Free 2 MiB/1 GiB hugepages, in bytes.
+/// Free 2 MiB/1 GiB hugepages that a new mapping can still get, in bytes:
+/// `free_hugepages` minus `resv_hugepages`. A page that a live mapping has
+/// reserved but not yet touched counts as free in the kernel's figure, yet
+/// nobody else can have it (after `nr_hugepages` is lowered under a process
+/// that still maps its arena, free can read non-zero with nothing to give).
 pub fn free_hugepage_bytes() -> u64 {
     let Ok(dir) = std::fs::read_dir("/sys/kernel/mm/hugepages") else { return 0 };
+    let read = |d: &Path, f: &str| -> u64 {
+        std::fs::read_to_string(d.join(f)).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
     let mut total = 0;
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         // "hugepages-2048kB"
         let Some(kb) = name.strip_prefix("hugepages-").and_then(|s| s.strip_suffix("kB")) else { continue };
         let Ok(kb) = kb.parse::<u64>() else { continue };
-        let free = std::fs::read_to_string(e.path().join("free_hugepages"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        let d = e.path();
+        let free = read(&d, "free_hugepages").saturating_sub(read(&d, "resv_hugepages"));
         total += free * kb * 1024;
     }
     total

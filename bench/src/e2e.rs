@@ -597,7 +597,8 @@ impl Forwarder {
 /// ports, one worker on `fwd_cpu` (as examples/wire.toml).
 fn ubox_config(c: &Contender, main_cpu: &str, fwd_cpu: u32) -> String {
     let mut rt = format!(
-        "name = \"ubox-bench\"\nmode = \"wire\"\nworkers = 1\nmain_cpu = {main_cpu}\nworker_cpus = [{fwd_cpu}]\n"
+        "name = \"{}\"\nmode = \"wire\"\nworkers = 1\nmain_cpu = {main_cpu}\nworker_cpus = [{fwd_cpu}]\n",
+        crate::ubox::instance()
     );
     if let Some(b) = c.burst {
         rt.push_str(&format!("burst = {b}\n"));

@@ -13,7 +13,7 @@ use crate::result::Measurement;
 const WARMUP: Duration = Duration::from_millis(1500);
 /// The runtime instance this bench process starts: its own name, so that
 /// two benches on one machine never talk to each other's runtime.
-fn instance() -> String {
+pub fn instance() -> String {
     format!("ubox-bench-{}", std::process::id())
 }
 

@@ -144,6 +144,29 @@ pub struct Stats {
     /// One row per registered (or chain-reserved) NF.
     #[serde(default)]
     pub nfs: Vec<NfStats>,
+    #[serde(default)]
+    pub control: ControlStats,
+}
+
+/// The control socket's own counters: requests served, and each limit that
+/// was hit (line length, time to send a request or take an answer, open
+/// connections).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ControlStats {
+    /// Connections accepted since start, and open now.
+    pub connections: u64,
+    pub open: u64,
+    /// Well-formed requests passed to the runtime.
+    pub requests: u64,
+    /// Lines that were not a request (answered with an error).
+    pub bad_requests: u64,
+    /// Lines over the length limit (answered with an error).
+    pub too_long: u64,
+    /// Connections closed for not finishing a request, or not reading the
+    /// answer, in time.
+    pub timed_out: u64,
+    /// Connections closed to make room at the connection limit.
+    pub evicted: u64,
 }
 
 /// Counters of one NF, summed over workers.
@@ -412,6 +435,11 @@ impl Stats {
             "pools: mbufs {}/{} free, event slots {}/{} free\n",
             self.pools.mbufs_free, self.pools.mbufs_total, self.pools.event_slots_free, self.pools.event_slots_total
         ));
+        let c = &self.control;
+        out.push_str(&format!(
+            "control socket: {} requests, {} connections ({} open); refused: {} bad, {} too long, {} timed out, {} evicted at the connection limit\n",
+            c.requests, c.connections, c.open, c.bad_requests, c.too_long, c.timed_out, c.evicted
+        ));
         let mon: u64 = self.workers.iter().map(|w| w.monitor.flows).sum();
         if mon > 0 {
             let w0 = &self.workers[0].monitor;
@@ -475,10 +503,17 @@ impl std::error::Error for ClientError {}
 /// Send one request to the runtime at `socket` and read its response.
 pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
     let mut s = UnixStream::connect(socket).map_err(|e| {
-        ClientError(format!(
-            "cannot connect to {}: {e} (is ubox-runtime running? pass --socket for another instance)",
-            socket.display()
-        ))
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            ClientError(format!(
+                "permission denied on {}: the control socket is root's (mode 0600); run this as root, e.g. with sudo",
+                socket.display()
+            ))
+        } else {
+            ClientError(format!(
+                "cannot connect to {}: {e} (is ubox-runtime running? pass --socket for another instance)",
+                socket.display()
+            ))
+        }
     })?;
     s.set_read_timeout(Some(timeout)).ok();
     s.set_write_timeout(Some(timeout)).ok();

@@ -1,39 +1,117 @@
 //! The control socket: a Unix stream socket serving `controller::api`
-//! requests (one JSON line in, one out) from the main lcore.
+//! requests (one JSON line in, one out).
 //!
-//! A thread blocks in `accept` and hands each connection to the main loop,
-//! which serves it on its next pass; each connection gets a short read
-//! timeout so a stuck client cannot stall the runtime. (It used to be a
-//! non-blocking `accept` every pass of the main loop, 50 times a second.
-//! Linux allocates a socket before it knows there is no connection and
-//! frees it through RCU, so every empty `accept` started RCU grace-period
-//! work; the RCU kthread then kept preempting the worker on its CPU, about
-//! 100 extra involuntary context switches a second measured by
-//! `ubox-bench e2e`. A blocked `accept` allocates for real connections
-//! only.)
+//! One I/O thread owns every connection: it accepts, reads request lines
+//! from all of them at once (`poll(2)`, non-blocking sockets), and writes
+//! the answers back. The main loop only ever sees complete requests, so a
+//! client that connects and sends nothing, sends half a line, or never
+//! reads its answer delays nobody: not `uboxctl`, not an NF registering,
+//! not the NF liveness checks the main loop runs between requests.
+//!
+//! Limits, each counted in `uboxctl stats` when hit:
+//! - a request line is at most [`MAX_REQUEST`] bytes (a longer one gets an
+//!   error naming the limit once its newline arrives, or is cut off at the
+//!   request timeout);
+//! - a connection has [`REQUEST_TIMEOUT`] to finish its request line, and
+//!   as long to take its answer;
+//! - at most [`MAX_CONNECTIONS`] connections are open at once; past that
+//!   the oldest one still sending its request is closed to make room.
+//!
+//! (The acceptor used to be a non-blocking `accept` every pass of the main
+//! loop. Linux allocates a socket before it knows there is no connection
+//! and frees it through RCU, so every empty `accept` started RCU work that
+//! then preempted the worker on its CPU; the thread sleeps in `poll`
+//! instead, which allocates for real connections only.)
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use controller::api::{Request, Response};
+use controller::api::{ControlStats, Request, Response};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+/// Longest request line accepted (a chain file travels in one).
+pub const MAX_REQUEST: usize = 4 << 20;
+/// Time a client has to send its request line, and again to read the answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections open at once (idle, sending, waiting or reading an answer).
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// The limits a control socket enforces (the constants above by default;
+/// tests use smaller ones).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_request: usize,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_request: MAX_REQUEST, request_timeout: REQUEST_TIMEOUT, max_connections: MAX_CONNECTIONS }
+    }
+}
+
+/// Requests the main loop serves per pass at most.
+const MAX_PER_POLL: usize = 64;
+
+/// What the control socket counted (shared with the I/O thread).
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    requests: AtomicU64,
+    bad_requests: AtomicU64,
+    too_long: AtomicU64,
+    timed_out: AtomicU64,
+    evicted: AtomicU64,
+    open: AtomicU64,
+}
+
+impl Counters {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A complete request, read by the I/O thread, for the main loop.
+struct Incoming {
+    id: u64,
+    request: Request,
+    /// A second handle on the connection (an NF's registration keeps one).
+    stream: UnixStream,
+}
+
+struct Io {
+    requests: Mutex<Receiver<Incoming>>,
+    replies: Sender<(u64, Vec<u8>)>,
+    /// Written (one byte) after each reply, so the I/O thread wakes.
+    wake: UnixStream,
+}
 
 pub struct ControlSocket {
     listener: UnixListener,
     path: PathBuf,
-    /// Connections the acceptor thread took, started by the first `poll`
-    /// (on the main lcore, so the thread inherits its CPU).
-    accepted: OnceLock<Mutex<Receiver<UnixStream>>>,
+    /// Started by the first `poll` (on the main lcore, so the thread
+    /// inherits its CPU).
+    io: OnceLock<Option<Io>>,
     stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    limits: Limits,
 }
 
 impl ControlSocket {
     pub fn bind(path: &Path) -> Result<ControlSocket, String> {
+        ControlSocket::bind_with(path, Limits::default())
+    }
+
+    pub fn bind_with(path: &Path, limits: Limits) -> Result<ControlSocket, String> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
@@ -53,88 +131,367 @@ impl ControlSocket {
         Ok(ControlSocket {
             listener,
             path: path.to_path_buf(),
-            accepted: OnceLock::new(),
+            io: OnceLock::new(),
             stop: Arc::new(AtomicBool::new(false)),
+            counters: Arc::new(Counters::default()),
+            limits,
         })
     }
 
-    /// The acceptor thread's channel, starting the thread on first use.
-    fn accepted(&self) -> Option<&Mutex<Receiver<UnixStream>>> {
-        if let Some(rx) = self.accepted.get() {
-            return Some(rx);
-        }
-        let listener = match self.listener.try_clone() {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!("control socket: cannot clone the listener: {e}");
-                return None;
-            }
+    /// The I/O thread's channels, starting the thread on first use.
+    fn io(&self) -> Option<&Io> {
+        self.io
+            .get_or_init(|| match self.start() {
+                Ok(io) => Some(io),
+                Err(e) => {
+                    tracing::error!("control socket: cannot start its I/O thread: {e}");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    fn start(&self) -> std::io::Result<Io> {
+        let listener = self.listener.try_clone()?;
+        listener.set_nonblocking(true)?;
+        let (wake, wake_rx) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        let (req_tx, req_rx) = mpsc::channel();
+        let (rep_tx, rep_rx) = mpsc::channel();
+        let mut thread = IoThread {
+            listener,
+            wake: wake_rx,
+            requests: req_tx,
+            replies: rep_rx,
+            stop: Arc::clone(&self.stop),
+            counters: Arc::clone(&self.counters),
+            limits: self.limits,
+            conns: HashMap::new(),
+            next_id: 1,
         };
-        let (tx, rx) = mpsc::channel();
-        let stop = Arc::clone(&self.stop);
-        let spawned = std::thread::Builder::new().name("ubox-control".into()).spawn(move || {
-            for conn in listener.incoming() {
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                match conn {
-                    Ok(c) => {
-                        if tx.send(c).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        // Out of descriptors and the like: do not spin.
-                        tracing::debug!("control socket accept: {e}");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            }
-        });
-        if let Err(e) = spawned {
-            tracing::error!("control socket: cannot start the acceptor thread: {e}");
-            return None;
-        }
-        Some(self.accepted.get_or_init(|| Mutex::new(rx)))
+        std::thread::Builder::new().name("ubox-control".into()).spawn(move || thread.run())?;
+        Ok(Io { requests: Mutex::new(req_rx), replies: rep_tx, wake })
     }
 
-    /// Serve every pending connection with `answer`, which also gets the
-    /// connection (an NF's registration keeps a clone of it open).
-    pub fn poll(&self, answer: &mut impl FnMut(Request, &UnixStream) -> Response) {
-        let Some(rx) = self.accepted() else { return };
-        let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
-        while let Ok(stream) = rx.try_recv() {
-            if let Err(e) = serve(stream, answer) {
-                tracing::debug!("control connection: {e}");
+    /// Serve the requests that came in, waiting up to `wait` for the first:
+    /// `answer` also gets the connection (an NF's registration keeps a
+    /// clone of it open).
+    pub fn poll(&self, wait: Duration, answer: &mut impl FnMut(Request, &UnixStream) -> Response) {
+        let Some(io) = self.io() else {
+            std::thread::sleep(wait);
+            return;
+        };
+        let rx = io.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = rx.recv_timeout(wait).ok();
+        let mut served = 0;
+        while let Some(inc) = next {
+            let resp = answer(inc.request, &inc.stream);
+            let mut out = serde_json::to_vec(&resp).unwrap_or_else(|e| {
+                format!("{{\"status\":\"error\",\"message\":\"cannot encode the answer: {e}\"}}").into_bytes()
+            });
+            out.push(b'\n');
+            if io.replies.send((inc.id, out)).is_ok() {
+                let _ = (&io.wake).write(&[1]);
             }
+            served += 1;
+            // Bounded, so a client storm cannot starve the NF checks the
+            // main loop runs between polls.
+            next = if served < MAX_PER_POLL { rx.try_recv().ok() } else { None };
         }
     }
-}
 
-fn serve(stream: UnixStream, answer: &mut impl FnMut(Request, &UnixStream) -> Response) -> std::io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-    stream.set_write_timeout(Some(Duration::from_millis(500)))?;
-    let mut line = String::new();
-    BufReader::new(&stream).take(64 * 1024).read_line(&mut line)?;
-    let resp = match serde_json::from_str::<Request>(&line) {
-        Ok(req) => answer(req, &stream),
-        Err(e) => Response::Error { message: format!("bad request: {e}") },
-    };
-    let mut out = serde_json::to_string(&resp).map_err(std::io::Error::other)?;
-    out.push('\n');
-    (&stream).write_all(out.as_bytes())
+    /// What the control socket has counted so far.
+    pub fn stats(&self) -> ControlStats {
+        let c = &self.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ControlStats {
+            connections: g(&c.accepted),
+            open: g(&c.open),
+            requests: g(&c.requests),
+            bad_requests: g(&c.bad_requests),
+            too_long: g(&c.too_long),
+            timed_out: g(&c.timed_out),
+            evicted: g(&c.evicted),
+        }
+    }
 }
 
 impl Drop for ControlSocket {
     fn drop(&mut self) {
-        if self.accepted.get().is_some() {
-            // Wake the acceptor so it sees `stop` and ends.
-            self.stop.store(true, Ordering::Release);
-            let _ = UnixStream::connect(&self.path);
+        self.stop.store(true, Ordering::Release);
+        if let Some(Some(io)) = self.io.get() {
+            let _ = (&io.wake).write(&[1]);
         }
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Where a connection is.
+enum Phase {
+    /// Reading its request line (`discard`: past the limit, waiting for the
+    /// newline to answer with the error).
+    Reading { buf: Vec<u8>, discard: bool },
+    /// The main loop has its request.
+    Waiting,
+    /// Writing the answer from `pos`.
+    Writing { out: Vec<u8>, pos: usize },
+}
+
+struct Conn {
+    stream: UnixStream,
+    phase: Phase,
+    /// When the current phase must be over.
+    deadline: Instant,
+    /// Accept order, to evict the oldest.
+    seq: u64,
+}
+
+struct IoThread {
+    listener: UnixListener,
+    wake: UnixStream,
+    requests: Sender<Incoming>,
+    replies: Receiver<(u64, Vec<u8>)>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    limits: Limits,
+    conns: HashMap<u64, Conn>,
+    next_id: u64,
+}
+
+/// A read of up to this much per connection per wake-up.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl IoThread {
+    fn run(&mut self) {
+        let mut ready: Vec<u64> = Vec::new();
+        let mut ids: Vec<u64> = Vec::new();
+        let mut chunk = vec![0u8; READ_CHUNK];
+        while !self.stop.load(Ordering::Acquire) {
+            let now = Instant::now();
+            let timeout = self.conns.values().map(|c| c.deadline).min().map(|d| d.saturating_duration_since(now));
+            ready.clear();
+            let (listen_ready, wake_ready) = {
+                ids.clear();
+                let mut fds = vec![
+                    PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
+                ];
+                for (&id, c) in &self.conns {
+                    let ev = match c.phase {
+                        Phase::Reading { .. } => PollFlags::POLLIN,
+                        Phase::Writing { .. } => PollFlags::POLLOUT,
+                        Phase::Waiting => continue,
+                    };
+                    ids.push(id);
+                    fds.push(PollFd::new(c.stream.as_fd(), ev));
+                }
+                let t = match timeout {
+                    // Round up, so a deadline due in 0.4 ms is not a busy loop.
+                    Some(d) => PollTimeout::try_from(d.as_millis().saturating_add(1).min(1000) as u64)
+                        .unwrap_or(PollTimeout::MAX),
+                    None => PollTimeout::from(1000u16),
+                };
+                if let Err(e) = poll(&mut fds, t) {
+                    if e != nix::errno::Errno::EINTR {
+                        tracing::warn!("control socket poll: {e}");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    continue;
+                }
+                let hit = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                for (i, f) in fds.iter().enumerate().skip(2) {
+                    if hit(f) {
+                        ready.push(ids[i - 2]);
+                    }
+                }
+                (hit(&fds[0]), hit(&fds[1]))
+            };
+            if wake_ready {
+                let mut b = [0u8; 256];
+                while matches!((&self.wake).read(&mut b), Ok(n) if n > 0) {}
+            }
+            while let Ok((id, out)) = self.replies.try_recv() {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.phase = Phase::Writing { out, pos: 0 };
+                    c.deadline = Instant::now() + self.limits.request_timeout;
+                    ready.push(id);
+                }
+            }
+            for &id in &ready {
+                self.service(id, &mut chunk);
+            }
+            if listen_ready {
+                self.accept();
+            }
+            self.expire();
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    if self.conns.len() >= self.limits.max_connections {
+                        self.evict_oldest();
+                    }
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    let conn = Conn {
+                        stream,
+                        phase: Phase::Reading { buf: Vec::new(), discard: false },
+                        deadline: Instant::now() + self.limits.request_timeout,
+                        seq: id,
+                    };
+                    self.conns.insert(id, conn);
+                    Counters::bump(&self.counters.accepted);
+                    self.counters.open.store(self.conns.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Out of descriptors and the like: close the oldest
+                    // idle client so the next one (maybe an NF) gets in.
+                    tracing::debug!("control socket accept: {e}");
+                    if !self.evict_oldest() {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Closes the oldest connection still sending its request. False if
+    /// there is none.
+    fn evict_oldest(&mut self) -> bool {
+        let oldest =
+            self.conns.iter().filter(|(_, c)| matches!(c.phase, Phase::Reading { .. })).min_by_key(|(_, c)| c.seq);
+        let Some((&id, _)) = oldest else { return false };
+        self.close(id);
+        Counters::bump(&self.counters.evicted);
+        true
+    }
+
+    fn close(&mut self, id: u64) {
+        self.conns.remove(&id);
+        self.counters.open.store(self.conns.len() as u64, Ordering::Relaxed);
+    }
+
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let late: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !matches!(c.phase, Phase::Waiting) && c.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in late {
+            self.close(id);
+            Counters::bump(&self.counters.timed_out);
+        }
+    }
+
+    fn service(&mut self, id: u64, chunk: &mut [u8]) {
+        let max_request = self.limits.max_request;
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let after = match &mut c.phase {
+            Phase::Waiting => After::Nothing,
+            Phase::Writing { out, pos } => loop {
+                match (&c.stream).write(&out[*pos..]) {
+                    Ok(n) => {
+                        *pos += n;
+                        if *pos >= out.len() {
+                            break After::Close; // answered: one request per connection
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break After::Nothing,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break After::Close,
+                }
+            },
+            Phase::Reading { buf, discard } => match (&c.stream).read(chunk) {
+                Ok(0) => After::Close, // gone before finishing its line
+                Ok(n) => {
+                    let got = &chunk[..n];
+                    let newline = got.iter().position(|&b| b == b'\n');
+                    let end = newline.unwrap_or(n);
+                    if !*discard && buf.len() + end > max_request {
+                        *buf = Vec::new();
+                        *discard = true;
+                    }
+                    match (newline, *discard) {
+                        (None, true) => After::Nothing,
+                        (Some(_), true) => After::TooLong,
+                        (None, false) => {
+                            buf.extend_from_slice(got);
+                            After::Nothing
+                        }
+                        (Some(_), false) => {
+                            buf.extend_from_slice(&got[..end]);
+                            After::Request(std::mem::take(buf))
+                        }
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => After::Nothing,
+                Err(_) => After::Close,
+            },
+        };
+        match after {
+            After::Nothing => {}
+            After::Close => self.close(id),
+            After::TooLong => {
+                Counters::bump(&self.counters.too_long);
+                let message = format!(
+                    "request over {} KiB, the control socket's limit for one line (a chain file travels in one): split it into smaller files",
+                    self.limits.max_request >> 10
+                );
+                self.answer_now(id, Response::Error { message });
+            }
+            After::Request(line) => {
+                let request = serde_json::from_slice::<Request>(&line).map_err(|e| format!("bad request: {e}"));
+                let Some(c) = self.conns.get_mut(&id) else { return };
+                let Ok(stream) = c.stream.try_clone() else {
+                    self.close(id);
+                    return;
+                };
+                match request {
+                    Ok(request) => {
+                        Counters::bump(&self.counters.requests);
+                        c.phase = Phase::Waiting;
+                        if self.requests.send(Incoming { id, request, stream }).is_err() {
+                            self.close(id);
+                        }
+                    }
+                    Err(message) => {
+                        Counters::bump(&self.counters.bad_requests);
+                        self.answer_now(id, Response::Error { message });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers `id` without bothering the main loop.
+    fn answer_now(&mut self, id: u64, resp: Response) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let mut out = serde_json::to_vec(&resp).unwrap_or_default();
+        out.push(b'\n');
+        c.phase = Phase::Writing { out, pos: 0 };
+        c.deadline = Instant::now() + self.limits.request_timeout;
+        self.service(id, &mut []);
+    }
+}
+
+/// What a connection needs after it was serviced.
+enum After {
+    Nothing,
+    Close,
+    TooLong,
+    Request(Vec<u8>),
 }
 
 #[cfg(test)]
@@ -152,19 +509,135 @@ mod tests {
             Request::Ping => Response::Pong { instance: "t".into(), pid: 7 },
             _ => Response::Error { message: "no".into() },
         };
-        sock.poll(&mut answer); // starts the acceptor
+        sock.poll(Duration::ZERO, &mut answer); // starts the I/O thread
         let client = std::thread::spawn({
             let path = path.clone();
             move || controller::api::call(&path, &Request::Ping, Duration::from_secs(5))
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while !client.is_finished() && std::time::Instant::now() < deadline {
-            sock.poll(&mut answer);
-            std::thread::sleep(Duration::from_millis(5));
+            sock.poll(Duration::from_millis(5), &mut answer);
         }
         assert!(matches!(client.join().unwrap(), Ok(Response::Pong { pid: 7, .. })));
         drop(sock);
         assert!(!path.exists());
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A control socket with `limits` whose main loop runs on a thread,
+    /// answering pings, until the returned flag is set.
+    fn serve(name: &str, limits: Limits) -> (PathBuf, Arc<AtomicBool>, std::thread::JoinHandle<ControlStats>) {
+        let dir = std::env::temp_dir().join(format!("ubox-control-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.sock");
+        let sock = ControlSocket::bind_with(&path, limits).unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let d = Arc::clone(&done);
+        let main = std::thread::spawn(move || {
+            let mut answer = |req: Request, _: &UnixStream| match req {
+                Request::Ping => Response::Pong { instance: "t".into(), pid: 7 },
+                _ => Response::Error { message: "no".into() },
+            };
+            while !d.load(Ordering::Acquire) {
+                sock.poll(Duration::from_millis(5), &mut answer);
+            }
+            sock.stats()
+        });
+        (path, done, main)
+    }
+
+    fn ping(path: &Path) -> (Duration, Result<Response, controller::api::ClientError>) {
+        let t = Instant::now();
+        let r = controller::api::call(path, &Request::Ping, Duration::from_secs(5));
+        (t.elapsed(), r)
+    }
+
+    fn line(path: &Path, bytes: &[u8]) -> String {
+        let mut s = UnixStream::connect(path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    #[test]
+    fn idle_and_half_written_clients_delay_nobody_and_time_out() {
+        let limits = Limits { request_timeout: Duration::from_millis(300), ..Limits::default() };
+        let (path, done, main) = serve("idle", limits);
+        let mut held = Vec::new();
+        for i in 0..300 {
+            let mut s = UnixStream::connect(&path).unwrap();
+            if i % 2 == 0 {
+                s.write_all(br#"{"cmd":"pi"#).unwrap();
+            }
+            held.push(s);
+        }
+        for _ in 0..10 {
+            let (took, r) = ping(&path);
+            assert!(matches!(r, Ok(Response::Pong { .. })), "{r:?}");
+            assert!(took < Duration::from_secs(1), "ping took {took:?} behind idle clients");
+        }
+        std::thread::sleep(Duration::from_millis(700));
+        // The idle ones were closed: reading gives EOF, not a block.
+        let mut buf = [0u8; 8];
+        held[1].set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        assert_eq!(held[1].read(&mut buf).unwrap(), 0);
+        done.store(true, Ordering::Release);
+        let st = main.join().unwrap();
+        assert_eq!(st.timed_out, 300, "{st:?}");
+        assert_eq!(st.requests, 10, "{st:?}");
+        std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    }
+
+    #[test]
+    fn long_and_bad_lines_get_errors_naming_the_problem() {
+        let limits = Limits { max_request: 1024, ..Limits::default() };
+        let (path, done, main) = serve("long", limits);
+        let mut big = br#"{"cmd":"chain_apply","text":""#.to_vec();
+        big.extend(std::iter::repeat(b'#').take(100_000));
+        big.extend_from_slice(b"\",\"origin\":\"t\"}\n");
+        let got = line(&path, &big);
+        assert!(got.contains("over 1 KiB") && got.contains("limit"), "{got}");
+        let got = line(&path, b"{not json\n");
+        assert!(got.contains("bad request"), "{got}");
+        assert!(matches!(ping(&path).1, Ok(Response::Pong { .. })));
+        done.store(true, Ordering::Release);
+        let st = main.join().unwrap();
+        assert_eq!((st.too_long, st.bad_requests, st.requests), (1, 1, 1), "{st:?}");
+        std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    }
+
+    #[test]
+    fn at_the_connection_limit_the_oldest_idle_client_makes_room() {
+        let limits = Limits { max_connections: 8, ..Limits::default() };
+        let (path, done, main) = serve("limit", limits);
+        let held: Vec<UnixStream> = (0..8).map(|_| UnixStream::connect(&path).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(matches!(ping(&path).1, Ok(Response::Pong { .. })));
+        done.store(true, Ordering::Release);
+        let st = main.join().unwrap();
+        assert_eq!(st.evicted, 1, "{st:?}");
+        drop(held);
+        std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 64, ..Default::default() })]
+        /// Whatever line a client sends, it gets one JSON answer and the
+        /// socket keeps serving.
+        #[test]
+        fn any_line_gets_an_answer(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let (path, done, main) = serve("fuzz", Limits::default());
+            let mut l: Vec<u8> = bytes.into_iter().filter(|&b| b != b'\n').collect();
+            l.push(b'\n');
+            let got = line(&path, &l);
+            proptest::prop_assert!(serde_json::from_str::<Response>(got.trim()).is_ok(), "answer {:?}", got);
+            let pong = matches!(ping(&path).1, Ok(Response::Pong { .. }));
+            proptest::prop_assert!(pong);
+            done.store(true, Ordering::Release);
+            main.join().unwrap();
+            std::fs::remove_dir_all(path.parent().unwrap()).ok();
+        }
     }
 }

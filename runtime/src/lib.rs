@@ -122,6 +122,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<Stats> {
 
     // Bind the control socket first: a second instance with the same name
     // is refused before EAL touches any port.
+    raise_fd_limit();
     let control = control::ControlSocket::bind(&cfg.control_socket()).map_err(|e| anyhow!(e))?;
     let arena = create_arena(&cfg, nmbufs, no_huge)?;
     signals::install();
@@ -307,6 +308,21 @@ fn create_arena(cfg: &Config, nmbufs: u32, no_huge: bool) -> anyhow::Result<Aren
     })?;
     tracing::info!("arena {} ({} MiB)", path.display(), arena.total_size() >> 20);
     Ok(ArenaState { arena: Arc::new(arena), page_size })
+}
+
+/// Lifts the soft limit on open files to the hard one (at most 65536): the
+/// control socket holds a descriptor per client, the default soft limit of
+/// 1024 would let a thousand idle clients lock NFs out.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = hard.min(65536);
+        if soft < want {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+                tracing::warn!("cannot raise the open-file limit from {soft} to {want}: {e}");
+            }
+        }
+    }
 }
 
 fn has_duplicates(v: &[u32]) -> bool {
@@ -536,11 +552,12 @@ fn run_with_eal(
     let pid = std::process::id();
     let mut last_print = Instant::now();
     while signals::running() {
-        std::thread::sleep(Duration::from_millis(20));
-        control.poll(&mut |req, stream| match req {
+        // Waits for requests up to 20 ms: the pace of the NF checks below.
+        control.poll(Duration::from_millis(20), &mut |req, stream| match req {
             Request::Stats => {
                 let mut st = collect(&ports);
                 st.nfs = nf_manager.stats(&arena.arena);
+                st.control = control.stats();
                 Response::Stats(st)
             }
             Request::Ping => Response::Pong { instance: r.name.clone(), pid },
@@ -557,6 +574,7 @@ fn run_with_eal(
             last_print = Instant::now();
             let mut st = collect(&ports);
             st.nfs = nf_manager.stats(&arena.arena);
+            st.control = control.stats();
             print!("{}", st.render());
         }
     }
@@ -567,8 +585,10 @@ fn run_with_eal(
             tracing::warn!("worker on lcore {l} exited with {rc}");
         }
     }
+    let control_stats = control.stats();
     drop(control);
-    let stats = collect(&ports);
+    let mut stats = collect(&ports);
+    stats.control = control_stats;
     print!("{}", stats.render());
     if let Some(path) = &opts.stats_json {
         let json = serde_json::to_string_pretty(&stats).expect("stats serialise");
@@ -679,5 +699,6 @@ fn collect_stats(
         workers,
         pools: Default::default(),
         nfs: Vec::new(),
+        control: Default::default(),
     }
 }

@@ -287,6 +287,19 @@ impl ChainSet {
                              ({name} = \"fail-open\" or \"fail-closed\" under [chain.policy]) to apply the chain before it starts"
                         )));
                     }
+                    if let (Some(e), Some(p)) = (entry, c.filter.protocol) {
+                        let subs = &e.manifest.subscriptions;
+                        if p.0 != 6 && !subs.is_empty() && subs.iter().all(|s| tcp_only(&s.event)) {
+                            let names: Vec<&str> = subs.iter().map(|s| s.event.as_str()).collect();
+                            return Err(err(format!(
+                                "NF '{name}' subscribes only to TCP events ({}) but chain '{}' matches protocol {} flows only: \
+                                 it would never see an event; match tcp, or put an NF that handles these flows in this chain",
+                                names.join(", "),
+                                c.name,
+                                p
+                            )));
+                        }
+                    }
                     if parallel && entry.is_some_and(|e| e.manifest.modifies_packets) {
                         return Err(err(format!(
                             "NF '{name}' modifies packets and cannot sit in a parallel group; give it a stage of its own"
@@ -304,6 +317,12 @@ impl ChainSet {
         }
         Ok(CompiledChains { chains })
     }
+}
+
+/// Event types only TCP flows raise.
+fn tcp_only(event: &str) -> bool {
+    let under = |root: &str| event == root || event.strip_prefix(root).is_some_and(|r| r.starts_with('/'));
+    under("PKT/TCP") || under("FLOW/TCP") || under("DATA_RDY")
 }
 
 /// The stage rules that need no registry.
@@ -486,6 +505,27 @@ mod tests {
             r.register(nf(name, modifies)).unwrap();
         }
         r
+    }
+
+    #[test]
+    fn a_tcp_only_nf_in_a_udp_only_chain_is_refused_naming_both() {
+        let mut r = registry();
+        let mut ids = nf("ids", false);
+        ids.subscriptions = vec![
+            Subscription { event: "DATA_RDY".into(), filter: None },
+            Subscription { event: "FLOW/TCP".into(), filter: None },
+        ];
+        r.register(ids).unwrap();
+        let udp = "[[chain]]\nname = \"dns\"\nnfs = [\"ids\"]\n[chain.match]\nprotocol = \"udp\"\n";
+        let e = ChainSet::parse(udp, "c.toml").unwrap().compile(&r).unwrap_err().to_string();
+        assert!(e.contains("NF 'ids'") && e.contains("chain 'dns'") && e.contains("DATA_RDY, FLOW/TCP"), "{e}");
+        // The same NF in a TCP chain, or a PKT subscriber in the UDP chain, is fine.
+        let tcp = udp.replace("\"udp\"", "\"tcp\"");
+        assert!(ChainSet::parse(&tcp, "c.toml").unwrap().compile(&r).is_ok());
+        let counter = udp.replace("\"ids\"", "\"counter\"");
+        assert!(ChainSet::parse(&counter, "c.toml").unwrap().compile(&r).is_ok());
+        assert!(tcp_only("FLOW/TCP/SYN") && tcp_only("DATA_RDY/CLIENT") && !tcp_only("FLOW") && !tcp_only("PKT"));
+        assert!(!tcp_only("DATA_RDYX"));
     }
 
     fn v4(a: [u8; 4], ap: u16, b: [u8; 4], bp: u16, proto: u8) -> FlowKey {

@@ -445,9 +445,10 @@ impl IoThread {
             After::Close => self.close(id),
             After::TooLong => {
                 Counters::bump(&self.counters.too_long);
+                let n = self.limits.max_request;
+                let limit = if n >= 1 << 20 { format!("{} MiB", n >> 20) } else { format!("{} KiB", n >> 10) };
                 let message = format!(
-                    "request over {} KiB, the control socket's limit for one line (a chain file travels in one): split it into smaller files",
-                    self.limits.max_request >> 10
+                    "request over {limit}, the control socket's limit for one line (a chain file travels in one): split it into smaller files"
                 );
                 self.answer_now(id, Response::Error { message });
             }

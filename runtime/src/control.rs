@@ -269,7 +269,14 @@ impl IoThread {
         let mut chunk = vec![0u8; READ_CHUNK];
         while !self.stop.load(Ordering::Acquire) {
             let now = Instant::now();
-            let timeout = self.conns.values().map(|c| c.deadline).min().map(|d| d.saturating_duration_since(now));
+            // A connection the main loop holds has no deadline here.
+            let timeout = self
+                .conns
+                .values()
+                .filter(|c| !matches!(c.phase, Phase::Waiting))
+                .map(|c| c.deadline)
+                .min()
+                .map(|d| d.saturating_duration_since(now));
             ready.clear();
             let (listen_ready, wake_ready) = {
                 ids.clear();

@@ -18,7 +18,8 @@
 Logs: a passing test's directory is removed; a failing one's is kept, with
 output.txt (what the test printed), and the tail of each of its logs is
 shown with the failure. UBOX_E2E_KEEP=1 keeps every directory. The work
-directory (/tmp/ubox-e2e.XXXXXX) is removed when everything passed.
+directory (/tmp/ubox-e2e.XXXXXX: the web root, nginx's and the testbed's
+logs, the tests' directories) is removed when everything passed.
 """
 import os
 import shutil
@@ -69,9 +70,7 @@ def work():
     d = Path(tempfile.mkdtemp(prefix="ubox-e2e."))
     d.chmod(0o755)  # nginx workers (www-data) read the web root below it
     _work.append(d)
-    yield d
-    if not _failed and not KEEP:
-        shutil.rmtree(d, ignore_errors=True)
+    return d
 
 
 @pytest.fixture(scope="session")
@@ -151,6 +150,14 @@ def pytest_runtest_makereport(item, call):
             shutil.rmtree(d, ignore_errors=True)
 
 
+def pytest_sessionfinish(session, exitstatus):
+    # Here, not in the fixture's teardown: the last test's report comes after
+    # the session fixtures are torn down. Kept after a failure or an
+    # interruption.
+    if _work and exitstatus == 0 and not _failed and not KEEP:
+        shutil.rmtree(_work[0], ignore_errors=True)
+
+
 def logs_tail(d, n=15):
     """The last lines of each log of a test's directory, runtime logs first."""
     logs = sorted(d.glob("*.log"), key=lambda p: (not p.name.startswith("runtime"), p.name))
@@ -160,10 +167,10 @@ def logs_tail(d, n=15):
     return "\n".join(parts)
 
 
-def pytest_terminal_summary(terminalreporter):
+def pytest_terminal_summary(terminalreporter, exitstatus):
     if _failed:
         terminalreporter.write_line("e2e: logs of the failed tests kept in:")
         for d in _failed:
             terminalreporter.write_line(f"    {d}")
-    elif KEEP and _work:
-        terminalreporter.write_line(f"e2e: work directory kept (UBOX_E2E_KEEP): {_work[0]}")
+    elif _work and (KEEP or exitstatus != 0):
+        terminalreporter.write_line(f"e2e: work directory kept: {_work[0]}")

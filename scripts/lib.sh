@@ -1,5 +1,6 @@
-# scripts/lib.sh — helpers shared by demo.sh, e2e.sh and the benchmarks.
-# Source it; it defines functions only.
+# scripts/lib.sh — helpers shared by demo.sh, test.sh and the benchmarks
+# (tests/e2e has its own, in Python, but writes nginx.conf with this file's
+# write_nginx_conf). Source it; it defines functions only.
 
 UBOX_ROOT=${UBOX_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 UBOX_BIN=${UBOX_BIN:-$UBOX_ROOT/target/release}

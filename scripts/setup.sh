@@ -2,8 +2,9 @@
 # scripts/setup.sh — prepare a Debian 12 machine for ubox. Idempotent.
 #
 # Installs what a fresh machine lacks (DPDK 22.11, the bindgen toolchain,
-# network tools and the test peers), reserves 2 MiB hugepages and mounts
-# hugetlbfs on /dev/hugepages. Safe to run again: every step checks first.
+# network tools, the test peers and pytest for the end-to-end suite),
+# reserves 2 MiB hugepages and mounts hugetlbfs on /dev/hugepages. Safe to
+# run again: every step checks first.
 #
 # Environment:
 #   UBOX_HUGEPAGES   number of 2 MiB pages to reserve (default 1024 = 2 GiB)
@@ -15,6 +16,7 @@ PKGS=(
   clang libclang-dev pkg-config
   iproute2 ethtool tcpdump iptables iputils-ping procps psmisc
   nginx-light curl iperf3 wrk haproxy
+  python3-pytest
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -5,7 +5,7 @@
 #   2. cargo fmt --check, clippy -D warnings
 #   3. unit and property tests of every crate (cargo test --workspace)
 #   4. release build and the end-to-end tests through a real DPDK runtime
-#      between network namespaces (scripts/e2e.sh)
+#      between network namespaces (tests/e2e, pytest)
 #
 # Must run as root (namespaces, hugepages, raw sockets). Exits non-zero on
 # any failure. UBOX_SKIP_E2E=1 runs only steps 1-3.
@@ -36,5 +36,8 @@ echo "== release build"
 . scripts/lib.sh
 build_release
 
-echo "== end-to-end tests"
-bash scripts/e2e.sh
+echo "== end-to-end tests (tests/e2e)"
+export UBOX_BIN
+# Debian's python3, which python3-pytest is installed for (another python3
+# may come first in PATH).
+exec "${UBOX_PYTHON:-/usr/bin/python3}" -m pytest tests/e2e -v

@@ -1,0 +1,140 @@
+"""The TCP monitor: NFs over reassembled streams (ids, stateful-firewall,
+flow-logger) through the box, and replays of real Linux TCP through loss,
+reordering and duplication."""
+import json
+import os
+import subprocess
+import time
+
+from ubox_e2e import BIN, CLIENT_IP, MONITOR_EXTRA, PYTHON, ROOT, SERVER_IP, load, netns, same_file
+
+# The signature "evil-\rsignature" split over two segments of one HTTP
+# request (TCP_NODELAY, a pause between the sends).
+SPLIT_REQUEST = """
+import socket, time
+s = socket.create_connection(("10.10.0.11", 80), timeout=5)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.sendall(b"GET /small.bin?q=evil-")
+time.sleep(0.3)
+s.sendall(b"\\rsignature HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    data += b
+print(f"    split request answered with {len(data)} bytes")
+"""
+
+
+def monitor_runtime(runtime, suffix, **config):
+    """A runtime for the monitor tests: deep stream rings."""
+    return runtime(suffix, extra=MONITOR_EXTRA, **config)
+
+
+# The ids NF over reassembled streams: a signature sent split across two TCP
+# segments of one HTTP request is found once; with a terminate rule the
+# connection is reset both ways (curl sees the reset) and later packets of
+# the flow are dropped; a clean download through the same chain is intact.
+def test_monitor_ids(runtime, nf, traffic, testbed, tdir, names):
+    rt = monitor_runtime(runtime, "ids")
+    rules = tdir / "ids.rules"
+    rules.write_text('# e2e rules\nalert split-sig client "evil-|0d|signature"\nterminate kill-sig client "kill-me-now"\n')
+    ids = nf(rt, "ids", "--rules", rules, "--json-out", tdir / "ids.json")
+    time.sleep(0.5)
+    rt.apply_chain(tdir / "ids-chain.toml", '[[chain]]\nname = "inspect"\nnfs = ["ids"]\n[chain.match]\nprotocol = "tcp"\n')
+    clean = tdir / "ids-clean.bin"
+    assert traffic.fetch("10M.bin", clean, max_time=30), "clean download"
+    assert same_file(clean, testbed.www / "10M.bin"), "clean download corrupted through the monitor"
+    p = subprocess.run(netns(names.c, PYTHON, "-c", SPLIT_REQUEST), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, timeout=60)
+    print(p.stdout, end="")
+    assert p.returncode == 0, "split request"
+    kill = tdir / "ids-kill.bin"
+    r = traffic.curl(f"http://{SERVER_IP}/10M.bin?q=kill-me-now", out=kill, max_time=20, flags="-sS")
+    (tdir / "ids-curl.err").write_text(r.stderr)
+    size = kill.stat().st_size if kill.exists() else 0
+    print(f"    curl with the terminate signature: exit {r.returncode}, {size} bytes: {r.stderr.strip()}")
+    assert r.returncode != 0, "the terminated download completed"
+    assert "reset" in r.stderr.lower(), "curl did not see a reset"
+    time.sleep(0.3)
+    st = rt.stats(tdir / "ids-stats.json")
+    ids.stop()
+    assert rt.stop() == 0, "runtime exit code"
+    res = load(tdir / "ids.json")
+    alerts = [(a["rule"], a["side"]) for a in res["alerts"]]
+    mon = [w["monitor"] for w in st["workers"]]
+    drops = sum(w["drops"].get("tcp_terminated", 0) for w in st["workers"])
+    print(f"    alerts {alerts}; monitor flows {sum(m['flows'] for m in mon)}, RSTs {sum(m['rsts'] for m in mon)}, "
+          f"later packets dropped {drops}; ids scanned {res['bytes_scanned']} bytes")
+    assert alerts.count(("split-sig", "client")) == 1, "the split signature is found exactly once"
+    assert alerts.count(("kill-sig", "client")) == 1
+    assert sum(m["rsts"] for m in mon) >= 2, "an RST to each end"
+    assert res["bytes_scanned"] >= 5_000_000, "the clean download's server stream was scanned"
+
+
+# stateful-firewall: flows opened from the inside (the client namespace) go
+# through; a connection opened from outside is refused.
+def test_stateful_firewall(runtime, nf, traffic, testbed, tdir, names):
+    rt = monitor_runtime(runtime, "sfw")
+    inside_web = traffic.http_server(names.c, 8081, CLIENT_IP)
+    time.sleep(0.5)
+    inside_url = f"http://{CLIENT_IP}:8081/small.bin"
+    assert traffic.curl(inside_url, max_time=5, ns=names.s1).returncode == 0, \
+        "inside server unreachable without the firewall"
+    fw = nf(rt, "stateful-firewall", "--inside", "10.10.0.1/32", "--json-out", tdir / "sfw.json",
+            log=tdir / "sfw.log")
+    time.sleep(0.5)
+    rt.apply_chain(tdir / "sfw-chain.toml",
+                   '[[chain]]\nname = "edge"\nnfs = ["stateful-firewall"]\n[chain.match]\nprotocol = "tcp"\n')
+    got = tdir / "sfw.bin"
+    assert traffic.fetch("10M.bin", got, max_time=30), "outbound download"
+    assert same_file(got, testbed.www / "10M.bin"), "outbound download corrupted"
+    assert traffic.curl(inside_url, max_time=3, ns=names.s1).returncode != 0, "an inbound connection got through"
+    fw.stop()
+    inside_web.cleanup()
+    assert rt.stop() == 0, "runtime exit code"
+    r = load(tdir / "sfw.json")
+    print(f"    stateful-firewall: {r}")
+    assert r["allowed_flows"] >= 1 and r["established"] >= 1
+    assert r["unsolicited_syn"] >= 1, "the inbound SYN(s) were dropped and counted"
+
+
+# flow-logger: one JSON line per finished flow; its byte counts equal what
+# curl sent and received.
+def test_flow_logger(runtime, nf, traffic, tdir):
+    rt = monitor_runtime(runtime, "log", flow_idle_ms=1000)
+    fl = nf(rt, "flow-logger", "--out", tdir / "flows.jsonl")
+    time.sleep(0.5)
+    rt.apply_chain(tdir / "log-chain.toml",
+                   '[[chain]]\nname = "log"\nnfs = ["flow-logger"]\n[chain.match]\nprotocol = "tcp"\n')
+    r = traffic.curl(f"http://{SERVER_IP}/10M.bin", max_time=30,
+                     extra=["-w", "%{size_request} %{size_header} %{size_download} %{local_port}\n"])
+    (tdir / "curl-sizes.txt").write_text(r.stdout)
+    assert r.returncode == 0, f"download: {r.stderr.strip()}"
+    time.sleep(3)  # idle timeout 1 s: the flow ends and FLOW/END goes out
+    fl.stop()
+    assert rt.stop() == 0, "runtime exit code"
+    lines = [json.loads(line) for line in open(tdir / "flows.jsonl") if line.strip()]
+    req, hdr, body, port = map(int, r.stdout.split())
+    mine = [line for line in lines if line["client"].endswith(f":{port}")]
+    print(f"    {len(lines)} flow line(s); curl sent {req} B, received {hdr}+{body} B; logged {mine}")
+    assert len(mine) == 1
+    f = mine[0]
+    assert f["server"] == "10.10.0.11:80" and f["proto"] == "tcp"
+    assert f["client_payload"] == req, "request bytes"
+    assert f["server_payload"] == hdr + body, "response bytes"
+    assert f["end"] in ("tcp_closed", "idle"), f["end"]
+
+
+# Replays of real Linux TCP through loss, reordering and duplication: every
+# reassembled stream equals what the application sent (scripts/tcp-replay.sh,
+# its own namespaces ubr-*).
+def test_tcp_replay(tdir):
+    log = tdir / "tcp-replay.log"
+    with open(log, "w") as f:
+        rc = subprocess.run(["bash", ROOT / "scripts" / "tcp-replay.sh"], stdout=f, stderr=subprocess.STDOUT,
+                            env={**os.environ, "REASSEMBLE": str(BIN / "examples" / "reassemble")},
+                            timeout=1200).returncode
+    print(log.read_text(errors="replace"), end="")
+    assert rc == 0, "tcp-replay"

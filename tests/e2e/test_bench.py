@@ -35,3 +35,37 @@ def test_bench_smoke(tdir):
         r = json.load(open(out / f))
         assert all(k in r for k in ["scenario", "metric", "ubox", "peer_name", "peer", "ratio"]), r
         assert r["ubox"] > 0 and r["peer"] > 0 and r["ratio"] > 0, r
+
+
+# The event-path bench (every packet through every NF, nothing skipped) and
+# the real-traffic bench (wrk through ubox and testpmd on the testbed) run
+# and write their JSON with the per-event costs and latencies.
+def test_bench_events_and_e2e_smoke(tdir, names):
+    out = tdir / "bench"
+    bench = [BIN / "ubox-bench", "--rounds", 1, "--seconds", 1, "--out", out]
+    ev_log = tdir / "bench-events.log"
+    with open(ev_log, "w") as f:
+        rc = subprocess.run([str(a) for a in bench + ["events"]], stdout=f, stderr=subprocess.STDOUT,
+                            timeout=600).returncode
+    text = ev_log.read_text(errors="replace")
+    print(text if rc else "\n".join(l for l in text.splitlines() if "round 1" in l))
+    assert rc == 0, "ubox-bench events failed"
+    for s in ["events-1nf", "events-2nf", "events-3nf", "events-parallel3"]:
+        r = json.load(open(out / f"{s}.json"))
+        assert r["ubox"] > 0 and r["ratio"] > 0, r
+        x = r["extra"]
+        assert x["skipped_events"] == 0, r
+        assert "worker_ns_per_event" in x and x["nf_ns_per_event"] > 0 and x["shared_lines_per_event"] > 0, r
+    if (names.c, names.ic, names.is_) != ("ubox-c", "ubx-c", "ubx-s"):
+        print("    e2e bench skipped: it drives the default testbed names only")
+        return
+    e2e_log = tdir / "bench-e2e.log"
+    with open(e2e_log, "w") as f:
+        rc = subprocess.run([str(a) for a in bench + ["e2e", "--contender", "ubox-afp", "--contender", "testpmd-afp",
+                                                      "--workload", "keepalive"]],
+                            stdout=f, stderr=subprocess.STDOUT, timeout=600).returncode
+    text = e2e_log.read_text(errors="replace")
+    print(text)
+    assert rc == 0, "ubox-bench e2e failed"
+    r = json.load(open(out / "e2e-wrk-keepalive-rps-ubox-afp-vs-testpmd-afp.json"))
+    assert r["ubox"] > 0 and r["peer"] > 0, r

@@ -300,6 +300,11 @@ pub struct MonitorStats {
     pub flows: u64,
     pub full: u64,
     pub no_buffer: u64,
+    /// Flows the monitor could not serve (full, no ring) that their chain
+    /// let pass unseen (`on_unmonitored = "pass"`); under `"drop"` their
+    /// packets are counted in `drops.unmonitored` instead.
+    #[serde(default)]
+    pub unmonitored_passed: u64,
     pub rsts: u64,
     /// Connections restarted by a new SYN on a reused port.
     #[serde(default)]
@@ -444,12 +449,13 @@ impl Stats {
         if mon > 0 {
             let w0 = &self.workers[0].monitor;
             out.push_str(&format!(
-                "tcp monitor: {} flows now, {} in all, {} refused (max_flows), {} sides without a ring, {} RSTs sent, {} sides stopped reassembling, \
+                "tcp monitor: {} flows now, {} in all, {} refused (max_flows), {} sides without a ring, {} packets passed unmonitored, {} RSTs sent, {} sides stopped reassembling, \
                  {} restarts on reused ports ({} rings kept for readers), {} DATA_RDY announcements; {} B state per flow + {} KiB per reassembled side\n",
                 self.workers.iter().map(|w| w.monitor.active).sum::<u64>(),
                 mon,
                 self.workers.iter().map(|w| w.monitor.full).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.no_buffer).sum::<u64>(),
+                self.workers.iter().map(|w| w.monitor.unmonitored_passed).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.rsts).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.reasm_stopped).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.restarts).sum::<u64>(),

@@ -18,6 +18,11 @@
 //! counter = "fail-open"
 //! ```
 //!
+//! `on_unmonitored = "drop" | "pass"` (under `[[chain]]`) says what happens
+//! to a TCP flow the monitor cannot track or reassemble for the chain's
+//! subscribers (its table full, no stream ring free); by default `drop`
+//! when any NF of the chain is fail-closed, else `pass`.
+//!
 //! Rules, each refused with a one-line error naming the file, the chain and
 //! the key or NF:
 //!
@@ -29,7 +34,8 @@
 //! - at compile time: an NF that is not registered and has no explicit
 //!   policy (chains may be applied before their NFs start, but then the
 //!   operator must say what happens meanwhile); an NF whose manifest says
-//!   `modifies_packets` inside a parallel group.
+//!   `modifies_packets` inside a parallel group; an NF that subscribes only
+//!   to TCP events in a chain that matches only another protocol.
 //!
 //! A one-NF parallel group compiles to a single stage. Compiling is a
 //! snapshot of the registry: recompile when NFs (re-)register, since an NF
@@ -123,6 +129,30 @@ pub struct ChainSpec {
     /// Explicit per-NF policies.
     #[serde(default)]
     pub policy: BTreeMap<String, Policy>,
+    /// What happens to a flow the TCP monitor cannot track or reassemble
+    /// for this chain's subscribers (its table full, no stream ring free).
+    /// Default: `drop` when any NF of the chain is fail-closed, else `pass`.
+    #[serde(default)]
+    pub on_unmonitored: Option<Unmonitored>,
+}
+
+/// `on_unmonitored`: a flow the monitor cannot serve is dropped (the
+/// chain's NFs would not see what they subscribed to) or passed unseen.
+/// Either way it is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unmonitored {
+    Drop,
+    Pass,
+}
+
+impl fmt::Display for Unmonitored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Unmonitored::Drop => "drop",
+            Unmonitored::Pass => "pass",
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -313,7 +343,10 @@ impl ChainSet {
                 }
                 stages.push(if parallel { Stage::Parallel(members) } else { Stage::Single(members.remove(0)) });
             }
-            chains.push(CompiledChain { name: c.name.clone(), filter: c.filter.clone(), stages });
+            let any_closed = stages.iter().any(|st| st.nfs().iter().any(|n| n.policy == Policy::FailClosed));
+            let on_unmonitored =
+                c.on_unmonitored.unwrap_or(if any_closed { Unmonitored::Drop } else { Unmonitored::Pass });
+            chains.push(CompiledChain { name: c.name.clone(), filter: c.filter.clone(), stages, on_unmonitored });
         }
         Ok(CompiledChains { chains })
     }
@@ -437,6 +470,8 @@ pub struct CompiledChain {
     pub filter: FlowFilter,
     /// Its stages, in order.
     pub stages: Vec<Stage>,
+    /// Resolved `on_unmonitored` (explicit, or from the stages' policies).
+    pub on_unmonitored: Unmonitored,
 }
 
 impl CompiledChain {
@@ -505,6 +540,20 @@ mod tests {
             r.register(nf(name, modifies)).unwrap();
         }
         r
+    }
+
+    #[test]
+    fn on_unmonitored_defaults_from_the_policies_and_can_be_set() {
+        let r = registry();
+        let compile = |text: &str| ChainSet::parse(text, "c.toml").unwrap().compile(&r).unwrap();
+        let base = "[[chain]]\nname = \"a\"\nnfs = [\"counter\"]\n";
+        assert_eq!(compile(base).chains[0].on_unmonitored, Unmonitored::Drop, "fail-closed by default");
+        let open = format!("{base}[chain.policy]\ncounter = \"fail-open\"\n");
+        assert_eq!(compile(&open).chains[0].on_unmonitored, Unmonitored::Pass);
+        let set = base.replace("nfs", "on_unmonitored = \"pass\"\nnfs");
+        assert_eq!(compile(&set).chains[0].on_unmonitored, Unmonitored::Pass);
+        let m = err(&base.replace("nfs", "on_unmonitored = \"maybe\"\nnfs"));
+        assert!(m.contains("on_unmonitored") && m.contains("maybe"), "{m}");
     }
 
     #[test]

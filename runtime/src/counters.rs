@@ -49,10 +49,13 @@ pub enum RuntimeDrop {
     NoEventSlot,
     /// A later packet of a flow an NF had terminated (`FLOW/TCP/TERMINATE`).
     TcpTerminated,
+    /// A packet of a flow the TCP monitor could not track or reassemble for
+    /// its chain (table full, no stream ring), under `on_unmonitored = "drop"`.
+    Unmonitored,
 }
 
 impl RuntimeDrop {
-    pub const ALL: [RuntimeDrop; 8] = [
+    pub const ALL: [RuntimeDrop; 9] = [
         RuntimeDrop::NoRoute,
         RuntimeDrop::HandoffFull,
         RuntimeDrop::MultiSegment,
@@ -61,6 +64,7 @@ impl RuntimeDrop {
         RuntimeDrop::NfRingFull,
         RuntimeDrop::NoEventSlot,
         RuntimeDrop::TcpTerminated,
+        RuntimeDrop::Unmonitored,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +77,7 @@ impl RuntimeDrop {
             RuntimeDrop::NfRingFull => "nf_ring_full",
             RuntimeDrop::NoEventSlot => "no_event_slot",
             RuntimeDrop::TcpTerminated => "tcp_terminated",
+            RuntimeDrop::Unmonitored => "unmonitored",
         }
     }
 }
@@ -166,6 +171,9 @@ pub struct WorkerCounters {
     pub mon_flows: Counter,
     pub mon_full: Counter,
     pub mon_no_buffer: Counter,
+    /// Flows the monitor could not serve that their chain let pass unseen
+    /// (`on_unmonitored = "pass"`).
+    pub mon_unmonitored_passed: Counter,
     pub mon_rsts: Counter,
     pub mon_restarts: Counter,
     pub mon_retired: Counter,
@@ -205,6 +213,7 @@ impl WorkerCounters {
             mon_flows: Counter::default(),
             mon_full: Counter::default(),
             mon_no_buffer: Counter::default(),
+            mon_unmonitored_passed: Counter::default(),
             mon_rsts: Counter::default(),
             mon_restarts: Counter::default(),
             mon_retired: Counter::default(),

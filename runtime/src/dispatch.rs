@@ -90,6 +90,20 @@ pub struct ChainPlan {
     pub stages: Vec<Vec<(usize, Policy)>>,
     /// The NFs' names, per stage (for `uboxctl chain show`).
     pub names: Vec<Vec<String>>,
+    /// A flow the monitor cannot serve is dropped (else passed unseen).
+    pub unmonitored_drop: bool,
+}
+
+/// What [`Dispatcher::monitor`] says of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MonitorVerdict {
+    /// On through the chain.
+    Forward,
+    /// Drop: an NF terminated the flow.
+    Terminated,
+    /// Drop: the monitor cannot serve the flow and its chain says
+    /// `on_unmonitored = "drop"`.
+    Unmonitored,
 }
 
 /// The chains in force, as the workers see them.
@@ -665,8 +679,8 @@ impl<'a> Dispatcher<'a> {
     }
 
     /// Monitors flows running it: feeds the segment to the TCP monitor and
-    /// publishes what it reports to the chain's NFs. False: drop the packet
-    /// (the flow was terminated).
+    /// publishes what it reports to the chain's NFs; says what to do with
+    /// the packet.
     #[allow(clippy::too_many_arguments)]
     pub fn monitor(
         &mut self,
@@ -678,15 +692,27 @@ impl<'a> Dispatcher<'a> {
         side: Side,
         dir: ustack::flow::Direction,
         out: usize,
-    ) -> bool {
+    ) -> MonitorVerdict {
         if !self.mon.contains(flow_id) {
             let needs = self.needs(flow_tag);
-            if !self.mon.open(flow_id, flow_tag, *key, needs) {
-                self.counters.mon_full.add(1);
-                return true;
+            let drop = self.chain_of(flow_tag).is_some_and(|(s, c)| s.chains[c].unmonitored_drop);
+            match self.mon.open(flow_id, flow_tag, *key, needs, drop) {
+                Ok(()) => {
+                    self.counters.mon_flows.add(1);
+                    self.counters.mon_active.set(self.mon.len() as u64);
+                }
+                Err(why) => {
+                    if why == crate::monitor::Refused::Full {
+                        self.counters.mon_full.add(1);
+                    }
+                    self.counters.mon_no_buffer.add(std::mem::take(&mut self.mon.no_buffer));
+                    if drop {
+                        return MonitorVerdict::Unmonitored;
+                    }
+                    self.counters.mon_unmonitored_passed.add(1);
+                    return MonitorVerdict::Forward;
+                }
             }
-            self.counters.mon_flows.add(1);
-            self.counters.mon_active.set(self.mon.len() as u64);
         }
         let forward = self.mon.segment(self.arena, flow_id, m.data(), l4, side, dir, out, self.now_ns);
         if self.mon.no_buffer > 0 {
@@ -702,7 +728,11 @@ impl<'a> Dispatcher<'a> {
         if !self.mon.reports.is_empty() {
             self.report_for = Some((flow_tag, *key, flow_id));
         }
-        forward
+        if forward {
+            MonitorVerdict::Forward
+        } else {
+            MonitorVerdict::Terminated
+        }
     }
 
     /// Publishes what the monitor reported for the last segment. Called

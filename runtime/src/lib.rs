@@ -194,7 +194,13 @@ fn apply_chains(
             stages.push(slots);
             names.push(members.iter().map(|n| n.name.clone()).collect());
         }
-        plans.push(dispatch::ChainPlan { name: chain.name.clone(), filter: chain.filter.clone(), stages, names });
+        plans.push(dispatch::ChainPlan {
+            name: chain.name.clone(),
+            filter: chain.filter.clone(),
+            stages,
+            names,
+            unmonitored_drop: chain.on_unmonitored == controller::chain::Unmonitored::Drop,
+        });
     }
     let version = board.version() + 1;
     let n = plans.len();
@@ -674,6 +680,7 @@ fn collect_stats(
                 flows: c.mon_flows.get(),
                 full: c.mon_full.get(),
                 no_buffer: c.mon_no_buffer.get(),
+                unmonitored_passed: c.mon_unmonitored_passed.get(),
                 rsts: c.mon_rsts.get(),
                 restarts: c.mon_restarts.get(),
                 rings_retired: c.mon_retired.get(),

@@ -48,6 +48,15 @@ const CELL: u64 = 64;
 /// event covers a longer range instead.
 const MAX_PINS: usize = 64;
 
+/// Why [`Monitor::open`] refused a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// `monitor.max_flows` flows are monitored already.
+    Full,
+    /// A side to reassemble found no free stream ring.
+    NoRing,
+}
+
 /// This worker's share of the arena's stream rings.
 pub struct StreamBufs {
     /// Arena offset of the first ring's cell.
@@ -279,14 +288,22 @@ impl Monitor {
         Some(SideStream::new(&self.cfg, buf))
     }
 
-    /// Starts monitoring `flow_id`. False when `monitor.max_flows` is
-    /// reached.
-    pub fn open(&mut self, flow_id: u64, tag: u32, key: FlowKey, needs: Needs) -> bool {
+    /// Starts monitoring `flow_id`. Refused when `monitor.max_flows` is
+    /// reached, or, with `whole`, when a side that `needs` reassembled
+    /// finds no ring (then it takes none: the flow is not monitored at all).
+    /// Without `whole` such a side is tracked but not reassembled.
+    pub fn open(&mut self, flow_id: u64, tag: u32, key: FlowKey, needs: Needs, whole: bool) -> Result<(), Refused> {
         if self.flows.len() >= self.max {
-            return false;
+            return Err(Refused::Full);
         }
         let client = if needs.client { self.take_side() } else { None };
         let server = if needs.server { self.take_side() } else { None };
+        if whole && (needs.client && client.is_none() || needs.server && server.is_none()) {
+            for s in [client, server].into_iter().flatten() {
+                self.bufs.free.push(s.buf);
+            }
+            return Err(Refused::NoRing);
+        }
         let sides = [client, server];
         let conn = TcpConn::new();
         self.flows.insert(
@@ -304,7 +321,7 @@ impl Monitor {
                 wants: [needs.client, needs.server],
             },
         );
-        true
+        Ok(())
     }
 
     /// Feeds one segment of `flow_id` (`l4` = TCP header and payload) sent
@@ -751,7 +768,7 @@ mod tests {
     fn one_data_ready_per_burst_covers_every_segment() {
         let mut h = h("burst");
         let needs = Needs { tcp: true, client: true, server: true };
-        assert!(h.mon.open(1, 1, h.key, needs));
+        assert!(h.mon.open(1, 1, h.key, needs, false).is_ok());
         h.handshake(100, 500);
         for (i, chunk) in [&b"GET / "[..], b"HTTP/1.1\r\n", b"\r\n"].iter().enumerate() {
             let seq = 101 + [0, 6, 16][i];
@@ -774,7 +791,7 @@ mod tests {
     fn port_reuse_with_a_pinned_ring_gets_a_fresh_ring() {
         let mut h = h("reuse");
         let needs = Needs { tcp: true, client: true, server: false };
-        assert!(h.mon.open(1, 1, h.key, needs));
+        assert!(h.mon.open(1, 1, h.key, needs, false).is_ok());
         let free0 = h.mon.bufs.free.len();
         h.handshake(100, 500);
         h.send(Side::Client, 101, 501, ACK, b"first connection");
@@ -807,11 +824,34 @@ mod tests {
     }
 
     #[test]
+    fn whole_refuses_a_flow_whose_sides_cannot_all_get_a_ring_and_keeps_none() {
+        let mut h = h("whole");
+        let both = Needs { tcp: true, client: true, server: true };
+        // Leave one ring: the client side would get it, the server none.
+        while h.mon.bufs.free.len() > 1 {
+            h.mon.bufs.free.pop();
+        }
+        assert_eq!(h.mon.open(1, 1, h.key, both, true), Err(Refused::NoRing));
+        assert!(!h.mon.contains(1));
+        assert_eq!(h.mon.bufs.free.len(), 1, "the ring taken for the client side went back");
+        // Without `whole` the flow is tracked, its server side unreassembled.
+        assert_eq!(h.mon.open(1, 1, h.key, both, false), Ok(()));
+        assert!(h.mon.contains(1));
+        // At max_flows nothing more is opened, whatever `whole` says.
+        for id in 2..=16 {
+            let tcp = Needs { tcp: true, client: false, server: false };
+            assert_eq!(h.mon.open(id, 1, h.key, tcp, false), Ok(()));
+        }
+        let tcp = Needs { tcp: true, client: false, server: false };
+        assert_eq!(h.mon.open(17, 1, h.key, tcp, true), Err(Refused::Full));
+    }
+
+    #[test]
     fn a_side_without_a_ring_gets_one_when_its_connection_restarts() {
         let mut h = h("noring");
         let needs = Needs { tcp: true, client: true, server: false };
         let taken: Vec<u32> = std::iter::from_fn(|| h.mon.bufs.free.pop()).collect();
-        assert!(h.mon.open(1, 1, h.key, needs));
+        assert!(h.mon.open(1, 1, h.key, needs, false).is_ok());
         assert_eq!(h.mon.no_buffer, 1);
         h.handshake(100, 500);
         h.send(Side::Client, 101, 501, ACK, b"lost");
@@ -832,7 +872,7 @@ mod tests {
     fn a_ring_full_behind_its_reader_stops_the_side_and_is_counted() {
         let mut h = h("full");
         let needs = Needs { tcp: true, client: false, server: true };
-        assert!(h.mon.open(1, 1, h.key, needs));
+        assert!(h.mon.open(1, 1, h.key, needs, false).is_ok());
         h.handshake(100, 500);
         let chunk = [b'x'; 1400];
         let (mut stops, mut announced) = (0, Vec::new());
@@ -857,7 +897,7 @@ mod tests {
     fn port_reuse_without_readers_resets_the_ring_in_place() {
         let mut h = h("inplace");
         let needs = Needs { tcp: true, client: true, server: false };
-        assert!(h.mon.open(1, 1, h.key, needs));
+        assert!(h.mon.open(1, 1, h.key, needs, false).is_ok());
         h.handshake(100, 500);
         h.send(Side::Client, 101, 501, ACK, b"abc");
         let old = h.due().pop().unwrap();

@@ -14,7 +14,7 @@ use ustack::flow::{EndReason, FlowEvent, FlowRecord, FlowSeed, FlowTable};
 use ustack::l3::{self, LocalAddrs, Verdict};
 
 use crate::counters::{RuntimeDrop, WorkerCounters};
-use crate::dispatch::{ChainBoard, Dispatcher, Outcome};
+use crate::dispatch::{ChainBoard, Dispatcher, MonitorVerdict, Outcome};
 use crate::dpdk::eal::rdtsc;
 use crate::dpdk::mbuf::Mbuf;
 use crate::dpdk::port::{RxQueue, TxQueue};
@@ -285,9 +285,16 @@ impl Worker {
                         }
                         if flow_tag & crate::dispatch::MONITORED != 0 {
                             let l4 = usize::from(f.l4_offset)..usize::from(f.l4_offset) + usize::from(f.ip_payload_len);
-                            if !disp.monitor(&m, l4, flow_tag, &f.key, id, side, f.dir, out) {
-                                self.counters.drop_runtime(RuntimeDrop::TcpTerminated);
-                                return;
+                            match disp.monitor(&m, l4, flow_tag, &f.key, id, side, f.dir, out) {
+                                MonitorVerdict::Forward => {}
+                                MonitorVerdict::Terminated => {
+                                    self.counters.drop_runtime(RuntimeDrop::TcpTerminated);
+                                    return;
+                                }
+                                MonitorVerdict::Unmonitored => {
+                                    self.counters.drop_runtime(RuntimeDrop::Unmonitored);
+                                    return;
+                                }
                             }
                         }
                         match disp.start(m, out, flow_tag, &f.key, id, side) {

@@ -138,3 +138,55 @@ def test_tcp_replay(tdir):
                             timeout=1200).returncode
     print(log.read_text(errors="replace"), end="")
     assert rc == 0, "tcp-replay"
+
+
+HOLD = """
+import socket, sys, time
+s = socket.create_connection(("10.10.0.11", 80), timeout=5)
+print("held", flush=True)
+time.sleep(float(sys.argv[1]))
+"""
+
+
+# A flow the monitor cannot track (here: monitor.max_flows = 1, taken by a
+# held connection) does not pass a fail-closed ids unseen: its packets are
+# dropped and counted (`unmonitored`); with `on_unmonitored = "pass"` it
+# passes, counted as such. Issue 9 §1.
+def test_unmonitored_flows_follow_the_chain_policy(runtime, nf, traffic, procs, tdir, names):
+    rt = runtime("unmon", extra="[monitor]\nmax_flows = 1\nstream_buffers = 8\nstream_buffer_kb = 1024")
+    rules = tdir / "ids.rules"
+    rules.write_text('alert sig client "evil-signature"\n')
+    ids = nf(rt, "ids", "--rules", rules, "--json-out", tdir / "ids.json")
+    time.sleep(0.5)
+    chain = '[[chain]]\nname = "inspect"\nnfs = ["ids"]\n[chain.match]\nprotocol = "tcp"\n'
+    rt.apply_chain(tdir / "closed.toml", chain)
+    hold = procs.start("hold", netns(names.c, PYTHON, "-c", HOLD, "20"), log=tdir / "hold.log")
+    for _ in range(50):
+        if "held" in (tdir / "hold.log").read_text(errors="replace"):
+            break
+        time.sleep(0.1)
+    assert hold.alive(), "could not hold a connection open"
+    r = traffic.curl(f"http://{SERVER_IP}/small.bin?q=evil-signature", max_time=3, flags="-sS")
+    st = rt.stats(tdir / "closed-stats.json")
+    dropped = sum(w["drops"].get("unmonitored", 0) for w in st["workers"])
+    full = sum(w["monitor"]["full"] for w in st["workers"])
+    print(f"    fail-closed, monitor full: curl exit {r.returncode}; packets dropped as unmonitored {dropped}, "
+          f"refused at max_flows {full}")
+    assert r.returncode != 0, "a flow the monitor could not track passed a fail-closed ids"
+    assert dropped > 0 and full > 0, "unmonitored drop not counted"
+
+    chain_pass = chain.replace('nfs = ["ids"]\n', 'nfs = ["ids"]\non_unmonitored = "pass"\n')
+    rt.apply_chain(tdir / "open.toml", chain_pass)
+    r = traffic.curl(f"http://{SERVER_IP}/small.bin?q=evil-signature", max_time=10, flags="-sS")
+    st = rt.stats(tdir / "open-stats.json")
+    passed = sum(w["monitor"]["unmonitored_passed"] for w in st["workers"])
+    print(f"    on_unmonitored = pass: curl exit {r.returncode}; packets passed unmonitored {passed}")
+    assert r.returncode == 0, "on_unmonitored = pass did not pass the flow"
+    assert passed > 0, "unmonitored pass not counted"
+    assert "passed unmonitored" in rt.ctl("stats"), "stats do not show unmonitored flows passed"
+    hold.stop()
+    ids.stop()
+    assert rt.stop() == 0, "runtime exit code"
+    alerts = load(tdir / "ids.json")["alerts"]
+    print(f"    ids alerts: {len(alerts)} (the held connection carried no signature)")
+    assert alerts == [], "the ids saw a flow it should not have"

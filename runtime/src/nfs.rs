@@ -233,6 +233,11 @@ impl NfManager {
         let name = manifest.name.clone();
         let refuse = |message: String| Response::Error { message };
         if let Some(&k) = self.slot_of.get(&name) {
+            // A run killed just now may not have been noticed yet by `poll`:
+            // look at its connection before calling the name taken.
+            if self.table.state(k) == LIVE && self.session_closed(k) {
+                self.declare_dead(k, "is gone (its session closed)");
+            }
             if self.table.state(k) == LIVE {
                 return refuse(format!(
                     "NF '{name}' is already registered and running; stop it first or pick another name"
@@ -349,6 +354,25 @@ impl NfManager {
         Some(k)
     }
 
+    /// Whether slot `k`'s session connection has closed (the NF exited).
+    fn session_closed(&mut self, k: usize) -> bool {
+        match self.sessions.get_mut(k).and_then(|s| s.as_mut()).and_then(|s| s.stream.as_mut()) {
+            Some(stream) => stream_closed(stream),
+            None => false,
+        }
+    }
+
+    /// Ends slot `k`'s session: the workers reclaim what it held.
+    fn declare_dead(&mut self, k: usize, why: &str) {
+        let Some(sess) = self.sessions.get_mut(k).and_then(|s| s.as_mut()) else { return };
+        // Dropping the stream closes the session: a hung NF that wakes up
+        // finds the runtime gone and exits.
+        sess.stream = None;
+        self.table.slots[k].state.store(DEAD, Ordering::Release);
+        self.table.deaths.fetch_add(1, Ordering::AcqRel);
+        tracing::warn!("NF '{}' {why}", sess.name);
+    }
+
     /// Notice NFs whose connection closed, or that hold events without
     /// answering any for `timeout` (hung, stopped): both are dead from then
     /// on. Returns the slots that died now.
@@ -358,13 +382,7 @@ impl NfManager {
         for (k, s) in self.sessions.iter_mut().enumerate() {
             let Some(sess) = s else { continue };
             let Some(stream) = sess.stream.as_mut() else { continue };
-            let mut buf = [0u8; 256];
-            let closed = match stream.read(&mut buf) {
-                Ok(0) => true,
-                Ok(_) => false, // NFs send nothing more yet; ignore
-                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => false,
-                Err(_) => true,
-            };
+            let closed = stream_closed(stream);
             let slot = &self.table.slots[k];
             let answered = slot.events_out.load(Ordering::Relaxed);
             // Events of an earlier run that the workers reclaimed are
@@ -376,26 +394,20 @@ impl NfManager {
                 sess.progress = (answered, now);
             }
             let stuck = holding && now.duration_since(sess.progress.1) > timeout;
-            if stuck {
-                tracing::warn!(
-                    "NF '{}' answered nothing for {} ms while holding events: declaring it dead",
-                    sess.name,
-                    timeout.as_millis()
-                );
-            }
             if closed || stuck {
-                // Dropping the stream closes the session: a hung NF that wakes
-                // up finds the runtime gone and exits.
-                sess.stream = None;
-                self.table.slots[k].state.store(DEAD, Ordering::Release);
-                self.table.deaths.fetch_add(1, Ordering::AcqRel);
-                if closed {
-                    tracing::warn!("NF '{}' is gone (its session closed)", sess.name);
-                }
-                died.push(k);
+                died.push((k, closed));
             }
         }
-        died
+        for &(k, closed) in &died {
+            if closed {
+                self.declare_dead(k, "is gone (its session closed)");
+            } else {
+                let why =
+                    format!("answered nothing for {} ms while holding events: declaring it dead", timeout.as_millis());
+                self.declare_dead(k, &why);
+            }
+        }
+        died.into_iter().map(|(k, _)| k).collect()
     }
 
     /// Per-NF counters and queue depths for `uboxctl stats`.
@@ -461,5 +473,17 @@ impl NfManager {
             });
         }
         out
+    }
+}
+
+/// Non-blocking EOF check of a session connection (NFs send nothing after
+/// registering, so any byte is ignored).
+fn stream_closed(stream: &mut UnixStream) -> bool {
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => false,
+        Err(_) => true,
     }
 }

@@ -7,7 +7,7 @@ import subprocess
 import time
 
 from test_nf import chain_toml
-from ubox_e2e import BIN
+from ubox_e2e import BIN, log_has
 
 
 def _ping_ms(path):
@@ -99,11 +99,7 @@ def test_restarted_nf_stays_live(runtime, nf, traffic, tdir):
     assert state == "counter=running", "restarted NF declared dead while idle"
     assert c2.alive(), "restarted NF exited"
     assert traffic.fetch("small.bin", max_time=10), "chain blocks new flows after the idle period"
-    assert not log_has_dead(rt.log), "runtime declared the restarted NF dead"
+    assert not log_has(rt.log, "declaring it dead"), "runtime declared the restarted NF dead"
     c2.stop()
     assert rt.stop() == 0, "runtime exit code"
 
-
-def log_has_dead(path):
-    text = path.read_text(errors="replace")
-    return text.count("declaring it dead") > 0

@@ -320,7 +320,15 @@ pub struct MonitorStats {
     /// `DATA_RDY` announcements made (one per flow and side per burst).
     #[serde(default)]
     pub data_events: u64,
+    /// Flows evicted at `max_flows` to make room for a new one: closed
+    /// connections first, then handshakes that never completed.
+    #[serde(default)]
+    pub evicted: u64,
     pub state_bytes_per_flow: u64,
+    /// State of each reassembled side besides its ring, allocated with the
+    /// side's first payload byte.
+    #[serde(default)]
+    pub state_bytes_per_side: u64,
     pub ring_bytes: u64,
 }
 
@@ -336,9 +344,20 @@ pub struct FlowStats {
     /// FLOW/END events for flows evicted because the table was full.
     pub evicted: u64,
     /// FLOW/END events for flows still open when the runtime stopped.
-    /// `started == ended_idle + evicted + ended_shutdown + active`.
+    /// `started == ended_idle + evicted + ended_shutdown + ended_closed + active`.
     #[serde(default)]
     pub ended_shutdown: u64,
+    /// FLOW/END events for monitored TCP connections that closed (FIN/FIN/ACK
+    /// or RST), `monitor.linger_ms` after the close.
+    #[serde(default)]
+    pub ended_closed: u64,
+    /// Flows whose handshake has not completed now (the initiator has not
+    /// spoken after the other side answered).
+    #[serde(default)]
+    pub embryonic: u64,
+    /// Of `evicted`, the embryonic ones (evicted before any established flow).
+    #[serde(default)]
+    pub evicted_embryonic: u64,
 }
 
 impl Stats {
@@ -367,6 +386,9 @@ impl Stats {
             f.ended_idle += w.flows.ended_idle;
             f.evicted += w.flows.evicted;
             f.ended_shutdown += w.flows.ended_shutdown;
+            f.ended_closed += w.flows.ended_closed;
+            f.embryonic += w.flows.embryonic;
+            f.evicted_embryonic += w.flows.evicted_embryonic;
         }
         f
     }
@@ -414,10 +436,11 @@ impl Stats {
             "consumed",
             "handoff out/in",
             "dropped",
-            "flows",
+            "flows (embryonic)",
             "started",
             "idle-ended",
-            "evicted",
+            "closed",
+            "evicted (embryonic)",
         ]);
         for w in &self.workers {
             t.row(vec![
@@ -429,10 +452,11 @@ impl Stats {
                 w.consumed.to_string(),
                 format!("{}/{}", w.handoff_out, w.handoff_in),
                 w.dropped.to_string(),
-                format!("{}/{}", w.flows.active, w.flows.capacity),
+                format!("{}/{} ({})", w.flows.active, w.flows.capacity, w.flows.embryonic),
                 w.flows.started.to_string(),
                 w.flows.ended_idle.to_string(),
-                w.flows.evicted.to_string(),
+                w.flows.ended_closed.to_string(),
+                format!("{} ({})", w.flows.evicted, w.flows.evicted_embryonic),
             ]);
         }
         out.push_str(&t.render());
@@ -449,10 +473,11 @@ impl Stats {
         if mon > 0 {
             let w0 = &self.workers[0].monitor;
             out.push_str(&format!(
-                "tcp monitor: {} flows now, {} in all, {} refused (max_flows), {} sides without a ring, {} packets passed unmonitored, {} RSTs sent, {} sides stopped reassembling, \
-                 {} restarts on reused ports ({} rings kept for readers), {} DATA_RDY announcements; {} B state per flow + {} KiB per reassembled side\n",
+                "tcp monitor: {} flows now, {} in all, {} evicted (closed or half-open) and {} refused at max_flows, {} sides without a ring, {} packets passed unmonitored, {} RSTs sent, {} sides stopped reassembling, \
+                 {} restarts on reused ports ({} rings kept for readers), {} DATA_RDY announcements; {} B state per flow + {} B and a {} KiB ring per reassembled side\n",
                 self.workers.iter().map(|w| w.monitor.active).sum::<u64>(),
                 mon,
+                self.workers.iter().map(|w| w.monitor.evicted).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.full).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.no_buffer).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.unmonitored_passed).sum::<u64>(),
@@ -462,6 +487,7 @@ impl Stats {
                 self.workers.iter().map(|w| w.monitor.rings_retired).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.data_events).sum::<u64>(),
                 w0.state_bytes_per_flow,
+                w0.state_bytes_per_side,
                 w0.ring_bytes / 1024
             ));
         }

@@ -128,10 +128,19 @@ impl Default for RuntimeSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FlowTableSection {
-    /// Flows per worker; at the bound the least recently used is evicted.
+    /// Flows per worker; at the bound the least recently used embryonic
+    /// flow is evicted, or, if there is none, the least recently used one.
     pub capacity: usize,
     /// A flow idle this long ends (FLOW/END).
     pub idle_timeout_ms: u64,
+    /// Embryonic flows per worker at most (the initiator has not spoken
+    /// since the other side answered: a TCP handshake not completed, a
+    /// spoofed SYN); past it the least recently used embryonic flow is
+    /// evicted. Default half the capacity.
+    pub embryonic_capacity: Option<usize>,
+    /// An embryonic flow idle this long ends. Default 10000 (capped at
+    /// `idle_timeout_ms`).
+    pub embryonic_timeout_ms: u64,
 }
 
 /// The TCP monitor μStack: runs for flows whose chain has an NF subscribed
@@ -153,6 +162,9 @@ pub struct MonitorSection {
     pub overlap: String,
     /// Out-of-order ranges held per side.
     pub max_holes: usize,
+    /// How long a TCP connection closed by FIN/FIN/ACK or RST keeps its
+    /// flow (late retransmissions are recognised) before `FLOW/END`.
+    pub linger_ms: u64,
 }
 
 impl Default for MonitorSection {
@@ -163,13 +175,19 @@ impl Default for MonitorSection {
             stream_buffer_kb: 1024,
             overlap: "first-wins".into(),
             max_holes: 16,
+            linger_ms: 2000,
         }
     }
 }
 
 impl Default for FlowTableSection {
     fn default() -> Self {
-        FlowTableSection { capacity: 65536, idle_timeout_ms: 60_000 }
+        FlowTableSection {
+            capacity: 65536,
+            idle_timeout_ms: 60_000,
+            embryonic_capacity: None,
+            embryonic_timeout_ms: 10_000,
+        }
     }
 }
 
@@ -426,6 +444,20 @@ impl Config {
         }
         if self.flow_table.idle_timeout_ms == 0 {
             return Err("key `flow_table.idle_timeout_ms`: must be > 0".into());
+        }
+        if let Some(n) = self.flow_table.embryonic_capacity {
+            if n == 0 || n > self.flow_table.capacity {
+                return Err(format!(
+                    "key `flow_table.embryonic_capacity`: {n} is out of range (1 to flow_table.capacity = {})",
+                    self.flow_table.capacity
+                ));
+            }
+        }
+        if self.flow_table.embryonic_timeout_ms == 0 {
+            return Err("key `flow_table.embryonic_timeout_ms`: must be > 0".into());
+        }
+        if m.linger_ms > 3_600_000 {
+            return Err(format!("key `monitor.linger_ms`: {} is out of range (0 to 3600000)", m.linger_ms));
         }
         if self.ports.is_empty() {
             return Err("no [[port]] given; add at least one (see examples/wire.toml)".into());

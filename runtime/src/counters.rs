@@ -139,6 +139,12 @@ pub struct WorkerCounters {
     pub flows_ended_idle: Counter,
     pub flows_evicted: Counter,
     pub flows_ended_shutdown: Counter,
+    /// Monitored TCP connections ended a linger after they closed.
+    pub flows_ended_closed: Counter,
+    /// Of `flows_evicted`, the embryonic ones.
+    pub flows_evicted_embryonic: Counter,
+    /// Embryonic flows in the table now (a gauge).
+    pub flows_embryonic: Counter,
     /// Events handed back by the NF that were not waiting (a bug or a
     /// confused NF); counted, ignored.
     pub nf_stray_answers: Counter,
@@ -170,6 +176,9 @@ pub struct WorkerCounters {
     pub mon_active: Counter,
     pub mon_flows: Counter,
     pub mon_full: Counter,
+    /// Monitored flows evicted at `max_flows` to make room (closed, then
+    /// half-open).
+    pub mon_evicted: Counter,
     pub mon_no_buffer: Counter,
     /// Flows the monitor could not serve that their chain let pass unseen
     /// (`on_unmonitored = "pass"`).
@@ -198,6 +207,9 @@ impl WorkerCounters {
             flows_ended_idle: Counter::default(),
             flows_evicted: Counter::default(),
             flows_ended_shutdown: Counter::default(),
+            flows_ended_closed: Counter::default(),
+            flows_evicted_embryonic: Counter::default(),
+            flows_embryonic: Counter::default(),
             nf_stray_answers: Counter::default(),
             nf_reclaimed: Counter::default(),
             nf_answers: Counter::default(),
@@ -212,6 +224,7 @@ impl WorkerCounters {
             mon_active: Counter::default(),
             mon_flows: Counter::default(),
             mon_full: Counter::default(),
+            mon_evicted: Counter::default(),
             mon_no_buffer: Counter::default(),
             mon_unmonitored_passed: Counter::default(),
             mon_rsts: Counter::default(),

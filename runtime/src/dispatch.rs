@@ -64,7 +64,7 @@ use ustack::flow::{EndReason, FlowKey, FlowRecord, Side};
 use crate::counters::{EventSkip, RuntimeDrop, WorkerCounters};
 use crate::dpdk::mbuf::Mbuf;
 use crate::dpdk::mempool::Mempool;
-use crate::monitor::{Monitor, Needs, Report};
+use crate::monitor::{Monitor, Needs, Report, Seg};
 use crate::nfs::{filters_take, NfCount, NfTable, SubFilters, LIVE};
 
 /// Snapshots a worker keeps for flows assigned under older versions (more
@@ -101,9 +101,14 @@ pub enum MonitorVerdict {
     Forward,
     /// Drop: an NF terminated the flow.
     Terminated,
-    /// Drop: the monitor cannot serve the flow and its chain says
-    /// `on_unmonitored = "drop"`.
+    /// Drop: the monitor cannot serve the flow (a side it must reassemble
+    /// found no ring) and its chain says `on_unmonitored = "drop"`; the flow
+    /// is terminated at [`Dispatcher::terminate_refused`].
     Unmonitored,
+    /// Drop: no room to monitor a new flow (`max_flows`, every flow live and
+    /// established) under `on_unmonitored = "drop"`; its sender gets a RST
+    /// ([`crate::monitor::reset_reply`]).
+    Refused,
 }
 
 /// The chains in force, as the workers see them.
@@ -280,6 +285,9 @@ struct Snap {
     /// Chain `c`'s stages are `stages[bounds[c].0..bounds[c].1]`.
     bounds: Vec<(u32, u32)>,
     parked: u32,
+    /// Flows in the flow table tagged with this version and a chain: the
+    /// snapshot is kept while there are any (their packets still visit it).
+    flows: u32,
 }
 
 impl Snap {
@@ -302,7 +310,7 @@ impl Snap {
             }
             bounds.push((start, stages.len() as u32));
         }
-        Snap { version: snap.version, snap, stages, bounds, parked: 0 }
+        Snap { version: snap.version, snap, stages, bounds, parked: 0, flows: 0 }
     }
 }
 
@@ -412,6 +420,14 @@ pub struct Dispatcher<'a> {
     /// Flows that left the flow table with a chain (for `FLOW/END`), filled
     /// by the worker.
     pub ended: Vec<(FlowRecord, EndReason)>,
+    /// Flows refused a stream ring under `on_unmonitored = "drop"`, to
+    /// terminate at [`terminate_refused`](Self::terminate_refused).
+    refused: Vec<u64>,
+    /// Flows the worker must end in its flow table now: evicted from the
+    /// monitor to make room, or closed and done lingering.
+    pub to_end: Vec<(FlowKey, EndReason)>,
+    /// Reused by [`closed_due`](Self::closed_due).
+    closed: Vec<FlowKey>,
     /// The flow whose monitor reports wait for [`publish_reports`](Self::publish_reports).
     report_for: Option<(u32, FlowKey, u64)>,
     /// `DATA_RDY` announcements due at a flush (reused).
@@ -501,6 +517,9 @@ impl<'a> Dispatcher<'a> {
             arena,
             mbufs,
             ended: Vec::new(),
+            to_end: Vec::new(),
+            closed: Vec::new(),
+            refused: Vec::new(),
             report_for: None,
             due: Vec::new(),
             needs_cache: Vec::new(),
@@ -563,10 +582,18 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    /// Keep `snap` as the newest; forget the oldest unused ones beyond
-    /// [`KEEP_SNAPSHOTS`] (indices of the others never move).
+    /// Keep `snap` as the newest; forget the oldest unused ones (no parked
+    /// packet, no flow tagged with them) beyond [`KEEP_SNAPSHOTS`] (indices
+    /// of the others never move). One whose version tag (16 bits) the new
+    /// one reuses goes in any case: 65,536 applies later its flows, if any
+    /// are left, follow the new chains.
     fn add_snapshot(&mut self, snap: Arc<ChainSnapshot>) {
         self.newest_version = snap.version;
+        for s in self.snaps.iter_mut() {
+            if s.as_ref().is_some_and(|o| o.version & 0xffff == snap.version & 0xffff && o.parked == 0) {
+                *s = None;
+            }
+        }
         let entry = Some(Snap::new(snap));
         let at = match self.snaps.iter().position(Option::is_none) {
             Some(i) => {
@@ -584,11 +611,13 @@ impl<'a> Dispatcher<'a> {
                 .snaps
                 .iter()
                 .enumerate()
-                .filter_map(|(i, s)| s.as_ref().filter(|s| s.parked == 0 && i != at).map(|s| (s.snap.version, i)))
+                .filter_map(|(i, s)| {
+                    s.as_ref().filter(|s| s.parked == 0 && s.flows == 0 && i != at).map(|s| (s.snap.version, i))
+                })
                 .min();
             match oldest {
                 Some((_, i)) => self.snaps[i] = None,
-                None => break, // every older one still has parked packets
+                None => break, // every older one still has flows or parked packets
             }
         }
     }
@@ -609,19 +638,22 @@ impl<'a> Dispatcher<'a> {
     }
 
     /// The tag for a new flow: which chain (if any) its packets visit, and
-    /// whether a TCP flow runs the monitor.
-    pub fn assign(&self, key: &FlowKey) -> u32 {
-        match self.newest_snap() {
-            Some(s) => {
-                let t = tag(s.version, s.select(key));
-                if key.proto() == 6 && self.needs(t).any() {
-                    t | MONITORED
-                } else {
-                    t
-                }
-            }
-            // No chain applied yet: this flow never visits one.
-            None => NO_CHAIN,
+    /// whether a TCP flow runs the monitor. A flow with a chain keeps its
+    /// snapshot alive until it ends ([`flows_ended`](Self::flows_ended)).
+    pub fn assign(&mut self, key: &FlowKey) -> u32 {
+        let Some(n) = self.newest else { return NO_CHAIN }; // no chain applied yet
+        let Some(s) = self.snaps[n].as_ref().map(|s| &s.snap) else { return NO_CHAIN };
+        let t = tag(s.version, s.select(key));
+        if t & CHAIN_MASK == 0 {
+            return t;
+        }
+        if let Some(s) = self.snaps[n].as_mut() {
+            s.flows += 1;
+        }
+        if key.proto() == 6 && self.needs(t).any() {
+            t | MONITORED
+        } else {
+            t
         }
     }
 
@@ -696,27 +728,33 @@ impl<'a> Dispatcher<'a> {
         if !self.mon.contains(flow_id) {
             let needs = self.needs(flow_tag);
             let drop = self.chain_of(flow_tag).is_some_and(|(s, c)| s.chains[c].unmonitored_drop);
-            match self.mon.open(flow_id, flow_tag, *key, needs, drop) {
-                Ok(()) => {
-                    self.counters.mon_flows.add(1);
-                    self.counters.mon_active.set(self.mon.len() as u64);
-                }
-                Err(why) => {
-                    if why == crate::monitor::Refused::Full {
-                        self.counters.mon_full.add(1);
-                    }
-                    self.counters.mon_no_buffer.add(std::mem::take(&mut self.mon.no_buffer));
-                    if drop {
-                        return MonitorVerdict::Unmonitored;
-                    }
-                    self.counters.mon_unmonitored_passed.add(1);
-                    return MonitorVerdict::Forward;
+            let mut opened = self.mon.open(flow_id, flow_tag, *key, needs, drop);
+            if !opened {
+                if let Some(victim) = self.mon.victim() {
+                    self.evict_monitored(victim);
+                    opened = self.mon.open(flow_id, flow_tag, *key, needs, drop);
                 }
             }
+            if opened {
+                self.counters.mon_flows.add(1);
+                self.counters.mon_active.set(self.mon.len() as u64);
+            } else {
+                self.counters.mon_full.add(1);
+                if drop {
+                    return MonitorVerdict::Refused;
+                }
+                self.counters.mon_unmonitored_passed.add(1);
+                return MonitorVerdict::Forward;
+            }
         }
-        let forward = self.mon.segment(self.arena, flow_id, m.data(), l4, side, dir, out, self.now_ns);
+        let seg = self.mon.segment(self.arena, flow_id, m.data(), l4, side, dir, out, self.now_ns);
         if self.mon.no_buffer > 0 {
             self.counters.mon_no_buffer.add(std::mem::take(&mut self.mon.no_buffer));
+        }
+        if seg == Seg::NoRing {
+            // Strict and nowhere to reassemble: end it now, RSTs both ways.
+            self.refused.push(flow_id);
+            return MonitorVerdict::Unmonitored;
         }
         if self.mon.stopped > 0 {
             self.counters.mon_stopped.add(std::mem::take(&mut self.mon.stopped));
@@ -728,11 +766,39 @@ impl<'a> Dispatcher<'a> {
         if !self.mon.reports.is_empty() {
             self.report_for = Some((flow_tag, *key, flow_id));
         }
-        if forward {
+        if seg == Seg::Forward {
             MonitorVerdict::Forward
         } else {
             MonitorVerdict::Terminated
         }
+    }
+
+    /// Flows refused a ring (strict) since the last call: terminated, their
+    /// RSTs through `emit`. Once per burst, with the worker's TX buffers.
+    pub fn terminate_refused(&mut self, emit: &mut impl FnMut(Mbuf, usize)) {
+        while let Some(id) = self.refused.pop() {
+            self.terminate(id, emit);
+        }
+    }
+
+    /// Ends a monitored flow evicted to make room: its last TCP events now,
+    /// its flow-table entry (and `FLOW/END`) through [`to_end`](Self::to_end),
+    /// as closed for a connection that closed, else as evicted.
+    fn evict_monitored(&mut self, (flow_id, tag, key, closed): (u64, u32, FlowKey, bool)) {
+        let mut last = Vec::new();
+        self.mon.end(flow_id, &mut |ev, snap| last.push((ev, snap)));
+        for (ev, snap) in last {
+            self.report(tag, &key, flow_id, Report::Tcp(ev, snap));
+        }
+        self.counters.mon_evicted.add(1);
+        self.to_end.push((key, if closed { EndReason::Closed } else { EndReason::Evicted }));
+    }
+
+    /// Monitored connections closed `monitor.linger_ms` ago: their flows
+    /// go to [`to_end`](Self::to_end). Once per loop.
+    pub fn closed_due(&mut self) {
+        self.mon.closed_due(self.now_ns, &mut self.closed);
+        self.to_end.extend(self.closed.drain(..).map(|k| (k, EndReason::Closed)));
     }
 
     /// Publishes what the monitor reported for the last segment. Called
@@ -865,6 +931,9 @@ impl<'a> Dispatcher<'a> {
         self.publish_due();
         let mut ended = std::mem::take(&mut self.ended);
         for (rec, why) in ended.drain(..) {
+            if let Some(s) = self.snap_of(rec.tag >> 16).and_then(|i| self.snaps[i].as_mut()) {
+                s.flows = s.flows.saturating_sub(1);
+            }
             let mut last = Vec::new();
             let tcp = self.mon.end(rec.id, &mut |ev, snap| last.push((ev, snap)));
             for (ev, snap) in last {
@@ -881,6 +950,7 @@ impl<'a> Dispatcher<'a> {
                 (_, EndReason::IdleTimeout) => ubox_shm::event::FLOW_END_IDLE,
                 (_, EndReason::Evicted) => ubox_shm::event::FLOW_END_EVICTED,
                 (_, EndReason::Shutdown) => ubox_shm::event::FLOW_END_SHUTDOWN,
+                (_, EndReason::Closed) => ubox_shm::event::FLOW_END_TCP_CLOSED,
             };
             let fe = FlowEnd {
                 client_addr: v6(client.0),

@@ -274,6 +274,7 @@ fn worker_monitor(cfg: &Config, data: ubox_shm::Region, nmbufs: u32, w: usize, n
             ustack::tcp::OverlapPolicy::FirstWins
         },
         max_ooo_ranges: m.max_holes,
+        linger: m.linger_ms * 1_000_000,
         ..Default::default()
     };
     monitor::Monitor::new(mcfg, m.max_flows, monitor::StreamBufs::new(base, per, ring_len))
@@ -507,7 +508,10 @@ fn run_with_eal(
             peer: peer.clone(),
             local: local.clone(),
             index_of_port: index_of_port.clone(),
-            table: FlowTable::with_seed(cfg.flow_table.capacity, idle_ns, seed),
+            table: FlowTable::with_seed(cfg.flow_table.capacity, idle_ns, seed).with_embryonic(
+                cfg.flow_table.embryonic_capacity.unwrap_or(cfg.flow_table.capacity / 2),
+                cfg.flow_table.embryonic_timeout_ms * 1_000_000,
+            ),
             handoff_out: rings[w].clone(),
             handoff_in: (0..nworkers).filter(|&f| f != w).filter_map(|f| rings[f][w].clone()).collect(),
             counters: Arc::clone(&counters[w]),
@@ -671,6 +675,9 @@ fn collect_stats(
                 ended_idle: c.flows_ended_idle.get(),
                 evicted: c.flows_evicted.get(),
                 ended_shutdown: c.flows_ended_shutdown.get(),
+                ended_closed: c.flows_ended_closed.get(),
+                embryonic: c.flows_embryonic.get(),
+                evicted_embryonic: c.flows_evicted_embryonic.get(),
             },
             nf_answers: c.nf_answers.get(),
             nf_reclaimed: c.nf_reclaimed.get(),
@@ -679,6 +686,7 @@ fn collect_stats(
                 active: c.mon_active.get(),
                 flows: c.mon_flows.get(),
                 full: c.mon_full.get(),
+                evicted: c.mon_evicted.get(),
                 no_buffer: c.mon_no_buffer.get(),
                 unmonitored_passed: c.mon_unmonitored_passed.get(),
                 rsts: c.mon_rsts.get(),
@@ -687,6 +695,7 @@ fn collect_stats(
                 reasm_stopped: c.mon_stopped.get(),
                 data_events: c.mon_data_events.get(),
                 state_bytes_per_flow: monitor::Monitor::flow_bytes() as u64,
+                state_bytes_per_side: monitor::Monitor::side_bytes() as u64,
                 ring_bytes: u64::from(ring_bytes),
             },
             nf_rtt_ns_total: ticks_to_ns(c.nf_rtt_ticks.get()),

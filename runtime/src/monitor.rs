@@ -11,10 +11,22 @@
 //! - **Stream rings.** `monitor.stream_buffers` rings of
 //!   `monitor.stream_buffer_kb` KiB sit in the arena's data region after the
 //!   mbufs, split evenly between workers. Each has an 8-byte "written up to"
-//!   cell before it. A side takes a ring when its flow starts being
-//!   monitored and gives it back when the flow has ended and no NF still
-//!   reads it. No ring left: the side is not reassembled
-//!   (`FLOW/TCP/REASM_STOPPED`).
+//!   cell before it. A side takes a ring with its first payload byte (a
+//!   handshake that never completes costs no ring) and gives it back when
+//!   the flow has ended and no NF still reads it. No ring left: under the
+//!   chain's `on_unmonitored = "drop"` the flow is terminated (RSTs both
+//!   ways, the packet dropped, counted `unmonitored`); under `pass` the side
+//!   is not reassembled (`FLOW/TCP/REASM_STOPPED`, no buffer).
+//! - **Room for new flows.** At `monitor.max_flows` a new flow first evicts
+//!   a connection that closed (lingering) and then one whose handshake never
+//!   completed, oldest first, neither with bytes an NF still reads; it is
+//!   refused only when every monitored flow is a live, established one.
+//!   The evicted flow gets its last `FLOW/TCP/TIMEOUT` and leaves the flow
+//!   table (`FLOW/END`, evicted).
+//! - **Closed flows end soon.** A connection closed by FIN/FIN/ACK or an
+//!   accepted RST ends its flow (`FLOW/END` with the TCP reason)
+//!   `monitor.linger_ms` after the close, not at the flow table's idle
+//!   timeout.
 //! - **Pins.** Each `DATA_RDY` event pins its range until every NF it went
 //!   to answered (or died); the reassembler's floor follows the oldest
 //!   pinned range, so bytes an NF may still read are never overwritten.
@@ -27,9 +39,10 @@
 //! - **Port reuse.** A new SYN on a closed connection restarts it at
 //!   stream offset 0. A ring NFs still read is retired (freed once its
 //!   pins are answered) and the new connection gets a fresh one.
-//! - **Memory.** A monitored flow costs `size_of::<MonFlow>()` (about
-//!   1 KiB, see `uboxctl stats`) plus one ring per reassembled side; both
-//!   are bounded by the config.
+//! - **Memory.** A monitored flow costs `size_of::<MonFlow>()` (a few
+//!   hundred bytes, see `uboxctl stats`; the map of them is sized for
+//!   `max_flows` at start), and each reassembled side its state and one ring
+//!   from its first payload byte on; all bounded by the config.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -39,7 +52,7 @@ use std::net::IpAddr;
 use hashbrown::HashMap;
 use ubox_shm::Arena;
 use ustack::flow::{FlowKey, Side};
-use ustack::tcp::{MonitorConfig, Reassembler, Segment, Stream, Streams, TcpConn, TcpEvent, TcpSnapshot};
+use ustack::tcp::{ConnPhase, MonitorConfig, Reassembler, Segment, Stream, Streams, TcpConn, TcpEvent, TcpSnapshot};
 use ustack::wire::TcpPacket;
 
 /// Bytes before each ring: the "written up to" cell (cache-line sized).
@@ -48,12 +61,14 @@ const CELL: u64 = 64;
 /// event covers a longer range instead.
 const MAX_PINS: usize = 64;
 
-/// Why [`Monitor::open`] refused a flow.
+/// What to do with a segment [`Monitor::segment`] was fed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refused {
-    /// `monitor.max_flows` flows are monitored already.
-    Full,
-    /// A side to reassemble found no free stream ring.
+pub enum Seg {
+    Forward,
+    /// The flow was terminated: drop.
+    Drop,
+    /// It brought a side's first payload byte, that side must be
+    /// reassembled (the flow is strict) and no ring is free.
     NoRing,
 }
 
@@ -151,7 +166,9 @@ pub struct MonFlow {
     conn: TcpConn,
     tag: u32,
     key: FlowKey,
-    sides: [Option<SideStream>; 2],
+    /// Boxed: a flow that never sends payload (a half-open one) pays for
+    /// none.
+    sides: [Option<Box<SideStream>>; 2],
     ends: [Endpoint; 2],
     /// In-order payload bytes per side (what `DATA_RDY` announced).
     payload: [u64; 2],
@@ -161,9 +178,15 @@ pub struct MonFlow {
     ended: bool,
     /// In the monitor's list of flows with an announcement due.
     due: bool,
-    /// Which sides the chain wants reassembled (a side that found no ring
-    /// tries again when the connection restarts).
+    /// Which sides the chain wants reassembled.
     wants: [bool; 2],
+    /// The side's first payload byte came (and it took a ring or found
+    /// none); a side that found none tries again when the connection
+    /// restarts.
+    ring_tried: [bool; 2],
+    /// A side that must be reassembled and finds no ring refuses the flow
+    /// (`on_unmonitored = "drop"`).
+    strict: bool,
 }
 
 /// A `DATA_RDY` to publish: side, range, where the ring is.
@@ -226,11 +249,21 @@ pub struct Monitor {
     /// Sides whose reassembly stopped (`FLOW/TCP/REASM_STOPPED`), since the
     /// last look.
     pub stopped: u64,
+    /// Flows in the order they were opened, for evicting those whose
+    /// handshake never completed (entries of flows that completed it or
+    /// went are skipped, and compacted away).
+    embryonic: VecDeque<u64>,
+    /// Connections that closed, in order: `(when their flow ends, flow,
+    /// connection generation)`.
+    closing: VecDeque<(u64, u64, u32)>,
+    /// Connections closed by FIN/FIN/ACK whose rings go back at the next
+    /// [`closed_due`](Self::closed_due): `(flow, connection generation)`.
+    release: Vec<(u64, u32)>,
 }
 
 /// The reassembly storage of one side for one call: its metadata and its
 /// ring in the arena.
-fn stream_of<'s>(arena: &'s Arena, bufs: &StreamBufs, s: &'s mut Option<SideStream>) -> Option<Stream<'s>> {
+fn stream_of<'s>(arena: &'s Arena, bufs: &StreamBufs, s: &'s mut Option<Box<SideStream>>) -> Option<Stream<'s>> {
     let s = s.as_mut()?;
     // SAFETY: ring `s.buf` belongs to this worker's share and to this flow
     // alone until freed; NFs only read it, below the published
@@ -252,7 +285,9 @@ impl Monitor {
     pub fn new(cfg: MonitorConfig, max: usize, bufs: StreamBufs) -> Monitor {
         Monitor {
             cfg,
-            flows: HashMap::new(),
+            // Sized once: growing would rehash (and copy) every flow's state
+            // on the data path, mid-flood.
+            flows: HashMap::with_capacity(max),
             max,
             bufs,
             reports: Vec::with_capacity(16),
@@ -263,6 +298,9 @@ impl Monitor {
             restarts: 0,
             retired_rings: 0,
             stopped: 0,
+            embryonic: VecDeque::new(),
+            closing: VecDeque::new(),
+            release: Vec::new(),
         }
     }
 
@@ -279,55 +317,114 @@ impl Monitor {
         self.flows.contains_key(&flow_id)
     }
 
-    /// A fresh side stream, if a ring is free (else counted in `no_buffer`).
-    fn take_side(&mut self) -> Option<SideStream> {
-        let Some(buf) = self.bufs.free.pop() else {
-            self.no_buffer += 1;
-            return None;
-        };
-        Some(SideStream::new(&self.cfg, buf))
-    }
-
-    /// Starts monitoring `flow_id`. Refused when `monitor.max_flows` is
-    /// reached, or, with `whole`, when a side that `needs` reassembled
-    /// finds no ring (then it takes none: the flow is not monitored at all).
-    /// Without `whole` such a side is tracked but not reassembled.
-    pub fn open(&mut self, flow_id: u64, tag: u32, key: FlowKey, needs: Needs, whole: bool) -> Result<(), Refused> {
+    /// Starts monitoring `flow_id`; false when `monitor.max_flows` flows are
+    /// monitored (make room with [`victim`](Self::victim) first). Its sides
+    /// take rings with their first payload byte; with `strict`, a side that
+    /// `needs` reassembled and finds none then refuses the flow
+    /// ([`Seg::NoRing`]), else it is tracked but not reassembled.
+    pub fn open(&mut self, flow_id: u64, tag: u32, key: FlowKey, needs: Needs, strict: bool) -> bool {
         if self.flows.len() >= self.max {
-            return Err(Refused::Full);
+            return false;
         }
-        let client = if needs.client { self.take_side() } else { None };
-        let server = if needs.server { self.take_side() } else { None };
-        if whole && (needs.client && client.is_none() || needs.server && server.is_none()) {
-            for s in [client, server].into_iter().flatten() {
-                self.bufs.free.push(s.buf);
-            }
-            return Err(Refused::NoRing);
-        }
-        let sides = [client, server];
-        let conn = TcpConn::new();
         self.flows.insert(
             flow_id,
             MonFlow {
-                conn,
+                conn: TcpConn::new(),
                 tag,
                 key,
-                sides,
+                sides: [None, None],
                 ends: [Endpoint::default(); 2],
                 payload: [0; 2],
                 tcp_end: 0,
                 ended: false,
                 due: false,
                 wants: [needs.client, needs.server],
+                ring_tried: [false; 2],
+                strict,
             },
         );
-        Ok(())
+        self.embryonic.push_back(flow_id);
+        if self.embryonic.len() > 2 * self.max.max(64) {
+            let flows = &self.flows;
+            self.embryonic.retain(|id| flows.get(id).is_some_and(Self::is_embryonic));
+        }
+        true
+    }
+
+    fn is_embryonic(f: &MonFlow) -> bool {
+        matches!(f.conn.phase(), ConnPhase::Idle | ConnPhase::Handshake)
+    }
+
+    /// Whether the flow could go now without losing anything an NF reads.
+    fn evictable(f: &MonFlow) -> bool {
+        !f.ended && f.sides.iter().flatten().all(|s| s.pins.is_empty())
+    }
+
+    /// A flow to evict to make room at `monitor.max_flows`: the oldest
+    /// closed connection, else the oldest whose handshake never completed;
+    /// none if every flow is live and established (or still read). The
+    /// caller ends it ([`end`](Self::end)) and removes it from the flow table.
+    /// The last value says whether it is a closed connection.
+    pub fn victim(&mut self) -> Option<(u64, u32, FlowKey, bool)> {
+        while let Some((_, id, generation)) = self.closing.pop_front() {
+            let Some(f) = self.flows.get(&id) else { continue };
+            let closed = matches!(f.conn.phase(), ConnPhase::Closed | ConnPhase::Finished);
+            if closed && f.conn.generation() == generation && Self::evictable(f) {
+                return Some((id, f.tag, f.key, true));
+            }
+        }
+        while let Some(id) = self.embryonic.pop_front() {
+            let Some(f) = self.flows.get(&id) else { continue };
+            if Self::is_embryonic(f) && Self::evictable(f) {
+                return Some((id, f.tag, f.key, false));
+            }
+        }
+        None
+    }
+
+    /// Flows whose connection closed `linger` ago or more (FIN/FIN/ACK or
+    /// RST, not restarted since): their keys into `out`, to end them.
+    ///
+    /// First gives back the rings of connections closed by FIN/FIN/ACK since
+    /// the last call (nothing more can be reassembled; a ring NFs still read
+    /// is retired, freed when they answer). A RST keeps them: data after it
+    /// is still reassembled, so an in-window RST cannot blind the NFs.
+    pub fn closed_due(&mut self, now: u64, out: &mut Vec<FlowKey>) {
+        while let Some((id, generation)) = self.release.pop() {
+            let Some(f) = self.flows.get_mut(&id) else { continue };
+            if f.conn.generation() != generation || f.tcp_end != ubox_shm::event::FLOW_END_TCP_CLOSED {
+                continue;
+            }
+            for i in 0..2 {
+                if !f.sides[i].as_ref().is_some_and(|s| s.due.is_none()) {
+                    continue; // no ring, or bytes still to announce (kept to the end)
+                }
+                let Some(side) = f.sides[i].take() else { continue };
+                f.ring_tried[i] = true;
+                if side.pins.is_empty() {
+                    self.bufs.free.push(side.buf);
+                } else {
+                    self.retired.push(Retired { buf: side.buf, pins: side.pins });
+                }
+            }
+        }
+        while let Some(&(when, id, generation)) = self.closing.front() {
+            if when > now {
+                break;
+            }
+            self.closing.pop_front();
+            let Some(f) = self.flows.get(&id) else { continue };
+            let closed = matches!(f.conn.phase(), ConnPhase::Closed | ConnPhase::Finished);
+            if closed && !f.ended && f.conn.generation() == generation {
+                out.push(f.key);
+            }
+        }
     }
 
     /// Feeds one segment of `flow_id` (`l4` = TCP header and payload) sent
     /// by `side` (in direction `dir` of the flow key), which leaves the box
     /// by `out_port`.
-    /// Returns whether to forward it; what to publish is in `reports`.
+    /// Says what to do with it; what to publish is in `reports`.
     #[allow(clippy::too_many_arguments)]
     pub fn segment(
         &mut self,
@@ -339,17 +436,18 @@ impl Monitor {
         dir: ustack::flow::Direction,
         out_port: usize,
         now: u64,
-    ) -> bool {
+    ) -> Seg {
         self.reports.clear();
-        let Some(tcp) = frame.get(l4).and_then(|b| TcpPacket::new_checked(b).ok()) else { return true };
+        let Some(tcp) = frame.get(l4).and_then(|b| TcpPacket::new_checked(b).ok()) else { return Seg::Forward };
         let seg = Segment::from_packet(&tcp);
         if self.flows.get(&flow_id).is_some_and(|f| f.conn.restarts_on(&seg, side)) {
             self.restart(flow_id);
         }
-        let Some(f) = self.flows.get_mut(&flow_id) else { return true };
+        let i = idx(side);
+        let Some(f) = self.flows.get_mut(&flow_id) else { return Seg::Forward };
         // Remember how to impersonate this side (for RSTs), from its first
         // segment: a flow's addresses, MACs and ports do not change.
-        let e = &mut f.ends[idx(side)];
+        let e = &mut f.ends[i];
         if e.addr.is_none() {
             let l2_len = if frame.get(12..14) == Some(&[0x81, 0x00]) { 18 } else { 14 };
             if let Some(h) = frame.get(..l2_len) {
@@ -358,6 +456,21 @@ impl Monitor {
             }
             e.addr = Some(f.key.endpoints(dir).0);
             e.out_port = out_port as u8;
+        }
+        // A side's first payload byte takes its ring.
+        let mut no_ring = false;
+        if !seg.payload.is_empty() && f.wants[i] && !f.ring_tried[i] && !f.conn.is_terminated() {
+            f.ring_tried[i] = true;
+            match self.bufs.free.pop() {
+                Some(buf) => f.sides[i] = Some(Box::new(SideStream::new(&self.cfg, buf))),
+                None => {
+                    self.no_buffer += 1;
+                    if f.strict {
+                        return Seg::NoRing;
+                    }
+                    no_ring = true;
+                }
+            }
         }
         let (client, server) = f.sides.split_at_mut(1);
         let streams = Streams {
@@ -368,15 +481,36 @@ impl Monitor {
         let action = f.conn.on_segment(&self.cfg, &seg, side, now, streams, &mut |ev, snap| {
             reports.push(Report::Tcp(ev, snap));
         });
+        if no_ring {
+            // Tracked, not reassembled: say so once, as a stop.
+            let stop = TcpEvent::ReassemblyStopped { side, reason: ustack::tcp::StopReason::NoBuffer };
+            reports.push(Report::Tcp(stop, f.conn.snapshot(side)));
+        }
         // Publish how far each ring is written before announcing ranges.
         for s in f.sides.iter().flatten() {
             let _ = arena.store_u64(self.bufs.cell(s.buf), s.reasm.written_end());
         }
-        Self::finish_reports(flow_id, f, &self.bufs, &mut self.reports, &mut self.scratch, &mut self.due);
+        let closing = (now.saturating_add(self.cfg.linger), flow_id, f.conn.generation());
+        if Self::finish_reports(flow_id, f, &self.bufs, &mut self.reports, &mut self.scratch, &mut self.due) {
+            if f.tcp_end == ubox_shm::event::FLOW_END_TCP_CLOSED {
+                // Both FINs acknowledged: no byte can follow, the rings go
+                // back once this segment's announcements are pinned.
+                self.release.push((flow_id, closing.2));
+            }
+            self.closing.push_back(closing);
+            if self.closing.len() > 2 * self.max.max(64) {
+                let flows = &self.flows;
+                self.closing.retain(|(_, id, _)| flows.contains_key(id));
+            }
+        }
         self.stopped +=
             self.reports.iter().filter(|r| matches!(r, Report::Tcp(TcpEvent::ReassemblyStopped { .. }, _))).count()
                 as u64;
-        action == ustack::tcp::Action::Forward
+        if action == ustack::tcp::Action::Forward {
+            Seg::Forward
+        } else {
+            Seg::Drop
+        }
     }
 
     /// The connection of `flow_id` is about to restart on a new SYN (port
@@ -388,16 +522,9 @@ impl Monitor {
         for i in 0..2 {
             let Some(f) = self.flows.get_mut(&flow_id) else { return };
             f.payload[i] = 0;
-            let Some(s) = f.sides[i].as_mut() else {
-                if f.wants[i] {
-                    // It found no ring before: the new connection may.
-                    let fresh = self.take_side();
-                    if let Some(f) = self.flows.get_mut(&flow_id) {
-                        f.sides[i] = fresh;
-                    }
-                }
-                continue;
-            };
+            // A side without a ring tries again with its first payload byte.
+            f.ring_tried[i] = f.sides[i].is_some();
+            let Some(s) = f.sides[i].as_mut() else { continue };
             s.announced = 0;
             s.stopped = 0;
             s.due = None;
@@ -405,18 +532,16 @@ impl Monitor {
                 continue; // reset in place by the restart
             }
             let Some(old) = f.sides[i].take() else { continue };
+            f.ring_tried[i] = false;
             self.retired.push(Retired { buf: old.buf, pins: old.pins });
             self.retired_rings += 1;
-            let fresh = self.take_side();
-            if let Some(f) = self.flows.get_mut(&flow_id) {
-                f.sides[i] = fresh;
-            }
         }
     }
 
     /// Notes new bytes as due for announcement and how the connection
     /// ended; any other event first announces what is due, so NFs see a
-    /// side's bytes before its FIN or RST.
+    /// side's bytes before its FIN or RST. Returns whether the connection
+    /// closed (by FIN/FIN/ACK or RST: its flow ends after the linger).
     fn finish_reports(
         flow_id: u64,
         f: &mut MonFlow,
@@ -424,7 +549,8 @@ impl Monitor {
         reports: &mut Vec<Report>,
         out: &mut Vec<Report>,
         due: &mut Vec<u64>,
-    ) {
+    ) -> bool {
+        let mut closed = false;
         out.clear();
         for r in reports.drain(..) {
             match r {
@@ -465,12 +591,14 @@ impl Monitor {
                         TcpEvent::Timeout => f.tcp_end = ubox_shm::event::FLOW_END_TCP_TIMEOUT,
                         _ => {}
                     }
+                    closed |= ev == TcpEvent::Closed;
                     out.push(Report::Tcp(ev, snap));
                 }
                 other => out.push(other),
             }
         }
         std::mem::swap(reports, out);
+        closed
     }
 
     /// Announces the flow's due bytes, one range per side, unless that
@@ -669,8 +797,51 @@ impl Monitor {
 
     /// Bytes of monitor state per flow (without rings), for stats.
     pub fn flow_bytes() -> usize {
-        std::mem::size_of::<MonFlow>() + 2 * std::mem::size_of::<SideStream>()
+        std::mem::size_of::<MonFlow>()
     }
+
+    /// Bytes of state per reassembled side (besides its ring), for stats.
+    pub fn side_bytes() -> usize {
+        std::mem::size_of::<SideStream>()
+    }
+}
+
+/// A RST answering one TCP segment of a flow the box refuses (RFC 9293
+/// §3.10.7.1 as for a closed port): back to its sender, addresses, ports
+/// and MACs swapped. `None` for a RST (never answered) or a frame that is
+/// not a whole TCP segment.
+pub fn reset_reply(
+    frame: &[u8],
+    l4: std::ops::Range<usize>,
+    key: &FlowKey,
+    dir: ustack::flow::Direction,
+) -> Option<Vec<u8>> {
+    use ustack::wire::TcpFlags;
+    let tcp = TcpPacket::new_checked(frame.get(l4.clone())?).ok()?;
+    let flags = tcp.flags();
+    if flags.contains(TcpFlags::RST) {
+        return None;
+    }
+    let l2_len = l4.start.min(if frame.get(12..14) == Some(&[0x81, 0x00]) { 18 } else { 14 });
+    let mut l2 = frame.get(..l2_len)?.to_vec();
+    if l2.len() < 12 {
+        return None;
+    }
+    let (dst, src) = l2.split_at_mut(6);
+    dst.swap_with_slice(&mut src[..6]);
+    let (from, to) = key.endpoints(dir);
+    let (seq, ack, out) = if flags.contains(TcpFlags::ACK) {
+        (tcp.ack_number(), 0, TcpFlags::RST)
+    } else {
+        let len = tcp.payload().len() as u32
+            + u32::from(flags.contains(TcpFlags::SYN))
+            + u32::from(flags.contains(TcpFlags::FIN));
+        (0, tcp.seq_number().wrapping_add(len), TcpFlags::RST | TcpFlags::ACK)
+    };
+    let mut buf = vec![0u8; 128];
+    let n = ustack::l3::build_tcp_segment(&l2, to.0, from.0, to.1, from.1, seq, ack, out, &mut buf)?;
+    buf.truncate(n);
+    Some(buf)
 }
 
 #[cfg(test)]
@@ -732,10 +903,14 @@ mod tests {
 
     impl H {
         fn send(&mut self, side: Side, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<Report> {
+            assert_eq!(self.seg(1, side, seq, ack, flags, payload), Seg::Forward);
+            std::mem::take(&mut self.mon.reports)
+        }
+
+        fn seg(&mut self, id: u64, side: Side, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Seg {
             let f = frame(seq, ack, flags, payload);
             let dir = if side == Side::Client { self.dir } else { self.dir.reverse() };
-            assert!(self.mon.segment(&self.arena, 1, &f, 34..f.len(), side, dir, 1, 0));
-            std::mem::take(&mut self.mon.reports)
+            self.mon.segment(&self.arena, id, &f, 34..f.len(), side, dir, 1, 0)
         }
 
         fn due(&mut self) -> Vec<DataReady> {
@@ -768,7 +943,7 @@ mod tests {
     fn one_data_ready_per_burst_covers_every_segment() {
         let mut h = h("burst");
         let needs = Needs { tcp: true, client: true, server: true };
-        assert!(h.mon.open(1, 1, h.key, needs, false).is_ok());
+        assert!(h.mon.open(1, 1, h.key, needs, false));
         h.handshake(100, 500);
         for (i, chunk) in [&b"GET / "[..], b"HTTP/1.1\r\n", b"\r\n"].iter().enumerate() {
             let seq = 101 + [0, 6, 16][i];
@@ -791,10 +966,10 @@ mod tests {
     fn port_reuse_with_a_pinned_ring_gets_a_fresh_ring() {
         let mut h = h("reuse");
         let needs = Needs { tcp: true, client: true, server: false };
-        assert!(h.mon.open(1, 1, h.key, needs, false).is_ok());
-        let free0 = h.mon.bufs.free.len();
+        assert!(h.mon.open(1, 1, h.key, needs, false));
         h.handshake(100, 500);
         h.send(Side::Client, 101, 501, ACK, b"first connection");
+        let free0 = h.mon.bufs.free.len();
         let old = h.due().pop().unwrap();
         h.mon.pin(1, Side::Client, old.buf, old.end, 1); // an NF reads it
         h.send(Side::Client, 117, 501, FIN | ACK, b"");
@@ -824,26 +999,100 @@ mod tests {
     }
 
     #[test]
-    fn whole_refuses_a_flow_whose_sides_cannot_all_get_a_ring_and_keeps_none() {
-        let mut h = h("whole");
+    fn a_side_takes_its_ring_with_its_first_payload_byte() {
+        let mut h = h("first-byte");
         let both = Needs { tcp: true, client: true, server: true };
-        // Leave one ring: the client side would get it, the server none.
-        while h.mon.bufs.free.len() > 1 {
-            h.mon.bufs.free.pop();
-        }
-        assert_eq!(h.mon.open(1, 1, h.key, both, true), Err(Refused::NoRing));
-        assert!(!h.mon.contains(1));
-        assert_eq!(h.mon.bufs.free.len(), 1, "the ring taken for the client side went back");
-        // Without `whole` the flow is tracked, its server side unreassembled.
-        assert_eq!(h.mon.open(1, 1, h.key, both, false), Ok(()));
-        assert!(h.mon.contains(1));
-        // At max_flows nothing more is opened, whatever `whole` says.
-        for id in 2..=16 {
-            let tcp = Needs { tcp: true, client: false, server: false };
-            assert_eq!(h.mon.open(id, 1, h.key, tcp, false), Ok(()));
-        }
+        let free0 = h.mon.bufs.free.len();
+        assert!(h.mon.open(1, 1, h.key, both, true));
+        h.handshake(100, 500);
+        assert_eq!(h.mon.bufs.free.len(), free0, "a handshake takes no ring");
+        h.send(Side::Client, 101, 501, ACK, b"GET /");
+        assert_eq!(h.mon.bufs.free.len(), free0 - 1, "the client's first byte took one");
+        // Strict: a side that finds no ring refuses the flow.
+        while h.mon.bufs.free.pop().is_some() {}
+        assert_eq!(h.seg(1, Side::Server, 501, 106, ACK, b"HTTP/1.1 200"), Seg::NoRing);
+        assert_eq!(h.mon.no_buffer, 1);
+        // Not strict: tracked, not reassembled, said once as a stop.
+        let mut h = h2_with_no_rings();
+        assert!(h.mon.open(1, 1, h.key, both, false));
+        h.handshake(100, 500);
+        let r = h.send(Side::Client, 101, 501, ACK, b"GET /");
+        let stop = TcpEvent::ReassemblyStopped { side: Side::Client, reason: ustack::tcp::StopReason::NoBuffer };
+        assert_eq!(r.iter().filter(|r| matches!(r, Report::Tcp(e, _) if *e == stop)).count(), 1);
+        assert_eq!((h.mon.no_buffer, h.mon.stopped), (1, 1));
+        assert!(h.send(Side::Client, 106, 501, ACK, b" HTTP/1.1").is_empty(), "reported once");
+        assert!(h.due().is_empty());
+    }
+
+    fn h2_with_no_rings() -> H {
+        let mut h = h("no-rings");
+        while h.mon.bufs.free.pop().is_some() {}
+        h
+    }
+
+    #[test]
+    fn at_max_flows_closed_then_half_open_flows_make_room_never_established_ones() {
+        let mut h = h("victims");
         let tcp = Needs { tcp: true, client: false, server: false };
-        assert_eq!(h.mon.open(17, 1, h.key, tcp, true), Err(Refused::Full));
+        // 16 flows (max): 1 established, 2 closed, the rest half-open.
+        for id in 1..=16 {
+            assert!(h.mon.open(id, 1, h.key, tcp, true));
+        }
+        assert!(!h.mon.open(17, 1, h.key, tcp, true), "full");
+        let syn = |h: &mut H, id| h.seg(id, Side::Client, 100, 0, SYN, b"");
+        for id in 1..=16 {
+            syn(&mut h, id);
+        }
+        h.seg(1, Side::Server, 500, 101, SYN | ACK, b"");
+        h.seg(1, Side::Client, 101, 501, ACK, b"");
+        for id in [7, 3] {
+            h.seg(id, Side::Server, 500, 101, SYN | ACK, b"");
+            h.seg(id, Side::Client, 101, 501, ACK, b"");
+            h.seg(id, Side::Client, 101, 501, FIN | ACK, b"");
+            h.seg(id, Side::Server, 501, 102, FIN | ACK, b"");
+            h.seg(id, Side::Client, 102, 502, ACK, b"");
+        }
+        let mut order = Vec::new();
+        while let Some((id, _, _, closed)) = h.mon.victim() {
+            assert_eq!(closed, [7, 3].contains(&id));
+            let mut evs = Vec::new();
+            h.mon.end(id, &mut |e, _| evs.push(e));
+            if ![7, 3].contains(&id) {
+                assert_eq!(evs, [TcpEvent::Timeout], "a half-open flow ends with a timeout");
+            }
+            order.push(id);
+        }
+        let half_open: Vec<u64> = (2..=16).filter(|id| ![3, 7].contains(id)).collect();
+        assert_eq!(order, [[7, 3].as_slice(), &half_open].concat(), "closed first (in close order), then half-open");
+        assert!(h.mon.contains(1), "the established flow stays");
+        assert!(h.mon.open(17, 1, h.key, tcp, true));
+    }
+
+    #[test]
+    fn a_closed_connection_is_due_to_end_a_linger_after_its_close() {
+        let mut h = h("linger");
+        let tcp = Needs { tcp: true, client: false, server: false };
+        assert!(h.mon.open(1, 1, h.key, tcp, true));
+        let linger = h.mon.cfg.linger;
+        let at = |h: &mut H, now: u64, side, seq, ack, flags| {
+            let f = frame(seq, ack, flags, b"");
+            let dir = if side == Side::Client { h.dir } else { h.dir.reverse() };
+            h.mon.segment(&h.arena, 1, &f, 34..f.len(), side, dir, 1, now)
+        };
+        at(&mut h, 0, Side::Client, 100, 0, SYN);
+        at(&mut h, 0, Side::Server, 500, 101, SYN | ACK);
+        at(&mut h, 0, Side::Client, 101, 501, ACK);
+        at(&mut h, 5, Side::Client, 101, 501, FIN | ACK);
+        at(&mut h, 6, Side::Server, 501, 102, FIN | ACK);
+        at(&mut h, 7, Side::Client, 102, 502, ACK);
+        let mut out = Vec::new();
+        h.mon.closed_due(7 + linger - 1, &mut out);
+        assert!(out.is_empty(), "still lingering");
+        h.mon.closed_due(7 + linger, &mut out);
+        assert_eq!(out, [h.key]);
+        out.clear();
+        h.mon.closed_due(u64::MAX, &mut out);
+        assert!(out.is_empty(), "once");
     }
 
     #[test]
@@ -851,10 +1100,11 @@ mod tests {
         let mut h = h("noring");
         let needs = Needs { tcp: true, client: true, server: false };
         let taken: Vec<u32> = std::iter::from_fn(|| h.mon.bufs.free.pop()).collect();
-        assert!(h.mon.open(1, 1, h.key, needs, false).is_ok());
-        assert_eq!(h.mon.no_buffer, 1);
+        assert!(h.mon.open(1, 1, h.key, needs, false));
         h.handshake(100, 500);
+        assert_eq!(h.mon.no_buffer, 0, "no ring needed yet");
         h.send(Side::Client, 101, 501, ACK, b"lost");
+        assert_eq!(h.mon.no_buffer, 1);
         assert!(h.due().is_empty(), "not reassembled");
         h.send(Side::Client, 105, 501, FIN | ACK, b"");
         h.send(Side::Server, 501, 106, FIN | ACK, b"");
@@ -872,7 +1122,7 @@ mod tests {
     fn a_ring_full_behind_its_reader_stops_the_side_and_is_counted() {
         let mut h = h("full");
         let needs = Needs { tcp: true, client: false, server: true };
-        assert!(h.mon.open(1, 1, h.key, needs, false).is_ok());
+        assert!(h.mon.open(1, 1, h.key, needs, false));
         h.handshake(100, 500);
         let chunk = [b'x'; 1400];
         let (mut stops, mut announced) = (0, Vec::new());
@@ -897,7 +1147,7 @@ mod tests {
     fn port_reuse_without_readers_resets_the_ring_in_place() {
         let mut h = h("inplace");
         let needs = Needs { tcp: true, client: true, server: false };
-        assert!(h.mon.open(1, 1, h.key, needs, false).is_ok());
+        assert!(h.mon.open(1, 1, h.key, needs, false));
         h.handshake(100, 500);
         h.send(Side::Client, 101, 501, ACK, b"abc");
         let old = h.due().pop().unwrap();

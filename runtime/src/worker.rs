@@ -166,6 +166,7 @@ impl Worker {
                 for m in rxb.drain(..) {
                     self.handle(m, pi, now, &mut txb, false, &mut disp);
                 }
+                disp.terminate_refused(&mut |m, out| txb.bufs[out].push(m));
                 disp.flush();
                 self.flush(&mut txb);
                 let t = rdtsc();
@@ -183,6 +184,7 @@ impl Worker {
                         let pi = self.port_index(m.port());
                         self.handle(m, pi, now, &mut txb, true, &mut disp);
                     }
+                    disp.terminate_refused(&mut |m, out| txb.bufs[out].push(m));
                     disp.flush();
                     self.flush(&mut txb);
                     let t = rdtsc();
@@ -192,7 +194,15 @@ impl Worker {
             }
             let c = &self.counters;
             self.table.expire(now, EXPIRE_BATCH, &mut |e| count_event(c, e, &mut disp.ended));
+            // Flows the monitor evicted or saw close a linger ago.
+            disp.closed_due();
+            let mut to_end = std::mem::take(&mut disp.to_end);
+            for (key, why) in to_end.drain(..) {
+                self.table.remove(&key, why, &mut |e| count_event(c, e, &mut disp.ended));
+            }
+            disp.to_end = to_end;
             c.flows_active.set(self.table.len() as u64);
+            c.flows_embryonic.set(self.table.embryonic() as u64);
             disp.flows_ended();
         }
         let c = &self.counters;
@@ -240,6 +250,10 @@ impl Worker {
                 if let Some(f) = flow {
                     let c = &self.counters;
                     let mut started = false;
+                    // A SYN or RST never completes a handshake (see FlowTable).
+                    let establishes = f
+                        .tcp_flags
+                        .map_or(true, |t| !t.intersects(ustack::wire::TcpFlags::SYN | ustack::wire::TcpFlags::RST));
                     let (id, side) = if self.steering == Steering::Software && self.nworkers > 1 {
                         let hash = self.table.hash(&f.key);
                         let owner = FlowSeed::owner(hash, self.nworkers);
@@ -252,13 +266,13 @@ impl Worker {
                             return;
                         }
                         let ended = &mut disp.ended;
-                        self.table.touch_hashed(&f.key, hash, f.dir, len as u32, now, &mut |e| {
+                        self.table.touch_hashed(&f.key, hash, f.dir, len as u32, now, establishes, &mut |e| {
                             started |= matches!(e, FlowEvent::Start(_));
                             count_event(c, e, ended)
                         })
                     } else {
                         let ended = &mut disp.ended;
-                        self.table.touch(&f.key, f.dir, len as u32, now, &mut |e| {
+                        self.table.touch_as(&f.key, f.dir, len as u32, now, establishes, &mut |e| {
                             started |= matches!(e, FlowEvent::Start(_));
                             count_event(c, e, ended)
                         })
@@ -285,7 +299,7 @@ impl Worker {
                         }
                         if flow_tag & crate::dispatch::MONITORED != 0 {
                             let l4 = usize::from(f.l4_offset)..usize::from(f.l4_offset) + usize::from(f.ip_payload_len);
-                            match disp.monitor(&m, l4, flow_tag, &f.key, id, side, f.dir, out) {
+                            match disp.monitor(&m, l4.clone(), flow_tag, &f.key, id, side, f.dir, out) {
                                 MonitorVerdict::Forward => {}
                                 MonitorVerdict::Terminated => {
                                     self.counters.drop_runtime(RuntimeDrop::TcpTerminated);
@@ -293,6 +307,17 @@ impl Worker {
                                 }
                                 MonitorVerdict::Unmonitored => {
                                     self.counters.drop_runtime(RuntimeDrop::Unmonitored);
+                                    return;
+                                }
+                                MonitorVerdict::Refused => {
+                                    // A new flow the monitor has no room for:
+                                    // its sender gets a RST, as from a closed port.
+                                    self.counters.drop_runtime(RuntimeDrop::Unmonitored);
+                                    let rst = crate::monitor::reset_reply(m.data(), l4, &f.key, f.dir);
+                                    if let Some(r) = rst.and_then(|b| self.mbufs.alloc_frame(&b)) {
+                                        self.counters.mon_rsts.add(1);
+                                        txb.bufs[in_port].push(r);
+                                    }
                                     return;
                                 }
                             }
@@ -346,8 +371,14 @@ fn count_event(c: &WorkerCounters, e: FlowEvent, ended: &mut Vec<(FlowRecord, En
         FlowEvent::End(r, why) => {
             match why {
                 EndReason::IdleTimeout => c.flows_ended_idle.add(1),
-                EndReason::Evicted => c.flows_evicted.add(1),
+                EndReason::Evicted => {
+                    c.flows_evicted.add(1);
+                    if !r.established {
+                        c.flows_evicted_embryonic.add(1);
+                    }
+                }
                 EndReason::Shutdown => c.flows_ended_shutdown.add(1),
+                EndReason::Closed => c.flows_ended_closed.add(1),
             }
             if r.tag & crate::dispatch::CHAIN_MASK != 0 {
                 ended.push((r, why));

@@ -7,11 +7,22 @@
 //!
 //! The table is single-threaded by design (one per worker, no locks) and
 //! preallocates everything in [`FlowTable::new`]: a slab of slots linked
-//! into an intrusive doubly-linked LRU list by `u32` indices, a free list
+//! into intrusive doubly-linked LRU lists by `u32` indices, a free list
 //! threaded through the same slots, and a hash map from key to slot index
 //! created with its final capacity. `touch`, eviction and expiry are O(1)
 //! per flow and never allocate. Time is whatever unit the caller passes
 //! (the runtime uses nanoseconds); the table never reads a clock.
+//!
+//! **Embryonic flows go first.** A flow is *embryonic* until its initiator
+//! sends a packet after the other side answered (for TCP: the handshake's
+//! last ACK, not a resent SYN; for UDP: a second request after a reply),
+//! then *established*
+//! ([`FlowRecord::established`]), as Linux conntrack's "assured". The two
+//! kinds sit in separate LRU lists: embryonic flows are bounded on their own
+//! ([`FlowTable::with_embryonic`]), idle out after their own (shorter)
+//! timeout, and are evicted before any established flow when the table is
+//! full. A flood of spoofed SYNs or one-packet flows therefore only ever
+//! evicts its own kind, never a connection that completed its handshake.
 
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -244,6 +255,9 @@ pub struct FlowRecord {
     /// The caller's own per-flow value (0 when the flow starts); the runtime
     /// keeps here which chain the flow was assigned when it started.
     pub tag: u32,
+    /// The initiator sent a packet after the other side answered (see the
+    /// module docs); until then the flow is embryonic.
+    pub established: bool,
 }
 
 /// Why a flow ended.
@@ -255,6 +269,10 @@ pub enum EndReason {
     Evicted,
     /// The table was drained at shutdown.
     Shutdown,
+    /// Its transport ended it: the caller removed it with
+    /// [`FlowTable::remove`] (the runtime does so a short linger after a
+    /// monitored TCP connection closed).
+    Closed,
 }
 
 /// Events the flow table emits (`FLOW/START`, `FLOW/END`).
@@ -267,17 +285,23 @@ pub enum FlowEvent {
 }
 
 /// Lifetime counters of a flow table. At any time
-/// `started == ended_idle + evicted + ended_shutdown + len()`.
+/// `started == ended_idle + evicted + ended_shutdown + ended_closed + len()`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowTableCounters {
     /// Flows created.
     pub started: u64,
     /// Flows ended by the idle timeout.
     pub ended_idle: u64,
-    /// Flows evicted at capacity.
+    /// Flows evicted at capacity (embryonic ones included).
     pub evicted: u64,
+    /// Of `evicted`, the embryonic flows.
+    pub evicted_embryonic: u64,
     /// Flows ended by [`FlowTable::drain`].
     pub ended_shutdown: u64,
+    /// Flows ended by [`FlowTable::remove`] with [`EndReason::Closed`].
+    pub ended_closed: u64,
+    /// Flows that became established.
+    pub established: u64,
 }
 
 const NIL: u32 = u32::MAX;
@@ -345,7 +369,29 @@ struct Slot {
     next: u32,
 }
 
-/// A fixed-capacity flow table with exact LRU eviction and idle expiry.
+/// One LRU list: embryonic or established flows.
+#[derive(Clone, Copy, Debug)]
+struct Lru {
+    /// Least recently used.
+    head: u32,
+    /// Most recently used.
+    tail: u32,
+    len: usize,
+}
+
+const EMBRYONIC: usize = 0;
+const ESTABLISHED: usize = 1;
+
+fn list_of(rec: &FlowRecord) -> usize {
+    if rec.established {
+        ESTABLISHED
+    } else {
+        EMBRYONIC
+    }
+}
+
+/// A fixed-capacity flow table with exact LRU eviction and idle expiry,
+/// embryonic flows first (see the module docs).
 #[derive(Debug)]
 pub struct FlowTable {
     slots: Vec<Slot>,
@@ -355,13 +401,14 @@ pub struct FlowTable {
     /// The slot touched last (NIL if none or freed): consecutive packets of
     /// one flow skip the hash probe.
     last: u32,
-    /// Least recently used.
-    head: u32,
-    /// Most recently used.
-    tail: u32,
+    /// Embryonic and established flows, each least recently used first.
+    lists: [Lru; 2],
     free: u32,
     len: usize,
     idle_timeout: u64,
+    /// At most this many embryonic flows.
+    embryonic_max: usize,
+    embryonic_timeout: u64,
     next_id: FlowId,
     counters: FlowTableCounters,
 }
@@ -388,6 +435,7 @@ impl FlowTable {
             client: SideStats::default(),
             server: SideStats::default(),
             tag: 0,
+            established: false,
         };
         let slots = (0..capacity)
             .map(|i| Slot { rec: empty, hash: 0, prev: NIL, next: if i + 1 < capacity { (i + 1) as u32 } else { NIL } })
@@ -397,14 +445,25 @@ impl FlowTable {
             map: HashTable::with_capacity(capacity),
             seed,
             last: NIL,
-            head: NIL,
-            tail: NIL,
+            lists: [Lru { head: NIL, tail: NIL, len: 0 }; 2],
             free: 0,
             len: 0,
             idle_timeout,
+            embryonic_max: capacity,
+            embryonic_timeout: idle_timeout,
             next_id: 1,
             counters: FlowTableCounters::default(),
         }
+    }
+
+    /// Bounds embryonic flows to `max` (clamped to `1..=capacity`; a new one
+    /// past it evicts the least recently used embryonic flow) and ends them
+    /// after `timeout` without a packet (capped at the idle timeout). By
+    /// default they share the whole capacity and the idle timeout.
+    pub fn with_embryonic(mut self, max: usize, timeout: u64) -> FlowTable {
+        self.embryonic_max = max.clamp(1, self.slots.len());
+        self.embryonic_timeout = timeout.min(self.idle_timeout);
+        self
     }
 
     /// Finds or creates the flow of a packet seen at `now` in direction
@@ -420,12 +479,28 @@ impl FlowTable {
         now: u64,
         on_event: &mut impl FnMut(FlowEvent),
     ) -> (FlowId, Side) {
+        self.touch_as(key, dir, bytes, now, true, on_event)
+    }
+
+    /// [`FlowTable::touch`] for a packet that may establish the flow or not
+    /// (`may_establish`): the caller that parses TCP passes false for a SYN
+    /// or RST, so that a spoofer resending SYNs cannot make its half-open
+    /// flows look established.
+    pub fn touch_as(
+        &mut self,
+        key: &FlowKey,
+        dir: Direction,
+        bytes: u32,
+        now: u64,
+        may_establish: bool,
+        on_event: &mut impl FnMut(FlowEvent),
+    ) -> (FlowId, Side) {
         // Packets come in trains: the same flow as last time needs no hash.
         let hash = match self.slots.get(self.last as usize) {
             Some(s) if s.rec.key == *key => s.hash,
             _ => self.hash(key),
         };
-        self.touch_hashed(key, hash, dir, bytes, now, on_event)
+        self.touch_hashed(key, hash, dir, bytes, now, may_establish, on_event)
     }
 
     /// The table's seeded hash of `key`: symmetric (the key is canonical)
@@ -435,9 +510,10 @@ impl FlowTable {
         self.seed.hash(key)
     }
 
-    /// [`FlowTable::touch`] with `hash == self.hash(key)` computed by the
+    /// [`FlowTable::touch_as`] with `hash == self.hash(key)` computed by the
     /// caller (the runtime hashes once per packet, for steering and lookup).
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub fn touch_hashed(
         &mut self,
         key: &FlowKey,
@@ -445,6 +521,7 @@ impl FlowTable {
         dir: Direction,
         bytes: u32,
         now: u64,
+        may_establish: bool,
         on_event: &mut impl FnMut(FlowEvent),
     ) -> (FlowId, Side) {
         let slots = &self.slots;
@@ -453,7 +530,7 @@ impl FlowTable {
             _ => self.map.find(hash, |&i| slots.get(i as usize).is_some_and(|s| s.rec.key == *key)).copied(),
         };
         if let Some(idx) = hit {
-            let (id, side) = match self.slots.get_mut(idx as usize) {
+            let (id, side, promote) = match self.slots.get_mut(idx as usize) {
                 Some(slot) => {
                     let rec = &mut slot.rec;
                     let side = if dir == rec.client_dir { Side::Client } else { Side::Server };
@@ -464,21 +541,42 @@ impl FlowTable {
                     stats.packets += 1;
                     stats.bytes += u64::from(bytes);
                     rec.last_seen = now;
-                    (rec.id, side)
+                    let promote = may_establish && !rec.established && side == Side::Client && rec.server.packets > 0;
+                    rec.established |= promote;
+                    (rec.id, side, promote)
                 }
-                None => (0, Side::Client), // unreachable: map values are slot indices
+                None => (0, Side::Client, false), // unreachable: map values are slot indices
             };
-            if idx != self.tail {
-                self.unlink(idx);
-                self.push_tail(idx);
+            if promote {
+                self.unlink_from(idx, EMBRYONIC);
+                self.push_tail(idx, ESTABLISHED);
+                self.counters.established += 1;
+            } else {
+                let list = self.slots.get(idx as usize).map_or(EMBRYONIC, |s| list_of(&s.rec));
+                if idx != self.lists[list].tail {
+                    self.unlink_from(idx, list);
+                    self.push_tail(idx, list);
+                }
             }
             self.last = idx;
             return (id, side);
         }
 
-        if self.free == NIL {
-            if let Some(rec) = self.remove_head() {
+        // Room for a new (embryonic) flow: past the embryonic bound, or at
+        // capacity with embryonic flows around, the oldest embryonic one
+        // goes; only a table of established flows evicts one of those.
+        let victim =
+            if self.lists[EMBRYONIC].len >= self.embryonic_max || self.free == NIL && self.lists[EMBRYONIC].len > 0 {
+                Some(EMBRYONIC)
+            } else if self.free == NIL {
+                Some(ESTABLISHED)
+            } else {
+                None
+            };
+        if let Some(list) = victim {
+            if let Some(rec) = self.remove_head(list) {
                 self.counters.evicted += 1;
+                self.counters.evicted_embryonic += u64::from(!rec.established);
                 on_event(FlowEvent::End(rec, EndReason::Evicted));
             }
         }
@@ -498,6 +596,7 @@ impl FlowTable {
             client: SideStats { packets: 1, bytes: u64::from(bytes) },
             server: SideStats::default(),
             tag: 0,
+            established: false,
         };
         slot.hash = hash;
         let rec = slot.rec;
@@ -505,7 +604,7 @@ impl FlowTable {
         // Capacity was reserved up front, so this never rehashes; the hasher
         // closure is only there for the API.
         self.map.insert_unique(hash, idx, |&i| slots.get(i as usize).map_or(0, |s| s.hash));
-        self.push_tail(idx);
+        self.push_tail(idx, EMBRYONIC);
         self.last = idx;
         self.len += 1;
         self.counters.started += 1;
@@ -513,36 +612,64 @@ impl FlowTable {
         (id, Side::Client)
     }
 
-    /// Ends up to `max` flows idle for longer than the timeout (`now -
-    /// last_seen > idle_timeout`), least recently used first, stopping at
-    /// the first that is not idle; emits `End(.., IdleTimeout)` for each and
+    /// Ends up to `max` flows idle for longer than their timeout (`now -
+    /// last_seen > timeout`: the embryonic timeout for embryonic flows, the
+    /// idle timeout for established ones), embryonic flows first, each list
+    /// least recently used first; emits `End(.., IdleTimeout)` for each and
     /// returns how many ended.
     pub fn expire(&mut self, now: u64, max: usize, on_event: &mut impl FnMut(FlowEvent)) -> usize {
         let mut n = 0;
-        while n < max {
-            let Some(head) = self.slots.get(self.head as usize) else {
-                break;
-            };
-            if now.saturating_sub(head.rec.last_seen) <= self.idle_timeout {
-                break;
+        for (list, timeout) in [(EMBRYONIC, self.embryonic_timeout), (ESTABLISHED, self.idle_timeout)] {
+            while n < max {
+                let Some(head) = self.slots.get(self.lists[list].head as usize) else {
+                    break;
+                };
+                if now.saturating_sub(head.rec.last_seen) <= timeout {
+                    break;
+                }
+                let Some(rec) = self.remove_head(list) else {
+                    break;
+                };
+                self.counters.ended_idle += 1;
+                on_event(FlowEvent::End(rec, EndReason::IdleTimeout));
+                n += 1;
             }
-            let Some(rec) = self.remove_head() else {
-                break;
-            };
-            self.counters.ended_idle += 1;
-            on_event(FlowEvent::End(rec, EndReason::IdleTimeout));
-            n += 1;
         }
         n
     }
 
-    /// Ends every flow (at shutdown), least recently used first, emitting
-    /// `End(.., Shutdown)`.
+    /// Ends every flow (at shutdown), embryonic ones first, each list least
+    /// recently used first, emitting `End(.., Shutdown)`.
     pub fn drain(&mut self, on_event: &mut impl FnMut(FlowEvent)) {
-        while let Some(rec) = self.remove_head() {
-            self.counters.ended_shutdown += 1;
-            on_event(FlowEvent::End(rec, EndReason::Shutdown));
+        for list in [EMBRYONIC, ESTABLISHED] {
+            while let Some(rec) = self.remove_head(list) {
+                self.counters.ended_shutdown += 1;
+                on_event(FlowEvent::End(rec, EndReason::Shutdown));
+            }
         }
+    }
+
+    /// Ends the flow of `key` now, if it is in the table, emitting `End(..,
+    /// reason)` and counting it by `reason`. Returns whether it was there.
+    pub fn remove(&mut self, key: &FlowKey, reason: EndReason, on_event: &mut impl FnMut(FlowEvent)) -> bool {
+        let slots = &self.slots;
+        let hash = self.hash(key);
+        let Some(&idx) = self.map.find(hash, |&i| slots.get(i as usize).is_some_and(|s| s.rec.key == *key)) else {
+            return false;
+        };
+        let Some(rec) = self.free_slot(idx) else { return false };
+        let c = &mut self.counters;
+        match reason {
+            EndReason::IdleTimeout => c.ended_idle += 1,
+            EndReason::Evicted => {
+                c.evicted += 1;
+                c.evicted_embryonic += u64::from(!rec.established);
+            }
+            EndReason::Shutdown => c.ended_shutdown += 1,
+            EndReason::Closed => c.ended_closed += 1,
+        }
+        on_event(FlowEvent::End(rec, reason));
+        true
     }
 
     /// The record of a flow, if it is in the table.
@@ -556,6 +683,12 @@ impl FlowTable {
     #[inline]
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Number of embryonic flows in the table.
+    #[inline]
+    pub fn embryonic(&self) -> usize {
+        self.lists[EMBRYONIC].len
     }
 
     /// Whether the table holds no flow.
@@ -589,48 +722,67 @@ impl FlowTable {
         self.slots.get_mut(self.last as usize).map(|s| &mut s.rec.tag)
     }
 
-    /// Flows from least to most recently used (for inspection and tests).
+    /// Flows in eviction order (for inspection and tests): embryonic ones
+    /// from least to most recently used, then established ones likewise.
     pub fn iter_lru(&self) -> impl Iterator<Item = &FlowRecord> + '_ {
-        let mut cur = self.head;
-        core::iter::from_fn(move || {
-            let slot = self.slots.get(cur as usize)?;
-            cur = slot.next;
-            Some(&slot.rec)
+        let mut list = EMBRYONIC;
+        let mut cur = self.lists[EMBRYONIC].head;
+        core::iter::from_fn(move || loop {
+            match self.slots.get(cur as usize) {
+                Some(slot) => {
+                    cur = slot.next;
+                    return Some(&slot.rec);
+                }
+                None if list == EMBRYONIC => {
+                    list = ESTABLISHED;
+                    cur = self.lists[ESTABLISHED].head;
+                }
+                None => return None,
+            }
         })
     }
 
-    fn unlink(&mut self, idx: u32) {
+    fn unlink_from(&mut self, idx: u32, list: usize) {
         let Some(&Slot { prev, next, .. }) = self.slots.get(idx as usize) else {
             return;
         };
+        let l = &mut self.lists[list];
+        l.len -= 1;
         match self.slots.get_mut(prev as usize) {
             Some(p) => p.next = next,
-            None => self.head = next,
+            None => l.head = next,
         }
         match self.slots.get_mut(next as usize) {
             Some(n) => n.prev = prev,
-            None => self.tail = prev,
+            None => l.tail = prev,
         }
     }
 
-    fn push_tail(&mut self, idx: u32) {
-        let tail = self.tail;
+    fn push_tail(&mut self, idx: u32, list: usize) {
+        let l = &mut self.lists[list];
+        let tail = l.tail;
+        l.len += 1;
+        l.tail = idx;
         if let Some(s) = self.slots.get_mut(idx as usize) {
             s.prev = tail;
             s.next = NIL;
         }
         match self.slots.get_mut(tail as usize) {
             Some(t) => t.next = idx,
-            None => self.head = idx,
+            None => self.lists[list].head = idx,
         }
-        self.tail = idx;
     }
 
-    /// Unlinks the least recently used flow, frees its slot and returns its record.
-    fn remove_head(&mut self) -> Option<FlowRecord> {
-        let idx = self.head;
+    /// Unlinks the least recently used flow of `list`, frees its slot and
+    /// returns its record.
+    fn remove_head(&mut self, list: usize) -> Option<FlowRecord> {
+        self.free_slot(self.lists[list].head)
+    }
+
+    /// Unlinks the flow in slot `idx`, frees the slot and returns its record.
+    fn free_slot(&mut self, idx: u32) -> Option<FlowRecord> {
         let (rec, hash) = self.slots.get(idx as usize).map(|s| (s.rec, s.hash))?;
-        self.unlink(idx);
+        self.unlink_from(idx, list_of(&rec));
         if let Ok(entry) = self.map.find_entry(hash, |&i| i == idx) {
             entry.remove();
         }
@@ -883,6 +1035,81 @@ mod tests {
         assert_eq!(t.counters().evicted, 0);
     }
 
+    /// Client packet, server answer, client again: established.
+    fn handshake(t: &mut FlowTable, k: &FlowKey, now: u64, ev: &mut Vec<FlowEvent>) {
+        t.touch(k, Direction::LoToHi, 60, now, &mut collect(ev));
+        t.touch(k, Direction::HiToLo, 60, now, &mut collect(ev));
+        t.touch(k, Direction::LoToHi, 60, now, &mut collect(ev));
+    }
+
+    #[test]
+    fn a_flood_of_embryonic_flows_never_evicts_an_established_one() {
+        let mut t = FlowTable::new(8, 1_000).with_embryonic(4, 10);
+        let mut ev = Vec::new();
+        for i in 0..3 {
+            handshake(&mut t, &key(i), 0, &mut ev);
+        }
+        // A server answer alone does not establish a flow.
+        t.touch(&key(3), Direction::LoToHi, 60, 0, &mut collect(&mut ev));
+        t.touch(&key(3), Direction::HiToLo, 60, 0, &mut collect(&mut ev));
+        assert!(!t.get(&key(3)).unwrap().established);
+        // Nor does the initiator again with a packet that cannot complete a
+        // handshake (a resent SYN).
+        t.touch_as(&key(3), Direction::LoToHi, 60, 0, false, &mut collect(&mut ev));
+        assert!(!t.get(&key(3)).unwrap().established);
+        assert!(t.get(&key(0)).unwrap().established);
+        assert_eq!((t.len(), t.embryonic(), t.counters().established), (4, 1, 3));
+        ev.clear();
+        for i in 100..1100 {
+            t.touch(&key(i), Direction::LoToHi, 60, 1, &mut collect(&mut ev));
+        }
+        for i in 0..3 {
+            assert!(t.get(&key(i)).is_some_and(|r| r.established), "established flow {i} kept");
+        }
+        assert_eq!(t.embryonic(), 4, "embryonic flows stay within their bound");
+        let c = t.counters();
+        assert_eq!((c.evicted, c.evicted_embryonic), (997, 997));
+        // Embryonic flows idle out after their own timeout, established
+        // ones after the idle timeout.
+        ev.clear();
+        assert_eq!(t.expire(12, 100, &mut collect(&mut ev)), 4);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.expire(1_001, 100, &mut collect(&mut ev)), 3);
+        assert!(ev.iter().all(|e| matches!(e, FlowEvent::End(_, EndReason::IdleTimeout))));
+    }
+
+    #[test]
+    fn a_full_table_of_established_flows_evicts_the_least_recent_one() {
+        let mut t = FlowTable::new(3, 1_000).with_embryonic(3, 1_000);
+        let mut ev = Vec::new();
+        for i in 0..3 {
+            handshake(&mut t, &key(i), u64::from(i), &mut ev);
+        }
+        ev.clear();
+        t.touch(&key(9), Direction::LoToHi, 60, 5, &mut collect(&mut ev));
+        assert!(matches!(ev[0], FlowEvent::End(r, EndReason::Evicted) if r.key == key(0) && r.established));
+        let c = t.counters();
+        assert_eq!((c.evicted, c.evicted_embryonic), (1, 0));
+    }
+
+    #[test]
+    fn remove_ends_a_flow_with_the_reason_given() {
+        let mut t = FlowTable::new(4, 1_000);
+        let mut ev = Vec::new();
+        handshake(&mut t, &key(1), 0, &mut ev);
+        t.touch(&key(2), Direction::LoToHi, 60, 0, &mut collect(&mut ev));
+        ev.clear();
+        assert!(t.remove(&key(1), EndReason::Closed, &mut collect(&mut ev)));
+        assert!(!t.remove(&key(1), EndReason::Closed, &mut collect(&mut ev)), "gone already");
+        assert!(matches!(ev[..], [FlowEvent::End(r, EndReason::Closed)] if r.key == key(1)));
+        assert!(t.remove(&key(2), EndReason::Evicted, &mut collect(&mut ev)));
+        let c = t.counters();
+        assert_eq!((c.ended_closed, c.evicted, c.evicted_embryonic, t.len()), (1, 1, 1, 0));
+        // The shortcut slot of the last touch is gone too.
+        let (id, side) = t.touch(&key(2), Direction::HiToLo, 1, 1, &mut collect(&mut ev));
+        assert_eq!((id, side), (3, Side::Client));
+    }
+
     fn arb_ip() -> impl Strategy<Value = IpAddr> {
         prop_oneof![
             any::<[u8; 4]>().prop_map(|b| IpAddr::V4(Ipv4Addr::from(b))),
@@ -922,10 +1149,19 @@ mod tests {
         }
 
         #[test]
-        fn table_matches_model(cap in 1usize..8, timeout in 0u64..20, ops in proptest::collection::vec(arb_op(), 0..200)) {
-            let mut t = FlowTable::new(cap, timeout);
-            // Model: keys in LRU order (front = least recent) with last_seen.
-            let mut model: Vec<(FlowKey, u64)> = Vec::new();
+        fn table_matches_model(
+            cap in 1usize..8,
+            emb_max in 1usize..9,
+            timeout in 0u64..20,
+            emb_timeout in 0u64..20,
+            ops in proptest::collection::vec(arb_op(), 0..200),
+        ) {
+            let mut t = FlowTable::new(cap, timeout).with_embryonic(emb_max, emb_timeout);
+            let (emb_max, emb_timeout) = (emb_max.min(cap), emb_timeout.min(timeout));
+            // Model: per list (embryonic, established) keys in LRU order
+            // (front = least recent) with (last_seen, client dir, server seen).
+            type Entry = (FlowKey, u64, Direction, bool);
+            let mut model: [Vec<Entry>; 2] = [Vec::new(), Vec::new()];
             let mut now = 0u64;
             let mut last_id = 0;
             for op in ops {
@@ -935,49 +1171,63 @@ mod tests {
                         now += u64::from(dt);
                         let k = key(u16::from(flow));
                         let dir = if rev { Direction::HiToLo } else { Direction::LoToHi };
-                        let known = model.iter().position(|(m, _)| *m == k);
+                        let known = (0..2).find_map(|l| model[l].iter().position(|e| e.0 == k).map(|i| (l, i)));
                         let (id, side) = t.touch(&k, dir, u32::from(bytes), now, &mut collect(&mut ev));
                         match known {
-                            Some(i) => {
-                                model.remove(i);
+                            Some((l, i)) => {
+                                let (_, _, cdir, server_seen) = model[l].remove(i);
                                 prop_assert!(ev.is_empty());
                                 prop_assert!(id <= last_id);
+                                let is_client = dir == cdir;
+                                prop_assert_eq!(side, if is_client { Side::Client } else { Side::Server });
+                                let l2 = if l == 0 && is_client && server_seen { 1 } else { l };
+                                model[l2].push((k, now, cdir, server_seen || !is_client));
                             }
                             None => {
                                 prop_assert_eq!(side, Side::Client);
                                 prop_assert!(id > last_id);
                                 last_id = id;
-                                if model.len() == cap {
-                                    let (victim, _) = model.remove(0);
-                                    prop_assert!(matches!(ev[0], FlowEvent::End(r, EndReason::Evicted) if r.key == victim));
+                                let full = model[0].len() + model[1].len() == cap;
+                                let victim = if model[0].len() >= emb_max || full && !model[0].is_empty() {
+                                    Some(model[0].remove(0))
+                                } else if full {
+                                    Some(model[1].remove(0))
+                                } else {
+                                    None
+                                };
+                                if let Some((v, ..)) = victim {
+                                    prop_assert!(matches!(ev[0], FlowEvent::End(r, EndReason::Evicted) if r.key == v));
                                 }
                                 prop_assert!(matches!(ev.last(), Some(FlowEvent::Start(r)) if r.key == k));
+                                model[0].push((k, now, dir, false));
                             }
                         }
-                        model.push((k, now));
                     }
                     Op::Expire { dt, max } => {
                         now += u64::from(dt);
                         let n = t.expire(now, usize::from(max), &mut collect(&mut ev));
-                        let expected = model
-                            .iter()
-                            .take(usize::from(max))
-                            .take_while(|(_, seen)| now - seen > timeout)
-                            .count();
-                        prop_assert_eq!(n, expected);
+                        let mut expected = Vec::new();
+                        for (l, to) in [(0, emb_timeout), (1, timeout)] {
+                            let left = usize::from(max) - expected.len();
+                            let k = model[l].iter().take(left).take_while(|e| now - e.1 > to).count();
+                            expected.extend(model[l].drain(..k).map(|e| e.0));
+                        }
+                        prop_assert_eq!(n, expected.len());
                         prop_assert_eq!(ev.len(), n);
-                        for (e, (k, _)) in ev.iter().zip(model.drain(..n)) {
+                        for (e, k) in ev.iter().zip(expected) {
                             prop_assert!(matches!(e, FlowEvent::End(r, EndReason::IdleTimeout) if r.key == k));
                         }
                     }
                 }
                 prop_assert!(t.len() <= cap);
-                prop_assert_eq!(t.len(), model.len());
+                prop_assert!(t.embryonic() <= emb_max);
+                prop_assert_eq!(t.len(), model[0].len() + model[1].len());
+                prop_assert_eq!(t.embryonic(), model[0].len());
                 let order: Vec<FlowKey> = t.iter_lru().map(|r| r.key).collect();
-                let model_order: Vec<FlowKey> = model.iter().map(|(k, _)| *k).collect();
+                let model_order: Vec<FlowKey> = model.iter().flatten().map(|e| e.0).collect();
                 prop_assert_eq!(order, model_order);
                 let c = t.counters();
-                prop_assert_eq!(c.started, c.ended_idle + c.evicted + c.ended_shutdown + t.len() as u64);
+                prop_assert_eq!(c.started, c.ended_idle + c.evicted + c.ended_shutdown + c.ended_closed + t.len() as u64);
             }
             let mut ev = Vec::new();
             t.drain(&mut collect(&mut ev));

@@ -220,7 +220,7 @@ class Probes(threading.Thread):
         self.log.close()
 
 
-def test_soak(runtime, nf, traffic, testbed, procs, tdir, names):
+def test_soak(runtime, nf, traffic, testbed, procs, tdir, names, capsys):
     print(f"    soak: {SECONDS} s; kill -9 + restart of counter every {KILL_EVERY:.0f} s, chain re-applied every "
           f"{APPLY_EVERY:.0f} s, {len(MALFORMED_KINDS) * MALFORMED_COUNT} malformed frames every "
           f"{MALFORMED_EVERY:.0f} s, a probe every {PROBE_EVERY} s; RSS windows {RSS_WINDOW} s")
@@ -428,10 +428,10 @@ def test_soak(runtime, nf, traffic, testbed, procs, tdir, names):
         ("panics in logs", ", ".join(panics) or "none"),
     ]
     w = max(len(k) for k, _ in rows)
-    print("    soak summary")
-    for k, v in rows:
-        print(f"    | {k:<{w}} | {v}")
-    (tdir / "summary.txt").write_text("\n".join(f"{k}: {v}" for k, v in rows) + "\n")
+    table = "\n".join([f"soak summary ({tdir})"] + [f"| {k:<{w}} | {v}" for k, v in rows])
+    (tdir / "summary.txt").write_text(table + "\n")
+    with capsys.disabled():  # shown whether the test passes or not
+        print("\n" + table, flush=True)
 
     # --- assertions: every check, then one failure listing all that failed --
     problems = []

@@ -33,7 +33,8 @@ Checked afterwards (what an operator would check):
 - wrk and iperf3 completed, traffic moved in every second;
 - every restarted counter re-registered and received events;
 - every apply succeeded and the chain version counts them;
-- the malformed frames are counted as drops by reason, exactly;
+- the malformed frames are counted as drops by reason, exactly, but for
+  frames the kernel lost in the box's af_packet ring (counted apart);
 - nothing bypassed the chain: every packet visited the counter or was
   counted as skipped while it was down, and the ids scanned the bytes the
   clients moved; every canary was alerted, on new connections and on the
@@ -220,6 +221,10 @@ class Probes(threading.Thread):
         self.log.close()
 
 
+def _kernel_rx(ifc):
+    return int(Path(f"/sys/class/net/{ifc}/statistics/rx_packets").read_text())
+
+
 def test_soak(runtime, nf, traffic, testbed, procs, tdir, names, capsys):
     print(f"    soak: {SECONDS} s; kill -9 + restart of counter every {KILL_EVERY:.0f} s, chain re-applied every "
           f"{APPLY_EVERY:.0f} s, {len(MALFORMED_KINDS) * MALFORMED_COUNT} malformed frames every "
@@ -237,6 +242,7 @@ def test_soak(runtime, nf, traffic, testbed, procs, tdir, names, capsys):
         f"NFs did not register: {_nf_states(rt)}"
     time.sleep(0.5)
     before = rt.stats(tdir / "stats-before.json")
+    kernel_rx0 = _kernel_rx(names.ic)
     v0 = _chain_version(rt)
     rt.apply_chain(tdir / "chain-0.toml", CHAINS[0])
     applies = 1
@@ -329,6 +335,11 @@ def test_soak(runtime, nf, traffic, testbed, procs, tdir, names, capsys):
     time.sleep(1)
     after = rt.stats(tdir / "stats-after.json")
     rss_after = _rss_kb(rt.pid)
+    # Frames the kernel delivered to the box's client interface but lost in
+    # its af_packet ring (full while the box's core was busy): the PMD
+    # (DPDK 22.11) cannot count them, so no drop reason can either.
+    ring_lost = max(0, (_kernel_rx(names.ic) - kernel_rx0)
+                    - (after["ports"][0]["pmd"]["ipackets"] - before["ports"][0]["pmd"]["ipackets"]))
 
     # Stop everything; the NFs write their JSON on SIGTERM.
     rc_ids, rc_fl, rc_ct = ids.stop(), fl.stop(), gens[-1].stop()
@@ -409,6 +420,7 @@ def test_soak(runtime, nf, traffic, testbed, procs, tdir, names, capsys):
         ("malformed", f"{bad_frames} sent in {bursts} bursts; counted "
                       f"{sum(drops.get(k, 0) for k in MALFORMED_KINDS)} "
                       f"({', '.join(f'{k} {drops.get(k, 0)}/{malformed[k]}' for k in MALFORMED_KINDS)})"),
+        ("af_packet ring", f"{ring_lost} frames lost in the kernel before the box (not countable by the PMD)"),
         ("other drops", str({k: v for k, v in drops.items() if k not in MALFORMED_KINDS})),
         ("events skipped", str(skipped)),
         ("counter coverage", f"{ctr_covered} of {chain_pkts} TCP packets "
@@ -456,7 +468,9 @@ def test_soak(runtime, nf, traffic, testbed, procs, tdir, names, capsys):
     check([g.returncode for g in gens[:-1]] == [-signal.SIGKILL] * (len(gens) - 1), "killed counters' exit")
     check(not timeouts, "an NF was declared dead by the liveness timeout (only kill -9s were expected)")
     check(v1 - v0 == applies, "chain version does not count the applies")
-    check(all(drops.get(k, 0) == malformed[k] for k in MALFORMED_KINDS), "malformed frames not counted by reason")
+    short = sum(malformed[k] - drops.get(k, 0) for k in MALFORMED_KINDS)
+    check(all(drops.get(k, 0) <= malformed[k] for k in MALFORMED_KINDS) and short <= ring_lost,
+          "malformed frames not counted by reason (beyond what the kernel's af_packet ring lost)")
     check(drops.get("nf_fail_closed", 0) == 0 and drops.get("unmonitored", 0) == 0,
           "packets dropped by the fail-closed policy although the ids never died")
     # Every frame but the malformed ones is TCP of the chain, except ARP

@@ -264,7 +264,8 @@ pub const PKT_UDP: EventTypeId = EventTypeId::builtin(&[1, 2]);
 pub const FLOW: EventTypeId = EventTypeId::builtin(&[2]);
 /// `FLOW/START`: the flow table saw a new flow.
 pub const FLOW_START: EventTypeId = EventTypeId::builtin(&[2, 1]);
-/// `FLOW/END`: a flow left the flow table (idle, evicted, shutdown).
+/// `FLOW/END`: a flow left the flow table (idle, evicted, its TCP connection
+/// closed a linger ago, shutdown).
 pub const FLOW_END: EventTypeId = EventTypeId::builtin(&[2, 2]);
 /// `FLOW/TCP`: TCP connection state events from the TCP stacks.
 pub const FLOW_TCP: EventTypeId = EventTypeId::builtin(&[2, 3]);

@@ -3,14 +3,17 @@
 #
 # Installs what a fresh machine lacks (DPDK 22.11, the bindgen toolchain,
 # network tools, the test peers and pytest for the end-to-end suite),
-# reserves 2 MiB hugepages and mounts hugetlbfs on /dev/hugepages. Safe to
-# run again: every step checks first.
+# reserves 2 MiB hugepages, mounts hugetlbfs on /dev/hugepages and creates
+# the group whose members may run NFs (`ubox`, the runtime's default
+# runtime.group). Safe to run again: every step checks first.
 #
 # Environment:
 #   UBOX_HUGEPAGES   number of 2 MiB pages to reserve (default 1024 = 2 GiB)
+#   UBOX_GROUP       the NF group to create (default ubox)
 set -euo pipefail
 
 HUGEPAGES=${UBOX_HUGEPAGES:-1024}
+GROUP=${UBOX_GROUP:-ubox}
 PKGS=(
   libdpdk-dev dpdk dpdk-dev
   clang libclang-dev pkg-config
@@ -55,3 +58,13 @@ if ! mountpoint -q /dev/hugepages; then
   mount -t hugetlbfs nodev /dev/hugepages
 fi
 echo "setup.sh: hugetlbfs mounted on /dev/hugepages"
+
+# NFs need not be root: the runtime gives its control socket and arena to
+# this group (mode 0660). Add a user with: usermod -aG ubox USER (it takes
+# effect at the user's next login).
+if getent group "$GROUP" >/dev/null; then
+  echo "setup.sh: group $GROUP exists"
+else
+  groupadd --system "$GROUP"
+  echo "setup.sh: group $GROUP created (add NF users: usermod -aG $GROUP USER)"
+fi

@@ -49,6 +49,27 @@ pub enum Request {
     ChainShow,
 }
 
+impl Request {
+    /// Whether only root may make this request: it changes what the
+    /// runtime does (which NFs see which flows). Everything else reads, or
+    /// registers an NF, which the runtime's group may do.
+    pub fn needs_root(&self) -> bool {
+        matches!(self, Request::ChainApply { .. })
+    }
+
+    /// The `uboxctl` command that makes this request, for messages.
+    pub fn command(&self) -> &'static str {
+        match self {
+            Request::Stats => "stats",
+            Request::Ping => "ping",
+            Request::Register { .. } => "register",
+            Request::NfList => "nf list",
+            Request::ChainApply { .. } => "chain apply",
+            Request::ChainShow => "chain show",
+        }
+    }
+}
+
 /// The arena channel of one NF on one worker: its descriptor ring (the
 /// worker produces, the NF consumes) and its answer ring (the other way).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -104,6 +125,13 @@ pub struct NfInfo {
     pub publications: Vec<String>,
     pub events_in: u64,
     pub events_out: u64,
+    /// The NF process (of its last run, for a dead one) and its user, as
+    /// the kernel recorded them when it connected (`SO_PEERCRED`); none
+    /// for an NF a chain names that never registered.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub uid: Option<u32>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -167,6 +195,10 @@ pub struct ControlStats {
     pub timed_out: u64,
     /// Connections closed to make room at the connection limit.
     pub evicted: u64,
+    /// Requests refused because only root may make them (`chain apply`
+    /// from a member of the runtime's group).
+    #[serde(default)]
+    pub denied: u64,
 }
 
 /// Counters of one NF, summed over workers.
@@ -466,8 +498,8 @@ impl Stats {
         ));
         let c = &self.control;
         out.push_str(&format!(
-            "control socket: {} requests, {} connections ({} open); refused: {} bad, {} too long, {} timed out, {} evicted at the connection limit\n",
-            c.requests, c.connections, c.open, c.bad_requests, c.too_long, c.timed_out, c.evicted
+            "control socket: {} requests, {} connections ({} open); refused: {} bad, {} too long, {} timed out, {} evicted at the connection limit, {} not root's to make\n",
+            c.requests, c.connections, c.open, c.bad_requests, c.too_long, c.timed_out, c.evicted, c.denied
         ));
         let mon: u64 = self.workers.iter().map(|w| w.monitor.flows).sum();
         if mon > 0 {
@@ -536,10 +568,7 @@ impl std::error::Error for ClientError {}
 pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
     let mut s = UnixStream::connect(socket).map_err(|e| {
         if e.kind() == std::io::ErrorKind::PermissionDenied {
-            ClientError(format!(
-                "permission denied on {}: the control socket is root's (mode 0600); run this as root, e.g. with sudo",
-                socket.display()
-            ))
+            ClientError(permission_denied(socket, "the control socket"))
         } else {
             ClientError(format!(
                 "cannot connect to {}: {e} (is ubox-runtime running? pass --socket for another instance)",
@@ -559,9 +588,130 @@ pub fn call(socket: &Path, req: &Request, timeout: Duration) -> Result<Response,
     serde_json::from_str(&resp).map_err(|e| ClientError(format!("bad response from {}: {e}", socket.display())))
 }
 
+/// Why this process was refused `path` (`what`: "the control socket", "the
+/// arena"), as one line with the fix: the directory on the way that is
+/// closed to it, or the group the file is open to and how to join it, or
+/// that it is root's only.
+pub fn permission_denied(path: &Path, what: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let at = format!("permission denied on {what} {}", path.display());
+    let mut dirs: Vec<&Path> = path.ancestors().skip(1).filter(|d| !d.as_os_str().is_empty()).collect();
+    dirs.reverse();
+    let closed = dirs.into_iter().find(|d| nix::unistd::access(*d, nix::unistd::AccessFlags::X_OK).is_err());
+    let meta = std::fs::metadata(path).ok();
+    let gid = meta.as_ref().map(|m| nix::unistd::Gid::from_raw(m.gid()));
+    let group = gid.and_then(|g| nix::unistd::Group::from_gid(g).ok().flatten());
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name);
+    let facts = Denial {
+        closed_dir: closed.map(Path::to_path_buf),
+        mode: meta.as_ref().map(|m| m.mode() & 0o777),
+        group: meta
+            .as_ref()
+            .filter(|m| m.gid() != 0)
+            .map(|m| group.as_ref().map_or(m.gid().to_string(), |g| g.name.clone())),
+        listed: matches!((&group, &me), (Some(g), Some(u)) if g.mem.iter().any(|m| m == u)),
+        in_session: gid.is_some_and(|g| nix::unistd::getgroups().is_ok_and(|gs| gs.contains(&g))),
+        user: me.unwrap_or_else(|| "$USER".into()),
+    };
+    facts.explain(&at)
+}
+
+/// What [`permission_denied`] found out.
+struct Denial {
+    /// A directory on the way this user may not search.
+    closed_dir: Option<PathBuf>,
+    /// The file's mode, if it could be read.
+    mode: Option<u32>,
+    /// The file's group (name, or number), unless it is root's.
+    group: Option<String>,
+    /// This user is listed as a member of that group.
+    listed: bool,
+    /// This process has that group (the user's session began after joining).
+    in_session: bool,
+    user: String,
+}
+
+impl Denial {
+    fn explain(&self, at: &str) -> String {
+        if let Some(d) = &self.closed_dir {
+            let d = d.display();
+            return format!("{at}: directory {d} is closed to this user: run as root, or open it (chmod o+x {d})");
+        }
+        let Some(mode) = self.mode else {
+            return format!("{at}: run as root, or as a member of the runtime's group (runtime.group, default 'ubox')");
+        };
+        let (group, user) = match &self.group {
+            Some(g) if mode & 0o060 == 0o060 => (g, &self.user),
+            _ => {
+                return format!(
+                    "{at}: it is root's only (mode {mode:04o}: the runtime's runtime.group is \"\"): run this as root, e.g. with sudo"
+                )
+            }
+        };
+        if self.listed && !self.in_session {
+            return format!(
+                "{at}: it is open to root and group '{group}' (mode {mode:04o}), and user {user} joined the group after this session began: \
+                 log in again (or run: newgrp {group}), or run as root"
+            );
+        }
+        format!(
+            "{at}: it is open to root and group '{group}' (mode {mode:04o}), and user {user} is not in it: \
+             add it (sudo usermod -aG {group} {user}, then log in again) or run as root"
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_chain_apply_needs_root() {
+        let apply = Request::ChainApply { text: String::new(), origin: "x".into() };
+        assert!(apply.needs_root());
+        assert_eq!(apply.command(), "chain apply");
+        for r in [Request::Stats, Request::Ping, Request::NfList, Request::ChainShow] {
+            assert!(!r.needs_root(), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn permission_denied_names_the_group_or_root() {
+        let d = |closed: Option<&str>, mode: Option<u32>, group: Option<&str>, listed, in_session| Denial {
+            closed_dir: closed.map(PathBuf::from),
+            mode,
+            group: group.map(String::from),
+            listed,
+            in_session,
+            user: "alice".into(),
+        };
+        let at = "permission denied on the control socket /run/ubox/u.sock";
+        let m = d(None, Some(0o660), Some("ubox"), false, false).explain(at);
+        assert_eq!(
+            m,
+            format!("{at}: it is open to root and group 'ubox' (mode 0660), and user alice is not in it: add it (sudo usermod -aG ubox alice, then log in again) or run as root")
+        );
+        let m = d(None, Some(0o660), Some("ubox"), true, false).explain(at);
+        assert!(m.contains("joined the group after this session began") && m.contains("newgrp ubox"), "{m}");
+        let m = d(None, Some(0o600), Some("ubox"), false, false).explain(at);
+        assert!(m.contains("root's only (mode 0600"), "{m}");
+        let m = d(None, Some(0o660), None, false, false).explain(at);
+        assert!(m.contains("root's only"), "{m}");
+        let m = d(Some("/run/ubox"), None, None, false, false).explain(at);
+        assert!(m.contains("directory /run/ubox is closed") && m.contains("chmod o+x /run/ubox"), "{m}");
+        for m in [m, d(None, None, None, false, false).explain(at)] {
+            assert!(!m.contains('\n') && m.starts_with(at), "{m}");
+        }
+        // The real thing, on a file of ours: one line, naming the file.
+        let f = std::env::temp_dir().join(format!("ubox-api-perm-{}", std::process::id()));
+        std::fs::write(&f, b"").unwrap();
+        let m = permission_denied(&f, "the arena");
+        assert!(
+            m.starts_with(&format!("permission denied on the arena {}: ", f.display())) && !m.contains('\n'),
+            "{m}"
+        );
+        std::fs::remove_file(&f).ok();
+    }
 
     #[test]
     fn requests_round_trip_as_tagged_json() {

@@ -20,6 +20,16 @@ pub enum NfError {
         #[source]
         source: io::Error,
     },
+    /// The control socket, or the arena, is closed to this user: `hint`
+    /// says which group it is open to and how to join it (or that it is
+    /// root's only), as [`controller::api::permission_denied`] words it.
+    #[error("{hint}")]
+    PermissionDenied {
+        /// The socket or arena file.
+        path: PathBuf,
+        /// One line: what was refused, why, and the fix.
+        hint: String,
+    },
     /// Reading or writing the control socket failed during registration.
     #[error("control socket {}: {what}: {source}", socket.display())]
     Control {

@@ -12,6 +12,14 @@
 //! callback's [`Verdict`] back. No syscalls on the data path, no DPDK, and
 //! no `unsafe` in the SDK or in NFs.
 //!
+//! An NF needs no privilege: it connects to the control socket and maps
+//! the arena, both mode 0660 for the runtime's group (`runtime.group`,
+//! default `ubox`), and moves its poll thread onto the CPUs the runtime
+//! offers NFs (its own affinity, which any process may narrow). Run it as
+//! any user in that group; outside it, [`NfBuilder::connect`] fails with
+//! [`NfError::PermissionDenied`], one line naming the group and how to
+//! join it. No mlock, no hugepage reservation, no capability.
+//!
 //! # Entry points
 //!
 //! | step | call |

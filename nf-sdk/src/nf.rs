@@ -248,7 +248,15 @@ impl NfBuilder {
             })?;
             publications.push((path.clone(), type_id));
         }
-        let arena = Arena::attach(&session.arena)?;
+        let arena = Arena::attach(&session.arena).map_err(|e| match &e {
+            ubox_shm::Error::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
+                NfError::PermissionDenied {
+                    path: session.arena.clone(),
+                    hint: api::permission_denied(&session.arena, "the arena"),
+                }
+            }
+            _ => NfError::Arena(e),
+        })?;
         let session_err = |what: String| NfError::Session { arena: session.arena.clone(), what };
         if session.rings.is_empty() {
             return Err(session_err("no rings: the session gives the NF no worker to serve".into()));
@@ -302,7 +310,16 @@ fn resolve_socket(
 
 /// The handshake: one request line, one response line.
 fn register(socket: &Path, manifest: &NfManifest) -> Result<(UnixStream, NfSession), NfError> {
-    let control = UnixStream::connect(socket).map_err(|source| NfError::Connect { socket: socket.into(), source })?;
+    let control = UnixStream::connect(socket).map_err(|source| {
+        if source.kind() == io::ErrorKind::PermissionDenied {
+            NfError::PermissionDenied {
+                path: socket.into(),
+                hint: api::permission_denied(socket, "the control socket"),
+            }
+        } else {
+            NfError::Connect { socket: socket.into(), source }
+        }
+    })?;
     let ctl_err = |what: &'static str| move |source| NfError::Control { socket: socket.into(), what, source };
     control.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(ctl_err("setting a timeout"))?;
     control.set_write_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(ctl_err("setting a timeout"))?;
@@ -537,7 +554,14 @@ impl Nf {
             }
         }
         if self.pin {
-            pin_thread(&self.session.cpus);
+            if let Err(e) = pin_thread(&self.session.cpus) {
+                // Not fatal: the NF works anywhere, it may only compete
+                // with a worker for its core.
+                eprintln!(
+                    "nf-sdk: NF '{}': cannot move to the CPUs the runtime offers NFs {:?} ({e}); running where the OS put it",
+                    self.session.name, self.session.cpus
+                );
+            }
         }
         let mut summary = RunSummary::default();
         let result = self.poll_loop(&mut summary);
@@ -783,7 +807,10 @@ fn push_back(answers: &mut Producer<'_, Answer>, vals: &[Answer], live: &Livenes
 
 /// Moves the calling thread onto `cpus` (nothing when empty, or when the
 /// set names no CPU this machine has: the thread then stays where it was).
-fn pin_thread(cpus: &[u32]) {
+/// Needs no privilege: a thread may narrow its own affinity within what
+/// its cgroup allows; a refusal (a cgroup without those CPUs) is returned
+/// and leaves the thread where it was.
+fn pin_thread(cpus: &[u32]) -> nix::Result<()> {
     use nix::sched::{sched_setaffinity, CpuSet};
     let mut set = CpuSet::new();
     let mut any = false;
@@ -791,10 +818,9 @@ fn pin_thread(cpus: &[u32]) {
         any |= set.set(c as usize).is_ok();
     }
     if any {
-        // Best effort: a refusal (e.g. a cgroup without those CPUs) leaves
-        // the thread where the OS put it.
-        let _ = sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+        sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)?;
     }
+    Ok(())
 }
 
 /// The non-blocking EOF check on the control connection.

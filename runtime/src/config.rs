@@ -64,6 +64,11 @@ pub struct RuntimeSection {
     pub handoff_ring: u32,
     /// Control socket; default /run/ubox/<name>.sock.
     pub control_socket: Option<PathBuf>,
+    /// The group whose members may run NFs and read-only `uboxctl`
+    /// commands: the control socket and the arena get mode 0660 and this
+    /// group (it must exist: scripts/setup.sh creates `ubox`). `""` keeps
+    /// both root's only (0600). `uboxctl chain apply` needs root either way.
+    pub group: String,
     /// Extra EAL arguments, appended last (e.g. ["--log-level=pmd.*:debug"]).
     pub eal_args: Vec<String>,
     /// Arena file shared with NF processes; default
@@ -112,6 +117,7 @@ impl Default for RuntimeSection {
             tx_desc: 1024,
             handoff_ring: 1024,
             control_socket: None,
+            group: "ubox".into(),
             eal_args: Vec::new(),
             arena: None,
             event_slots: 8192,
@@ -382,6 +388,13 @@ impl Config {
         let r = &self.runtime;
         if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(format!("key `runtime.name`: {:?} must be non-empty letters, digits, '-' or '_'", r.name));
+        }
+        let group_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+        if r.group.len() > 32 || r.group.starts_with('-') || !r.group.chars().all(group_char) {
+            return Err(format!(
+                "key `runtime.group`: {:?} is not a group name (up to 32 letters, digits, '_', '-', '.'; \"\" for root only)",
+                r.group
+            ));
         }
         if r.workers == 0 || r.workers > 64 {
             return Err(format!("key `runtime.workers`: {} is out of range (1 to 64)", r.workers));
@@ -727,6 +740,20 @@ ports = ["a", "b"]
         let e = Config::parse(t, "x.toml").unwrap_err().to_string();
         assert!(!e.contains('\n'), "error must be one line: {e}");
         e
+    }
+
+    #[test]
+    fn the_nf_group_defaults_to_ubox_and_may_be_empty() {
+        let c = Config::parse(GOOD, "t").unwrap();
+        assert_eq!(c.runtime.group, "ubox");
+        let t = GOOD.replace("workers = 2", "workers = 2\ngroup = \"\"");
+        assert_eq!(Config::parse(&t, "t").unwrap().runtime.group, "");
+        let t = GOOD.replace("workers = 2", "workers = 2\ngroup = \"nf-users\"");
+        assert_eq!(Config::parse(&t, "t").unwrap().runtime.group, "nf-users");
+        for bad in ["a b", "-x", "x:y", "0123456789012345678901234567890123"] {
+            let e = err(&GOOD.replace("workers = 2", &format!("workers = 2\ngroup = {bad:?}")));
+            assert!(e.contains("runtime.group") && e.contains("not a group name"), "{bad}: {e}");
+        }
     }
 
     #[test]

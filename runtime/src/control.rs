@@ -17,6 +17,14 @@
 //! - at most [`MAX_CONNECTIONS`] connections are open at once; past that
 //!   the oldest one still sending its request is closed to make room.
 //!
+//! Access: the socket is root's and, with `runtime.group`, that group's
+//! (mode 0660; 0600 without a group), in a directory anyone may search.
+//! Whoever can connect may register an NF and use the read-only requests;
+//! requests that change what the runtime does ([`Request::needs_root`]:
+//! `chain apply`) are refused unless the peer is root, by its credentials
+//! as the kernel recorded them at `connect` (`SO_PEERCRED`), counted as
+//! `denied`.
+//!
 //! (The acceptor used to be a non-blocking `accept` every pass of the main
 //! loop. Linux allocates a socket before it knows there is no connection
 //! and frees it through RCU, so every empty `accept` started RCU work that
@@ -71,6 +79,7 @@ struct Counters {
     too_long: AtomicU64,
     timed_out: AtomicU64,
     evicted: AtomicU64,
+    denied: AtomicU64,
     open: AtomicU64,
 }
 
@@ -106,14 +115,38 @@ pub struct ControlSocket {
     limits: Limits,
 }
 
+/// Who is at the other end of a connection, as the kernel recorded it when
+/// the peer connected (`SO_PEERCRED`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The credentials of the process at the other end of `stream`.
+pub fn peer_of(stream: &UnixStream) -> Option<Peer> {
+    let c = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    Some(Peer { pid: u32::try_from(c.pid()).ok()?, uid: c.uid(), gid: c.gid() })
+}
+
+/// Who may connect: `None` root only (mode 0600), or root and the members
+/// of this group (0660).
+pub type Group = Option<crate::preflight::NfGroup>;
+
 impl ControlSocket {
-    pub fn bind(path: &Path) -> Result<ControlSocket, String> {
-        ControlSocket::bind_with(path, Limits::default())
+    pub fn bind(path: &Path, group: &Group) -> Result<ControlSocket, String> {
+        ControlSocket::bind_with(path, group, Limits::default())
     }
 
-    pub fn bind_with(path: &Path, limits: Limits) -> Result<ControlSocket, String> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    pub fn bind_with(path: &Path, group: &Group, limits: Limits) -> Result<ControlSocket, String> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                // Searchable by all, whatever the umask: the socket's own
+                // mode decides who may connect.
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+            }
         }
         if path.exists() {
             // A live runtime answers; a stale socket from a crash does not.
@@ -125,9 +158,7 @@ impl ControlSocket {
             }
             std::fs::remove_file(path).map_err(|e| format!("cannot remove stale {}: {e}", path.display()))?;
         }
-        let listener =
-            UnixListener::bind(path).map_err(|e| format!("cannot bind control socket {}: {e}", path.display()))?;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        let listener = bind_private(path, group)?;
         Ok(ControlSocket {
             listener,
             path: path.to_path_buf(),
@@ -136,6 +167,11 @@ impl ControlSocket {
             counters: Arc::new(Counters::default()),
             limits,
         })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The I/O thread's channels, starting the thread on first use.
@@ -213,8 +249,46 @@ impl ControlSocket {
             too_long: g(&c.too_long),
             timed_out: g(&c.timed_out),
             evicted: g(&c.evicted),
+            denied: g(&c.denied),
         }
     }
+}
+
+/// Binds the listener at `path` with its owner and mode already right: it
+/// is bound under a temporary name, given its group and mode there, and
+/// only then linked to `path` (a hard link, which fails rather than
+/// replace a socket another runtime bound meanwhile). So nobody can
+/// connect while it still has the umask's mode.
+fn bind_private(path: &Path, group: &Group) -> Result<UnixListener, String> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener =
+        UnixListener::bind(&tmp).map_err(|e| format!("cannot bind control socket {}: {e}", path.display()))?;
+    let done = (|| {
+        let mode = match group {
+            Some(g) => {
+                std::os::unix::fs::chown(&tmp, None, Some(g.gid))
+                    .map_err(|e| format!("cannot give control socket {} to group '{}': {e}", path.display(), g.name))?;
+                0o660
+            }
+            None => 0o600,
+        };
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot set the mode of control socket {}: {e}", path.display()))?;
+        std::fs::hard_link(&tmp, path).map_err(|e| {
+            if e.kind() == ErrorKind::AlreadyExists {
+                format!(
+                    "control socket {} is in use: another ubox-runtime runs with this runtime.name; stop it or pick another name",
+                    path.display()
+                )
+            } else {
+                format!("cannot bind control socket {}: {e}", path.display())
+            }
+        })
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    done.map(|()| listener)
 }
 
 impl Drop for ControlSocket {
@@ -467,6 +541,20 @@ impl IoThread {
                     return;
                 };
                 match request {
+                    Ok(request) if request.needs_root() && peer_of(&stream).map_or(true, |p| p.uid != 0) => {
+                        Counters::bump(&self.counters.denied);
+                        let uid = peer_of(&stream).map_or("unknown".to_string(), |p| p.uid.to_string());
+                        let how = match &request {
+                            Request::ChainApply { origin, .. } => format!("sudo uboxctl chain apply {origin}"),
+                            r => format!("sudo uboxctl {}", r.command()),
+                        };
+                        let message = format!(
+                            "`{}` needs root (it changes which traffic the NFs see) and this client is uid {uid}: run it as root, e.g. {how}; \
+                             the runtime's group may read (stats, nf list, chain show, ping) and run NFs",
+                            request.command()
+                        );
+                        self.answer_now(id, Response::Error { message });
+                    }
                     Ok(request) => {
                         Counters::bump(&self.counters.requests);
                         c.phase = Phase::Waiting;
@@ -511,8 +599,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ubox-control-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.sock");
-        let sock = ControlSocket::bind(&path).unwrap();
-        assert!(matches!(ControlSocket::bind(&path), Err(e) if e.contains("in use")));
+        let sock = ControlSocket::bind(&path, &None).unwrap();
+        assert!(matches!(ControlSocket::bind(&path, &None), Err(e) if e.contains("in use")));
         let mut answer = |req: Request, _: &UnixStream| match req {
             Request::Ping => Response::Pong { instance: "t".into(), pid: 7 },
             _ => Response::Error { message: "no".into() },
@@ -532,13 +620,42 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
+    #[test]
+    fn the_socket_is_0600_or_0660_for_its_group_from_the_start() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("ubox-control-mode-{}", std::process::id()));
+        let path = dir.join("sub/t.sock");
+        let sock = ControlSocket::bind(&path, &None).unwrap();
+        assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777, 0o755);
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        drop(sock);
+        assert!(!path.exists());
+        // Our own group (any user may give a file it owns to its group).
+        let gid = std::fs::metadata(path.parent().unwrap()).unwrap().gid();
+        let group = Some(crate::preflight::NfGroup { name: "g".into(), gid });
+        let sock = ControlSocket::bind(&path, &group).unwrap();
+        let m = std::fs::metadata(&path).unwrap();
+        assert_eq!((m.mode() & 0o777, m.gid()), (0o660, gid));
+        // Only the socket is left in the directory: no temporary name.
+        let names: Vec<_> =
+            std::fs::read_dir(path.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("t.sock")]);
+        // The peer's credentials are the kernel's record of this process.
+        let client = UnixStream::connect(&path).unwrap();
+        let p = peer_of(&client).unwrap();
+        assert_eq!(p.pid, std::process::id());
+        assert_eq!(p.uid, nix::unistd::geteuid().as_raw());
+        drop(sock);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
     /// A control socket with `limits` whose main loop runs on a thread,
     /// answering pings, until the returned flag is set.
     fn serve(name: &str, limits: Limits) -> (PathBuf, Arc<AtomicBool>, std::thread::JoinHandle<ControlStats>) {
         let dir = std::env::temp_dir().join(format!("ubox-control-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.sock");
-        let sock = ControlSocket::bind_with(&path, limits).unwrap();
+        let sock = ControlSocket::bind_with(&path, &None, limits).unwrap();
         let done = Arc::new(AtomicBool::new(false));
         let d = Arc::clone(&done);
         let main = std::thread::spawn(move || {

@@ -6,7 +6,7 @@
 //! [`dpdk`] modules contain `unsafe` code (plus one `geteuid` and the signal
 //! handler installation, each argued in place).
 //!
-//! Modules: [`config`] (TOML), [`preflight`] (root, hugepages, interfaces),
+//! Modules: [`config`] (TOML), [`preflight`] (root, the NF group, hugepages, interfaces),
 //! [`dpdk`] (safe wrappers), [`worker`] (the data path), [`counters`]
 //! (single-writer counters), [`control`] (Unix control socket),
 //! [`signals`].
@@ -98,6 +98,7 @@ pub fn mbufs_needed(cfg: &Config) -> u32 {
 /// Start everything, forward until SIGINT/SIGTERM, print the counters.
 pub fn run(cfg: Config, opts: Options) -> anyhow::Result<Stats> {
     preflight::check_root().map_err(|e| anyhow!(e))?;
+    let group = preflight::nf_group(&cfg.runtime.group).map_err(|e| anyhow!(e))?;
     preflight::check_ports(&cfg).map_err(|e| anyhow!(e))?;
     let nmbufs = cfg.runtime.mbufs.unwrap_or_else(|| mbufs_needed(&cfg));
     let no_huge = opts.no_huge || !cfg.runtime.hugepages;
@@ -123,8 +124,21 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<Stats> {
     // Bind the control socket first: a second instance with the same name
     // is refused before EAL touches any port.
     raise_fd_limit();
-    let control = control::ControlSocket::bind(&cfg.control_socket()).map_err(|e| anyhow!(e))?;
-    let arena = create_arena(&cfg, nmbufs, no_huge)?;
+    let control = control::ControlSocket::bind(&cfg.control_socket(), &group).map_err(|e| anyhow!(e))?;
+    let arena = create_arena(&cfg, nmbufs, no_huge, &group)?;
+    match &group {
+        Some(g) => {
+            preflight::warn_if_unreachable(control.path(), g, "reaching the control socket");
+            preflight::warn_if_unreachable(arena.arena.path(), g, "reaching the arena");
+            tracing::info!(
+                "NFs may run as members of group '{}' (gid {}): control socket and arena are mode 0660 root:{}",
+                g.name,
+                g.gid,
+                g.name
+            );
+        }
+        None => tracing::info!("runtime.group is \"\": control socket and arena are root's only (mode 0600)"),
+    }
     signals::install();
     let eal_args = cfg.eal_args(ncpus, no_huge);
     tracing::info!("EAL arguments: {}", eal_args.join(" "));
@@ -280,7 +294,7 @@ fn worker_monitor(cfg: &Config, data: ubox_shm::Region, nmbufs: u32, w: usize, n
     monitor::Monitor::new(mcfg, m.max_flows, monitor::StreamBufs::new(base, per, ring_len))
 }
 
-fn create_arena(cfg: &Config, nmbufs: u32, no_huge: bool) -> anyhow::Result<ArenaState> {
+fn create_arena(cfg: &Config, nmbufs: u32, no_huge: bool, group: &control::Group) -> anyhow::Result<ArenaState> {
     let r = &cfg.runtime;
     let (path, hugetlb) = match (&r.arena, no_huge) {
         (Some(p), _) => (p.clone(), !no_huge),
@@ -302,7 +316,7 @@ fn create_arena(cfg: &Config, nmbufs: u32, no_huge: bool) -> anyhow::Result<Aren
     ac.channels = r.max_nfs * r.workers as u32;
     ac.channel_capacity = r.nf_ring_size;
     ac.data_bytes = data;
-    let arena = ubox_shm::Arena::create(&path, &ac).map_err(|e| {
+    let arena = ubox_shm::Arena::create_for_group(&path, &ac, group.as_ref().map(|g| g.gid)).map_err(|e| {
         if hugetlb && matches!(&e, ubox_shm::Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOMEM)) {
             anyhow!(
                 "not enough free hugepages for the arena {} ({} MiB free): run scripts/setup.sh or reserve more, lower runtime.mbufs, or set runtime.arena",

@@ -14,6 +14,12 @@ use ubox_runtime::config::Config;
 /// SIGINT or SIGTERM, then prints its counters. SIGUSR1 prints them at any
 /// time; `uboxctl stats` reads them over the control socket. Must run as
 /// root with hugepages reserved (scripts/setup.sh does both).
+///
+/// NFs need not be root: the control socket and the arena are mode 0660
+/// for the group `runtime.group` (default `ubox`, which must exist:
+/// scripts/setup.sh creates it; `""` keeps both root's only), so members
+/// of the group may run NFs and the read-only uboxctl commands. `uboxctl
+/// chain apply` needs root.
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -67,6 +73,12 @@ fn main() -> ExitCode {
     }
     if let Err(e) = cfg.revalidate(&cli.config.display().to_string()) {
         eprintln!("ubox-runtime: {e}");
+        return ExitCode::from(2);
+    }
+    // The group must exist: a config error (with --check too), before
+    // anything starts.
+    if let Err(e) = ubox_runtime::preflight::nf_group(&cfg.runtime.group) {
+        eprintln!("ubox-runtime: bad config {}: {e}", cli.config.display());
         return ExitCode::from(2);
     }
     if cli.check {

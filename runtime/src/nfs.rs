@@ -191,6 +191,8 @@ struct Session {
     version: String,
     /// Answers seen at the last check, and when they last moved.
     progress: (u64, std::time::Instant),
+    /// The NF process of the last registration (`SO_PEERCRED`).
+    peer: Option<crate::control::Peer>,
 }
 
 /// Registration and liveness of NF processes (control thread).
@@ -309,14 +311,17 @@ impl NfManager {
         s.state.store(LIVE, Ordering::Release);
         self.table.registrations.fetch_add(1, Ordering::AcqRel);
         let answered = s.events_out.load(Ordering::Relaxed);
+        let peer = crate::control::peer_of(stream);
         self.sessions[slot] = Some(Session {
             stream: Some(keep),
             name: name.clone(),
             version,
             progress: (answered, std::time::Instant::now()),
+            peer,
         });
         self.slot_of.insert(name.clone(), slot);
-        tracing::info!("NF '{name}' registered as {id} in slot {slot}");
+        let who = peer.map_or_else(String::new, |p| format!(" (pid {}, uid {}, gid {})", p.pid, p.uid, p.gid));
+        tracing::info!("NF '{name}' registered as {id} in slot {slot}{who}");
         Response::Registered(session)
     }
 
@@ -349,6 +354,7 @@ impl NfManager {
             name: name.to_string(),
             version: String::new(),
             progress: (0, std::time::Instant::now()),
+            peer: None,
         });
         self.slot_of.insert(name.to_string(), k);
         Some(k)
@@ -470,6 +476,8 @@ impl NfManager {
                 publications: entry.publications.iter().map(|&p| path(p)).collect(),
                 events_in: slot.events_in.load(Ordering::Relaxed),
                 events_out: slot.events_out.load(Ordering::Relaxed),
+                pid: sess.peer.map(|p| p.pid),
+                uid: sess.peer.map(|p| p.uid),
             });
         }
         out

@@ -67,6 +67,63 @@ pub fn check_hugepages(need_bytes: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// The group NFs may run as (`runtime.group`), resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NfGroup {
+    pub name: String,
+    pub gid: u32,
+}
+
+/// Resolves `runtime.group`: `None` for `""` (root only); an error naming
+/// the group and how to create it when it does not exist.
+pub fn nf_group(name: &str) -> Result<Option<NfGroup>, String> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(Some(NfGroup { name: name.to_string(), gid: g.gid.as_raw() })),
+        Ok(None) => Err(format!(
+            "group '{name}' (runtime.group) does not exist: run scripts/setup.sh (it creates group 'ubox'), or: groupadd --system {name}; \
+             or set runtime.group = \"\" to keep the control socket and the arena root's only"
+        )),
+        Err(e) => Err(format!("cannot look up group '{name}' (runtime.group): {e}")),
+    }
+}
+
+/// The first directory on the way to `path` (its ancestors, `/` first)
+/// that members of group `gid` who are not its owner cannot search, with
+/// its mode: they could not reach `path` through it. ACLs are not looked at.
+pub fn closed_dir(path: &Path, gid: u32) -> Option<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut dirs: Vec<&Path> = path.ancestors().skip(1).filter(|d| !d.as_os_str().is_empty()).collect();
+    dirs.reverse();
+    for d in dirs {
+        let Ok(m) = std::fs::metadata(d) else { continue };
+        let mode = m.mode() & 0o7777;
+        let open = mode & 0o001 != 0 || (m.gid() == gid && mode & 0o010 != 0);
+        if !open {
+            return Some((d.to_path_buf(), mode));
+        }
+    }
+    None
+}
+
+/// Warns when group members cannot reach `path` (`what`: "the control
+/// socket", "the arena") because a directory on the way is closed to them.
+pub fn warn_if_unreachable(path: &Path, group: &NfGroup, what: &str) {
+    if let Some((dir, mode)) = closed_dir(path, group.gid) {
+        tracing::warn!(
+            "directory {} (mode {mode:04o}) keeps group '{}' from {what} {}: NFs not run as root will be refused; \
+             chmod o+x {} (or chgrp {} and chmod g+x it)",
+            dir.display(),
+            group.name,
+            path.display(),
+            dir.display(),
+            group.name
+        );
+    }
+}
+
 /// Combined channels of `iface` as `ethtool -l` reports them now, which is
 /// what the af_xdp PMD counts as the interface's queues (it takes a device
 /// without combined channels, such as a veth, as one queue). `None` when
@@ -136,6 +193,40 @@ pub fn check_ports(cfg: &Config) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nf_group_errors_name_the_group_and_the_fix() {
+        assert_eq!(super::nf_group(""), Ok(None));
+        let root = super::nf_group("root").unwrap().unwrap();
+        assert_eq!(root.gid, 0);
+        let e = super::nf_group("ubox-no-such-group").unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.contains("group 'ubox-no-such-group' (runtime.group) does not exist"), "{e}");
+        assert!(e.contains("scripts/setup.sh") && e.contains("groupadd --system ubox-no-such-group"), "{e}");
+    }
+
+    #[test]
+    fn a_closed_directory_on_the_way_is_found() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("ubox-preflight-{}", std::process::id()));
+        let inner = base.join("a/b");
+        std::fs::create_dir_all(&inner).unwrap();
+        let set =
+            |p: &std::path::Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        set(&base, 0o755);
+        set(&base.join("a"), 0o755);
+        set(&inner, 0o755);
+        let sock = inner.join("x.sock");
+        assert_eq!(super::closed_dir(&sock, 12345), None);
+        set(&base.join("a"), 0o750);
+        // Not its group: closed. (Its group is ours, so then it is open.)
+        assert_eq!(super::closed_dir(&sock, u32::MAX - 1), Some((base.join("a"), 0o750)));
+        use std::os::unix::fs::MetadataExt;
+        let gid = std::fs::metadata(base.join("a")).unwrap().gid();
+        assert_eq!(super::closed_dir(&sock, gid), None);
+        set(&base.join("a"), 0o755);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
     #[test]
     fn af_xdp_needs_a_queue_per_worker() {
         assert!(super::xdp_queues("client", "ubx-c", 2, 0, 2).is_ok());

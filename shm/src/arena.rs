@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -217,6 +217,15 @@ impl Arena {
     /// owner is alive gives [`Error::InUse`]; a file that is not an arena gives
     /// [`Error::BadMagic`] and is left alone.
     pub fn create(path: impl AsRef<Path>, config: &ArenaConfig) -> Result<Arena> {
+        Arena::create_for_group(path, config, None)
+    }
+
+    /// [`create`](Self::create), and with `group` the file belongs to that
+    /// group with mode 0660, so NF processes of users in it can attach
+    /// without being root. The owner and mode are set on the new file's
+    /// descriptor before anything is written to it: nobody else can open
+    /// it in between (it is created `O_EXCL`, 0600).
+    pub fn create_for_group(path: impl AsRef<Path>, config: &ArenaConfig, group: Option<u32>) -> Result<Arena> {
         let path = path.as_ref();
         let instance = check_instance(&config.instance)?;
         let layout = Layout::compute(config.raw()).map_err(|e| Error::BadConfig(e.0))?;
@@ -234,6 +243,10 @@ impl Arena {
             other => other?,
         };
         let mut guard = RemoveOnError(Some(path));
+        if let Some(gid) = group {
+            std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(io_err(path))?;
+            file.set_permissions(fs::Permissions::from_mode(0o660)).map_err(io_err(path))?;
+        }
         file.set_len(total).map_err(io_err(path))?;
         let mut map = Mapping::map(&file).map_err(io_err(path))?;
         let header = ArenaHeader {
@@ -697,6 +710,35 @@ mod tests {
             assert!(matches!(Arena::create(&p, &cfg), Err(Error::BadConfig(_))), "{cfg:?}");
         }
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_group_arena_is_0660_and_the_groups() {
+        use std::os::unix::fs::MetadataExt;
+        let p = tmp("group");
+        let a = Arena::create(&p, &small()).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        drop(a);
+        // Our own group: allowed for any user, root or not.
+        let gid = own_gid();
+        let a = Arena::create_for_group(&p, &small(), Some(gid)).unwrap();
+        let m = fs::metadata(&p).unwrap();
+        assert_eq!((m.mode() & 0o777, m.gid()), (0o660, gid));
+        let b = Arena::attach(&p).unwrap();
+        assert_eq!(b.instance(), "t");
+        drop(b);
+        drop(a);
+        assert!(!p.exists());
+    }
+
+    /// The group of a file this process just made (its effective gid).
+    fn own_gid() -> u32 {
+        use std::os::unix::fs::MetadataExt;
+        let p = tmp("gid-probe");
+        fs::write(&p, b"").unwrap();
+        let gid = fs::metadata(&p).unwrap().gid();
+        fs::remove_file(&p).unwrap();
+        gid
     }
 
     /// Needs free 2 MiB hugepages, which other tests on the machine may be

@@ -37,8 +37,9 @@
 //!   address. Nothing stored in the arena may be a pointer, a reference, a
 //!   `Box`, a `Vec`, a `&str` or anything else holding an address; links are
 //!   slot indices or byte offsets from the arena base.
-//! * **Roles.** The runtime [`Arena::create`]s the file (mode 0600) and removes
-//!   it when its `Arena` drops; NF processes [`Arena::attach`], which checks
+//! * **Roles.** The runtime [`Arena::create`]s the file (mode 0600, or 0660
+//!   for its NF group with [`Arena::create_for_group`]) and removes it when
+//!   its `Arena` drops; NF processes [`Arena::attach`], which checks
 //!   magic, version and sizes. Each ring has exactly one producer and one
 //!   consumer ([`Producer`], [`Consumer`]). A slot's payload is written only
 //!   by the holder of its only reference; everyone else who holds a

@@ -70,7 +70,8 @@ impl Mapping {
     pub(crate) fn map(file: &File) -> io::Result<Mapping> {
         // SAFETY: memmap2 requires that the file is not truncated while mapped
         // and acknowledges that other processes may modify it. The arena file
-        // is private to one ubox instance (mode 0600, created with O_EXCL);
+        // is private to one ubox instance (mode 0600 or 0660 for its NF
+        // group, created with O_EXCL);
         // nobody truncates it while mapped, and concurrent modification is the
         // point: all shared state is accessed through atomics or under the
         // single-writer payload contract (see `bytes_mut`).

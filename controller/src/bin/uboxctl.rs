@@ -13,6 +13,11 @@ use controller::api::{self, Request, Response};
 /// `/run/ubox/<instance>.sock`, where `<instance>` is `runtime.name` in the
 /// runtime's config) and prints what it answers: readable tables by default,
 /// JSON with --json.
+///
+/// Who may: root, and members of the runtime's group (`runtime.group`,
+/// default `ubox`, created by scripts/setup.sh) for the read-only commands
+/// (stats, ping, nf list, chain show). `chain apply` changes what traffic
+/// the NFs see and needs root (e.g. sudo uboxctl chain apply FILE).
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -47,6 +52,7 @@ enum Cmd {
 enum ChainCmd {
     /// Apply a chain file (see examples/chain.toml); new flows use it,
     /// running flows keep their chain. Nothing is applied if it has an error.
+    /// Needs root.
     Apply {
         /// The chain file (TOML).
         file: PathBuf,
@@ -57,7 +63,8 @@ enum ChainCmd {
 
 #[derive(Subcommand)]
 enum NfCmd {
-    /// Registered NFs: state, subscriptions, publications, events in/out.
+    /// Registered NFs: state, process and user, subscriptions,
+    /// publications, events in/out.
     List,
 }
 
@@ -100,6 +107,8 @@ fn main() -> ExitCode {
                 "name",
                 "version",
                 "state",
+                "pid",
+                "user",
                 "subscribes",
                 "publishes",
                 "events in",
@@ -111,6 +120,8 @@ fn main() -> ExitCode {
                     n.name,
                     n.version,
                     n.state,
+                    n.pid.map_or("-".into(), |p| p.to_string()),
+                    n.uid.map_or("-".into(), user_name),
                     n.subscriptions.join(","),
                     n.publications.join(","),
                     n.events_in.to_string(),
@@ -139,5 +150,13 @@ fn main() -> ExitCode {
             eprintln!("uboxctl: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `name (uid)` of a user id, or the bare id when no user has it.
+fn user_name(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => format!("{} ({uid})", u.name),
+        _ => uid.to_string(),
     }
 }

@@ -496,6 +496,21 @@ impl Stats {
             "pools: mbufs {}/{} free, event slots {}/{} free\n",
             self.pools.mbufs_free, self.pools.mbufs_total, self.pools.event_slots_free, self.pools.event_slots_total
         ));
+        let mut skipped = std::collections::BTreeMap::<&str, u64>::new();
+        for w in &self.workers {
+            for (k, v) in &w.events_skipped {
+                *skipped.entry(k.as_str()).or_default() += v;
+            }
+        }
+        if skipped.values().any(|&v| v > 0) {
+            // Events are not packets: a skipped event's packet went on (or,
+            // at a fail-closed stage, is counted in the drops above).
+            let list: Vec<String> = skipped.iter().filter(|(_, &v)| v > 0).map(|(k, v)| format!("{k} {v}")).collect();
+            out.push_str(&format!(
+                "events skipped (their packets went on unless dropped above): {}\n",
+                list.join(", ")
+            ));
+        }
         let c = &self.control;
         out.push_str(&format!(
             "control socket: {} requests, {} connections ({} open); refused: {} bad, {} too long, {} timed out, {} evicted at the connection limit, {} not root's to make\n",
@@ -736,5 +751,21 @@ mod tests {
         assert_eq!(st.flows().evicted, 2);
         let text = st.render();
         assert!(text.contains("ipv4_bad_checksum"), "{text}");
+        assert!(!text.contains("events skipped"), "no line when nothing was skipped");
+    }
+
+    #[test]
+    fn skipped_events_are_shown_apart_from_dropped_packets() {
+        let mut st = Stats::default();
+        for i in 0..2 {
+            let mut w = WorkerStats { id: i, ..Default::default() };
+            w.events_skipped.insert("ring_full".into(), 4);
+            w.events_skipped.insert("nf_absent".into(), 0);
+            st.workers.push(w);
+        }
+        let text = st.render();
+        let line = text.lines().find(|l| l.starts_with("events skipped")).expect(&text);
+        assert!(line.ends_with(": ring_full 8"), "{line}");
+        assert!(st.drops().is_empty(), "a skipped event is not a dropped packet");
     }
 }

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import time
 
+from test_monitor import ids_chain
 from test_nf import chain_toml
 from ubox_e2e import BIN, CLIENT_IP, PYTHON, ROOT, SERVER_IP, load, log_has, netns
 
@@ -164,12 +165,7 @@ def _flood(procs, traffic, tdir, names, tag, pps, seconds):
 # RSS stays within what its config allows: the second full flood adds nothing.
 def test_syn_flood_does_not_blind_the_ids(runtime, nf, traffic, procs, tdir, names):
     rt = runtime("flood", extra="[monitor]\nstream_buffers = 16\nstream_buffer_kb = 1024")
-    rules = tdir / "ids.rules"
-    rules.write_text('alert sig client "evil-signature"\n')
-    ids = nf(rt, "ids", "--rules", rules, "--json-out", tdir / "ids.json")
-    time.sleep(0.5)
-    chain = '[[chain]]\nname = "inspect"\nnfs = ["ids"]\n[chain.match]\nprotocol = "tcp"\n'
-    rt.apply_chain(tdir / "chain.toml", chain, quiet=True)
+    ids, _ = ids_chain(rt, nf, tdir, "chain.toml", quiet=True)
     assert traffic.fetch("small.bin", max_time=10), "fetch through the chain before the flood"
     rss0 = _rss_kib(rt.pid)
     subprocess.run(["ip", "-n", names.s1, "route", "replace", "10.200.0.0/16", "via", CLIENT_IP], check=True)

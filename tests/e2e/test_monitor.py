@@ -27,6 +27,19 @@ print(f"    split request answered with {len(data)} bytes")
 """
 
 
+def ids_chain(rt, nf, tdir, chain_file, quiet=False):
+    """The ids NF (alerting on "evil-signature" in client bytes, alerts in
+    tdir/ids.json) alone in a TCP chain applied as tdir/chain_file: the NF
+    process and the chain text."""
+    rules = tdir / "ids.rules"
+    rules.write_text('alert sig client "evil-signature"\n')
+    ids = nf(rt, "ids", "--rules", rules, "--json-out", tdir / "ids.json")
+    time.sleep(0.5)
+    chain = '[[chain]]\nname = "inspect"\nnfs = ["ids"]\n[chain.match]\nprotocol = "tcp"\n'
+    rt.apply_chain(tdir / chain_file, chain, quiet=quiet)
+    return ids, chain
+
+
 def monitor_runtime(runtime, suffix, **config):
     """A runtime for the monitor tests: deep stream rings."""
     return runtime(suffix, extra=MONITOR_EXTRA, **config)
@@ -165,12 +178,7 @@ time.sleep(float(sys.argv[1]))
 # passes, counted as such. Issue 9 §1.
 def test_unmonitored_flows_follow_the_chain_policy(runtime, nf, traffic, procs, tdir, names):
     rt = runtime("unmon", extra="[monitor]\nmax_flows = 1\nstream_buffers = 8\nstream_buffer_kb = 1024")
-    rules = tdir / "ids.rules"
-    rules.write_text('alert sig client "evil-signature"\n')
-    ids = nf(rt, "ids", "--rules", rules, "--json-out", tdir / "ids.json")
-    time.sleep(0.5)
-    chain = '[[chain]]\nname = "inspect"\nnfs = ["ids"]\n[chain.match]\nprotocol = "tcp"\n'
-    rt.apply_chain(tdir / "closed.toml", chain)
+    ids, chain = ids_chain(rt, nf, tdir, "closed.toml")
     hold = procs.start("hold", netns(names.c, PYTHON, "-c", HOLD, "20"), log=tdir / "hold.log")
     for _ in range(50):
         if "held" in (tdir / "hold.log").read_text(errors="replace"):

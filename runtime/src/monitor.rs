@@ -40,8 +40,8 @@
 //!   stream offset 0. A ring NFs still read is retired (freed once its
 //!   pins are answered) and the new connection gets a fresh one.
 //! - **Memory.** A monitored flow costs `size_of::<MonFlow>()` (a few
-//!   hundred bytes, see `uboxctl stats`; the map of them is sized for
-//!   `max_flows` at start), and each reassembled side its state and one ring
+//!   hundred bytes, see `uboxctl stats`; the map of them grows up to
+//!   `max_flows`), and each reassembled side its state and one ring
 //!   from its first payload byte on; all bounded by the config.
 
 use std::collections::VecDeque;
@@ -285,9 +285,10 @@ impl Monitor {
     pub fn new(cfg: MonitorConfig, max: usize, bufs: StreamBufs) -> Monitor {
         Monitor {
             cfg,
-            // Sized once: growing would rehash (and copy) every flow's state
-            // on the data path, mid-flood.
-            flows: HashMap::with_capacity(max),
+            // Grows as needed (at most log2(max_flows) rehashes): sized for
+            // max_flows at once, its buckets' pages get touched one by one as
+            // flows come and go, and RSS creeps up for hours.
+            flows: HashMap::new(),
             max,
             bufs,
             reports: Vec::with_capacity(16),
@@ -575,12 +576,31 @@ impl Monitor {
             }
             match r {
                 Report::Tcp(TcpEvent::ReassemblyStopped { side, reason }, snap) => {
-                    if let Some(s) = f.sides[idx(side)].as_mut() {
+                    let i = idx(side);
+                    if let Some(s) = f.sides[i].as_mut() {
                         s.stopped = match reason {
                             ustack::tcp::StopReason::BufferFull => 1,
                             ustack::tcp::StopReason::NoBuffer => 2,
                             ustack::tcp::StopReason::Gap => 3,
                         };
+                        // The side's last DATA_RDY says so (`stopped()`), with
+                        // whatever was still due (possibly nothing).
+                        let end = f.payload[i].max(s.announced);
+                        out.push(Report::Data(
+                            DataReady {
+                                side,
+                                buf: s.buf,
+                                start: s.announced,
+                                end,
+                                ring_off: bufs.ring(s.buf),
+                                cell_off: bufs.cell(s.buf),
+                                ring_len: bufs.ring_len,
+                                stopped: s.stopped,
+                            },
+                            snap,
+                        ));
+                        s.announced = end;
+                        s.due = None;
                     }
                     out.push(Report::Tcp(TcpEvent::ReassemblyStopped { side, reason }, snap));
                 }
@@ -1131,15 +1151,16 @@ mod tests {
             for r in h.send(Side::Server, 501 + i * 1400, 101, ACK, &chunk) {
                 match r {
                     Report::Tcp(TcpEvent::ReassemblyStopped { .. }, _) => stops += 1,
-                    Report::Data(d, _) => announced.push((d.start, d.end, stops)),
+                    Report::Data(d, _) => announced.push((d.start, d.end, d.stopped, stops)),
                     Report::Tcp(..) => {}
                 }
             }
         }
         assert_eq!(stops, 1, "reported once");
         assert_eq!(h.mon.stopped, 1, "counted once");
-        // What fit in the ring (two segments) is announced before the stop.
-        assert_eq!(announced, [(0, 2800, 0)]);
+        // What fit in the ring (two segments) is announced before the stop,
+        // then a last (here empty) range that says the side stopped.
+        assert_eq!(announced, [(0, 2800, 0, 0), (2800, 2800, 1, 0)]);
         assert!(h.due().is_empty());
     }
 

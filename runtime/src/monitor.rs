@@ -129,6 +129,22 @@ impl SideStream {
     }
 }
 
+impl SideStream {
+    /// The `DATA_RDY` of the bytes from the last announced one to `end`.
+    fn range_to(&self, side: Side, end: u64, bufs: &StreamBufs, stopped: u32) -> DataReady {
+        DataReady {
+            side,
+            buf: self.buf,
+            start: self.announced,
+            end,
+            ring_off: bufs.ring(self.buf),
+            cell_off: bufs.cell(self.buf),
+            ring_len: bufs.ring_len,
+            stopped,
+        }
+    }
+}
+
 /// A ring whose connection restarted while NFs still read it: freed once
 /// every pinned range is answered.
 struct Retired {
@@ -586,19 +602,7 @@ impl Monitor {
                         // The side's last DATA_RDY says so (`stopped()`), with
                         // whatever was still due (possibly nothing).
                         let end = f.payload[i].max(s.announced);
-                        out.push(Report::Data(
-                            DataReady {
-                                side,
-                                buf: s.buf,
-                                start: s.announced,
-                                end,
-                                ring_off: bufs.ring(s.buf),
-                                cell_off: bufs.cell(s.buf),
-                                ring_len: bufs.ring_len,
-                                stopped: s.stopped,
-                            },
-                            snap,
-                        ));
+                        out.push(Report::Data(s.range_to(side, end, bufs, s.stopped), snap));
                         s.announced = end;
                         s.due = None;
                     }
@@ -635,19 +639,7 @@ impl Monitor {
             }
             let end = f.payload[i];
             if end > s.announced {
-                out.push(Report::Data(
-                    DataReady {
-                        side,
-                        buf: s.buf,
-                        start: s.announced,
-                        end,
-                        ring_off: bufs.ring(s.buf),
-                        cell_off: bufs.cell(s.buf),
-                        ring_len: bufs.ring_len,
-                        stopped: 0,
-                    },
-                    snap,
-                ));
+                out.push(Report::Data(s.range_to(side, end, bufs, 0), snap));
                 s.announced = end;
             }
             s.due = None;

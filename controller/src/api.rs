@@ -223,7 +223,7 @@ pub struct NfStats {
     pub nf_busy_ns: u64,
     /// By reason: `ring_full`, `no_event_slot`, `verdict_drop`, `modified`,
     /// `fail_closed`, `skipped_absent`, `reclaimed`, `published`,
-    /// `bad_publish`, `bad_verdict` (only non-zero ones).
+    /// `bad_publish`, `bad_verdict`, `stray_answer` (only non-zero ones).
     pub counts: std::collections::BTreeMap<String, u64>,
 }
 

@@ -12,9 +12,9 @@
 //! callback's [`Verdict`] back. No syscalls on the data path, no DPDK, and
 //! no `unsafe` in the SDK or in NFs.
 //!
-//! An NF needs no privilege: it connects to the control socket and maps
-//! the arena, both mode 0660 for the runtime's group (`runtime.group`,
-//! default `ubox`), and moves its poll thread onto the CPUs the runtime
+//! An NF needs no privilege: it connects to the control socket, mode 0660
+//! for the runtime's group (`runtime.group`, default `ubox`), maps the
+//! part of the arena the runtime hands it there, and moves its poll thread onto the CPUs the runtime
 //! offers NFs (its own affinity, which any process may narrow). Run it as
 //! any user in that group; outside it, [`NfBuilder::connect`] fails with
 //! [`NfError::PermissionDenied`], one line naming the group and how to
@@ -138,10 +138,14 @@
 //!   TCP/UDP checksums. Such an NF is run in order, never in a parallel
 //!   group; a Modified answer from an NF that did not declare it counts as
 //!   Pass (`bad_verdict`).
-//! - **The runtime owns slots and packets.** The SDK releases no slot; it
-//!   allocates one only to publish an event (the runtime frees it), and it
-//!   hands every slot it popped back on the same worker's `from_nf` ring,
-//!   waiting while that ring is full, never dropping one. A callback must not keep packet bytes past its return
+//! - **The runtime owns slots and packets.** An NF maps only what the
+//!   runtime grants it at registration: the slot pool and (unless it
+//!   declared `modifies_packets`) the packet region read-only, and its own
+//!   channels read-write; other NFs' channels are not in its address space.
+//!   The SDK neither allocates nor frees slots: it publishes an event by
+//!   writing it into its channel's publish area (the worker copies it
+//!   out), and answers every event it popped on the same worker's answer
+//!   ring, waiting while that ring is full, never dropping one. A callback must not keep packet bytes past its return
 //!   (the borrow ends there).
 //! - **Callbacks are short.** They run on the polling thread; the event's
 //!   packet is parked in the runtime until they answer.

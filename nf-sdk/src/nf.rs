@@ -4,12 +4,14 @@
 //! This module owns the control connection and the NF's side of its
 //! channels: it pops descriptors in bursts, calls the callbacks, and pushes
 //! one [`Answer`] per event (the event's cookie and verdict) back in one
-//! burst. It never releases slots; it allocates one only to publish an
-//! event (announced with [`Answer::publish`], freed by the runtime), and
-//! writes packet bytes only for NFs that declared it.
+//! burst. It neither allocates nor frees slots (the pool is read-only
+//! here): it publishes an event in its channel's publish area (announced
+//! with [`Answer::publish`], copied out by the worker), and writes packet
+//! bytes only for NFs that declared it (only they get the packet region
+//! writable).
 
 use std::ffi::OsString;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 use controller::api::{self, NfSession, NfWakeup, Request, Response};
 use controller::registry::{FlowFilter, NfManifest, Subscription};
 use ubox_shm::event::{Answer, Desc, EventHeader, EVENT_HEADER_LEN, VERDICT_DROP, VERDICT_MODIFIED, VERDICT_PASS};
-use ubox_shm::{Arena, Consumer, Producer, SlotIdx, SlotPool};
+use ubox_shm::{Arena, Consumer, Grant, Producer, PubWriter, SlotIdx, SlotPool};
 use ustack::event::EventTypeId;
 
 use crate::event::{Context, Outgoing};
@@ -35,6 +37,8 @@ pub const ENV_SOCKET: &str = "UBOX_SOCKET";
 
 /// How long registration may take before `connect` gives up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest registration answer read (a session is a few hundred bytes).
+const MAX_ANSWER: usize = 1 << 20;
 /// How often `run` checks that the control connection is still open.
 const LIVENESS_EVERY: Duration = Duration::from_millis(100);
 /// Most events popped from one channel per poll. Large, so that when the
@@ -219,7 +223,7 @@ impl NfBuilder {
             }
         }
         let socket = self.socket_path();
-        let (control, session) = register(&socket, &self.manifest)?;
+        let (control, session, files) = register(&socket, &self.manifest)?;
         if session.subscriptions.len() != self.callbacks.len() {
             return Err(NfError::Protocol {
                 socket,
@@ -248,16 +252,19 @@ impl NfBuilder {
             })?;
             publications.push((path.clone(), type_id));
         }
-        let arena = Arena::attach(&session.arena).map_err(|e| match &e {
-            ubox_shm::Error::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
-                NfError::PermissionDenied {
-                    path: session.arena.clone(),
-                    hint: api::permission_denied(&session.arena, "the arena"),
-                }
-            }
-            _ => NfError::Arena(e),
-        })?;
+        // What the runtime granted: its arena file and packet region
+        // (read-only, or the region read-write if we modify packets) and our
+        // own channels; nothing else of the arena is in this process.
+        let channels: Vec<u32> = session.rings.iter().map(|r| r.channel).collect();
+        let arena = Grant::from_files(files, &channels)
+            .and_then(|g| Arena::attach(g, &session.arena))
+            .map_err(NfError::Arena)?;
         let session_err = |what: String| NfError::Session { arena: session.arena.clone(), what };
+        if self.manifest.modifies_packets && !arena.data_writable() {
+            return Err(session_err(
+                "the runtime gave the packet region read-only to an NF that modifies packets".into(),
+            ));
+        }
         if session.rings.is_empty() {
             return Err(session_err("no rings: the session gives the NF no worker to serve".into()));
         }
@@ -309,7 +316,7 @@ fn resolve_socket(
 }
 
 /// The handshake: one request line, one response line.
-fn register(socket: &Path, manifest: &NfManifest) -> Result<(UnixStream, NfSession), NfError> {
+fn register(socket: &Path, manifest: &NfManifest) -> Result<(UnixStream, NfSession, Vec<std::fs::File>), NfError> {
     let control = UnixStream::connect(socket).map_err(|source| {
         if source.kind() == io::ErrorKind::PermissionDenied {
             NfError::PermissionDenied {
@@ -327,16 +334,18 @@ fn register(socket: &Path, manifest: &NfManifest) -> Result<(UnixStream, NfSessi
         .map_err(|e| NfError::Definition(format!("manifest of '{}' does not serialise: {e}", manifest.name)))?;
     line.push('\n');
     (&control).write_all(line.as_bytes()).map_err(ctl_err("sending the manifest"))?;
-    let mut answer = String::new();
-    let n = BufReader::new(&control).read_line(&mut answer).map_err(ctl_err("waiting for the registration answer"))?;
-    if n == 0 {
-        return Err(NfError::Protocol {
-            socket: socket.into(),
-            what: "the runtime closed the connection during registration".into(),
-        });
-    }
-    match serde_json::from_str::<Response>(&answer) {
-        Ok(Response::Registered(session)) => Ok((control, session)),
+    // The answer's first bytes carry the NF's part of the arena (descriptors).
+    let (answer, files) = match ubox_shm::pass::read_line_with_files(&control, MAX_ANSWER) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Err(NfError::Protocol {
+                socket: socket.into(),
+                what: "the runtime closed the connection during registration".into(),
+            })
+        }
+        r => r.map_err(ctl_err("waiting for the registration answer"))?,
+    };
+    match serde_json::from_slice::<Response>(&answer) {
+        Ok(Response::Registered(session)) => Ok((control, session, files)),
         Ok(Response::Error { message }) => Err(NfError::Refused { name: manifest.name.clone(), message }),
         Ok(other) => {
             Err(NfError::Protocol { socket: socket.into(), what: format!("unexpected answer to register: {other:?}") })
@@ -581,7 +590,12 @@ impl Nf {
             let ch = arena
                 .channel(r.channel)
                 .map_err(|e| NfError::Session { arena: session.arena.clone(), what: e.to_string() })?;
-            links.push(Link { worker: r.worker as u8, events: ch.desc.consumer(), answers: ch.answer.producer() });
+            links.push(Link {
+                worker: r.worker as u8,
+                events: ch.desc.consumer(),
+                answers: ch.answer.producer(),
+                publish: ch.publish.writer(),
+            });
         }
         // Idle NFs sleep on the doorbell of their first channel; every
         // worker rings it (futex wake-ups, `runtime.nf_wakeup`).
@@ -589,7 +603,7 @@ impl Nf {
             (NfWakeup::Futex, Some(r)) => arena.channel(r.channel).ok().map(|c| c.desc.bell()),
             _ => None,
         };
-        let mut pool = arena.slot_pool()?;
+        let pool = arena.slot_pool()?;
         let ctx = Context {
             arena,
             modifies: *modifies,
@@ -597,6 +611,7 @@ impl Nf {
             slot_size: pool.payload_size(),
             outbox: std::cell::RefCell::new(Vec::new()),
         };
+        let mut record = vec![0u8; pool.payload_size()];
         let mut burst = [Desc::default(); BURST];
         let mut answers: Vec<Answer> = Vec::with_capacity(BURST * (1 + crate::event::MAX_PUBLISH_PER_EVENT));
         let mut backoff = Backoff::default();
@@ -617,10 +632,10 @@ impl Nf {
                     let code = handle(&ctx, &pool, dispatch, link.worker, d, summary);
                     let outgoing = std::mem::take(&mut *ctx.outbox.borrow_mut());
                     for o in outgoing {
-                        match publish(&mut pool, &o, session.nf_id, link.worker) {
-                            Some(slot) => {
+                        match publish(&mut link.publish, &o, session.nf_id, link.worker, &mut record) {
+                            Some(n) => {
                                 summary.published += 1;
-                                answers.push(Answer::publish(slot.0));
+                                answers.push(Answer::publish(n));
                             }
                             None => summary.publish_failed += 1,
                         }
@@ -673,11 +688,13 @@ struct Link<'a> {
     worker: u8,
     events: Consumer<'a, Desc>,
     answers: Producer<'a, Answer>,
+    publish: PubWriter<'a>,
 }
 
-/// Writes an event the callback published into a fresh slot.
-fn publish(pool: &mut SlotPool<'_>, o: &Outgoing, nf_id: u32, worker: u8) -> Option<SlotIdx> {
-    let slot = pool.alloc()?;
+/// Writes an event the callback published into the channel's next publish
+/// record (`record`: a scratch buffer of the slot size) and returns the
+/// record's number, `None` when every record still waits for the worker.
+fn publish(to: &mut PubWriter<'_>, o: &Outgoing, nf_id: u32, worker: u8, record: &mut [u8]) -> Option<u32> {
     let header = EventHeader {
         type_id: o.type_id.raw(),
         flow_id: o.flow_id,
@@ -686,18 +703,15 @@ fn publish(pool: &mut SlotPool<'_>, o: &Outgoing, nf_id: u32, worker: u8) -> Opt
         side: o.side,
         ..EventHeader::default()
     };
-    let written = pool.payload_mut(slot).ok().and_then(|b| {
-        header.write(b)?;
-        let room = b.get_mut(EVENT_HEADER_LEN..)?;
-        room.fill(0);
-        room.get_mut(..o.payload.len())?.copy_from_slice(&o.payload);
-        Some(())
-    });
-    if written.is_none() {
-        let _ = pool.release(slot);
-        return None;
-    }
-    Some(slot)
+    header.write(record)?;
+    let room = record.get_mut(EVENT_HEADER_LEN..)?;
+    room.fill(0);
+    room.get_mut(..o.payload.len())?.copy_from_slice(&o.payload);
+    let n = to.write(record)?;
+    // Its answer goes in this burst's answers, which are all pushed (or the
+    // NF stops): the record is the worker's from here.
+    to.commit();
+    Some(n)
 }
 
 /// The header a packet descriptor stands for (packet events carry no

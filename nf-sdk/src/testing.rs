@@ -24,9 +24,10 @@
 //! ```
 //!
 //! Packets are written into the arena's data region, where the real runtime
-//! keeps its mbufs, through the arena *file* (`pwrite`): ubox-shm offers no
-//! safe writer for the data region, and a shared file mapping sees writes
-//! to the file. See [`FakeRuntime::write_packet`].
+//! keeps its mbufs (see [`FakeRuntime::write_packet`]). The NF gets its part
+//! of the arena as from the runtime: descriptors with the registration
+//! answer, the packet region read-only unless its manifest says it modifies
+//! packets, the slot pool read-only, its channel read-write.
 //!
 //! The fake sends events exactly as the runtime does: a packet event is a
 //! descriptor naming the packet bytes; an event with a header or payload
@@ -46,7 +47,7 @@ use std::time::{Duration, Instant};
 use controller::api::{NfRings, NfSession, Request, Response};
 use controller::registry::{NfManifest, Registry};
 use ubox_shm::event::{Desc, EventHeader, ANSWER_PUBLISH, ANSWER_VERDICT, DESC_SLOT, EVENT_HEADER_LEN, SIDE_CLIENT};
-use ubox_shm::{Arena, ArenaConfig, SlotIdx};
+use ubox_shm::{Arena, ArenaConfig, Grant, SlotIdx};
 use ustack::event::EventTypeId;
 
 /// The arena channel the fake uses (worker 0).
@@ -105,6 +106,8 @@ pub struct FakeRuntime {
     seq: u32,
     /// Events the NF published, collected with the verdicts.
     published: Vec<(EventHeader, Vec<u8>)>,
+    /// The NF's next publish record.
+    pub_next: u32,
 }
 
 impl std::fmt::Debug for FakeRuntime {
@@ -143,6 +146,9 @@ impl FakeRuntime {
             data_bytes: DATA_BYTES,
         };
         let arena = Arena::create(&arena_path, &config)?;
+        // What the NF gets, as the runtime would grant it: packets read-only,
+        // or read-write for an NF that modifies them (the manifest decides).
+        let grants = (arena.grant(&[CHANNEL], false)?, arena.grant(&[CHANNEL], true)?);
         let socket = dir.join("control.sock");
         let listener = UnixListener::bind(&socket)?;
         listener.set_nonblocking(true)?;
@@ -150,7 +156,7 @@ impl FakeRuntime {
         let quit = Arc::new(AtomicBool::new(false));
         let thread = {
             let (shared, quit) = (Arc::clone(&shared), Arc::clone(&quit));
-            std::thread::spawn(move || serve_one(listener, arena_path, refuse, shared, quit))
+            std::thread::spawn(move || serve_one(listener, arena_path, grants, refuse, shared, quit))
         };
         Ok(FakeRuntime {
             dir,
@@ -163,6 +169,7 @@ impl FakeRuntime {
             outstanding: HashMap::new(),
             seq: 0,
             published: Vec::new(),
+            pub_next: 0,
         })
     }
 
@@ -357,11 +364,6 @@ impl FakeRuntime {
     }
 
     /// Copies `bytes` to arena offset `off` (inside the data region).
-    ///
-    /// Goes through the arena file with `pwrite`, which the shared mappings
-    /// see; ubox-shm has no safe writer for the data region (the runtime
-    /// fills it through DPDK). Swap this for an arena method once one
-    /// exists.
     pub fn write_packet(&self, off: u64, bytes: &[u8]) -> io::Result<()> {
         self.arena
             .write_packet(off, bytes)
@@ -379,16 +381,16 @@ impl FakeRuntime {
             return out;
         };
         let mut answers = ch.answer.consumer();
+        let mut publications = ch.publish.reader_at(self.pub_next);
+        let mut record = vec![0u8; ch.publish.record_len()];
         while let Some(a) = answers.pop() {
             match a.kind() {
                 ANSWER_PUBLISH => {
-                    let slot = SlotIdx(a.cookie());
-                    if let Ok(b) = pool.payload(slot) {
-                        if let Some(h) = EventHeader::read(b) {
-                            self.published.push((h, b.get(EVENT_HEADER_LEN..).unwrap_or(&[]).to_vec()));
-                        }
+                    let b = publications.take(a.cookie(), &mut record).map(|n| &record[..n]);
+                    match b.and_then(|b| Some((EventHeader::read(b)?, b))) {
+                        Some((h, b)) => self.published.push((h, b.get(EVENT_HEADER_LEN..).unwrap_or(&[]).to_vec())),
+                        None => out.push((EventId(a.cookie()), u8::MAX)),
                     }
-                    let _ = pool.release(slot);
                 }
                 ANSWER_VERDICT => match self.outstanding.remove(&a.cookie()) {
                     Some(held) => {
@@ -402,6 +404,7 @@ impl FakeRuntime {
                 _ => out.push((EventId(a.cookie()), u8::MAX)),
             }
         }
+        self.pub_next = publications.next();
         out
     }
 
@@ -467,6 +470,7 @@ impl Drop for FakeRuntime {
 fn serve_one(
     listener: UnixListener,
     arena: PathBuf,
+    grants: (Grant, Grant),
     refuse: Option<String>,
     shared: Arc<Mutex<Shared>>,
     quit: Arc<AtomicBool>,
@@ -500,7 +504,13 @@ fn serve_one(
     };
     let mut out = serde_json::to_string(&response).unwrap_or_default();
     out.push('\n');
-    let _ = (&stream).write_all(out.as_bytes());
+    // A registered NF gets its part of the arena with the answer's first bytes.
+    let files = match (&response, &manifest) {
+        (Response::Registered(_), Some(m)) => if m.modifies_packets { grants.1 } else { grants.0 }.into_files(),
+        _ => Vec::new(),
+    };
+    let sent = if files.is_empty() { Ok(0) } else { ubox_shm::pass::send_with_files(&stream, out.as_bytes(), &files) };
+    let _ = sent.and_then(|n| (&stream).write_all(&out.as_bytes()[n..]));
     let _ = stream.set_nonblocking(true);
     let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
     s.manifest = manifest;

@@ -65,9 +65,10 @@ pub struct RuntimeSection {
     /// Control socket; default /run/ubox/<name>.sock.
     pub control_socket: Option<PathBuf>,
     /// The group whose members may run NFs and read-only `uboxctl`
-    /// commands: the control socket and the arena get mode 0660 and this
-    /// group (it must exist: scripts/setup.sh creates `ubox`). `""` keeps
-    /// both root's only (0600). `uboxctl chain apply` needs root either way.
+    /// commands: the control socket gets mode 0660 and this group (it must
+    /// exist: scripts/setup.sh creates `ubox`). `""` keeps it root's only
+    /// (0600). The arena file is root's either way: NFs get their part of
+    /// it over the socket. `uboxctl chain apply` needs root either way.
     pub group: String,
     /// Extra EAL arguments, appended last (e.g. ["--log-level=pmd.*:debug"]).
     pub eal_args: Vec<String>,

@@ -99,7 +99,7 @@ struct Incoming {
 
 struct Io {
     requests: Mutex<Receiver<Incoming>>,
-    replies: Sender<(u64, Vec<u8>)>,
+    replies: Sender<(u64, Vec<u8>, Vec<std::fs::File>)>,
     /// Written (one byte) after each reply, so the I/O thread wakes.
     wake: UnixStream,
 }
@@ -213,7 +213,7 @@ impl ControlSocket {
     /// Serve the requests that came in, waiting up to `wait` for the first:
     /// `answer` also gets the connection (an NF's registration keeps a
     /// clone of it open).
-    pub fn poll(&self, wait: Duration, answer: &mut impl FnMut(Request, &UnixStream) -> Response) {
+    pub fn poll(&self, wait: Duration, answer: &mut impl FnMut(Request, &UnixStream) -> Reply) {
         let Some(io) = self.io() else {
             std::thread::sleep(wait);
             return;
@@ -222,12 +222,12 @@ impl ControlSocket {
         let mut next = rx.recv_timeout(wait).ok();
         let mut served = 0;
         while let Some(inc) = next {
-            let resp = answer(inc.request, &inc.stream);
-            let mut out = serde_json::to_vec(&resp).unwrap_or_else(|e| {
+            let Reply { response, files } = answer(inc.request, &inc.stream);
+            let mut out = serde_json::to_vec(&response).unwrap_or_else(|e| {
                 format!("{{\"status\":\"error\",\"message\":\"cannot encode the answer: {e}\"}}").into_bytes()
             });
             out.push(b'\n');
-            if io.replies.send((inc.id, out)).is_ok() {
+            if io.replies.send((inc.id, out, files)).is_ok() {
                 let _ = (&io.wake).write(&[1]);
             }
             served += 1;
@@ -301,6 +301,18 @@ impl Drop for ControlSocket {
     }
 }
 
+/// An answer and the descriptors that go with it (an NF's grant).
+pub struct Reply {
+    pub response: Response,
+    pub files: Vec<std::fs::File>,
+}
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Reply {
+        Reply { response, files: Vec::new() }
+    }
+}
+
 /// Where a connection is.
 enum Phase {
     /// Reading its request line (`discard`: past the limit, waiting for the
@@ -308,8 +320,9 @@ enum Phase {
     Reading { buf: Vec<u8>, discard: bool },
     /// The main loop has its request.
     Waiting,
-    /// Writing the answer from `pos`.
-    Writing { out: Vec<u8>, pos: usize },
+    /// Writing the answer from `pos`, with `files` attached to the first
+    /// bytes that go.
+    Writing { out: Vec<u8>, pos: usize, files: Vec<std::fs::File> },
 }
 
 struct Conn {
@@ -325,7 +338,7 @@ struct IoThread {
     listener: UnixListener,
     wake: UnixStream,
     requests: Sender<Incoming>,
-    replies: Receiver<(u64, Vec<u8>)>,
+    replies: Receiver<(u64, Vec<u8>, Vec<std::fs::File>)>,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
     limits: Limits,
@@ -392,9 +405,9 @@ impl IoThread {
                 let mut b = [0u8; 256];
                 while matches!((&self.wake).read(&mut b), Ok(n) if n > 0) {}
             }
-            while let Ok((id, out)) = self.replies.try_recv() {
+            while let Ok((id, out, files)) = self.replies.try_recv() {
                 if let Some(c) = self.conns.get_mut(&id) {
-                    c.phase = Phase::Writing { out, pos: 0 };
+                    c.phase = Phase::Writing { out, pos: 0, files };
                     c.deadline = Instant::now() + self.limits.request_timeout;
                     ready.push(id);
                 }
@@ -481,8 +494,15 @@ impl IoThread {
         let Some(c) = self.conns.get_mut(&id) else { return };
         let after = match &mut c.phase {
             Phase::Waiting => After::Nothing,
-            Phase::Writing { out, pos } => loop {
-                match (&c.stream).write(&out[*pos..]) {
+            Phase::Writing { out, pos, files } => loop {
+                // Descriptors (an NF's part of the arena) travel with the
+                // answer's first bytes; our copies close once they went.
+                let sent = if files.is_empty() {
+                    (&c.stream).write(&out[*pos..])
+                } else {
+                    ubox_shm::pass::send_with_files(&c.stream, &out[*pos..], files).inspect(|_| files.clear())
+                };
+                match sent {
                     Ok(n) => {
                         *pos += n;
                         if *pos >= out.len() {
@@ -576,7 +596,7 @@ impl IoThread {
         let Some(c) = self.conns.get_mut(&id) else { return };
         let mut out = serde_json::to_vec(&resp).unwrap_or_default();
         out.push(b'\n');
-        c.phase = Phase::Writing { out, pos: 0 };
+        c.phase = Phase::Writing { out, pos: 0, files: Vec::new() };
         c.deadline = Instant::now() + self.limits.request_timeout;
         self.service(id, &mut []);
     }
@@ -601,9 +621,12 @@ mod tests {
         let path = dir.join("t.sock");
         let sock = ControlSocket::bind(&path, &None).unwrap();
         assert!(matches!(ControlSocket::bind(&path, &None), Err(e) if e.contains("in use")));
-        let mut answer = |req: Request, _: &UnixStream| match req {
-            Request::Ping => Response::Pong { instance: "t".into(), pid: 7 },
-            _ => Response::Error { message: "no".into() },
+        let mut answer = |req: Request, _: &UnixStream| -> Reply {
+            match req {
+                Request::Ping => Response::Pong { instance: "t".into(), pid: 7 },
+                _ => Response::Error { message: "no".into() },
+            }
+            .into()
         };
         sock.poll(Duration::ZERO, &mut answer); // starts the I/O thread
         let client = std::thread::spawn({
@@ -659,9 +682,12 @@ mod tests {
         let done = Arc::new(AtomicBool::new(false));
         let d = Arc::clone(&done);
         let main = std::thread::spawn(move || {
-            let mut answer = |req: Request, _: &UnixStream| match req {
-                Request::Ping => Response::Pong { instance: "t".into(), pid: 7 },
-                _ => Response::Error { message: "no".into() },
+            let mut answer = |req: Request, _: &UnixStream| -> Reply {
+                match req {
+                    Request::Ping => Response::Pong { instance: "t".into(), pid: 7 },
+                    _ => Response::Error { message: "no".into() },
+                }
+                .into()
             };
             while !d.load(Ordering::Acquire) {
                 sock.poll(Duration::from_millis(5), &mut answer);

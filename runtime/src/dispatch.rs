@@ -57,7 +57,7 @@ use ubox_shm::event::{
     Answer, Desc, EventHeader, FlowEnd, StreamRef, ANSWER_PUBLISH, ANSWER_VERDICT, DESC_SLOT, EVENT_HEADER_LEN,
     SIDE_CLIENT, SIDE_SERVER, SNAPSHOT_LEN, VERDICT_DROP, VERDICT_MODIFIED,
 };
-use ubox_shm::{Arena, Bell, Consumer, Producer, SlotIdx, SlotPool};
+use ubox_shm::{Arena, Bell, Consumer, Producer, PubReader, SlotIdx, SlotPool};
 use ustack::event::{self, EventTypeId};
 use ustack::flow::{EndReason, FlowKey, FlowRecord, Side};
 
@@ -318,6 +318,8 @@ impl Snap {
 struct Link<'a> {
     events: Producer<'a, Desc>,
     answers: Consumer<'a, Answer>,
+    /// Copies out what the NF publishes (in its channel's publish area).
+    pubs: PubReader<'a>,
     /// Descriptors queued for the next flush.
     pending: Vec<Desc>,
     /// Events queued and answers taken since the shared counters were last
@@ -394,9 +396,8 @@ pub struct Dispatcher<'a> {
     free: Vec<u32>,
     parked_count: usize,
     notices: usize,
-    /// Per slot index: the slot is one of this worker's outstanding
-    /// notices (so an NF cannot "publish" it back).
-    noticed: Vec<bool>,
+    /// What an NF published, copied out of its publish area (reused).
+    record: Vec<u8>,
     /// Per NF slot: its subscriptions with flow filters, cached for the
     /// generation it was read at.
     filters: Vec<(u32, SubFilters)>,
@@ -469,6 +470,7 @@ impl<'a> Dispatcher<'a> {
             links.push(Link {
                 events: ch.desc.producer(),
                 answers: ch.answer.consumer(),
+                pubs: ch.publish.reader(),
                 pending: Vec::with_capacity(ch.desc.capacity() as usize),
                 given: 0,
                 answered: 0,
@@ -477,6 +479,7 @@ impl<'a> Dispatcher<'a> {
             });
         }
         let cap = pool.capacity() as usize;
+        let payload = pool.payload_size();
         let region = arena.data_region();
         Ok(Dispatcher {
             data_start: arena.data_ptr() as usize,
@@ -504,7 +507,7 @@ impl<'a> Dispatcher<'a> {
             free: Vec::new(),
             parked_count: 0,
             notices: 0,
-            noticed: vec![false; cap],
+            record: vec![0; payload],
             filters: (0..n).map(|_| (u32::MAX, SubFilters::default())).collect(),
             backpressure,
             rx_room: rx_room as u32,
@@ -548,10 +551,17 @@ impl<'a> Dispatcher<'a> {
         }
         let deaths_changed = epoch.1 != self.seen_epoch.1;
         self.seen_epoch = epoch;
+        let table = Arc::clone(&self.table);
         for k in 0..self.nfv.len() {
-            let s = &self.table.slots[k];
+            let s = &table.slots[k];
             let gen = s.gen.load(Ordering::Acquire);
             let live = s.state.load(Ordering::Acquire) == LIVE;
+            if live && gen != self.nfv[k].gen {
+                // A new registration: its channels are new memory (the
+                // control thread renewed them before publishing `gen`),
+                // whose indices start at 0.
+                self.relink(k);
+            }
             let mut pkt = 0;
             for (i, &t) in PKT_TYPES.iter().enumerate() {
                 if live && self.table.wants(k, t) {
@@ -580,6 +590,18 @@ impl<'a> Dispatcher<'a> {
                 self.table.slots[k].reclaimed[self.w].store(gen, Ordering::Release);
             }
         }
+    }
+
+    /// Handles on NF slot `k`'s channel made afresh (after a registration
+    /// gave it new memory). Nothing is queued for it: it was absent, or dead
+    /// and reclaimed.
+    fn relink(&mut self, k: usize) {
+        let Ok(ch) = self.arena.channel(self.table.channel(k, self.w)) else { return };
+        let l = &mut self.links[k];
+        l.events = ch.desc.producer();
+        l.answers = ch.answer.consumer();
+        l.pubs = ch.publish.reader();
+        l.pending.clear();
     }
 
     /// Keep `snap` as the newest; forget the oldest unused ones (no parked
@@ -1307,16 +1329,16 @@ impl<'a> Dispatcher<'a> {
         match a.kind() {
             ANSWER_VERDICT => {}
             ANSWER_PUBLISH => return self.published(k, a.cookie(), emit),
-            _ => return self.counters.nf_stray_answers.add(1),
+            _ => return self.stray(k),
         }
         let Some(idx) = self.entry_of(a.cookie()) else {
-            return self.counters.nf_stray_answers.add(1);
+            return self.stray(k);
         };
         match &mut self.inflight[idx].0 {
             Inflight::Packet(p) => {
                 let stage = self.snaps[p.snap as usize].as_ref().and_then(|s| s.stages.get(p.at as usize));
                 let Some(i) = stage.and_then(|st| st.member(k, p.pending)) else {
-                    return self.counters.nf_stray_answers.add(1);
+                    return self.stray(k);
                 };
                 p.pending &= !(1 << i);
                 self.rtt_acc += self.now.saturating_sub(p.sent);
@@ -1364,8 +1386,14 @@ impl<'a> Dispatcher<'a> {
                 touch(&mut self.links, &mut self.dirty, k);
                 self.settle_notice(idx);
             }
-            _ => self.counters.nf_stray_answers.add(1),
+            _ => self.stray(k),
         }
+    }
+
+    /// NF `k` gave an answer that matched nothing it owed.
+    fn stray(&self, k: usize) {
+        self.counters.nf_stray_answers.add(1);
+        self.table.slots[k].count(NfCount::StrayAnswer, 1);
     }
 
     /// A notice was answered or reclaimed: free its slot and entry, unpin
@@ -1374,34 +1402,32 @@ impl<'a> Dispatcher<'a> {
         let Inflight::Notice(n) = std::mem::replace(&mut self.inflight[idx].0, Inflight::Free) else { return };
         self.free.push(idx as u32);
         self.notices -= 1;
-        self.noticed[n.slot as usize] = false;
         let _ = self.pool.release(SlotIdx(n.slot));
         if let Some((flow, side, buf, end)) = n.pin {
             self.mon.unpin(flow, side, buf, end);
         }
     }
 
-    /// NF `k` published the event in slot `idx` (it allocated the slot and
-    /// wrote header and payload): check it, copy it to every other live NF
-    /// that subscribes to its type, and free the NF's slot.
-    fn published(&mut self, k: usize, idx: u32, emit: &mut impl FnMut(Mbuf, usize)) {
+    /// NF `k` published its record `n` (event header and payload, in its
+    /// channel's publish area): copy it out, check it, and give a copy to
+    /// every other live NF that subscribes to its type. A record out of
+    /// order, an unreadable header or a type the NF did not declare is
+    /// counted (`bad_publish`) and goes nowhere.
+    fn published(&mut self, k: usize, n: u32, emit: &mut impl FnMut(Mbuf, usize)) {
         let slot = &self.table.slots[k];
-        // A slot this worker gave out is not the NF's to publish; neither is
-        // one beyond the pool.
-        let ours = self.noticed.get(idx as usize).copied().unwrap_or(true);
-        let header = if ours { None } else { self.pool.payload(SlotIdx(idx)).ok().and_then(EventHeader::read) };
+        let mut bytes = std::mem::take(&mut self.record);
+        let len = self.links[k].pubs.take(n, &mut bytes);
+        let header = len.and_then(|len| EventHeader::read(&bytes[..len]));
         let ty = header.and_then(|h| EventTypeId::from_raw(h.type_id)).filter(|&t| slot.may_publish(t));
-        let (Some(mut h), Some(ty)) = (header, ty) else {
+        let (Some(mut h), Some(ty), Some(len)) = (header, ty, len) else {
             slot.count(NfCount::BadPublish, 1);
-            if !ours {
-                let _ = self.pool.release(SlotIdx(idx));
-            }
+            self.record = bytes;
             return;
         };
         slot.count(NfCount::Published, 1);
         if ty == event::FLOW_TCP_TERMINATE {
             // A request to the stack, not an event for other NFs.
-            let _ = self.pool.release(SlotIdx(idx));
+            self.record = bytes;
             self.terminate(h.flow_id, emit);
             return;
         }
@@ -1410,20 +1436,14 @@ impl<'a> Dispatcher<'a> {
         h.pkt_off = 0;
         h.pkt_len = 0;
         h.reserved = 0;
-        let mut bytes = [0u8; 512];
-        let n = self.pool.payload(SlotIdx(idx)).map_or(0, |b| {
-            let n = b.len().min(bytes.len());
-            bytes[..n].copy_from_slice(&b[..n]);
-            n
-        });
-        let _ = self.pool.release(SlotIdx(idx));
-        let _ = h.write(&mut bytes[..n]);
+        let _ = h.write(&mut bytes[..len]);
         for j in 0..self.links.len() {
             if j == k || !self.nfv[j].live || !self.table.wants(j, ty) {
                 continue;
             }
-            self.notice(j, &h, &bytes[..n], None);
+            self.notice(j, &h, &bytes[..len], None);
         }
+        self.record = bytes;
     }
 
     /// Gives NF `k` a copy of `bytes` (header `h` and payload) in a slot,
@@ -1459,9 +1479,6 @@ impl<'a> Dispatcher<'a> {
         }
         touch(&mut self.links, &mut self.dirty, k);
         self.inflight[idx] = Entry(Inflight::Notice(Notice { nf: k, slot: slot.0, sent: self.now, pin }));
-        if let Some(n) = self.noticed.get_mut(slot.0 as usize) {
-            *n = true;
-        }
         self.notices += 1;
         true
     }
@@ -1532,7 +1549,6 @@ impl<'a> Dispatcher<'a> {
         self.tags.clear();
         self.keys.clear();
         self.free.clear();
-        self.noticed.fill(false);
         self.parked_count = 0;
         self.notices = 0;
         self.links.iter_mut().for_each(|l| {

@@ -125,19 +125,19 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<Stats> {
     // is refused before EAL touches any port.
     raise_fd_limit();
     let control = control::ControlSocket::bind(&cfg.control_socket(), &group).map_err(|e| anyhow!(e))?;
-    let arena = create_arena(&cfg, nmbufs, no_huge, &group)?;
+    let arena = create_arena(&cfg, nmbufs, no_huge)?;
     match &group {
         Some(g) => {
             preflight::warn_if_unreachable(control.path(), g, "reaching the control socket");
-            preflight::warn_if_unreachable(arena.arena.path(), g, "reaching the arena");
             tracing::info!(
-                "NFs may run as members of group '{}' (gid {}): control socket and arena are mode 0660 root:{}",
+                "NFs may run as members of group '{}' (gid {}): the control socket is mode 0660 root:{}; \
+                 each NF gets its part of the arena over it",
                 g.name,
                 g.gid,
                 g.name
             );
         }
-        None => tracing::info!("runtime.group is \"\": control socket and arena are root's only (mode 0600)"),
+        None => tracing::info!("runtime.group is \"\": the control socket is root's only (mode 0600)"),
     }
     signals::install();
     let eal_args = cfg.eal_args(ncpus, no_huge);
@@ -294,7 +294,7 @@ fn worker_monitor(cfg: &Config, data: ubox_shm::Region, nmbufs: u32, w: usize, n
     monitor::Monitor::new(mcfg, m.max_flows, monitor::StreamBufs::new(base, per, ring_len))
 }
 
-fn create_arena(cfg: &Config, nmbufs: u32, no_huge: bool, group: &control::Group) -> anyhow::Result<ArenaState> {
+fn create_arena(cfg: &Config, nmbufs: u32, no_huge: bool) -> anyhow::Result<ArenaState> {
     let r = &cfg.runtime;
     let (path, hugetlb) = match (&r.arena, no_huge) {
         (Some(p), _) => (p.clone(), !no_huge),
@@ -307,7 +307,6 @@ fn create_arena(cfg: &Config, nmbufs: u32, no_huge: bool, group: &control::Group
             (loc.path, !loc.fallback)
         }
     };
-    let page_size = if hugetlb { 2 << 20 } else { 4096 };
     // The data region: the mbufs, then the TCP monitor's stream rings.
     let data = mbuf_region_bytes(nmbufs) + stream_region_bytes(cfg);
     let mut ac = ubox_shm::ArenaConfig::new(r.name.clone());
@@ -316,7 +315,7 @@ fn create_arena(cfg: &Config, nmbufs: u32, no_huge: bool, group: &control::Group
     ac.channels = r.max_nfs * r.workers as u32;
     ac.channel_capacity = r.nf_ring_size;
     ac.data_bytes = data;
-    let arena = ubox_shm::Arena::create_for_group(&path, &ac, group.as_ref().map(|g| g.gid)).map_err(|e| {
+    let arena = ubox_shm::Arena::create(&path, &ac).map_err(|e| {
         if hugetlb && matches!(&e, ubox_shm::Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOMEM)) {
             anyhow!(
                 "not enough free hugepages for the arena {} ({} MiB free): run scripts/setup.sh or reserve more, lower runtime.mbufs, or set runtime.arena",
@@ -327,7 +326,15 @@ fn create_arena(cfg: &Config, nmbufs: u32, no_huge: bool, group: &control::Group
             anyhow!("cannot create the arena {}: {e} (reserve more hugepages, or set runtime.arena)", path.display())
         }
     })?;
-    tracing::info!("arena {} ({} MiB)", path.display(), arena.total_size() >> 20);
+    tracing::info!(
+        "arena {} ({} MiB: slots {} MiB, NF channels {} MiB, packets {} MiB)",
+        path.display(),
+        arena.mapped_size() >> 20,
+        arena.total_size() >> 20,
+        (arena.mapped_size() - arena.total_size() - arena.data_region().len) >> 20,
+        arena.data_region().len >> 20
+    );
+    let page_size = arena.data_page_size();
     Ok(ArenaState { arena: Arc::new(arena), page_size })
 }
 
@@ -499,7 +506,7 @@ fn run_with_eal(
     let chain_board = Arc::new(dispatch::ChainBoard::default());
     let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let mut nf_manager =
-        nfs::NfManager::new(Arc::clone(&nf_table), arena.arena.path().to_path_buf(), cfg.nf_cpus(ncpus), r.nf_wakeup);
+        nfs::NfManager::new(Arc::clone(&nf_table), Arc::clone(&arena.arena), cfg.nf_cpus(ncpus), r.nf_wakeup);
     if let Some((text, origin)) = &opts.chains {
         // Before the workers start, so every flow gets these chains; their
         // NFs are expected to register (meanwhile each stage's policy holds).
@@ -582,15 +589,15 @@ fn run_with_eal(
                 let mut st = collect(&ports);
                 st.nfs = nf_manager.stats(&arena.arena);
                 st.control = control.stats();
-                Response::Stats(st)
+                Response::Stats(st).into()
             }
-            Request::Ping => Response::Pong { instance: r.name.clone(), pid },
+            Request::Ping => Response::Pong { instance: r.name.clone(), pid }.into(),
             Request::Register { manifest } => nf_manager.register(manifest, stream),
-            Request::NfList => Response::Nfs { nfs: nf_manager.list() },
+            Request::NfList => Response::Nfs { nfs: nf_manager.list() }.into(),
             Request::ChainApply { text, origin } => {
-                apply_chains(&mut nf_manager, &chain_board, &text, &origin, xdp_port)
+                apply_chains(&mut nf_manager, &chain_board, &text, &origin, xdp_port).into()
             }
-            Request::ChainShow => show_chains(&chain_board),
+            Request::ChainShow => show_chains(&chain_board).into(),
         });
         nf_manager.poll(Duration::from_millis(r.nf_timeout_ms));
         let periodic = opts.stats_interval.is_some_and(|i| last_print.elapsed() >= i);

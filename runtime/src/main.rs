@@ -15,10 +15,11 @@ use ubox_runtime::config::Config;
 /// time; `uboxctl stats` reads them over the control socket. Must run as
 /// root with hugepages reserved (scripts/setup.sh does both).
 ///
-/// NFs need not be root: the control socket and the arena are mode 0660
-/// for the group `runtime.group` (default `ubox`, which must exist:
-/// scripts/setup.sh creates it; `""` keeps both root's only), so members
-/// of the group may run NFs and the read-only uboxctl commands. `uboxctl
+/// NFs need not be root: the control socket is mode 0660 for the group
+/// `runtime.group` (default `ubox`, which must exist: scripts/setup.sh
+/// creates it; `""` keeps it root's only), so members of the group may run
+/// NFs (each gets its part of the arena over the socket; the arena file
+/// stays root's) and the read-only uboxctl commands. `uboxctl
 /// chain apply` needs root.
 #[derive(Parser)]
 #[command(version, about, long_about)]

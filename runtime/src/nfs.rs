@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -57,10 +56,14 @@ pub enum NfCount {
     /// Modified answers from an NF whose manifest does not say it modifies
     /// packets (treated as Pass).
     BadVerdict,
+    /// Answers that matched nothing it owed: an unknown or stale cookie, a
+    /// packet it was not asked about, an unknown answer kind (its answer
+    /// ring is its own memory: whatever is there is checked).
+    StrayAnswer,
 }
 
 impl NfCount {
-    pub const ALL: [NfCount; 10] = [
+    pub const ALL: [NfCount; 11] = [
         NfCount::RingFull,
         NfCount::NoSlot,
         NfCount::VerdictDrop,
@@ -71,6 +74,7 @@ impl NfCount {
         NfCount::Published,
         NfCount::BadPublish,
         NfCount::BadVerdict,
+        NfCount::StrayAnswer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,6 +89,7 @@ impl NfCount {
             NfCount::Published => "published",
             NfCount::BadPublish => "bad_publish",
             NfCount::BadVerdict => "bad_verdict",
+            NfCount::StrayAnswer => "stray_answer",
         }
     }
 }
@@ -201,13 +206,18 @@ pub struct NfManager {
     table: Arc<NfTable>,
     sessions: Vec<Option<Session>>,
     slot_of: HashMap<String, usize>,
-    arena: PathBuf,
+    arena: Arc<ubox_shm::Arena>,
     nf_cpus: Vec<u32>,
     wakeup: controller::api::NfWakeup,
 }
 
 impl NfManager {
-    pub fn new(table: Arc<NfTable>, arena: PathBuf, nf_cpus: Vec<u32>, wakeup: controller::api::NfWakeup) -> NfManager {
+    pub fn new(
+        table: Arc<NfTable>,
+        arena: Arc<ubox_shm::Arena>,
+        nf_cpus: Vec<u32>,
+        wakeup: controller::api::NfWakeup,
+    ) -> NfManager {
         let n = table.slots.len();
         NfManager {
             registry: Registry::new(),
@@ -230,10 +240,13 @@ impl NfManager {
     }
 
     /// Handle `Register`: on success the connection is kept as the NF's
-    /// liveness signal.
-    pub fn register(&mut self, manifest: NfManifest, stream: &UnixStream) -> Response {
+    /// liveness signal, and the answer carries the NF's part of the arena:
+    /// the arena file and the packet region read-only (the region
+    /// read-write if its manifest says it modifies packets) and its own
+    /// channels, in new memory.
+    pub fn register(&mut self, manifest: NfManifest, stream: &UnixStream) -> crate::control::Reply {
         let name = manifest.name.clone();
-        let refuse = |message: String| Response::Error { message };
+        let refuse = |message: String| Response::Error { message }.into();
         if let Some(&k) = self.slot_of.get(&name) {
             // A run killed just now may not have been noticed yet by `poll`:
             // look at its connection before calling the name taken.
@@ -268,6 +281,16 @@ impl NfManager {
         if !self.wait_reclaimed(slot) {
             return refuse(format!("NF '{name}' is still being cleaned up after its last run; retry in a moment"));
         }
+        // No worker uses the slot's channels now (it is absent, or dead and
+        // reclaimed by every worker): give them new memory, so nothing the
+        // last NF there left behind, or still writes, reaches this one.
+        let channels: Vec<u32> = (0..self.table.workers as usize).map(|w| self.table.channel(slot, w)).collect();
+        let grant =
+            self.arena.renew_channels(&channels).and_then(|()| self.arena.grant(&channels, manifest.modifies_packets));
+        let grant = match grant {
+            Ok(g) => g,
+            Err(e) => return refuse(format!("cannot give NF '{name}' its part of the arena: {e}")),
+        };
         let version = manifest.version.clone();
         let id = match self.registry.register(manifest) {
             Ok(id) => id,
@@ -284,7 +307,7 @@ impl NfManager {
         let session = NfSession {
             nf_id: id.0,
             name: name.clone(),
-            arena: self.arena.clone(),
+            arena: self.arena.path().to_path_buf(),
             rings: (0..self.table.workers as usize)
                 .map(|w| NfRings { worker: w as u32, channel: self.table.channel(slot, w) })
                 .collect(),
@@ -322,7 +345,7 @@ impl NfManager {
         self.slot_of.insert(name.clone(), slot);
         let who = peer.map_or_else(String::new, |p| format!(" (pid {}, uid {}, gid {})", p.pid, p.uid, p.gid));
         tracing::info!("NF '{name}' registered as {id} in slot {slot}{who}");
-        Response::Registered(session)
+        crate::control::Reply { response: Response::Registered(session), files: grant.into_files() }
     }
 
     /// Wait (briefly) until every worker reclaimed the events of the slot's
@@ -432,10 +455,11 @@ impl NfManager {
             let queue_depth = channels.iter().map(|c| u64::from(c.desc.len()) + u64::from(c.answer.len())).sum();
             let report =
                 channels.iter().map(|c| c.desc.consumer_report()).fold(ubox_shm::ConsumerReport::default(), |a, r| {
+                    // The NF writes these (since it registered): any value.
                     ubox_shm::ConsumerReport {
-                        bursts: a.bursts + r.bursts,
-                        items: a.items + r.items,
-                        busy_ns: a.busy_ns + r.busy_ns,
+                        bursts: a.bursts.wrapping_add(r.bursts),
+                        items: a.items.wrapping_add(r.items),
+                        busy_ns: a.busy_ns.wrapping_add(r.busy_ns),
                     }
                 });
             let counts = NfCount::ALL

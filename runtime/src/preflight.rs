@@ -84,7 +84,7 @@ pub fn nf_group(name: &str) -> Result<Option<NfGroup>, String> {
         Ok(Some(g)) => Ok(Some(NfGroup { name: name.to_string(), gid: g.gid.as_raw() })),
         Ok(None) => Err(format!(
             "group '{name}' (runtime.group) does not exist: run scripts/setup.sh (it creates group 'ubox'), or: groupadd --system {name}; \
-             or set runtime.group = \"\" to keep the control socket and the arena root's only"
+             or set runtime.group = \"\" to keep the control socket root's only"
         )),
         Err(e) => Err(format!("cannot look up group '{name}' (runtime.group): {e}")),
     }

@@ -8,14 +8,19 @@
 //! taskset -c 0 $B consume /dev/hugepages/chbench.arena & taskset -c 1 $B produce /dev/hugepages/chbench.arena 32
 //! ```
 //!
-//! The producer creates the arena, waits for the consumer, and prints events
-//! per second and nanoseconds per event on its side (the consumer only
-//! answers, so this is the fabric's ceiling).
+//! The producer creates the arena, hands channel 0 to the consumer over a
+//! socket next to it (`<path>.sock`, as the runtime hands an NF its
+//! channels), waits for the consumer, and prints events per second and
+//! nanoseconds per event on its side (the consumer only answers, so this is
+//! the fabric's ceiling).
 
 use std::time::{Duration, Instant};
 
+use std::os::unix::net::{UnixListener, UnixStream};
+
 use ubox_shm::event::{Answer, Desc, VERDICT_PASS};
-use ubox_shm::{Arena, ArenaConfig};
+use ubox_shm::pass::{read_line_with_files, send_with_files};
+use ubox_shm::{Arena, ArenaConfig, Grant};
 
 const EVENTS: u64 = 20_000_000;
 
@@ -34,6 +39,12 @@ fn produce(path: &str, burst: usize) {
     let cfg =
         ArenaConfig { channels: 1, channel_capacity: 1024, slots: 1, slot_size: 8, ..ArenaConfig::new("chbench") };
     let arena = Arena::create(path, &cfg).expect("arena");
+    let sock = format!("{path}.sock");
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).expect("socket");
+    let (stream, _) = listener.accept().expect("consumer");
+    let _ = std::fs::remove_file(&sock);
+    send_with_files(&stream, b"\n", &arena.grant(&[0], false).unwrap().into_files()).expect("grant");
     let ch = arena.channel(0).unwrap();
     let (mut tx, mut rx) = (ch.desc.producer(), ch.answer.consumer());
     // Wait for the consumer's hello.
@@ -74,12 +85,14 @@ fn produce(path: &str, burst: usize) {
 }
 
 fn consume(path: &str) {
-    let arena = loop {
-        match Arena::attach(path) {
-            Ok(a) => break a,
+    let stream = loop {
+        match UnixStream::connect(format!("{path}.sock")) {
+            Ok(s) => break s,
             Err(_) => std::thread::sleep(Duration::from_millis(1)),
         }
     };
+    let (_, files) = read_line_with_files(&stream, 16).expect("grant");
+    let arena = Arena::attach(Grant::from_files(files, &[0]).expect("grant"), path).expect("arena");
     let ch = arena.channel(0).unwrap();
     let (mut rx, mut tx) = (ch.desc.consumer(), ch.answer.producer());
     assert!(tx.push(Answer(u64::MAX)));

@@ -6,17 +6,20 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::event::{Answer, Desc};
 use crate::layout::channel_rings;
 use crate::layout::{
-    align_up, ArenaHeader, Layout, RawConfig, Region, HEADER_SIZE, INSTANCE_LEN, LAYOUT_VERSION, MAGIC, MAGIC_OFFSET,
-    PID_OFFSET, STATE_INIT, STATE_OFFSET, STATE_READY, VERSION_OFFSET,
+    align_up, ArenaHeader, Layout, PubHeader, RawConfig, Region, DATA_ALIGN, HEADER_SIZE, INSTANCE_LEN, LAYOUT_VERSION,
+    MAGIC, MAGIC_OFFSET, PID_OFFSET, PUB_HEADER_SIZE, PUB_RECORDS, STATE_INIT, STATE_OFFSET, STATE_READY,
+    VERSION_OFFSET,
 };
-use crate::raw::{pid_alive, Mapping};
+use crate::publish::PublishArea;
+use crate::raw::{opened_for_write, pid_alive, sealed_memfd, Mapping};
 use crate::ring::RingView;
 use crate::slots::{self, SlotPool};
 
@@ -47,6 +50,10 @@ pub enum Error {
     BadConfig(String),
     #[error("no channel {index}: the arena has {channels} channels")]
     NoSuchChannel { index: u32, channels: u32 },
+    #[error("channel {index} is not this process's: the runtime granted it other channels")]
+    NotGranted { index: u32 },
+    #[error("bad arena grant: {0}")]
+    BadGrant(String),
 }
 
 /// Result with [`Error`].
@@ -164,7 +171,8 @@ fn parse_size(s: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_shl(shift).filter(|v| v.is_power_of_two())
 }
 
-/// One worker's link with one NF: descriptors to the NF, answers back.
+/// One worker's link with one NF: descriptors to the NF, answers back, and
+/// the area the NF writes the events it publishes into.
 #[derive(Debug, Clone, Copy)]
 pub struct Channel<'a> {
     /// Produced by the runtime's worker, consumed by the NF.
@@ -172,18 +180,74 @@ pub struct Channel<'a> {
     /// Produced by the NF, consumed by the worker; twice the descriptors'
     /// capacity (an NF may publish events besides answering).
     pub answer: RingView<'a, Answer>,
+    /// Events the NF publishes, named by `Answer::publish` entries.
+    pub publish: PublishArea<'a>,
+}
+
+/// What an NF process needs to map an arena, as the runtime hands it over
+/// (the descriptors travel over the control socket with `SCM_RIGHTS`):
+/// - `file`: the arena file, read-only (header and slot pool);
+/// - `data`: the packet region, read-write only for NFs that modify packets;
+/// - `channels`: the NF's own channels, read-write, by channel index.
+///
+/// Nothing else of the arena reaches the NF: other NFs' channels are not in
+/// its address space at all.
+#[derive(Debug)]
+pub struct Grant {
+    pub file: File,
+    pub data: File,
+    pub channels: Vec<(u32, File)>,
+}
+
+impl Grant {
+    /// The descriptors in the order they travel: file, data, then the
+    /// channels in the order given.
+    pub fn into_files(self) -> Vec<File> {
+        let mut v = vec![self.file, self.data];
+        v.extend(self.channels.into_iter().map(|(_, f)| f));
+        v
+    }
+
+    /// The inverse of [`into_files`](Self::into_files), given the channel
+    /// indices in the order they were granted.
+    pub fn from_files(files: Vec<File>, channels: &[u32]) -> Result<Grant> {
+        if files.len() != channels.len() + 2 {
+            return Err(Error::BadGrant(format!(
+                "{} descriptors for {} channels (expected {})",
+                files.len(),
+                channels.len(),
+                channels.len() + 2
+            )));
+        }
+        let mut it = files.into_iter();
+        let (Some(file), Some(data)) = (it.next(), it.next()) else { unreachable!("length checked") };
+        Ok(Grant { file, data, channels: channels.iter().copied().zip(it).collect() })
+    }
 }
 
 /// A mapped arena. Handles ([`Channel`], [`SlotPool`]) borrow it.
 ///
-/// The creator (the runtime) removes the file when the `Arena` drops;
-/// attachers never do.
+/// The creator (the runtime) maps every part read-write and removes the
+/// file when the `Arena` drops. An NF process maps what its [`Grant`]
+/// gives it: the file read-only, the data region read-only or read-write,
+/// and its own channels.
 pub struct Arena {
     path: PathBuf,
     map: Mapping,
     header: ArenaHeader,
     layout: Layout,
     creator: bool,
+    /// The arena file (read-write for the creator, read-only otherwise).
+    file: File,
+    /// The packet region's memfd.
+    data: File,
+    /// Per channel: its current memfd (creator), or whether it is mapped
+    /// here (attacher: `Some` for granted ones).
+    channels: Mutex<Vec<Option<File>>>,
+    granted: Vec<bool>,
+    data_writable: bool,
+    /// Page size backing the packet region (2 MiB on hugepages).
+    data_page: usize,
 }
 
 impl std::fmt::Debug for Arena {
@@ -193,6 +257,7 @@ impl std::fmt::Debug for Arena {
             .field("instance", &self.instance())
             .field("total_size", &self.header.total_size)
             .field("creator", &self.creator)
+            .field("data_writable", &self.data_writable)
             .finish()
     }
 }
@@ -211,29 +276,39 @@ impl Drop for RemoveOnError<'_> {
     }
 }
 
-impl Arena {
-    /// Creates the arena file at `path` (mode 0600) and initialises every
-    /// region. An existing file left by a dead process is replaced; one whose
-    /// owner is alive gives [`Error::InUse`]; a file that is not an arena gives
-    /// [`Error::BadMagic`] and is left alone.
-    pub fn create(path: impl AsRef<Path>, config: &ArenaConfig) -> Result<Arena> {
-        Arena::create_for_group(path, config, None)
-    }
+/// Address space reserved for a layout: everything up to the data region's
+/// end, in 2 MiB steps.
+fn span(layout: &Layout) -> Option<usize> {
+    usize::try_from(align_up(layout.min_size.max(DATA_ALIGN), DATA_ALIGN)?).ok()
+}
 
-    /// [`create`](Self::create), and with `group` the file belongs to that
-    /// group with mode 0660, so NF processes of users in it can attach
-    /// without being root. The owner and mode are set on the new file's
-    /// descriptor before anything is written to it: nobody else can open
-    /// it in between (it is created `O_EXCL`, 0600).
-    pub fn create_for_group(path: impl AsRef<Path>, config: &ArenaConfig, group: Option<u32>) -> Result<Arena> {
+impl Arena {
+    /// Creates the arena at `path` (mode 0600, root's only: NFs get their
+    /// parts over the control socket, see [`grant`](Self::grant)) and
+    /// initialises every region. An existing file left by a dead process is
+    /// replaced; one whose owner is alive gives [`Error::InUse`]; a file
+    /// that is not an arena gives [`Error::BadMagic`] and is left alone.
+    ///
+    /// The file holds the header and the slot pool; the channels and the
+    /// packet region are memfds (the packet region on 2 MiB hugepages when
+    /// the file is on hugetlbfs), sealed so that no holder can resize them.
+    pub fn create(path: impl AsRef<Path>, config: &ArenaConfig) -> Result<Arena> {
         let path = path.as_ref();
         let instance = check_instance(&config.instance)?;
         let layout = Layout::compute(config.raw()).map_err(|e| Error::BadConfig(e.0))?;
         let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
         let abs = std::path::absolute(path).map_err(io_err(path))?;
-        let page = hugetlbfs_page_size(&mounts, &abs).unwrap_or(4096);
-        let total =
-            align_up(layout.min_size.max(1), page).ok_or_else(|| Error::BadConfig("arena size overflows".into()))?;
+        let page = hugetlbfs_page_size(&mounts, &abs);
+        if page.is_some_and(|p| p != DATA_ALIGN) {
+            return Err(Error::BadConfig(format!(
+                "{} is on hugetlbfs with {} MiB pages; the arena needs 2 MiB pages (mount hugetlbfs with pagesize=2M, or set runtime.arena)",
+                path.display(),
+                page.unwrap_or(0) >> 20
+            )));
+        }
+        let huge = page.is_some();
+        let file_len = layout.file_len();
+        let span = span(&layout).ok_or_else(|| Error::BadConfig("arena size overflows".into()))?;
 
         let file = match Self::open_new(path) {
             Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
@@ -243,26 +318,47 @@ impl Arena {
             other => other?,
         };
         let mut guard = RemoveOnError(Some(path));
-        if let Some(gid) = group {
-            std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(io_err(path))?;
-            file.set_permissions(fs::Permissions::from_mode(0o660)).map_err(io_err(path))?;
+        file.set_len(file_len).map_err(io_err(path))?;
+        let mut map = Mapping::reserve(span, DATA_ALIGN as usize).map_err(io_err(path))?;
+        map.place(&file, 0, file_len as usize, true).map_err(io_err(path))?;
+        let data_region = layout.regions.data;
+        let data = sealed_memfd("ubox-data", data_region.len, huge).map_err(io_err(path))?;
+        if data_region.len > 0 {
+            map.place(&data, data_region.offset as usize, data_region.len as usize, true).map_err(io_err(path))?;
         }
-        file.set_len(total).map_err(io_err(path))?;
-        let mut map = Mapping::map(&file).map_err(io_err(path))?;
+        let stride = u64::from(layout.regions.channel_stride);
+        let mut channels = Vec::with_capacity(config.channels as usize);
+        for i in 0..config.channels {
+            let ch = sealed_memfd("ubox-channel", stride, false).map_err(io_err(path))?;
+            map.place(&ch, layout.channel_offset(i) as usize, stride as usize, true).map_err(io_err(path))?;
+            channels.push(Some(ch));
+        }
         let header = ArenaHeader {
             magic: MAGIC,
             version: LAYOUT_VERSION,
             state: STATE_INIT,
             owner_pid: std::process::id(),
             header_size: HEADER_SIZE as u32,
-            total_size: total,
+            total_size: file_len,
             instance,
             config: layout.config,
             regions: layout.regions,
-            _reserved: [0; 14],
+            _reserved: [0; 13],
         };
-        map.write_header(&header).ok_or_else(|| Error::Truncated { path: path.into(), len: 0, needed: total })?;
-        let arena = Arena { path: path.to_owned(), map, header, layout, creator: true };
+        map.write_header(&header).ok_or_else(|| Error::Truncated { path: path.into(), len: 0, needed: file_len })?;
+        let arena = Arena {
+            path: path.to_owned(),
+            map,
+            header,
+            layout,
+            creator: true,
+            file,
+            data,
+            channels: Mutex::new(channels),
+            granted: vec![true; config.channels as usize],
+            data_writable: true,
+            data_page: if huge { DATA_ALIGN as usize } else { 4096 },
+        };
         slots::init(&arena)?;
         for i in 0..config.channels {
             let ch = arena.channel(i)?;
@@ -308,48 +404,133 @@ impl Arena {
         fs::remove_file(path).map_err(io_err(path))
     }
 
-    /// Maps an existing arena and validates its header against this build.
-    pub fn attach(path: impl AsRef<Path>) -> Result<Arena> {
-        let path = path.as_ref();
-        let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_err(path))?;
-        let len = file.metadata().map_err(io_err(path))?.len();
-        let truncated = |needed: u64| Error::Truncated { path: path.to_owned(), len, needed };
-        if len < HEADER_SIZE as u64 {
-            return Err(truncated(HEADER_SIZE as u64));
+    /// Creator: what an NF needs to map its part of the arena: the file
+    /// and packet region read-only (the region read-write with
+    /// `data_writable`, for NFs that modify packets), and `channels`
+    /// read-write. Read-only descriptors are fresh opens (`O_RDONLY`) of
+    /// the same files, so their holder cannot map them writable.
+    pub fn grant(&self, channels: &[u32], data_writable: bool) -> Result<Grant> {
+        if !self.creator {
+            return Err(Error::BadGrant("only the arena's creator grants".into()));
         }
-        let map = Mapping::map(&file).map_err(io_err(path))?;
-        let magic = map.get::<AtomicU64>(MAGIC_OFFSET).ok_or_else(|| truncated(HEADER_SIZE as u64))?;
-        let magic = magic.load(Ordering::Acquire);
+        let reopen = |f: &File| {
+            use std::os::fd::AsRawFd;
+            File::open(format!("/proc/self/fd/{}", f.as_raw_fd())).map_err(io_err(&self.path))
+        };
+        let file = reopen(&self.file)?;
+        let data = if data_writable { self.data.try_clone().map_err(io_err(&self.path))? } else { reopen(&self.data)? };
+        let fds = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::with_capacity(channels.len());
+        for &i in channels {
+            let f = fds
+                .get(i as usize)
+                .and_then(Option::as_ref)
+                .ok_or(Error::NoSuchChannel { index: i, channels: self.layout.config.channels })?;
+            out.push((i, f.try_clone().map_err(io_err(&self.path))?));
+        }
+        Ok(Grant { file, data, channels: out })
+    }
+
+    /// Creator: gives channels `channels` new, empty memory (fresh memfds
+    /// at the same addresses), so that whatever a previous holder left in
+    /// them, or still writes there through a mapping it kept, cannot reach
+    /// the next NF. Call only while no worker uses these channels; handles
+    /// made before must be made again (their indices start over at 0).
+    pub fn renew_channels(&self, channels: &[u32]) -> Result<()> {
+        if !self.creator {
+            return Err(Error::BadGrant("only the arena's creator renews channels".into()));
+        }
+        let stride = u64::from(self.layout.regions.channel_stride);
+        let mut fds = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        for &i in channels {
+            if i >= self.layout.config.channels {
+                return Err(Error::NoSuchChannel { index: i, channels: self.layout.config.channels });
+            }
+            let ch = sealed_memfd("ubox-channel", stride, false).map_err(io_err(&self.path))?;
+            self.map
+                .replace_atomic_part(&ch, self.layout.channel_offset(i) as usize, stride as usize)
+                .map_err(io_err(&self.path))?;
+            fds[i as usize] = Some(ch);
+        }
+        Ok(())
+    }
+
+    /// Maps the parts of an arena a [`Grant`] gives (an NF process), after
+    /// validating the header against this build and the sizes of every
+    /// file against the layout. `path` names the arena in messages.
+    pub fn attach(grant: Grant, path: impl AsRef<Path>) -> Result<Arena> {
+        use std::os::unix::fs::FileExt;
+        let path = path.as_ref();
+        let Grant { file, data, channels } = grant;
+        let len_of = |f: &File| f.metadata().map(|m| m.len()).map_err(io_err(path));
+        let len = len_of(&file)?;
+        let truncated = |needed: u64| Error::Truncated { path: path.to_owned(), len, needed };
+        let mut raw = [0u8; HEADER_SIZE];
+        file.read_exact_at(&mut raw, 0).map_err(|_| truncated(HEADER_SIZE as u64))?;
+        let word32 = |at: usize| u32::from_le_bytes(raw[at..at + 4].try_into().unwrap_or_default());
+        let magic = u64::from_le_bytes(raw[MAGIC_OFFSET..MAGIC_OFFSET + 8].try_into().unwrap_or_default());
         if magic != MAGIC {
             return Err(Error::BadMagic { path: path.to_owned(), found: magic });
         }
-        let version = map.get::<AtomicU32>(VERSION_OFFSET).ok_or_else(|| truncated(HEADER_SIZE as u64))?;
-        let version = version.load(Ordering::Acquire);
+        let version = word32(VERSION_OFFSET);
         if version != LAYOUT_VERSION {
             return Err(Error::VersionMismatch { found: version, expected: LAYOUT_VERSION });
         }
-        // Acquire pairs with the creator's Release store of READY: the header
-        // and all regions are initialised once we see it.
-        let state = map.get::<AtomicU32>(STATE_OFFSET).ok_or_else(|| truncated(HEADER_SIZE as u64))?;
-        if state.load(Ordering::Acquire) != STATE_READY {
+        if word32(STATE_OFFSET) != STATE_READY {
             return Err(Error::NotReady { path: path.to_owned() });
         }
-        let header = map.read_header().ok_or_else(|| truncated(HEADER_SIZE as u64))?;
+        let header = crate::raw::header_from_bytes(&raw);
         let corrupt = |what: String| Error::Corrupt { path: path.to_owned(), what };
         if header.header_size as usize != HEADER_SIZE {
             return Err(corrupt(format!("header size {} != {HEADER_SIZE}", header.header_size)));
-        }
-        if header.total_size > len || (map.len() as u64) < header.total_size {
-            return Err(truncated(header.total_size));
         }
         let layout = Layout::compute(header.config).map_err(|e| corrupt(format!("stored config: {}", e.0)))?;
         if layout.regions != header.regions {
             return Err(corrupt("region table does not match the stored config".into()));
         }
-        if layout.min_size > header.total_size {
-            return Err(truncated(layout.min_size));
+        if len < layout.file_len() {
+            return Err(truncated(layout.file_len()));
         }
-        Ok(Arena { path: path.to_owned(), map, header, layout, creator: false })
+        let data_region = layout.regions.data;
+        if len_of(&data)? < data_region.len {
+            return Err(corrupt(format!("packet region shorter than its {} bytes", data_region.len)));
+        }
+        let stride = u64::from(layout.regions.channel_stride);
+        let span = span(&layout).ok_or_else(|| corrupt("arena size overflows".into()))?;
+        let mut map = Mapping::reserve(span, DATA_ALIGN as usize).map_err(io_err(path))?;
+        map.place(&file, 0, layout.file_len() as usize, false).map_err(io_err(path))?;
+        let data_writable = opened_for_write(&data);
+        if data_region.len > 0 {
+            map.place(&data, data_region.offset as usize, data_region.len as usize, data_writable)
+                .map_err(io_err(path))?;
+        }
+        let n = layout.config.channels;
+        let mut granted = vec![false; n as usize];
+        let mut kept: Vec<Option<File>> = (0..n).map(|_| None).collect();
+        for (i, ch) in channels {
+            if i >= n {
+                return Err(Error::NoSuchChannel { index: i, channels: n });
+            }
+            if len_of(&ch)? < stride {
+                return Err(corrupt(format!("channel {i} shorter than its {stride} bytes")));
+            }
+            map.place(&ch, layout.channel_offset(i) as usize, stride as usize, true).map_err(io_err(path))?;
+            granted[i as usize] = true;
+            kept[i as usize] = Some(ch);
+        }
+        Ok(Arena {
+            path: path.to_owned(),
+            map,
+            header,
+            layout,
+            creator: false,
+            file,
+            data,
+            channels: Mutex::new(kept),
+            granted,
+            data_writable,
+            data_page: 4096,
+        })
     }
 
     /// Removes the file now (the mapping stays valid until drop). After this
@@ -369,6 +550,19 @@ impl Arena {
         self.creator
     }
 
+    /// Page size of the memory behind the packet region in the creator
+    /// (2 MiB when the arena file is on hugetlbfs, else 4 KiB), for DPDK's
+    /// `rte_extmem_register`.
+    pub fn data_page_size(&self) -> usize {
+        self.data_page
+    }
+
+    /// Whether this process may write the packet region (the creator, and
+    /// NFs granted it because they modify packets).
+    pub fn data_writable(&self) -> bool {
+        self.data_writable
+    }
+
     /// Instance name from the header.
     pub fn instance(&self) -> &str {
         let name = &self.header.instance;
@@ -381,9 +575,16 @@ impl Arena {
         self.header.owner_pid
     }
 
-    /// File size in bytes.
+    /// Size of the arena file in bytes (header and slot pool).
     pub fn total_size(&self) -> u64 {
         self.header.total_size
+    }
+
+    /// Bytes of memory the arena occupies: the file, the channels and the
+    /// packet region.
+    pub fn mapped_size(&self) -> u64 {
+        let r = self.layout.regions;
+        self.layout.file_len() + r.channels.len + r.data.len
     }
 
     /// The configuration the arena was built with.
@@ -436,6 +637,9 @@ impl Arena {
     /// owns those bytes by protocol: a test harness playing the runtime, or
     /// an NF that declared it modifies packets and holds the packet's event.
     pub fn write_packet(&self, off: u64, data: &[u8]) -> Option<()> {
+        if !self.data_writable {
+            return None;
+        }
         let r = self.data_region();
         let end = off.checked_add(data.len() as u64)?;
         if off < r.offset || end > r.offset + r.len {
@@ -455,6 +659,9 @@ impl Arena {
     /// rewrite while they are pinned).
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn data_bytes_mut(&self, off: u64, len: usize) -> Option<&mut [u8]> {
+        if !self.data_writable {
+            return None;
+        }
         let r = self.data_region();
         let end = off.checked_add(len as u64)?;
         if off < r.offset || end > r.offset + r.len {
@@ -471,8 +678,12 @@ impl Arena {
         self.data_cell(off).map(|c| c.load(Ordering::Acquire))
     }
 
-    /// Writes the cell [`load_u64`](Self::load_u64) reads (Release).
+    /// Writes the cell [`load_u64`](Self::load_u64) reads (Release);
+    /// `None` where this process may not write the packet region.
     pub fn store_u64(&self, off: u64, v: u64) -> Option<()> {
+        if !self.data_writable {
+            return None;
+        }
         self.data_cell(off).map(|c| c.store(v, Ordering::Release))
     }
 
@@ -488,24 +699,39 @@ impl Arena {
         self.layout.regions.data
     }
 
-    /// Channel `index`: its descriptor ring (runtime to NF) and answer ring
-    /// (NF to runtime). See [`RingView`] for the producer/consumer rules.
+    /// Channel `index`: its descriptor ring (runtime to NF), answer ring
+    /// (NF to runtime) and publish area. See [`RingView`] for the
+    /// producer/consumer rules. In an NF process only its granted channels
+    /// exist ([`Error::NotGranted`] for the others).
     pub fn channel(&self, index: u32) -> Result<Channel<'_>> {
         let r = self.layout.regions;
         let channels = self.layout.config.channels;
         if index >= channels {
             return Err(Error::NoSuchChannel { index, channels });
         }
+        if !self.granted[index as usize] {
+            return Err(Error::NotGranted { index });
+        }
         let cap = self.layout.config.channel_capacity;
         let (desc_len, _) = channel_rings(cap).ok_or_else(|| self.corrupt("channel"))?;
-        let off = (r.channels.offset + u64::from(index) * u64::from(r.channel_stride)) as usize;
+        let off = self.layout.channel_offset(index) as usize;
         let desc = RingView::new(&self.map, off, cap).ok_or_else(|| self.corrupt("channel"))?;
         let answer =
             RingView::new(&self.map, off + desc_len as usize, 2 * cap).ok_or_else(|| self.corrupt("channel"))?;
-        Ok(Channel { desc, answer })
+        let pub_off = off + r.pub_offset as usize;
+        let head = self.map.get::<PubHeader>(pub_off).ok_or_else(|| self.corrupt("publish area"))?;
+        let stride = r.record_stride as usize;
+        let words = self
+            .map
+            .slice::<AtomicU64>(pub_off + PUB_HEADER_SIZE, PUB_RECORDS as usize * stride / 8)
+            .ok_or_else(|| self.corrupt("publish area"))?;
+        let publish = PublishArea::new(&head.cons.0, words, PUB_RECORDS, stride, self.layout.config.slot_size as usize);
+        Ok(Channel { desc, answer, publish })
     }
 
-    /// Handle on the event slot pool. Create one per thread.
+    /// Handle on the event slot pool. Create one per thread. In an NF
+    /// process the pool is read-only: it may read the slots of events it
+    /// holds, and allocates or frees nothing.
     pub fn slot_pool(&self) -> Result<SlotPool<'_>> {
         let r = self.layout.regions;
         SlotPool::new(
@@ -514,6 +740,7 @@ impl Arena {
             self.layout.config.slots,
             r.slot_stride as usize,
             self.layout.config.slot_size as usize,
+            self.creator,
         )
         .ok_or_else(|| self.corrupt("slot pool"))
     }
@@ -538,6 +765,7 @@ impl Drop for Arena {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SlotError;
     use std::io::{Seek, SeekFrom, Write};
     use std::os::unix::fs::PermissionsExt;
 
@@ -549,6 +777,11 @@ mod tests {
 
     fn small() -> ArenaConfig {
         ArenaConfig { instance: "t".into(), slots: 16, slot_size: 64, channels: 2, channel_capacity: 8, data_bytes: 0 }
+    }
+
+    /// What an NF granted `channels` (and the packet region, writable or not) maps.
+    fn nf(a: &Arena, channels: &[u32], writable: bool) -> Result<Arena> {
+        Arena::attach(a.grant(channels, writable)?, a.path())
     }
 
     fn patch(path: &Path, at: u64, bytes: &[u8]) {
@@ -570,7 +803,7 @@ mod tests {
         let cfg = ArenaConfig { data_bytes: 3 << 20, ..small() };
         let a = Arena::create(&p, &cfg).unwrap();
         assert!(a.is_creator());
-        let b = Arena::attach(&p).unwrap();
+        let b = nf(&a, &[1], false).unwrap();
         assert!(!b.is_creator());
         assert_eq!(b.config(), cfg);
         assert_eq!(b.instance(), "t");
@@ -582,11 +815,102 @@ mod tests {
         // Writes through one mapping are visible through the other.
         assert!(a.channel(1).unwrap().answer.producer().push(Answer(42)));
         assert_eq!(b.channel(1).unwrap().answer.consumer().pop(), Some(Answer(42)));
+        assert!(b.channel(1).unwrap().desc.producer().push(Desc { cookie: 9, ..Desc::default() }));
+        assert_eq!(a.channel(1).unwrap().desc.consumer().pop().map(|d| d.cookie), Some(9));
         assert!(matches!(b.channel(2), Err(Error::NoSuchChannel { index: 2, channels: 2 })));
         drop(b);
         assert!(p.exists(), "attacher must not remove the file");
         drop(a);
         assert!(!p.exists(), "creator removes the file on drop");
+    }
+
+    #[test]
+    fn an_nf_maps_only_its_own_channels_and_reads_the_pool() {
+        let p = tmp("confined");
+        let a = Arena::create(&p, &ArenaConfig { data_bytes: 2 << 20, ..small() }).unwrap();
+        let pool = a.slot_pool().unwrap();
+        let slot = pool.alloc().unwrap();
+        let b = nf(&a, &[0], false).unwrap();
+        assert!(matches!(b.channel(1), Err(Error::NotGranted { index: 1 })));
+        assert!(b.channel(0).is_ok());
+        // The pool is there to read, not to allocate from or free into.
+        let mut theirs = b.slot_pool().unwrap();
+        assert_eq!(theirs.refcount(slot), Ok(1));
+        assert!(theirs.payload(slot).is_ok());
+        assert_eq!(theirs.alloc(), None);
+        assert_eq!(theirs.release(slot), Err(SlotError::ReadOnly));
+        assert_eq!(theirs.retain(slot, 1), Err(SlotError::ReadOnly));
+        assert_eq!(theirs.payload_mut(slot).err(), Some(SlotError::ReadOnly));
+        assert_eq!(pool.refcount(slot), Ok(1));
+        // The descriptors it got cannot be mapped for writing, except its
+        // channels; and the channel it got cannot be resized under the runtime.
+        let g = a.grant(&[0], false).unwrap();
+        assert!(!opened_for_write(&g.file) && !opened_for_write(&g.data));
+        assert!(opened_for_write(&g.channels[0].1));
+        assert!(g.channels[0].1.set_len(0).is_err(), "a channel memfd is sealed against shrinking");
+    }
+
+    #[test]
+    fn packets_are_writable_only_for_nfs_that_modify_them() {
+        let p = tmp("data");
+        let a = Arena::create(&p, &ArenaConfig { data_bytes: 2 << 20, ..small() }).unwrap();
+        let off = a.data_region().offset;
+        let reader = nf(&a, &[0], false).unwrap();
+        assert!(!reader.data_writable());
+        assert_eq!(reader.write_packet(off, b"no"), None);
+        assert_eq!(reader.store_u64(off, 1), None);
+        // SAFETY: nothing else views these bytes in this test.
+        assert!(unsafe { reader.data_bytes_mut(off, 2) }.is_none());
+        let writer = nf(&a, &[1], true).unwrap();
+        assert!(writer.data_writable());
+        writer.write_packet(off, b"yes").unwrap();
+        assert_eq!(a.packet(off, 3), Some(&b"yes"[..]));
+        assert_eq!(reader.packet(off, 3), Some(&b"yes"[..]));
+    }
+
+    #[test]
+    fn renewed_channels_start_empty_and_leave_the_old_holder_behind() {
+        let p = tmp("renew");
+        let a = Arena::create(&p, &small()).unwrap();
+        let old = nf(&a, &[0], false).unwrap();
+        let mut prod = old.channel(0).unwrap().answer.producer();
+        assert!(prod.push(Answer(1)));
+        assert_eq!(a.channel(0).unwrap().answer.len(), 1);
+        a.renew_channels(&[0]).unwrap();
+        assert!(a.channel(0).unwrap().answer.is_empty(), "fresh memory");
+        // The old holder still writes its old memory, which nobody reads now.
+        assert!(prod.push(Answer(2)));
+        assert!(a.channel(0).unwrap().answer.is_empty());
+        let new = nf(&a, &[0], false).unwrap();
+        assert!(new.channel(0).unwrap().answer.producer().push(Answer(3)));
+        assert_eq!(a.channel(0).unwrap().answer.consumer().pop(), Some(Answer(3)));
+        assert!(matches!(a.renew_channels(&[5]), Err(Error::NoSuchChannel { .. })));
+        assert!(matches!(new.renew_channels(&[0]), Err(Error::BadGrant(_))));
+        assert!(matches!(new.grant(&[0], false), Err(Error::BadGrant(_))));
+    }
+
+    #[test]
+    fn published_records_travel_in_order_and_free_up() {
+        let p = tmp("publish");
+        let a = Arena::create(&p, &small()).unwrap();
+        let b = nf(&a, &[0], false).unwrap();
+        let area = b.channel(0).unwrap().publish;
+        assert_eq!(area.record_len(), 64);
+        let mut w = area.writer();
+        let mut r = a.channel(0).unwrap().publish.reader();
+        let mut out = [0u8; 64];
+        for i in 0..area.records() {
+            assert_eq!(w.write(&[i as u8; 10]), Some(i));
+            w.commit();
+        }
+        assert_eq!(w.write(b"full"), None, "every record waits for the worker");
+        assert_eq!(w.write(&[0; 65]), None, "longer than a record");
+        assert_eq!(r.take(5, &mut out), None, "out of order is refused");
+        assert_eq!(r.take(0, &mut out), Some(64));
+        assert_eq!((&out[..10], &out[10..]), (&[0u8; 10][..], &[0u8; 54][..]));
+        assert_eq!(w.write(b"again"), Some(area.records()));
+        assert_eq!(r.take(1, &mut out), Some(64));
+        assert_eq!(out[0], 1);
     }
 
     #[test]
@@ -600,7 +924,7 @@ mod tests {
     fn explicit_remove() {
         let p = tmp("remove");
         let mut a = Arena::create(&p, &small()).unwrap();
-        let b = Arena::attach(&p).unwrap();
+        let b = nf(&a, &[0], false).unwrap();
         a.remove().unwrap();
         assert!(!p.exists());
         // Mappings stay usable after unlink.
@@ -611,53 +935,63 @@ mod tests {
     #[test]
     fn attach_rejects_bad_magic() {
         let p = tmp("magic");
-        let _a = Arena::create(&p, &small()).unwrap();
+        let a = Arena::create(&p, &small()).unwrap();
         patch(&p, 0, b"NOTARENA");
-        let e = Arena::attach(&p).unwrap_err();
+        let e = nf(&a, &[], false).unwrap_err();
         assert!(matches!(e, Error::BadMagic { found, .. } if found == u64::from_le_bytes(*b"NOTARENA")), "{e}");
     }
 
     #[test]
     fn attach_rejects_wrong_version() {
         let p = tmp("version");
-        let _a = Arena::create(&p, &small()).unwrap();
+        let a = Arena::create(&p, &small()).unwrap();
         patch(&p, VERSION_OFFSET as u64, &99u32.to_le_bytes());
-        let e = Arena::attach(&p).unwrap_err();
+        let e = nf(&a, &[], false).unwrap_err();
         assert!(matches!(e, Error::VersionMismatch { found: 99, expected: LAYOUT_VERSION }), "{e}");
     }
 
     #[test]
     fn attach_rejects_truncated_file() {
         let p = tmp("trunc");
-        let _a = Arena::create(&p, &small()).unwrap();
-        let f = OpenOptions::new().write(true).open(&p).unwrap();
-        // Shorter than the header.
-        f.set_len(100).unwrap();
-        assert!(matches!(Arena::attach(&p), Err(Error::Truncated { len: 100, .. })));
-        // A header but not the regions it describes.
+        let a = Arena::create(&p, &small()).unwrap();
+        let g = a.grant(&[], false).unwrap();
+        // Shorter than the header (the creator's mapping is not touched again).
+        OpenOptions::new().write(true).open(&p).unwrap().set_len(100).unwrap();
+        assert!(matches!(Arena::attach(g, &p), Err(Error::Truncated { len: 100, .. })));
+        // A header but not the slot pool it describes.
         let q = tmp("trunc2");
-        let _b = Arena::create(&q, &small()).unwrap();
-        let f = OpenOptions::new().write(true).open(&q).unwrap();
-        f.set_len(HEADER_SIZE as u64 + 64).unwrap();
-        assert!(matches!(Arena::attach(&q), Err(Error::Truncated { .. })));
+        let b = Arena::create(&q, &small()).unwrap();
+        let g = b.grant(&[], false).unwrap();
+        OpenOptions::new().write(true).open(&q).unwrap().set_len(HEADER_SIZE as u64 + 64).unwrap();
+        assert!(matches!(Arena::attach(g, &q), Err(Error::Truncated { .. })));
     }
 
     #[test]
     fn attach_rejects_unready_and_inconsistent() {
         let p = tmp("state");
-        let _a = Arena::create(&p, &small()).unwrap();
+        let a = Arena::create(&p, &small()).unwrap();
         patch(&p, STATE_OFFSET as u64, &STATE_INIT.to_le_bytes());
-        assert!(matches!(Arena::attach(&p), Err(Error::NotReady { .. })));
+        assert!(matches!(nf(&a, &[], false), Err(Error::NotReady { .. })));
         patch(&p, STATE_OFFSET as u64, &STATE_READY.to_le_bytes());
         // Corrupt the stored slot count: regions no longer match the config.
         patch(&p, 64, &17u32.to_le_bytes());
-        assert!(matches!(Arena::attach(&p), Err(Error::Corrupt { .. })));
+        assert!(matches!(nf(&a, &[], false), Err(Error::Corrupt { .. })));
     }
 
     #[test]
-    fn attach_missing_file_is_io_error() {
-        let e = Arena::attach(tmp("missing")).unwrap_err();
-        assert!(matches!(&e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound), "{e}");
+    fn a_grant_travels_over_a_socket() {
+        let p = tmp("socket");
+        let a = Arena::create(&p, &small()).unwrap();
+        let (x, y) = std::os::unix::net::UnixStream::pair().unwrap();
+        let files = a.grant(&[1], false).unwrap().into_files();
+        assert_eq!(crate::pass::send_with_files(&x, b"hello\n", &files).unwrap(), 6);
+        drop(files);
+        let (line, got) = crate::pass::read_line_with_files(&y, 100).unwrap();
+        assert_eq!((line.as_slice(), got.len()), (&b"hello"[..], 3));
+        let b = Arena::attach(Grant::from_files(got, &[1]).unwrap(), &p).unwrap();
+        assert!(a.channel(1).unwrap().desc.producer().push(Desc { cookie: 4, ..Desc::default() }));
+        assert_eq!(b.channel(1).unwrap().desc.consumer().pop().map(|d| d.cookie), Some(4));
+        assert!(matches!(Grant::from_files(Vec::new(), &[1]), Err(Error::BadGrant(_))));
     }
 
     #[test]
@@ -681,7 +1015,7 @@ mod tests {
         patch(&p, PID_OFFSET as u64, &dead_pid().to_le_bytes());
         let cfg = ArenaConfig { slots: 32, ..small() };
         let b = Arena::create(&p, &cfg).unwrap();
-        assert_eq!(Arena::attach(&p).unwrap().config(), cfg);
+        assert_eq!(nf(&b, &[], false).unwrap().config(), cfg);
         assert_eq!(b.owner_pid(), std::process::id());
         // A half-written file (creator died before the header) is stale too.
         drop(b);
@@ -712,35 +1046,6 @@ mod tests {
         assert!(!p.exists());
     }
 
-    #[test]
-    fn a_group_arena_is_0660_and_the_groups() {
-        use std::os::unix::fs::MetadataExt;
-        let p = tmp("group");
-        let a = Arena::create(&p, &small()).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
-        drop(a);
-        // Our own group: allowed for any user, root or not.
-        let gid = own_gid();
-        let a = Arena::create_for_group(&p, &small(), Some(gid)).unwrap();
-        let m = fs::metadata(&p).unwrap();
-        assert_eq!((m.mode() & 0o777, m.gid()), (0o660, gid));
-        let b = Arena::attach(&p).unwrap();
-        assert_eq!(b.instance(), "t");
-        drop(b);
-        drop(a);
-        assert!(!p.exists());
-    }
-
-    /// The group of a file this process just made (its effective gid).
-    fn own_gid() -> u32 {
-        use std::os::unix::fs::MetadataExt;
-        let p = tmp("gid-probe");
-        fs::write(&p, b"").unwrap();
-        let gid = fs::metadata(&p).unwrap().gid();
-        fs::remove_file(&p).unwrap();
-        gid
-    }
-
     /// Needs free 2 MiB hugepages, which other tests on the machine may be
     /// using: opt in with `cargo test -p ubox-shm -- --ignored hugetlbfs`.
     #[test]
@@ -752,9 +1057,9 @@ mod tests {
         }
         let cfg = ArenaConfig { data_bytes: 1, ..small() };
         let a = Arena::create(&loc.path, &cfg).unwrap();
-        assert_eq!(a.total_size() % (2 << 20), 0);
-        assert_eq!(a.total_size(), 4 << 20, "2 MiB of header/slots/channels + 2 MiB of data");
-        let b = Arena::attach(&loc.path).unwrap();
+        assert_eq!(a.total_size(), 2 << 20, "2 MiB of header and slots");
+        assert_eq!(a.data_region().len, 2 << 20, "2 MiB of data");
+        let b = nf(&a, &[0], false).unwrap();
         assert!(a.channel(0).unwrap().answer.producer().push(Answer(5)));
         assert_eq!(b.channel(0).unwrap().answer.consumer().pop(), Some(Answer(5)));
         drop(b);

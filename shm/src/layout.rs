@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// `b"UBOXARNA"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"UBOXARNA");
 /// Bumped on every incompatible change of anything in this module.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Length of the fixed instance-name field of the header.
 pub const INSTANCE_LEN: usize = 32;
 /// Cache line size assumed for padding (x86-64 and most arm64 parts).
@@ -40,6 +40,12 @@ pub const DESC_WORDS: usize = 4;
 pub const ANSWER_WORDS: usize = 1;
 /// Largest payload per slot.
 pub const MAX_SLOT_SIZE: u32 = 1 << 20;
+/// Records in each channel's publish area (events an NF publishes wait
+/// there until the worker copies them out).
+pub const PUB_RECORDS: u32 = 32;
+/// Alignment and size granule of one channel: each is its own file (a
+/// memfd of 4 KiB pages) mapped into the arena's address range.
+pub const CHANNEL_ALIGN: u64 = 4096;
 
 /// Header state while the creator is still initialising the regions.
 pub const STATE_INIT: u32 = 0;
@@ -81,18 +87,31 @@ pub struct RawConfig {
 }
 
 /// Where each region sits, as computed by [`Layout::compute`].
+///
+/// The arena is one range of addresses backed by several files, so that
+/// each process can map each part with the rights it needs:
+/// - `[0, channels.offset)`: header and slot pool, the arena *file*
+///   (written by the runtime only; NFs map it read-only);
+/// - each channel: a file of its own (a memfd), read-write for the runtime
+///   and for the one NF it belongs to, not mapped at all by other NFs;
+/// - `data`: the packet buffers, a file of their own (a memfd), read-only
+///   for NFs unless they declared that they modify packets.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RegionTable {
     /// Pool header followed by `slots` slots of `slot_stride` bytes.
     pub slot_pool: Region,
-    /// `channels` channels of `channel_stride` bytes: each a descriptor
-    /// ring of `channel_capacity` entries, then an answer ring of twice that.
+    /// `channels` channels of `channel_stride` bytes, 2 MiB aligned: each a
+    /// descriptor ring of `channel_capacity` entries, an answer ring of
+    /// twice that, then the publish area at `pub_offset` ([`PubHeader`] and
+    /// [`PUB_RECORDS`] records of `record_stride` bytes).
     pub channels: Region,
     /// Raw packet-buffer region, 2 MiB aligned (may be empty).
     pub data: Region,
     pub slot_stride: u32,
     pub channel_stride: u32,
+    pub pub_offset: u32,
+    pub record_stride: u32,
 }
 
 /// The arena header at offset 0.
@@ -116,7 +135,7 @@ pub struct ArenaHeader {
     pub instance: [u8; INSTANCE_LEN],
     pub config: RawConfig,
     pub regions: RegionTable,
-    pub _reserved: [u64; 14],
+    pub _reserved: [u64; 13],
 }
 
 pub const HEADER_SIZE: usize = size_of::<ArenaHeader>();
@@ -136,7 +155,7 @@ const _: () = {
     assert!(offset_of!(ArenaHeader, instance) == 32);
     assert!(offset_of!(ArenaHeader, config) == 64);
     assert!(size_of::<RawConfig>() == 24);
-    assert!(size_of::<RegionTable>() == 56);
+    assert!(size_of::<RegionTable>() == 64);
 };
 
 /// What the producer of a ring writes: its index.
@@ -188,6 +207,17 @@ pub fn channel_rings(capacity: u32) -> Option<(u64, u64)> {
     };
     Some((ring(DESC_WORDS, u64::from(capacity))?, ring(ANSWER_WORDS, 2 * u64::from(capacity))?))
 }
+
+/// Head of a channel's publish area: how many records the worker has
+/// copied out (free-running; the NF may reuse a record once this passed it).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct PubHeader {
+    pub cons: CachePadded<AtomicU32>,
+}
+
+pub const PUB_HEADER_SIZE: usize = size_of::<PubHeader>();
+const _: () = assert!(PUB_HEADER_SIZE == CACHE_LINE);
 
 /// Slot pool header: the free-list head, the free counter and the fault
 /// counter, each on its own line.
@@ -274,28 +304,43 @@ impl Layout {
         let slot_pool = Region { offset: HEADER_SIZE as u64, len: pool_len };
 
         let (desc, answer) = channel_rings(config.channel_capacity).ok_or_else(overflow)?;
-        let channel_stride = desc.checked_add(answer).ok_or_else(overflow)?;
-        let channels_off = align_up(slot_pool.end(), line).ok_or_else(overflow)?;
+        let record_stride = align_up(u64::from(config.slot_size), line).ok_or_else(overflow)?;
+        let pub_offset = desc.checked_add(answer).ok_or_else(overflow)?;
+        let pub_len = (PUB_HEADER_SIZE as u64)
+            .checked_add(record_stride.checked_mul(u64::from(PUB_RECORDS)).ok_or_else(overflow)?)
+            .ok_or_else(overflow)?;
+        let channel_stride =
+            align_up(pub_offset.checked_add(pub_len).ok_or_else(overflow)?, CHANNEL_ALIGN).ok_or_else(overflow)?;
+        let channels_off = align_up(slot_pool.end(), DATA_ALIGN).ok_or_else(overflow)?;
         let channels_len = channel_stride.checked_mul(u64::from(config.channels)).ok_or_else(overflow)?;
         let channels = Region { offset: channels_off, len: channels_len };
         let rings_end = channels_off.checked_add(channels_len).ok_or_else(overflow)?;
 
-        let data = if config.data_bytes == 0 {
-            Region { offset: rings_end, len: 0 }
-        } else {
-            let offset = align_up(rings_end, DATA_ALIGN).ok_or_else(overflow)?;
-            let len = align_up(config.data_bytes, DATA_ALIGN).ok_or_else(overflow)?;
-            offset.checked_add(len).ok_or_else(overflow)?;
-            Region { offset, len }
-        };
+        let offset = align_up(rings_end, DATA_ALIGN).ok_or_else(overflow)?;
+        let len = align_up(config.data_bytes, DATA_ALIGN).ok_or_else(overflow)?;
+        offset.checked_add(len).ok_or_else(overflow)?;
+        let data = Region { offset, len };
         let min_size = data.end();
         // Strides must fit the u32 fields of the region table.
         let slot_stride = u32::try_from(slot_stride).map_err(|_| overflow())?;
         let channel_stride = u32::try_from(channel_stride).map_err(|_| overflow())?;
+        let pub_offset = u32::try_from(pub_offset).map_err(|_| overflow())?;
+        let record_stride = u32::try_from(record_stride).map_err(|_| overflow())?;
         if usize::try_from(min_size).is_err() {
             return Err(overflow());
         }
-        Ok(Layout { config, regions: RegionTable { slot_pool, channels, data, slot_stride, channel_stride }, min_size })
+        let regions = RegionTable { slot_pool, channels, data, slot_stride, channel_stride, pub_offset, record_stride };
+        Ok(Layout { config, regions, min_size })
+    }
+
+    /// Bytes of the arena file: header and slot pool, up to the channels.
+    pub fn file_len(&self) -> u64 {
+        self.regions.channels.offset
+    }
+
+    /// Arena offset of channel `i`.
+    pub fn channel_offset(&self, i: u32) -> u64 {
+        self.regions.channels.offset + u64::from(i) * u64::from(self.regions.channel_stride)
     }
 }
 
@@ -314,10 +359,16 @@ mod tests {
         assert_eq!(r.slot_stride % 64, 0);
         assert!(r.slot_stride as usize >= SLOT_HEADER_SIZE + 200);
         assert_eq!(r.slot_pool.offset, HEADER_SIZE as u64);
-        assert_eq!(r.channels.offset % 64, 0);
+        assert_eq!(r.channels.offset % DATA_ALIGN, 0);
         assert!(r.channels.offset >= r.slot_pool.end());
-        // 1024 descriptors of 32 bytes, 2048 answers of 8, two headers.
-        assert_eq!(r.channel_stride as usize, 2 * RING_HEADER_SIZE + 32 * 1024 + 8 * 2048);
+        assert_eq!(l.file_len(), r.channels.offset);
+        // 1024 descriptors of 32 bytes, 2048 answers of 8, two headers, then
+        // the publish area: a line and 32 records of 256 bytes; 4 KiB pages.
+        assert_eq!(r.pub_offset as usize, 2 * RING_HEADER_SIZE + 32 * 1024 + 8 * 2048);
+        assert_eq!(r.record_stride, 256);
+        let want = r.pub_offset as u64 + 64 + 32 * 256;
+        assert_eq!(u64::from(r.channel_stride), want.div_ceil(4096) * 4096);
+        assert_eq!(l.channel_offset(2), r.channels.offset + 2 * u64::from(r.channel_stride));
         assert_eq!(r.channels.len, 3 * u64::from(r.channel_stride));
         assert_eq!(r.data.offset % DATA_ALIGN, 0);
         assert_eq!(r.data.len, 6 << 20);

@@ -1,15 +1,17 @@
-//! Shared-memory layout of ubox: the arena file, the channels (SPSC rings of
+//! Shared-memory layout of ubox: the arena, the channels (SPSC rings of
 //! event descriptors and answers) and the event slot pool, used alike by the
 //! runtime (a DPDK process) and NF processes (which never link DPDK).
 //! Nothing here depends on DPDK.
 //!
 //! # Layout
 //!
-//! One arena file per runtime instance (`/dev/hugepages/ubox-<instance>.arena`,
-//! or `/dev/shm` as a fallback, see [`default_path`]), mapped by every process:
+//! One range of addresses per process, the same offsets everywhere, backed
+//! by several files so that each process maps each part with the rights it
+//! needs (the arena file is `/dev/hugepages/ubox-<instance>.arena`, or
+//! `/dev/shm` as a fallback, see [`default_path`]; the rest are memfds):
 //!
 //! ```text
-//! offset 0     ┌──────────────────────────────┐
+//! offset 0     ┌──────────────────────────────┐ the arena file (mode 0600):
 //!              │ ArenaHeader (256 B)          │ magic "UBOXARNA", layout version,
 //!              │                              │ state, owner pid, sizes, instance,
 //!              │                              │ config, region table
@@ -17,18 +19,21 @@
 //!              │ PoolHeader (3 cache lines)   │ free-list head (tag|index),
 //!              │                              │ free count, double releases
 //!              │ slot 0: SlotHeader | payload │ refcount, generation, next
-//!              │ slot 1: …  (stride 64·k B)   │
-//!              ├──────────────────────────────┤ 64 B aligned
-//!              │ channel 0:                   │ one per NF slot and worker
+//!              │ slot 1: …  (stride 64·k B)   │ NFs: read-only
+//!              ├──────────────────────────────┤ 2 MiB aligned
+//!              │ channel 0: its own memfd     │ one per NF slot and worker
 //!              │  descriptor ring             │ prod line | cons line | bell
 //!              │   [Desc; cap] (32 B each)    │ line, free-running u32 indices
 //!              │  answer ring                 │ same header
 //!              │   [Answer; 2·cap] (8 B each) │
-//!              │ channel 1: …                 │
+//!              │  publish area                │ copied-out count, 32 records
+//!              │ channel 1: …  (4 KiB pages)  │ NFs: their own read-write,
+//!              │                              │ others' not mapped at all
 //!              ├──────────────────────────────┤ 2 MiB aligned
-//!              │ data region (packet buffers) │ reserved for the runtime's
-//!              │                              │ mbuf pool (rte_extmem_register)
-//! total_size   └──────────────────────────────┘ multiple of the page size
+//!              │ data region: its own memfd   │ the runtime's mbuf buffers
+//!              │ (2 MiB pages on hugetlbfs)   │ (rte_extmem_register); NFs:
+//!              │                              │ read-only unless they modify
+//!              └──────────────────────────────┘ packets
 //! ```
 //!
 //! # Rules
@@ -37,13 +42,20 @@
 //!   address. Nothing stored in the arena may be a pointer, a reference, a
 //!   `Box`, a `Vec`, a `&str` or anything else holding an address; links are
 //!   slot indices or byte offsets from the arena base.
-//! * **Roles.** The runtime [`Arena::create`]s the file (mode 0600, or 0660
-//!   for its NF group with [`Arena::create_for_group`]) and removes it when
-//!   its `Arena` drops; NF processes [`Arena::attach`], which checks
-//!   magic, version and sizes. Each ring has exactly one producer and one
-//!   consumer ([`Producer`], [`Consumer`]). A slot's payload is written only
-//!   by the holder of its only reference; everyone else who holds a
-//!   reference reads ([`SlotPool`]).
+//! * **Roles.** The runtime [`Arena::create`]s the arena and removes the
+//!   file when its `Arena` drops. An NF process gets a [`Grant`] (the
+//!   descriptors, over the control socket with `SCM_RIGHTS`, see
+//!   [`pass`]) and [`Arena::attach`]es it, which checks magic, version
+//!   and sizes. The kernel enforces the rights: read-only descriptors
+//!   cannot be mapped writable, and the memfds are sealed against resizing.
+//!   Each ring has exactly one producer and one consumer ([`Producer`],
+//!   [`Consumer`]). Slots are the runtime's: it allocates, writes and frees
+//!   them, NFs read the ones they were given ([`SlotPool`]) and publish in
+//!   their channel's [`PublishArea`].
+//! * **Fresh memory per NF.** [`Arena::renew_channels`] gives a slot's
+//!   channels new memfds at each registration, so nothing a dead NF left
+//!   (or still writes, through a mapping a child of it kept) reaches the
+//!   next one.
 //! * **Per burst.** A packet event is one 32-byte descriptor; its answer is
 //!   8 bytes. Ring handles cache the other side's index and publish their
 //!   own once per burst, so a burst of `n` events moves about
@@ -64,7 +76,9 @@
 //! use ubox_shm::{Arena, ArenaConfig};
 //! let path = std::env::temp_dir().join(format!("ubox-doc-{}.arena", std::process::id()));
 //! let runtime = Arena::create(&path, &ArenaConfig::new("doc")).unwrap();
-//! let nf = Arena::attach(&path).unwrap();
+//! // What an NF granted channel 0 (packets read-only) maps; the runtime sends
+//! // these descriptors over its control socket.
+//! let nf = Arena::attach(runtime.grant(&[0], false).unwrap(), &path).unwrap();
 //!
 //! // The runtime's worker sends one event on channel 0 ...
 //! let mut to_nf = runtime.channel(0).unwrap().desc.producer();
@@ -85,11 +99,14 @@
 mod arena;
 pub mod event;
 mod layout;
+pub mod pass;
+pub mod publish;
 mod raw;
 pub mod ring;
 mod slots;
 
-pub use arena::{default_path, Arena, ArenaConfig, ArenaLocation, Channel, Error, Result};
+pub use arena::{default_path, Arena, ArenaConfig, ArenaLocation, Channel, Error, Grant, Result};
 pub use layout::{Region, LAYOUT_VERSION, MAGIC};
+pub use publish::{PubReader, PubWriter, PublishArea};
 pub use ring::{Bell, Consumer, ConsumerReport, Producer, RingView};
 pub use slots::{SlotError, SlotIdx, SlotPool};

@@ -1,4 +1,5 @@
-//! The only module with `unsafe`: it turns `(arena base, offset)` into typed
+//! The module with the `unsafe` (with one line in `pass`, taking
+//! ownership of received descriptors): it turns `(arena base, offset)` into typed
 //! references after bounds and alignment checks, and wraps the system calls
 //! that Rust cannot check (`mmap`, `kill` and `futex`).
 //!
@@ -12,9 +13,7 @@ use std::mem::{align_of, size_of};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-use memmap2::MmapMut;
-
-use crate::layout::{ArenaHeader, PoolHeader, RingHeader, SlotHeader, HEADER_SIZE};
+use crate::layout::{ArenaHeader, PoolHeader, PubHeader, RingHeader, SlotHeader, HEADER_SIZE};
 
 /// Types that may be viewed in place in the shared mapping through `&T`.
 ///
@@ -38,16 +37,24 @@ unsafe impl InArena for RingHeader {}
 unsafe impl InArena for PoolHeader {}
 // SAFETY: repr(C), three AtomicU32 plus a reserved u32 no code writes through `&`.
 unsafe impl InArena for SlotHeader {}
+// SAFETY: repr(C), one padded AtomicU32.
+unsafe impl InArena for PubHeader {}
 
-/// A read-write shared mapping of the arena file.
+/// The arena's range of addresses: reserved in one piece, then filled with
+/// shared mappings of the files that back its parts ([`place`](Self::place)),
+/// each read-only or read-write. What is never placed stays inaccessible
+/// (`PROT_NONE`): an NF process has no mapping of other NFs' channels.
 ///
-/// The base pointer is taken once from `&mut MmapMut` so that every access
-/// derives from a pointer with write provenance; the `MmapMut` is kept only to
-/// own (and on drop unmap) the mapping and is never dereferenced again.
+/// The base pointer comes from our own anonymous reservation, so every
+/// access derives from one pointer; placing a file over part of it with
+/// `MAP_FIXED` changes what backs those addresses, never whether they are
+/// mapped. Callers only view placed parts (the arena checks which).
 pub(crate) struct Mapping {
-    _map: MmapMut,
     base: NonNull<u8>,
     len: usize,
+    /// The whole reservation, alignment slack included (for `munmap`).
+    raw: *mut libc::c_void,
+    raw_len: usize,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; every access through
@@ -65,25 +72,79 @@ impl std::fmt::Debug for Mapping {
     }
 }
 
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `raw`/`raw_len` is exactly the reservation made in
+        // `reserve`; no reference into it outlives `self` (they borrow it).
+        unsafe { libc::munmap(self.raw, self.raw_len) };
+    }
+}
+
 impl Mapping {
-    /// Maps the whole of `file` read-write and shared.
-    pub(crate) fn map(file: &File) -> io::Result<Mapping> {
-        // SAFETY: memmap2 requires that the file is not truncated while mapped
-        // and acknowledges that other processes may modify it. The arena file
-        // is private to one ubox instance (mode 0600 or 0660 for its NF
-        // group, created with O_EXCL);
-        // nobody truncates it while mapped, and concurrent modification is the
-        // point: all shared state is accessed through atomics or under the
-        // single-writer payload contract (see `bytes_mut`).
-        let mut map = unsafe { MmapMut::map_mut(file)? };
-        let len = map.len();
-        let base = NonNull::new(map.as_mut_ptr())
+    /// Reserves `len` bytes of address space aligned to `align` (a power of
+    /// two), backed by nothing and inaccessible until parts are placed.
+    pub(crate) fn reserve(len: usize, align: usize) -> io::Result<Mapping> {
+        debug_assert!(align.is_power_of_two());
+        let raw_len = len
+            .checked_add(align)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "arena too large to map"))?;
+        // SAFETY: an anonymous, private, PROT_NONE mapping at an address of
+        // the kernel's choice touches no existing memory; the result is
+        // checked for MAP_FAILED below.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                raw_len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let aligned = (raw as usize).next_multiple_of(align);
+        let base = NonNull::new(aligned as *mut u8)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "mmap returned a null mapping"))?;
-        Ok(Mapping { _map: map, base, len })
+        Ok(Mapping { base, len, raw, raw_len })
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.len
+    /// Maps `len` bytes of `file` (from its offset 0) at arena offset `off`,
+    /// shared, read-write or read-only. `off` and `len` must be multiples
+    /// of the file's page size, and the file at least `len` long (else the
+    /// kernel refuses, or accesses past its end fault: callers check sizes).
+    ///
+    /// `&mut self`: nothing in this process views the arena yet.
+    pub(crate) fn place(&mut self, file: &File, off: usize, len: usize, writable: bool) -> io::Result<()> {
+        self.map_fixed(file, off, len, writable)
+    }
+
+    /// [`place`](Self::place) over a part that may be viewed right now, for
+    /// parts viewed only through atomics (channels): the addresses stay
+    /// mapped throughout, and for those views new contents are the same as
+    /// a peer's stores.
+    pub(crate) fn replace_atomic_part(&self, file: &File, off: usize, len: usize) -> io::Result<()> {
+        self.map_fixed(file, off, len, true)
+    }
+
+    fn map_fixed(&self, file: &File, off: usize, len: usize, writable: bool) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let inside = off.checked_add(len).is_some_and(|end| end <= self.len);
+        if !inside || len == 0 || off % 4096 != 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "arena part outside the reservation"));
+        }
+        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        let at = self.base.as_ptr().wrapping_add(off).cast::<libc::c_void>();
+        // SAFETY: `[at, at + len)` lies inside our own reservation (checked),
+        // so MAP_FIXED replaces only pages this value owns, never another
+        // object's memory. Views of the range stay valid: the pages stay
+        // mapped, only what backs them changes (see the callers' contracts).
+        let got = unsafe { libc::mmap(at, len, prot, libc::MAP_SHARED | libc::MAP_FIXED, file.as_raw_fd(), 0) };
+        if got == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Address of byte `off` of the mapping (for handing a region to DPDK),
@@ -166,17 +227,6 @@ impl Mapping {
         Some(())
     }
 
-    /// Copies the header out of the mapping.
-    ///
-    /// Call only after `state` was observed `READY` with `Acquire`: from then
-    /// on nobody writes the header, so the plain read does not race.
-    pub(crate) fn read_header(&self) -> Option<ArenaHeader> {
-        let p = self.checked(0, HEADER_SIZE, align_of::<ArenaHeader>())?;
-        // SAFETY: in bounds and aligned (checked); `ArenaHeader` is made of
-        // integers and integer arrays, valid for every bit pattern.
-        Some(unsafe { p.cast::<ArenaHeader>().read() })
-    }
-
     /// Writes the header. Only the creator calls this, before publishing
     /// `READY`; `&mut self` rules out any other reference in this process.
     pub(crate) fn write_header(&mut self, header: &ArenaHeader) -> Option<()> {
@@ -187,6 +237,53 @@ impl Mapping {
         unsafe { p.cast::<ArenaHeader>().write(*header) };
         Some(())
     }
+}
+
+/// The header in the first [`HEADER_SIZE`] bytes of the arena file, as read
+/// from the file (an NF validates it before mapping anything).
+pub(crate) fn header_from_bytes(raw: &[u8; HEADER_SIZE]) -> ArenaHeader {
+    // SAFETY: `raw` holds HEADER_SIZE = size_of::<ArenaHeader>() bytes
+    // (const-asserted in layout); `ArenaHeader` is made of integers and
+    // integer arrays, valid for every bit pattern; the unaligned read copies
+    // them out of the byte array.
+    unsafe { raw.as_ptr().cast::<ArenaHeader>().read_unaligned() }
+}
+
+/// A new memfd of `len` bytes (on 2 MiB hugepages with `huge`), sealed
+/// against shrinking and growing: whoever else gets a descriptor of it
+/// (an NF, read-write) cannot truncate it under the runtime's mapping,
+/// which would make the runtime's next access to it fault.
+pub(crate) fn sealed_memfd(name: &str, len: u64, huge: bool) -> io::Result<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let cname = std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
+    let mut flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    if huge {
+        flags |= libc::MFD_HUGETLB | libc::MFD_HUGE_2MB;
+    }
+    // SAFETY: `cname` is a valid NUL-terminated string; the call creates a
+    // new descriptor or fails with -1.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(len)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: F_ADD_SEALS takes an int argument and only changes the
+    // file's seal set; `file` is a live descriptor.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
+}
+
+/// Whether `file` was opened for writing (`O_RDWR` or `O_WRONLY`).
+pub(crate) fn opened_for_write(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_GETFL reads the descriptor's flags; no memory is passed.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_ACCMODE != libc::O_RDONLY
 }
 
 /// Whether a process with this pid exists (`kill(pid, 0)` succeeds or fails

@@ -42,6 +42,8 @@ pub enum SlotError {
     RefcountOverflow { idx: u32 },
     #[error("slot {idx} has {refcount} references; only the sole holder may write its payload")]
     NotExclusive { idx: u32, refcount: u32 },
+    #[error("the slot pool is read-only in this process (NFs neither allocate nor free slots)")]
+    ReadOnly,
 }
 
 fn pack(tag: u32, idx: u32) -> u64 {
@@ -80,6 +82,9 @@ pub struct SlotPool<'a> {
     stride: usize,
     capacity: u32,
     payload_len: usize,
+    /// False in NF processes, which map the pool read-only: allocating,
+    /// retaining and releasing are refused there.
+    writable: bool,
 }
 
 impl<'a> SlotPool<'a> {
@@ -89,13 +94,14 @@ impl<'a> SlotPool<'a> {
         capacity: u32,
         stride: usize,
         payload_len: usize,
+        writable: bool,
     ) -> Option<SlotPool<'a>> {
         let hdr = map.get::<PoolHeader>(off)?;
         let slots_off = off.checked_add(POOL_HEADER_SIZE)?;
         // Bounds of the whole slot array, checked once; each access checks again.
         let len = stride.checked_mul(capacity as usize)?;
         map.bytes(slots_off, len)?;
-        Some(SlotPool { map, hdr, slots_off, stride, capacity, payload_len })
+        Some(SlotPool { map, hdr, slots_off, stride, capacity, payload_len, writable })
     }
 
     /// Number of slots.
@@ -133,6 +139,9 @@ impl<'a> SlotPool<'a> {
 
     /// Takes a free slot with refcount 1, or `None` when the pool is empty.
     pub fn alloc(&self) -> Option<SlotIdx> {
+        if !self.writable {
+            return None;
+        }
         // Acquire pairs with the Release CAS of the push that put the top
         // slot there: its `next` link (and the last holder's payload
         // accesses) are visible to us.
@@ -171,6 +180,9 @@ impl<'a> SlotPool<'a> {
 
     /// Adds `n` references to an allocated slot.
     pub fn retain(&self, idx: SlotIdx, n: u32) -> Result<(), SlotError> {
+        if !self.writable {
+            return Err(SlotError::ReadOnly);
+        }
         let slot = self.slot(idx)?;
         let mut rc = slot.refcount.load(Ordering::Relaxed);
         loop {
@@ -191,6 +203,9 @@ impl<'a> SlotPool<'a> {
     /// the slot went back to the free list. A release of a free slot is
     /// refused with [`SlotError::DoubleRelease`] and counted.
     pub fn release(&self, idx: SlotIdx) -> Result<bool, SlotError> {
+        if !self.writable {
+            return Err(SlotError::ReadOnly);
+        }
         let slot = self.slot(idx)?;
         let mut rc = slot.refcount.load(Ordering::Relaxed);
         loop {
@@ -254,6 +269,9 @@ impl<'a> SlotPool<'a> {
     /// The payload of a slot the caller holds the **only** reference to.
     /// Fails with [`SlotError::NotExclusive`] (or `NotAllocated`) otherwise.
     pub fn payload_mut(&mut self, idx: SlotIdx) -> Result<&mut [u8], SlotError> {
+        if !self.writable {
+            return Err(SlotError::ReadOnly);
+        }
         match self.refcount(idx)? {
             0 => return Err(SlotError::NotAllocated { idx: idx.0 }),
             1 => {}

@@ -1,16 +1,20 @@
 //! Two real processes share one arena: the test binary re-executes itself
-//! (`current_exe --ignored --exact <child>`) with the arena path in
-//! `UBOX_SHM_CHILD_ARENA`, and the `#[ignore]`d child function attaches.
+//! (`current_exe --ignored --exact <child>`) with a socket path in
+//! `UBOX_SHM_CHILD_SOCKET`, the `#[ignore]`d child function connects and
+//! gets its grant (channel 0) over it, as an NF does from the runtime.
 //! Children do nothing when run without that variable.
 
-use std::path::{Path, PathBuf};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use ubox_shm::event::{Answer, Desc, ANSWER_PUBLISH, ANSWER_VERDICT, DESC_SLOT};
-use ubox_shm::{Arena, ArenaConfig, Consumer, Producer, SlotIdx};
+use ubox_shm::pass::{read_line_with_files, send_with_files};
+use ubox_shm::{Arena, ArenaConfig, Consumer, Grant, Producer, SlotIdx};
 
-const ENV: &str = "UBOX_SHM_CHILD_ARENA";
+const ENV: &str = "UBOX_SHM_CHILD_SOCKET";
+const ENV_ARENA: &str = "UBOX_SHM_CHILD_ARENA";
 const PING_COUNT: u32 = 1_000_000;
 const STRESS_EVENTS: u32 = 200_000;
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -21,12 +25,42 @@ fn arena_path(name: &str) -> PathBuf {
     p
 }
 
-fn spawn_child(test: &str, arena: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
+/// Starts the child and hands it channel 0 (and the packet region, read-only).
+fn spawn_child(test: &str, arena: &Arena) -> Child {
+    let sock = arena.path().with_extension("sock");
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--ignored", "--exact", test, "--nocapture", "--test-threads=1"])
-        .env(ENV, arena)
+        .env(ENV, &sock)
+        .env(ENV_ARENA, arena.path())
         .spawn()
-        .unwrap()
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let start = Instant::now();
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(_) => {
+                assert!(child.try_wait().unwrap().is_none(), "child exited before connecting");
+                assert!(start.elapsed() < DEADLINE, "child never connected");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    let files = arena.grant(&[0], false).unwrap().into_files();
+    assert_eq!(send_with_files(&stream, b"\n", &files).unwrap(), 1);
+    let _ = std::fs::remove_file(&sock);
+    child
+}
+
+/// In a child: the arena as its grant maps it, or `None` when not run as one.
+fn child_arena() -> Option<Arena> {
+    let sock = std::env::var(ENV).ok()?;
+    let stream = UnixStream::connect(sock).unwrap();
+    let (_, files) = read_line_with_files(&stream, 16).unwrap();
+    Some(Arena::attach(Grant::from_files(files, &[0]).unwrap(), std::env::var(ENV_ARENA).unwrap()).unwrap())
 }
 
 fn wait_ok(mut child: Child) {
@@ -75,7 +109,7 @@ fn descriptors_and_answers_across_processes() {
         data_bytes: 0,
     };
     let arena = Arena::create(&path, &cfg).unwrap();
-    let mut child = spawn_child("child_answers_each_event", &path);
+    let mut child = spawn_child("child_answers_each_event", &arena);
     // Channel 1 exists too, untouched: it must stay empty.
     let ch = arena.channel(0).unwrap();
     let (mut tx, mut rx) = (ch.desc.producer(), ch.answer.consumer());
@@ -116,9 +150,9 @@ fn descriptors_and_answers_across_processes() {
 #[test]
 #[ignore = "child process of descriptors_and_answers_across_processes"]
 fn child_answers_each_event() {
-    let Ok(path) = std::env::var(ENV) else { return };
-    let arena = Arena::attach(&path).unwrap();
+    let Some(arena) = child_arena() else { return };
     assert!(!arena.is_creator());
+    assert!(arena.channel(1).is_err(), "only channel 0 was granted");
     let ch = arena.channel(0).unwrap();
     let (mut rx, mut tx) = (ch.desc.consumer(), ch.answer.producer());
     let mut received = 0u32;
@@ -196,9 +230,10 @@ fn checksum_detects_corruption() {
 }
 
 /// The protocol of slot events: the parent (a worker) allocates a slot per
-/// event and frees it when answered; the child (an NF) never frees, and
-/// every 4th event also publishes one in a slot it allocates itself, which
-/// the parent checks and frees. Both processes allocate concurrently.
+/// event and frees it when answered; the child (an NF) never frees nor
+/// allocates (the pool is read-only to it), and every 4th event also
+/// publishes one in its channel's publish area, which the parent copies
+/// out and checks.
 #[test]
 fn slot_events_across_processes() {
     let path = arena_path("stress");
@@ -211,10 +246,12 @@ fn slot_events_across_processes() {
         data_bytes: 0,
     };
     let arena = Arena::create(&path, &cfg).unwrap();
-    let mut child = spawn_child("child_checks_and_publishes", &path);
+    let mut child = spawn_child("child_checks_and_publishes", &arena);
     let mut pool = arena.slot_pool().unwrap();
     let ch = arena.channel(0).unwrap();
     let (mut tx, mut rx) = (ch.desc.producer(), ch.answer.consumer());
+    let mut reader = ch.publish.reader();
+    let mut record = [0u8; 256];
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let (mut sent, mut answered, mut published, mut bad) = (0u32, 0u32, 0u32, 0u32);
     let mut answers = [Answer::default(); 64];
@@ -229,18 +266,19 @@ fn slot_events_across_processes() {
         }
         let n = rx.pop_burst(&mut answers);
         for a in &answers[..n] {
-            let idx = SlotIdx(a.cookie());
             match a.kind() {
-                ANSWER_VERDICT => answered += 1,
+                ANSWER_VERDICT => {
+                    answered += 1;
+                    pool.release(SlotIdx(a.cookie())).unwrap();
+                }
                 ANSWER_PUBLISH => {
                     published += 1;
-                    if !pool.payload(idx).is_ok_and(event_ok) {
+                    if reader.take(a.cookie(), &mut record) != Some(256) || !event_ok(&record) {
                         bad += 1;
                     }
                 }
-                k => panic!("answer kind {k}: the child found a corrupt event in slot {}", idx.0),
+                k => panic!("answer kind {k}: the child found a corrupt event in slot {}", a.cookie()),
             }
-            pool.release(idx).unwrap();
         }
         if n == 0 {
             assert!(start.elapsed() < DEADLINE, "timed out at {answered} answers");
@@ -254,7 +292,9 @@ fn slot_events_across_processes() {
         for a in &answers[..n] {
             assert_eq!(a.kind(), ANSWER_PUBLISH);
             published += 1;
-            pool.release(SlotIdx(a.cookie())).unwrap();
+            if reader.take(a.cookie(), &mut record) != Some(256) || !event_ok(&record) {
+                bad += 1;
+            }
         }
         assert!(start.elapsed() < DEADLINE, "timed out at {published} publications");
     }
@@ -270,11 +310,11 @@ fn slot_events_across_processes() {
 #[test]
 #[ignore = "child process of slot_events_across_processes"]
 fn child_checks_and_publishes() {
-    let Ok(path) = std::env::var(ENV) else { return };
-    let arena = Arena::attach(&path).unwrap();
-    let mut pool = arena.slot_pool().unwrap();
+    let Some(arena) = child_arena() else { return };
+    let pool = arena.slot_pool().unwrap();
     let ch = arena.channel(0).unwrap();
     let (mut rx, mut tx) = (ch.desc.consumer(), ch.answer.producer());
+    let mut publisher = ch.publish.writer();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut events = 0u32;
     let mut buf = [Desc::default(); 16];
@@ -292,15 +332,23 @@ fn child_checks_and_publishes() {
             // A corrupt event is answered Drop, which the parent rejects.
             let ok = pool.payload(SlotIdx(slot)).is_ok_and(event_ok);
             if events % 4 == 0 {
-                let idx = loop {
-                    if let Some(i) = pool.alloc() {
-                        break i;
+                let mut record = [0u8; 256];
+                fill_event(&mut record, &mut rng);
+                // The parent frees records as it takes the answers naming
+                // them; wait for one if all are taken.
+                let n = loop {
+                    if let Some(n) = publisher.write(&record) {
+                        break n;
                     }
-                    assert!(start.elapsed() < DEADLINE, "pool exhausted");
+                    if !out.is_empty() {
+                        push_all(&mut tx, &out);
+                        out.clear();
+                    }
+                    assert!(start.elapsed() < DEADLINE, "publish area never freed");
                     std::thread::yield_now();
                 };
-                fill_event(pool.payload_mut(idx).unwrap(), &mut rng);
-                out.push(Answer::publish(idx.0));
+                publisher.commit();
+                out.push(Answer::publish(n));
             }
             out.push(if ok { Answer::verdict(d.cookie, 1) } else { Answer(u64::MAX) });
             events += 1;

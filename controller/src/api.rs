@@ -5,8 +5,12 @@
 //! reads one [`Response`] line back.
 //!
 //! **NF sessions.** An NF process sends [`Request::Register`] with its
-//! manifest and receives [`Response::Registered`]: the arena file to map and,
-//! per worker, the index of its channel in the arena. The NF then keeps the
+//! manifest and receives [`Response::Registered`]: per worker, the index of
+//! its channel in the arena; and, attached to the answer's first bytes
+//! (`SCM_RIGHTS`), the descriptors of its part of the arena in this order:
+//! the arena file (read-only), the packet region (read-only, or read-write
+//! for an NF that modifies packets), then its channels in the order of
+//! [`NfSession::rings`] (`ubox_shm::Grant`). The NF then keeps the
 //! connection open for as long as it runs: the runtime takes the connection
 //! closing (exit, crash, `kill -9`) as the NF's death.
 //!
@@ -17,7 +21,8 @@
 //! The NF reads it and the packet bytes in place and pushes an 8-byte
 //! `ubox_shm::event::Answer` (the cookie and its verdict) on the answer
 //! ring. The runtime owns the packet and any slot throughout; the NF
-//! allocates a slot only to publish an event, and never frees one.
+//! publishes an event into its channel's publish area and names the record
+//! with an answer; it never allocates or frees a slot.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -84,7 +89,8 @@ pub struct NfRings {
 pub struct NfSession {
     pub nf_id: u32,
     pub name: String,
-    /// Arena file to attach.
+    /// The arena file, for messages (the NF gets its parts as descriptors
+    /// with this answer and never opens the path).
     pub arena: PathBuf,
     pub rings: Vec<NfRings>,
     /// Resolved type ids of the manifest's subscriptions, in order.

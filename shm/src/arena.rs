@@ -656,7 +656,11 @@ impl Arena {
     /// formed in this process, and by protocol other processes only read
     /// bytes the writer has published (the runtime's worker owns a stream
     /// ring; NFs read ranges below its published end, which it does not
-    /// rewrite while they are pinned).
+    /// rewrite while they are pinned). An NF granted the region writable
+    /// (it declared that it modifies packets) could break that protocol:
+    /// the bytes would be wrong, but they are plain bytes the runtime only
+    /// copies and parses with bounds checks, never indices or lengths it
+    /// trusts.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn data_bytes_mut(&self, off: u64, len: usize) -> Option<&mut [u8]> {
         if !self.data_writable {

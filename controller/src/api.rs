@@ -358,6 +358,9 @@ pub struct MonitorStats {
     /// `DATA_RDY` announcements made (one per flow and side per burst).
     #[serde(default)]
     pub data_events: u64,
+    /// What the monitor saw of the segments, summed over flows.
+    #[serde(default)]
+    pub segments: MonitorSegments,
     /// Flows evicted at `max_flows` to make room for a new one: closed
     /// connections first, then handshakes that never completed.
     #[serde(default)]
@@ -368,6 +371,37 @@ pub struct MonitorStats {
     #[serde(default)]
     pub state_bytes_per_side: u64,
     pub ring_bytes: u64,
+}
+
+/// The TCP monitor's segment counters of one worker, summed over its flows
+/// and both sides: the connection tracker's view (sequence space and
+/// windows) and the reassembler's (bytes compared on overlap), and the
+/// sides that stopped reassembling by reason (`reasm_stopped` is their sum).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MonitorSegments {
+    /// Segments below the highest sequence their sender had sent:
+    /// retransmissions, and late segments of a reordering.
+    pub retransmits: u64,
+    /// Data segments starting beyond everything seen (a hole before them).
+    pub out_of_order: u64,
+    /// Segments whose data was (partly) outside the receiver's window,
+    /// before the stream or after the FIN: those bytes were ignored.
+    pub out_of_window: u64,
+    /// RSTs that were not acceptable (out of window), ignored.
+    pub rst_ignored: u64,
+    /// SYNs and SYN-ACKs that fit no handshake, ignored.
+    pub invalid_syn: u64,
+    /// Reassembled segments whose overlap with stored bytes was identical.
+    pub duplicates: u64,
+    /// Segments with at least one byte differing from stored bytes (an
+    /// evasion attempt or a broken sender; `[monitor] overlap` decides).
+    pub conflicts: u64,
+    /// Out-of-order segments not kept because every hole slot was taken
+    /// (`[monitor] max_holes`).
+    pub holes_full: u64,
+    pub stopped_buffer_full: u64,
+    pub stopped_no_buffer: u64,
+    pub stopped_gap: u64,
 }
 
 /// Flow table of one worker.
@@ -542,6 +576,22 @@ impl Stats {
                 w0.state_bytes_per_flow,
                 w0.state_bytes_per_side,
                 w0.ring_bytes / 1024
+            ));
+            let sum = |f: fn(&MonitorSegments) -> u64| self.workers.iter().map(|w| f(&w.monitor.segments)).sum::<u64>();
+            out.push_str(&format!(
+                "tcp monitor segments: {} retransmitted or late, {} out of order, {} outside the window, {} identical overlaps, {} overlap conflicts, \
+                 {} not kept (holes full), {} RSTs and {} SYNs ignored; sides stopped: {} ring full, {} no ring, {} gap\n",
+                sum(|m| m.retransmits),
+                sum(|m| m.out_of_order),
+                sum(|m| m.out_of_window),
+                sum(|m| m.duplicates),
+                sum(|m| m.conflicts),
+                sum(|m| m.holes_full),
+                sum(|m| m.rst_ignored),
+                sum(|m| m.invalid_syn),
+                sum(|m| m.stopped_buffer_full),
+                sum(|m| m.stopped_no_buffer),
+                sum(|m| m.stopped_gap),
             ));
         }
         if !self.nfs.is_empty() {

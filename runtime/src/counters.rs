@@ -188,6 +188,8 @@ pub struct WorkerCounters {
     pub mon_retired: Counter,
     pub mon_stopped: Counter,
     pub mon_data_events: Counter,
+    /// The monitor's segment counters (`monitor::SegTally`, as an array).
+    pub mon_tally: [Counter; crate::monitor::SegTally::FIELDS],
 }
 
 impl WorkerCounters {
@@ -232,6 +234,7 @@ impl WorkerCounters {
             mon_retired: Counter::default(),
             mon_stopped: Counter::default(),
             mon_data_events: Counter::default(),
+            mon_tally: Default::default(),
         }
     }
 

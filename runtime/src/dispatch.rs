@@ -781,6 +781,14 @@ impl<'a> Dispatcher<'a> {
         if self.mon.stopped > 0 {
             self.counters.mon_stopped.add(std::mem::take(&mut self.mon.stopped));
         }
+        if self.mon.tally.any() {
+            let t = std::mem::take(&mut self.mon.tally).to_array();
+            for (c, v) in self.counters.mon_tally.iter().zip(t) {
+                if v > 0 {
+                    c.add(v);
+                }
+            }
+        }
         if self.mon.restarts > 0 {
             self.counters.mon_restarts.add(std::mem::take(&mut self.mon.restarts));
             self.counters.mon_retired.add(std::mem::take(&mut self.mon.retired_rings));

@@ -240,6 +240,114 @@ impl Needs {
     }
 }
 
+/// What the monitor saw of TCP segments, summed over flows and sides: the
+/// connection trackers' and the reassemblers' counters, and the sides that
+/// stopped reassembling by reason. A delta since the last look (the worker
+/// adds it to its counters and clears it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegTally {
+    /// Segments below the highest sequence their sender had sent:
+    /// retransmissions, and late segments of a reordering.
+    pub retransmits: u64,
+    /// Data segments starting beyond everything seen (a hole before them).
+    pub out_of_order: u64,
+    /// Segments whose data was (partly) outside the receiver's window.
+    pub out_of_window: u64,
+    /// RSTs that were not acceptable, ignored.
+    pub rst_ignored: u64,
+    /// SYNs and SYN-ACKs that fit no handshake, ignored.
+    pub invalid_syn: u64,
+    /// Reassembled segments whose overlap with stored bytes was identical.
+    pub duplicates: u64,
+    /// Segments with at least one byte differing from stored ones.
+    pub conflicts: u64,
+    /// Out-of-order segments not kept: every hole slot was taken.
+    pub holes_full: u64,
+    /// Sides that stopped reassembling, by reason.
+    pub stopped_buffer_full: u64,
+    pub stopped_no_buffer: u64,
+    pub stopped_gap: u64,
+}
+
+impl SegTally {
+    /// The counters of both sides of one flow now (saturating u32s of the
+    /// tracker, u64s of the reassemblers).
+    fn of(conn: &TcpConn, sides: &[Option<Box<SideStream>>; 2]) -> SegTally {
+        let mut t = SegTally::default();
+        for side in [Side::Client, Side::Server] {
+            let c = conn.counters(side);
+            t.retransmits += u64::from(c.retransmits);
+            t.out_of_order += u64::from(c.out_of_order);
+            t.out_of_window += u64::from(c.out_of_window);
+            t.rst_ignored += u64::from(c.rst_ignored);
+            t.invalid_syn += u64::from(c.invalid);
+        }
+        for s in sides.iter().flatten() {
+            let r = s.reasm.counters();
+            t.duplicates += r.retransmits;
+            t.conflicts += r.conflicts;
+            t.holes_full += r.ooo_dropped;
+        }
+        t
+    }
+
+    /// Adds what changed from `before` to `after` (never negative: the
+    /// counters only grow while a connection lasts).
+    fn add_delta(&mut self, before: &SegTally, after: &SegTally) {
+        self.retransmits += after.retransmits.saturating_sub(before.retransmits);
+        self.out_of_order += after.out_of_order.saturating_sub(before.out_of_order);
+        self.out_of_window += after.out_of_window.saturating_sub(before.out_of_window);
+        self.rst_ignored += after.rst_ignored.saturating_sub(before.rst_ignored);
+        self.invalid_syn += after.invalid_syn.saturating_sub(before.invalid_syn);
+        self.duplicates += after.duplicates.saturating_sub(before.duplicates);
+        self.conflicts += after.conflicts.saturating_sub(before.conflicts);
+        self.holes_full += after.holes_full.saturating_sub(before.holes_full);
+    }
+
+    /// Whether anything was counted.
+    pub fn any(&self) -> bool {
+        *self != SegTally::default()
+    }
+
+    /// The fields in declaration order (for counters kept as an array).
+    pub fn to_array(&self) -> [u64; SegTally::FIELDS] {
+        [
+            self.retransmits,
+            self.out_of_order,
+            self.out_of_window,
+            self.rst_ignored,
+            self.invalid_syn,
+            self.duplicates,
+            self.conflicts,
+            self.holes_full,
+            self.stopped_buffer_full,
+            self.stopped_no_buffer,
+            self.stopped_gap,
+        ]
+    }
+
+    /// The inverse of [`to_array`](Self::to_array).
+    pub fn from_array(a: [u64; SegTally::FIELDS]) -> SegTally {
+        let [retransmits, out_of_order, out_of_window, rst_ignored, invalid_syn, duplicates, conflicts, holes_full, stopped_buffer_full, stopped_no_buffer, stopped_gap] =
+            a;
+        SegTally {
+            retransmits,
+            out_of_order,
+            out_of_window,
+            rst_ignored,
+            invalid_syn,
+            duplicates,
+            conflicts,
+            holes_full,
+            stopped_buffer_full,
+            stopped_no_buffer,
+            stopped_gap,
+        }
+    }
+
+    pub const FIELDS: usize = 11;
+}
+
 /// The monitor state of one worker.
 pub struct Monitor {
     pub cfg: MonitorConfig,
@@ -265,6 +373,8 @@ pub struct Monitor {
     /// Sides whose reassembly stopped (`FLOW/TCP/REASM_STOPPED`), since the
     /// last look.
     pub stopped: u64,
+    /// Segment counters since the last look.
+    pub tally: SegTally,
     /// Flows in the order they were opened, for evicting those whose
     /// handshake never completed (entries of flows that completed it or
     /// went are skipped, and compacted away).
@@ -315,6 +425,7 @@ impl Monitor {
             restarts: 0,
             retired_rings: 0,
             stopped: 0,
+            tally: SegTally::default(),
             embryonic: VecDeque::new(),
             closing: VecDeque::new(),
             release: Vec::new(),
@@ -489,6 +600,7 @@ impl Monitor {
                 }
             }
         }
+        let before = SegTally::of(&f.conn, &f.sides);
         let (client, server) = f.sides.split_at_mut(1);
         let streams = Streams {
             client: stream_of(arena, &self.bufs, &mut client[0]),
@@ -498,6 +610,7 @@ impl Monitor {
         let action = f.conn.on_segment(&self.cfg, &seg, side, now, streams, &mut |ev, snap| {
             reports.push(Report::Tcp(ev, snap));
         });
+        self.tally.add_delta(&before, &SegTally::of(&f.conn, &f.sides));
         if no_ring {
             // Tracked, not reassembled: say so once, as a stop.
             let stop = TcpEvent::ReassemblyStopped { side, reason: ustack::tcp::StopReason::NoBuffer };
@@ -520,9 +633,17 @@ impl Monitor {
                 self.closing.retain(|(_, id, _)| flows.contains_key(id));
             }
         }
-        self.stopped +=
-            self.reports.iter().filter(|r| matches!(r, Report::Tcp(TcpEvent::ReassemblyStopped { .. }, _))).count()
-                as u64;
+        for r in &self.reports {
+            if let Report::Tcp(TcpEvent::ReassemblyStopped { reason, .. }, _) = r {
+                self.stopped += 1;
+                let t = &mut self.tally;
+                match reason {
+                    ustack::tcp::StopReason::BufferFull => t.stopped_buffer_full += 1,
+                    ustack::tcp::StopReason::NoBuffer => t.stopped_no_buffer += 1,
+                    ustack::tcp::StopReason::Gap => t.stopped_gap += 1,
+                }
+            }
+        }
         if action == ustack::tcp::Action::Forward {
             Seg::Forward
         } else {
@@ -949,6 +1070,27 @@ mod tests {
 
     fn data_reports(r: &[Report]) -> usize {
         r.iter().filter(|r| matches!(r, Report::Data(..))).count()
+    }
+
+    #[test]
+    fn segment_counters_add_up_over_retransmits_holes_and_conflicts() {
+        let mut h = h("tally");
+        let needs = Needs { tcp: true, client: true, server: false };
+        assert!(h.mon.open(1, 1, h.key, needs, false));
+        h.handshake(100, 500);
+        assert_eq!(std::mem::take(&mut h.mon.tally), SegTally::default(), "a clean handshake counts nothing");
+        h.send(Side::Client, 101, 501, ACK, b"abcd");
+        h.send(Side::Client, 109, 501, ACK, b"ijkl"); // a hole at 4..8
+        h.send(Side::Client, 101, 501, ACK, b"abcd"); // retransmitted, identical
+        h.send(Side::Client, 105, 501, ACK, b"eXgh"); // fills the hole
+        h.send(Side::Client, 105, 501, ACK, b"efgh"); // differs from what is stored
+        let t = std::mem::take(&mut h.mon.tally);
+        assert_eq!(t.out_of_order, 1, "{t:?}");
+        // The tracker counts every segment below the highest sequence seen
+        // (the late filler too); the reassembler compares bytes.
+        assert_eq!((t.retransmits, t.duplicates, t.conflicts), (3, 1, 1), "{t:?}");
+        assert_eq!(SegTally::from_array(t.to_array()), t);
+        assert!(!h.mon.tally.any(), "taken");
     }
 
     #[test]

@@ -209,3 +209,58 @@ def test_unmonitored_flows_follow_the_chain_policy(runtime, nf, traffic, procs, 
     alerts = load(tdir / "ids.json")["alerts"]
     print(f"    ids alerts: {len(alerts)} (the held connection carried no signature)")
     assert alerts == [], "the ids saw a flow it should not have"
+
+
+# Issue 12 §2: the monitor's segment counters, under real loss on both
+# sides of the box (iptables statistic drops): in the switch namespace's
+# bridge between the server and the box, so the box sees holes and their
+# late fillers, and at the client's input after the box, so the box sees
+# retransmissions of bytes it had. (Drops in the sender's own OUTPUT would
+# not do: its TCP sees them fail and sends again, in order.) The download
+# is intact, the ids scanned all of it, and `uboxctl stats` counts what the
+# monitor saw.
+def test_monitor_counts_loss_and_reordering(runtime, nf, traffic, testbed, tdir, names):
+    rt = monitor_runtime(runtime, "segs")
+    rules = tdir / "ids.rules"
+    rules.write_text('alert sig client "evil-signature"\nalert srv server "never-in-the-file-q8z"\n')
+    ids = nf(rt, "ids", "--rules", rules, "--json-out", tdir / "ids.json")
+    time.sleep(0.5)
+    rt.apply_chain(tdir / "chain.toml", '[[chain]]\nname = "inspect"\nnfs = ["ids"]\n[chain.match]\nprotocol = "tcp"\n')
+    drop = ["-m", "statistic", "--mode", "random", "--probability", "0.02", "-j", "DROP"]
+    sw = f"{names.prefix}-sw"
+    rules_in = [(sw, ["FORWARD", "-p", "tcp", "--sport", "80"]), (names.c, ["INPUT", "-p", "tcp", "--sport", "80"])]
+    bridged = subprocess.run(netns(sw, "sysctl", "-n", "net.bridge.bridge-nf-call-iptables"),
+                             stdout=subprocess.PIPE, text=True).stdout.strip() or "0"
+    subprocess.run(netns(sw, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"), check=True)
+    for ns, rule in rules_in:
+        subprocess.run(netns(ns, "iptables", "-A", *rule, *drop), check=True)
+    try:
+        got = tdir / "got.bin"
+        assert traffic.fetch("10M.bin", got, max_time=60), "download under loss"
+        for ns, rule in rules_in:
+            p = subprocess.run(netns(ns, "iptables", "-L", rule[0], "-v", "-n", "-x"), stdout=subprocess.PIPE, text=True)
+            hits = [ln.split()[0] for ln in p.stdout.splitlines() if "statistic" in ln]
+            print(f"    {ns} {rule[0]}: {hits[0] if hits else '?'} packets dropped")
+    finally:
+        for ns, rule in rules_in:
+            subprocess.run(netns(ns, "iptables", "-D", *rule, *drop), check=False)
+        subprocess.run(netns(sw, "sysctl", "-qw", f"net.bridge.bridge-nf-call-iptables={bridged}"), check=False)
+    assert same_file(got, testbed.www / "10M.bin"), "download corrupted"
+    time.sleep(0.3)
+    st = rt.stats(tdir / "stats.json")
+    text = rt.ctl("stats")
+    ids.stop()
+    assert rt.stop() == 0, "runtime exit code"
+    seg = {k: sum(w["monitor"]["segments"][k] for w in st["workers"]) for k in st["workers"][0]["monitor"]["segments"]}
+    line = [ln for ln in text.splitlines() if ln.startswith("tcp monitor segments:")]
+    print(f"    {line[0] if line else 'no segments line'}")
+    res = load(tdir / "ids.json")
+    print(f"    ids scanned {res['bytes_scanned']} bytes")
+    assert line, "uboxctl stats has no segments line"
+    assert seg["retransmits"] > 0, "no retransmission counted under 2 % loss after the box"
+    assert seg["out_of_order"] > 0, "no out-of-order segment counted under 2 % loss before the box"
+    assert seg["duplicates"] > 0, "no identical overlap counted (retransmitted bytes the box had)"
+    assert seg["conflicts"] == 0 and seg["out_of_window"] == 0, "a clean TCP peer sent conflicting or out-of-window data"
+    assert seg["stopped_gap"] + seg["stopped_buffer_full"] + seg["stopped_no_buffer"] == \
+        sum(w["monitor"]["reasm_stopped"] for w in st["workers"]), "stops by reason do not add up"
+    assert res["bytes_scanned"] >= got.stat().st_size, "the ids did not scan the whole download"

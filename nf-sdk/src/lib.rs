@@ -145,7 +145,10 @@
 //!   The SDK neither allocates nor frees slots: it publishes an event by
 //!   writing it into its channel's publish area (the worker copies it
 //!   out), and answers every event it popped on the same worker's answer
-//!   ring, waiting while that ring is full, never dropping one. A callback must not keep packet bytes past its return
+//!   ring, waiting while that ring is full, never dropping one. The
+//!   process makes itself non-dumpable when it connects, so other NFs of
+//!   the same user cannot read or write its memory (`/proc/PID/mem`,
+//!   ptrace); only root can. A callback must not keep packet bytes past its return
 //!   (the borrow ends there).
 //! - **Callbacks are short.** They run on the polling thread; the event's
 //!   packet is parked in the runtime until they answer.

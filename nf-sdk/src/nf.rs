@@ -252,6 +252,12 @@ impl NfBuilder {
             })?;
             publications.push((path.clone(), type_id));
         }
+        // Other processes of the same user (other NFs) may not read or write
+        // our memory through /proc/PID/mem or ptrace: only root may. (It
+        // also means no core dumps; run under a debugger started as root.)
+        if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+            eprintln!("{}: cannot make the NF process non-dumpable: {e}", self.manifest.name);
+        }
         // What the runtime granted: its arena file and packet region
         // (read-only, or the region read-write if we modify packets) and our
         // own channels; nothing else of the arena is in this process.

@@ -555,7 +555,7 @@ impl<'a> Dispatcher<'a> {
         for k in 0..self.nfv.len() {
             let s = &table.slots[k];
             let gen = s.gen.load(Ordering::Acquire);
-            let live = s.state.load(Ordering::Acquire) == LIVE;
+            let live = s.state.load(Ordering::Acquire) == LIVE && !s.faulty.load(Ordering::Acquire);
             if live && gen != self.nfv[k].gen {
                 // A new registration: its channels are new memory (the
                 // control thread renewed them before publishing `gen`),
@@ -1304,15 +1304,40 @@ impl<'a> Dispatcher<'a> {
             return 0;
         }
         let mut taken = 0;
-        for i in 0..self.live.len() {
-            taken += self.take_answers(self.live[i], emit);
+        let mut i = 0;
+        while i < self.live.len() {
+            let k = self.live[i];
+            taken += self.take_answers(k, emit);
+            if self.links[k].answers.broken() || self.links[k].events.broken() {
+                // `live` lost k: the same index is the next NF now.
+                self.fault(k);
+                continue;
+            }
+            i += 1;
         }
         self.flush();
         taken
     }
 
+    /// NF `k`'s channel holds impossible ring indices: something wrote its
+    /// memory at random. Stop using it now (its events follow the stage
+    /// policy as for a dead NF until the control thread declares it dead
+    /// and the workers reclaim what it held).
+    fn fault(&mut self, k: usize) {
+        let slot = &self.table.slots[k];
+        if !slot.faulty.swap(true, Ordering::AcqRel) {
+            slot.count(NfCount::CorruptRing, 1);
+        }
+        self.nfv[k].live = false;
+        self.nfv[k].pkt = 0;
+        self.live.retain(|&j| j != k);
+        self.any_filtered = self.nfv.iter().any(|v| v.live && v.filtered);
+    }
+
     fn take_answers(&mut self, k: usize, emit: &mut impl FnMut(Mbuf, usize)) -> usize {
         let mut taken = 0;
+        // At most a ring's worth per poll, whatever the NF's index says.
+        let most = self.links[k].answers.view().capacity() as usize;
         loop {
             let mut buf = std::mem::take(&mut self.answers);
             let n = self.links[k].answers.pop_burst(&mut buf);
@@ -1327,7 +1352,7 @@ impl<'a> Dispatcher<'a> {
             }
             self.answers = buf;
             taken += n;
-            if n < ANSWER_BURST {
+            if n < ANSWER_BURST || taken >= most {
                 return taken;
             }
         }
@@ -1493,13 +1518,13 @@ impl<'a> Dispatcher<'a> {
 
     /// An NF died: settle everything it held on this worker.
     fn reclaim(&mut self, k: usize, emit: &mut impl FnMut(Mbuf, usize)) {
-        // Answers it gave before dying still count.
-        self.take_answers(k, emit);
-        // Descriptors it never took: the worker is the ring's consumer now,
-        // so the NF's next run starts on an empty ring.
-        let mut taker = self.links[k].events.view().consumer();
-        let mut sink = [Desc::default(); 64];
-        while taker.pop_burst(&mut sink) > 0 {}
+        // Answers it gave before dying still count (unless its rings are
+        // broken: then nothing in them is to be believed).
+        if !self.table.slots[k].faulty.load(Ordering::Acquire) {
+            self.take_answers(k, emit);
+        }
+        // Descriptors it never took are settled below with the rest; its
+        // next run gets new channel memory (and handles, at `relink`).
         self.links[k].pending.clear();
         // Its queued events were given (counted in), reclaimed below.
         touch(&mut self.links, &mut self.dirty, k);

@@ -56,6 +56,9 @@ pub enum NfCount {
     /// Modified answers from an NF whose manifest does not say it modifies
     /// packets (treated as Pass).
     BadVerdict,
+    /// Times a worker found its ring indices impossible (it is then
+    /// declared dead).
+    CorruptRing,
     /// Answers that matched nothing it owed: an unknown or stale cookie, a
     /// packet it was not asked about, an unknown answer kind (its answer
     /// ring is its own memory: whatever is there is checked).
@@ -63,7 +66,7 @@ pub enum NfCount {
 }
 
 impl NfCount {
-    pub const ALL: [NfCount; 11] = [
+    pub const ALL: [NfCount; 12] = [
         NfCount::RingFull,
         NfCount::NoSlot,
         NfCount::VerdictDrop,
@@ -75,6 +78,7 @@ impl NfCount {
         NfCount::BadPublish,
         NfCount::BadVerdict,
         NfCount::StrayAnswer,
+        NfCount::CorruptRing,
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,6 +94,7 @@ impl NfCount {
             NfCount::BadPublish => "bad_publish",
             NfCount::BadVerdict => "bad_verdict",
             NfCount::StrayAnswer => "stray_answer",
+            NfCount::CorruptRing => "corrupt_ring",
         }
     }
 }
@@ -123,6 +128,10 @@ pub struct NfSlot {
     pub npubs: AtomicU8,
     /// The manifest says it modifies packets.
     pub modifies: AtomicBool,
+    /// A worker found one of its rings' indices impossible (the NF, or
+    /// something in its process, wrote its channel memory at random): the
+    /// worker stops using it, and the control thread declares it dead.
+    pub faulty: AtomicBool,
     /// Some subscription has a flow filter (then workers consult `filters`).
     pub filtered: AtomicBool,
     /// Subscriptions with filters, replaced at registration (workers cache
@@ -330,6 +339,7 @@ impl NfManager {
         s.filtered.store(filters.iter().any(|(_, f)| f.is_some()), Ordering::Relaxed);
         *s.filters.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(filters);
         s.nf_id.store(id.0, Ordering::Relaxed);
+        s.faulty.store(false, Ordering::Relaxed);
         s.gen.fetch_add(1, Ordering::AcqRel);
         s.state.store(LIVE, Ordering::Release);
         self.table.registrations.fetch_add(1, Ordering::AcqRel);
@@ -423,20 +433,26 @@ impl NfManager {
                 sess.progress = (answered, now);
             }
             let stuck = holding && now.duration_since(sess.progress.1) > timeout;
-            if closed || stuck {
-                died.push((k, closed));
+            let faulty = slot.faulty.load(Ordering::Acquire);
+            if closed || stuck || faulty {
+                died.push((k, closed, faulty));
             }
         }
-        for &(k, closed) in &died {
+        for &(k, closed, faulty) in &died {
             if closed {
                 self.declare_dead(k, "is gone (its session closed)");
+            } else if faulty {
+                self.declare_dead(
+                    k,
+                    "wrote impossible indices into its rings (its channel memory was overwritten): declaring it dead",
+                );
             } else {
                 let why =
                     format!("answered nothing for {} ms while holding events: declaring it dead", timeout.as_millis());
                 self.declare_dead(k, &why);
             }
         }
-        died.into_iter().map(|(k, _)| k).collect()
+        died.into_iter().map(|(k, ..)| k).collect()
     }
 
     /// Per-NF counters and queue depths for `uboxctl stats`.

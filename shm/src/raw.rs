@@ -249,10 +249,11 @@ pub(crate) fn header_from_bytes(raw: &[u8; HEADER_SIZE]) -> ArenaHeader {
     unsafe { raw.as_ptr().cast::<ArenaHeader>().read_unaligned() }
 }
 
-/// A new memfd of `len` bytes (on 2 MiB hugepages with `huge`), sealed
-/// against shrinking and growing: whoever else gets a descriptor of it
-/// (an NF, read-write) cannot truncate it under the runtime's mapping,
-/// which would make the runtime's next access to it fault.
+/// A new memfd of `len` bytes (on 2 MiB hugepages with `huge`), mode 0600
+/// and sealed against shrinking and growing: whoever else gets a
+/// descriptor of it cannot reopen it with more rights (unless root), nor
+/// truncate it under the runtime's mapping, which would make the runtime's
+/// next access to it fault.
 pub(crate) fn sealed_memfd(name: &str, len: u64, huge: bool) -> io::Result<File> {
     use std::os::fd::{AsRawFd, FromRawFd};
     let cname = std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
@@ -268,6 +269,12 @@ pub(crate) fn sealed_memfd(name: &str, len: u64, huge: bool) -> io::Result<File>
     }
     // SAFETY: `fd` is a fresh descriptor nothing else owns.
     let file = unsafe { File::from_raw_fd(fd) };
+    // A memfd starts out mode 0777: anyone holding a read-only descriptor
+    // could reopen it read-write through /proc/self/fd. Its creator's only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     file.set_len(len)?;
     let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
     // SAFETY: F_ADD_SEALS takes an int argument and only changes the

@@ -21,9 +21,13 @@
 //! Roles are by convention: **exactly one producer** (one thread in one
 //! process) pushes on a ring and **exactly one consumer** pops. A second
 //! producer or consumer loses or duplicates entries; it never causes
-//! undefined behaviour, since every shared word is an atomic, every entry
-//! index is masked into bounds and a peer's index is clamped to the
-//! capacity. Entries are plain values: whoever reads one must validate it.
+//! undefined behaviour, since every shared word is an atomic and every entry
+//! index is masked into bounds. A peer's index that no peer could have
+//! written (a producer more than the capacity ahead, a consumer ahead of the
+//! producer) makes the handle report nothing to pop or no room, and
+//! `broken()` from then on: the ring's memory was written by something else,
+//! and the runtime stops using it. Entries are plain values: whoever reads
+//! one must validate it.
 //!
 //! When a consumer dies its producer may take over the consumer's role
 //! (the runtime drains a dead NF's ring): make a fresh [`Consumer`], which
@@ -138,14 +142,25 @@ impl<'a, E: Entry> RingView<'a, E> {
     pub fn producer(&self) -> Producer<'a, E> {
         let prod = self.hdr.prod.0.index.load(Ordering::Relaxed);
         let cons_cache = self.hdr.cons.0.index.load(Ordering::Acquire);
-        Producer { ring: *self, prod, cons_cache }
+        Producer { ring: *self, prod, cons_cache, broken: false }
     }
 
     /// A consumer handle starting from the shared consumer index.
     pub fn consumer(&self) -> Consumer<'a, E> {
         let cons = self.hdr.cons.0.index.load(Ordering::Relaxed);
         let prod_cache = self.hdr.prod.0.index.load(Ordering::Acquire);
-        Consumer { ring: *self, cons, prod_cache }
+        Consumer { ring: *self, cons, prod_cache, broken: false }
+    }
+
+    /// Test hook: writes the shared indices as a peer gone wrong might.
+    #[cfg(test)]
+    pub(crate) fn poke(&self, prod: Option<u32>, cons: Option<u32>) {
+        if let Some(p) = prod {
+            self.hdr.prod.0.index.store(p, Ordering::Release);
+        }
+        if let Some(c) = cons {
+            self.hdr.cons.0.index.store(c, Ordering::Release);
+        }
     }
 
     #[inline(always)]
@@ -224,6 +239,8 @@ pub struct Producer<'a, E: Entry> {
     prod: u32,
     /// The consumer's index as last read.
     cons_cache: u32,
+    /// The consumer's index was once impossible (ahead of ours).
+    broken: bool,
 }
 
 impl<E: Entry> std::fmt::Debug for Producer<'_, E> {
@@ -251,7 +268,20 @@ impl<'a, E: Entry> Producer<'a, E> {
         // Acquire pairs with the consumer's Release store of `cons`: its
         // reads of the entries it freed happen-before we overwrite them.
         self.cons_cache = self.ring.hdr.cons.0.index.load(Ordering::Acquire);
-        cap - self.prod.wrapping_sub(self.cons_cache).min(cap)
+        if self.prod.wrapping_sub(self.cons_cache) > cap {
+            // The consumer claims entries we never pushed: its memory was
+            // written by something other than a consumer. Report no room.
+            self.broken = true;
+            return 0;
+        }
+        cap - self.prod.wrapping_sub(self.cons_cache)
+    }
+
+    /// Whether the consumer's index was ever seen ahead of ours (more
+    /// consumed than produced): a peer that wrote the ring's memory
+    /// arbitrarily. The ring can no longer be trusted.
+    pub fn broken(&self) -> bool {
+        self.broken
     }
 
     /// Appends as many leading values of `vals` as fit, publishes the new
@@ -285,6 +315,8 @@ pub struct Consumer<'a, E: Entry> {
     cons: u32,
     /// The producer's index as last read.
     prod_cache: u32,
+    /// The producer's index was once impossible (more than a ring ahead).
+    broken: bool,
 }
 
 impl<E: Entry> std::fmt::Debug for Consumer<'_, E> {
@@ -311,7 +343,21 @@ impl<'a, E: Entry> Consumer<'a, E> {
         // Acquire pairs with the producer's Release store of `prod`: the
         // entries it wrote are visible to our loads.
         self.prod_cache = self.ring.hdr.prod.0.index.load(Ordering::Acquire);
-        self.prod_cache.wrapping_sub(self.cons).min(cap)
+        if self.prod_cache.wrapping_sub(self.cons) > cap {
+            // More than a ring's worth ahead (or behind us): not a producer's
+            // doing. Report nothing to pop.
+            self.broken = true;
+            self.prod_cache = self.cons;
+            return 0;
+        }
+        self.prod_cache.wrapping_sub(self.cons)
+    }
+
+    /// Whether the producer's index was ever seen more than the capacity
+    /// ahead of ours: a peer that wrote the ring's memory arbitrarily. The
+    /// ring can no longer be trusted.
+    pub fn broken(&self) -> bool {
+        self.broken
     }
 
     /// Removes up to `out.len()` oldest values into `out`, publishes the new
@@ -380,6 +426,33 @@ mod tests {
             data_bytes: 0,
         };
         Arena::create(&p, &cfg).unwrap()
+    }
+
+    #[test]
+    fn impossible_peer_indices_break_the_handle_and_move_nothing() {
+        let a = arena("broken", 8);
+        let ch = a.channel(0).unwrap();
+        // A producer that claims a billion answers.
+        let mut rx = ch.answer.consumer();
+        ch.answer.poke(Some(1_000_000_000), None);
+        let mut out = [Answer::default(); 64];
+        assert_eq!(rx.pop_burst(&mut out), 0);
+        assert!(rx.broken());
+        // A consumer that claims to have taken what was never pushed.
+        let mut tx = ch.desc.producer();
+        assert!(tx.push(desc(1)));
+        ch.desc.poke(None, Some(5));
+        assert_eq!(tx.room(16), 0, "no room is reported");
+        assert!(tx.broken());
+        assert_eq!(tx.push_burst(&[desc(2)]), 0);
+        // An honest pair stays whole.
+        let other = a.channel(1).unwrap();
+        let (mut p, mut c) = (other.desc.producer(), other.desc.consumer());
+        for i in 0..100 {
+            assert!(p.push(desc(i)));
+            assert_eq!(c.pop().map(|d| d.type_id), Some(i));
+        }
+        assert!(!p.broken() && !c.broken());
     }
 
     fn desc(i: u64) -> Desc {

@@ -377,7 +377,7 @@ pub struct MonitorStats {
 /// and both sides: the connection tracker's view (sequence space and
 /// windows) and the reassembler's (bytes compared on overlap), and the
 /// sides that stopped reassembling by reason (`reasm_stopped` is their sum).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MonitorSegments {
     /// Segments below the highest sequence their sender had sent:
     /// retransmissions, and late segments of a reordering.

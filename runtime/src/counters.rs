@@ -189,7 +189,7 @@ pub struct WorkerCounters {
     pub mon_stopped: Counter,
     pub mon_data_events: Counter,
     /// The monitor's segment counters (`monitor::SegTally`, as an array).
-    pub mon_tally: [Counter; crate::monitor::SegTally::FIELDS],
+    pub mon_tally: [Counter; crate::monitor::TALLY_FIELDS],
 }
 
 impl WorkerCounters {

@@ -781,8 +781,8 @@ impl<'a> Dispatcher<'a> {
         if self.mon.stopped > 0 {
             self.counters.mon_stopped.add(std::mem::take(&mut self.mon.stopped));
         }
-        if self.mon.tally.any() {
-            let t = std::mem::take(&mut self.mon.tally).to_array();
+        if self.mon.tally != crate::monitor::SegTally::default() {
+            let t = crate::monitor::tally_to_array(&std::mem::take(&mut self.mon.tally));
             for (c, v) in self.counters.mon_tally.iter().zip(t) {
                 if v > 0 {
                     c.add(v);

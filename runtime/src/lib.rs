@@ -715,22 +715,7 @@ fn collect_stats(
                 rings_retired: c.mon_retired.get(),
                 reasm_stopped: c.mon_stopped.get(),
                 data_events: c.mon_data_events.get(),
-                segments: {
-                    let t = monitor::SegTally::from_array(std::array::from_fn(|i| c.mon_tally[i].get()));
-                    controller::api::MonitorSegments {
-                        retransmits: t.retransmits,
-                        out_of_order: t.out_of_order,
-                        out_of_window: t.out_of_window,
-                        rst_ignored: t.rst_ignored,
-                        invalid_syn: t.invalid_syn,
-                        duplicates: t.duplicates,
-                        conflicts: t.conflicts,
-                        holes_full: t.holes_full,
-                        stopped_buffer_full: t.stopped_buffer_full,
-                        stopped_no_buffer: t.stopped_no_buffer,
-                        stopped_gap: t.stopped_gap,
-                    }
-                },
+                segments: monitor::tally_from_array(std::array::from_fn(|i| c.mon_tally[i].get())),
                 state_bytes_per_flow: monitor::Monitor::flow_bytes() as u64,
                 state_bytes_per_side: monitor::Monitor::side_bytes() as u64,
                 ring_bytes: u64::from(ring_bytes),

@@ -240,112 +240,85 @@ impl Needs {
     }
 }
 
-/// What the monitor saw of TCP segments, summed over flows and sides: the
+/// What the monitor saw of TCP segments, summed over flows and sides (the
 /// connection trackers' and the reassemblers' counters, and the sides that
-/// stopped reassembling by reason. A delta since the last look (the worker
-/// adds it to its counters and clears it).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SegTally {
-    /// Segments below the highest sequence their sender had sent:
-    /// retransmissions, and late segments of a reordering.
-    pub retransmits: u64,
-    /// Data segments starting beyond everything seen (a hole before them).
-    pub out_of_order: u64,
-    /// Segments whose data was (partly) outside the receiver's window.
-    pub out_of_window: u64,
-    /// RSTs that were not acceptable, ignored.
-    pub rst_ignored: u64,
-    /// SYNs and SYN-ACKs that fit no handshake, ignored.
-    pub invalid_syn: u64,
-    /// Reassembled segments whose overlap with stored bytes was identical.
-    pub duplicates: u64,
-    /// Segments with at least one byte differing from stored ones.
-    pub conflicts: u64,
-    /// Out-of-order segments not kept: every hole slot was taken.
-    pub holes_full: u64,
-    /// Sides that stopped reassembling, by reason.
-    pub stopped_buffer_full: u64,
-    pub stopped_no_buffer: u64,
-    pub stopped_gap: u64,
+/// stopped reassembling by reason), as `uboxctl stats` shows it. The
+/// monitor keeps a delta since the last look (the worker adds it to its
+/// counters and clears it).
+pub use controller::api::MonitorSegments as SegTally;
+
+/// Fields of a [`SegTally`] (for counters kept as an array).
+pub const TALLY_FIELDS: usize = 11;
+
+/// The counters of both sides of one flow now (saturating u32s of the
+/// tracker, u64s of the reassemblers; the stops are counted apart).
+fn tally_of(conn: &TcpConn, sides: &[Option<Box<SideStream>>; 2]) -> SegTally {
+    let mut t = SegTally::default();
+    for side in [Side::Client, Side::Server] {
+        let c = conn.counters(side);
+        t.retransmits += u64::from(c.retransmits);
+        t.out_of_order += u64::from(c.out_of_order);
+        t.out_of_window += u64::from(c.out_of_window);
+        t.rst_ignored += u64::from(c.rst_ignored);
+        t.invalid_syn += u64::from(c.invalid);
+    }
+    for s in sides.iter().flatten() {
+        let r = s.reasm.counters();
+        t.duplicates += r.retransmits;
+        t.conflicts += r.conflicts;
+        t.holes_full += r.ooo_dropped;
+    }
+    t
 }
 
-impl SegTally {
-    /// The counters of both sides of one flow now (saturating u32s of the
-    /// tracker, u64s of the reassemblers).
-    fn of(conn: &TcpConn, sides: &[Option<Box<SideStream>>; 2]) -> SegTally {
-        let mut t = SegTally::default();
-        for side in [Side::Client, Side::Server] {
-            let c = conn.counters(side);
-            t.retransmits += u64::from(c.retransmits);
-            t.out_of_order += u64::from(c.out_of_order);
-            t.out_of_window += u64::from(c.out_of_window);
-            t.rst_ignored += u64::from(c.rst_ignored);
-            t.invalid_syn += u64::from(c.invalid);
-        }
-        for s in sides.iter().flatten() {
-            let r = s.reasm.counters();
-            t.duplicates += r.retransmits;
-            t.conflicts += r.conflicts;
-            t.holes_full += r.ooo_dropped;
-        }
-        t
-    }
+/// The fields in declaration order.
+pub fn tally_to_array(t: &SegTally) -> [u64; TALLY_FIELDS] {
+    [
+        t.retransmits,
+        t.out_of_order,
+        t.out_of_window,
+        t.rst_ignored,
+        t.invalid_syn,
+        t.duplicates,
+        t.conflicts,
+        t.holes_full,
+        t.stopped_buffer_full,
+        t.stopped_no_buffer,
+        t.stopped_gap,
+    ]
+}
 
-    /// Adds what changed from `before` to `after` (never negative: the
-    /// counters only grow while a connection lasts).
-    fn add_delta(&mut self, before: &SegTally, after: &SegTally) {
-        self.retransmits += after.retransmits.saturating_sub(before.retransmits);
-        self.out_of_order += after.out_of_order.saturating_sub(before.out_of_order);
-        self.out_of_window += after.out_of_window.saturating_sub(before.out_of_window);
-        self.rst_ignored += after.rst_ignored.saturating_sub(before.rst_ignored);
-        self.invalid_syn += after.invalid_syn.saturating_sub(before.invalid_syn);
-        self.duplicates += after.duplicates.saturating_sub(before.duplicates);
-        self.conflicts += after.conflicts.saturating_sub(before.conflicts);
-        self.holes_full += after.holes_full.saturating_sub(before.holes_full);
+/// The inverse of [`tally_to_array`].
+pub fn tally_from_array(a: [u64; TALLY_FIELDS]) -> SegTally {
+    let mut t = SegTally::default();
+    let fields = [
+        &mut t.retransmits,
+        &mut t.out_of_order,
+        &mut t.out_of_window,
+        &mut t.rst_ignored,
+        &mut t.invalid_syn,
+        &mut t.duplicates,
+        &mut t.conflicts,
+        &mut t.holes_full,
+        &mut t.stopped_buffer_full,
+        &mut t.stopped_no_buffer,
+        &mut t.stopped_gap,
+    ];
+    for (f, v) in fields.into_iter().zip(a) {
+        *f = v;
     }
+    t
+}
 
-    /// Whether anything was counted.
-    pub fn any(&self) -> bool {
-        *self != SegTally::default()
+/// Adds to `to` what grew from `before` to `after` (counters only grow
+/// while a connection lasts; saturating, whatever they say).
+fn tally_add_delta(to: &mut SegTally, before: &SegTally, after: &SegTally) {
+    let (b, a) = (tally_to_array(before), tally_to_array(after));
+    let mut sum = tally_to_array(to);
+    for i in 0..TALLY_FIELDS {
+        sum[i] += a[i].saturating_sub(b[i]);
     }
-
-    /// The fields in declaration order (for counters kept as an array).
-    pub fn to_array(&self) -> [u64; SegTally::FIELDS] {
-        [
-            self.retransmits,
-            self.out_of_order,
-            self.out_of_window,
-            self.rst_ignored,
-            self.invalid_syn,
-            self.duplicates,
-            self.conflicts,
-            self.holes_full,
-            self.stopped_buffer_full,
-            self.stopped_no_buffer,
-            self.stopped_gap,
-        ]
-    }
-
-    /// The inverse of [`to_array`](Self::to_array).
-    pub fn from_array(a: [u64; SegTally::FIELDS]) -> SegTally {
-        let [retransmits, out_of_order, out_of_window, rst_ignored, invalid_syn, duplicates, conflicts, holes_full, stopped_buffer_full, stopped_no_buffer, stopped_gap] =
-            a;
-        SegTally {
-            retransmits,
-            out_of_order,
-            out_of_window,
-            rst_ignored,
-            invalid_syn,
-            duplicates,
-            conflicts,
-            holes_full,
-            stopped_buffer_full,
-            stopped_no_buffer,
-            stopped_gap,
-        }
-    }
-
-    pub const FIELDS: usize = 11;
+    *to = tally_from_array(sum);
 }
 
 /// The monitor state of one worker.
@@ -600,7 +573,7 @@ impl Monitor {
                 }
             }
         }
-        let before = SegTally::of(&f.conn, &f.sides);
+        let before = tally_of(&f.conn, &f.sides);
         let (client, server) = f.sides.split_at_mut(1);
         let streams = Streams {
             client: stream_of(arena, &self.bufs, &mut client[0]),
@@ -610,7 +583,7 @@ impl Monitor {
         let action = f.conn.on_segment(&self.cfg, &seg, side, now, streams, &mut |ev, snap| {
             reports.push(Report::Tcp(ev, snap));
         });
-        self.tally.add_delta(&before, &SegTally::of(&f.conn, &f.sides));
+        tally_add_delta(&mut self.tally, &before, &tally_of(&f.conn, &f.sides));
         if no_ring {
             // Tracked, not reassembled: say so once, as a stop.
             let stop = TcpEvent::ReassemblyStopped { side, reason: ustack::tcp::StopReason::NoBuffer };
@@ -1089,8 +1062,8 @@ mod tests {
         // The tracker counts every segment below the highest sequence seen
         // (the late filler too); the reassembler compares bytes.
         assert_eq!((t.retransmits, t.duplicates, t.conflicts), (3, 1, 1), "{t:?}");
-        assert_eq!(SegTally::from_array(t.to_array()), t);
-        assert!(!h.mon.tally.any(), "taken");
+        assert_eq!(tally_from_array(tally_to_array(&t)), t);
+        assert_eq!(h.mon.tally, SegTally::default(), "taken");
     }
 
     #[test]

@@ -27,12 +27,12 @@ print(f"    split request answered with {len(data)} bytes")
 """
 
 
-def ids_chain(rt, nf, tdir, chain_file, quiet=False):
-    """The ids NF (alerting on "evil-signature" in client bytes, alerts in
-    tdir/ids.json) alone in a TCP chain applied as tdir/chain_file: the NF
-    process and the chain text."""
+def ids_chain(rt, nf, tdir, chain_file, quiet=False, more_rules=""):
+    """The ids NF (alerting on "evil-signature" in client bytes, and on
+    `more_rules`; alerts in tdir/ids.json) alone in a TCP chain applied as
+    tdir/chain_file: the NF process and the chain text."""
     rules = tdir / "ids.rules"
-    rules.write_text('alert sig client "evil-signature"\n')
+    rules.write_text('alert sig client "evil-signature"\n' + more_rules)
     ids = nf(rt, "ids", "--rules", rules, "--json-out", tdir / "ids.json")
     time.sleep(0.5)
     chain = '[[chain]]\nname = "inspect"\nnfs = ["ids"]\n[chain.match]\nprotocol = "tcp"\n'
@@ -221,11 +221,8 @@ def test_unmonitored_flows_follow_the_chain_policy(runtime, nf, traffic, procs, 
 # monitor saw.
 def test_monitor_counts_loss_and_reordering(runtime, nf, traffic, testbed, tdir, names):
     rt = monitor_runtime(runtime, "segs")
-    rules = tdir / "ids.rules"
-    rules.write_text('alert sig client "evil-signature"\nalert srv server "never-in-the-file-q8z"\n')
-    ids = nf(rt, "ids", "--rules", rules, "--json-out", tdir / "ids.json")
-    time.sleep(0.5)
-    rt.apply_chain(tdir / "chain.toml", '[[chain]]\nname = "inspect"\nnfs = ["ids"]\n[chain.match]\nprotocol = "tcp"\n')
+    # A server-side rule, so that the download's stream is reassembled too.
+    ids, _ = ids_chain(rt, nf, tdir, "chain.toml", more_rules='alert srv server "never-in-the-file-q8z"\n')
     drop = ["-m", "statistic", "--mode", "random", "--probability", "0.02", "-j", "DROP"]
     sw = f"{names.prefix}-sw"
     rules_in = [(sw, ["FORWARD", "-p", "tcp", "--sport", "80"]), (names.c, ["INPUT", "-p", "tcp", "--sport", "80"])]

@@ -138,7 +138,12 @@ protocol = "tcp"
           f"rules {[(r['rule'], r['hits']) for r in acl['rules']]}")
     print(f"    counter behind it saw {cnt['packets']} packets in {len(cnt['flows'])} flow(s)")
     assert acl["dropped"] >= 1, "the denied SYN(s) were dropped"
-    assert cnt["packets"] == acl["passed"], "the counter saw exactly what the firewall passed"
+    # Without backpressure a full ring skips the event (counted, the packet
+    # goes on): on a loaded machine the counter may fall behind for a moment.
+    skipped = nf_row(st, "counter")["counts"].get("ring_full", 0)
+    if skipped:
+        print(f"    counter skipped {skipped} events on a full ring")
+    assert cnt["packets"] + skipped == acl["passed"], "the counter saw what the firewall passed, but for counted skips"
     assert len(cnt["flows"]) == 1, "only the allowed connection reached the counter"
 
 

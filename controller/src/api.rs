@@ -323,12 +323,90 @@ pub struct WorkerStats {
     /// packets on (to the next stage, or out).
     #[serde(default)]
     pub answer_ns: u64,
+    /// The answered events' round trips (publish to answer) by bucket:
+    /// `nf_answers` and `nf_rtt_ns_total` as a histogram.
+    #[serde(default)]
+    pub nf_rtt_histogram: RttHistogram,
     /// TCP monitor: flows followed now and in all, flows refused at
     /// `monitor.max_flows`, sides left without a stream ring, RSTs sent for
     /// terminated flows, and the bytes of state per monitored flow (rings
     /// not included).
     #[serde(default)]
     pub monitor: MonitorStats,
+}
+
+/// Event round trips (from the worker's publish to the NF's answer) of one
+/// worker, counted in log2-spaced buckets: bucket `i < BUCKETS` holds the
+/// round trips of more than `le_ns[i - 1]` and at most `le_ns[i]`
+/// nanoseconds (`le_ns[i]` = 1.024 µs · 2^i, so 1.024 µs to 33.6 ms), and
+/// the last one those above 33.6 ms. The counts are not cumulative; the
+/// bounds travel with them, so a reader never has to know the scheme.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RttHistogram {
+    /// Upper bounds of the buckets (ns), increasing; the last bucket has none.
+    pub le_ns: Vec<u64>,
+    /// Round trips per bucket: one more entry than `le_ns`.
+    pub counts: Vec<u64>,
+}
+
+impl RttHistogram {
+    /// Buckets with an upper bound; one more holds what is above the last.
+    pub const BUCKETS: usize = 16;
+    /// Entries of `counts`.
+    pub const SLOTS: usize = Self::BUCKETS + 1;
+
+    /// The upper bound of bucket `i` (ns): 1024 · 2^i.
+    pub const fn bound_ns(i: usize) -> u64 {
+        1024 << i
+    }
+
+    /// The bucket of a round trip of `ns` nanoseconds: the first whose bound
+    /// is at least `ns` (a shift, a leading-zero count and a minimum).
+    #[inline(always)]
+    pub fn bucket(ns: u64) -> usize {
+        let units = ns.saturating_sub(1) >> 10;
+        ((u64::BITS - units.leading_zeros()) as usize).min(Self::BUCKETS)
+    }
+
+    /// A histogram of these bucket counts (`SLOTS` of them) and the standard bounds.
+    pub fn from_counts(counts: impl IntoIterator<Item = u64>) -> RttHistogram {
+        RttHistogram { le_ns: (0..Self::BUCKETS).map(Self::bound_ns).collect(), counts: counts.into_iter().collect() }
+    }
+
+    /// Round trips counted in all.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The upper bound (ns) of the bucket holding the `q` quantile (0..=1)
+    /// of the round trips; `None` when there are none, or it is in the
+    /// last bucket, which has no bound.
+    pub fn quantile_bound_ns(&self, q: f64) -> Option<u64> {
+        let n = self.count();
+        if n == 0 {
+            return None;
+        }
+        let want = ((q * n as f64).ceil() as u64).clamp(1, n);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return self.le_ns.get(i).copied();
+            }
+        }
+        None
+    }
+
+    /// Adds `other`'s counts to these (same bounds, as in one instance).
+    pub fn add(&mut self, other: &RttHistogram) {
+        if self.counts.is_empty() {
+            *self = other.clone();
+            return;
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+    }
 }
 
 /// The TCP monitor of one worker.
@@ -549,6 +627,27 @@ impl Stats {
             out.push_str(&format!(
                 "events skipped (their packets went on unless dropped above): {}\n",
                 list.join(", ")
+            ));
+        }
+        let mut rtt = RttHistogram::default();
+        for w in &self.workers {
+            rtt.add(&w.nf_rtt_histogram);
+        }
+        let answers: u64 = self.workers.iter().map(|w| w.nf_answers).sum();
+        if answers > 0 {
+            let rtt_ns: u64 = self.workers.iter().map(|w| w.nf_rtt_ns_total).sum();
+            let at_most = |q: f64| match rtt.quantile_bound_ns(q) {
+                Some(ns) => format!("<= {:.1} us", ns as f64 / 1000.0),
+                None if rtt.count() > 0 => {
+                    format!("> {:.1} ms", RttHistogram::bound_ns(RttHistogram::BUCKETS - 1) as f64 / 1e6)
+                }
+                None => "-".into(),
+            };
+            out.push_str(&format!(
+                "nf round trips: {answers} answered, mean {:.1} us, p50 {}, p99 {}\n",
+                rtt_ns as f64 / answers as f64 / 1000.0,
+                at_most(0.5),
+                at_most(0.99)
             ));
         }
         let c = &self.control;
@@ -808,6 +907,55 @@ mod tests {
         let text = st.render();
         assert!(text.contains("ipv4_bad_checksum"), "{text}");
         assert!(!text.contains("events skipped"), "no line when nothing was skipped");
+    }
+
+    #[test]
+    fn rtt_buckets_are_log2_from_1us_with_inclusive_bounds() {
+        assert_eq!(RttHistogram::bucket(0), 0);
+        assert_eq!(RttHistogram::bucket(1024), 0);
+        assert_eq!(RttHistogram::bucket(1025), 1);
+        assert_eq!(RttHistogram::bucket(2048), 1);
+        assert_eq!(RttHistogram::bucket(2049), 2);
+        for i in 0..RttHistogram::BUCKETS {
+            let b = RttHistogram::bound_ns(i);
+            assert_eq!(RttHistogram::bucket(b), i, "{b} ns");
+            assert_eq!(RttHistogram::bucket(b + 1), i + 1, "{b} + 1 ns");
+        }
+        assert_eq!(RttHistogram::bound_ns(RttHistogram::BUCKETS - 1), 33_554_432);
+        assert_eq!(RttHistogram::bucket(u64::MAX), RttHistogram::BUCKETS);
+        let mut h = RttHistogram::from_counts((0..RttHistogram::SLOTS as u64).map(|i| u64::from(i == 3) * 10));
+        assert_eq!((h.le_ns.len(), h.counts.len(), h.count()), (16, 17, 10));
+        assert_eq!(h.quantile_bound_ns(0.5), Some(8192));
+        h.counts[16] = 90;
+        assert_eq!(h.quantile_bound_ns(0.05), Some(8192));
+        assert_eq!(h.quantile_bound_ns(0.99), None, "in the unbounded bucket");
+        // uboxctl stats: one line, summed over workers.
+        let mut st = Stats::default();
+        for id in 0..2 {
+            let w = WorkerStats {
+                id,
+                nf_answers: 50,
+                nf_rtt_ns_total: 500_000,
+                nf_rtt_histogram: h.clone(),
+                ..Default::default()
+            };
+            st.workers.push(w);
+        }
+        let text = st.render();
+        let line = text.lines().find(|l| l.starts_with("nf round trips")).expect(&text);
+        assert_eq!(line, "nf round trips: 100 answered, mean 10.0 us, p50 > 33.6 ms, p99 > 33.6 ms");
+        st.workers[1].nf_rtt_histogram.counts[16] = 0;
+        st.workers[0].nf_rtt_histogram.counts[16] = 0;
+        let text = st.render();
+        assert!(text.contains("nf round trips: 100 answered, mean 10.0 us, p50 <= 8.2 us, p99 <= 8.2 us\n"), "{text}");
+        assert!(!Stats::default().render().contains("nf round trips"), "no line without answers");
+        // Old JSON (before the histogram) still parses.
+        let w: WorkerStats = serde_json::from_str(
+            r#"{"id":0,"lcore":1,"rx_packets":0,"forwarded":0,"replies":0,"consumed":0,"handoff_out":0,
+                "handoff_in":0,"dropped":0,"drops":{},"flows":{"active":0,"capacity":1,"started":0,"ended_idle":0,"evicted":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(w.nf_rtt_histogram, RttHistogram::default());
     }
 
     #[test]

@@ -11,10 +11,13 @@
 //!   must equal or be a subtype of the subscribed type).
 //! - [`chain`]: chain files (TOML), their validation, and compilation into
 //!   ordered stages with per-NF fail-open/fail-closed policy.
+//! - [`metrics`]: the statistics in the Prometheus text format (what the
+//!   runtime serves at `/metrics`).
 //!
 //! This crate never touches DPDK or the data path.
 
 pub mod api;
 pub mod chain;
+pub mod metrics;
 pub mod registry;
 pub mod table;

@@ -5,7 +5,7 @@
 //! EAL command line.
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -24,6 +24,8 @@ pub struct Config {
     pub flow_table: FlowTableSection,
     #[serde(default)]
     pub monitor: MonitorSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
     #[serde(rename = "port", default)]
     pub ports: Vec<PortConfig>,
     #[serde(rename = "wire", default)]
@@ -184,6 +186,42 @@ impl Default for MonitorSection {
             max_holes: 16,
             linger_ms: 2000,
         }
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint, off unless `listen` is given.
+///
+/// ```toml
+/// [metrics]
+/// listen = "127.0.0.1:9417"   # an IP address and port; [::1]:9417 for IPv6
+/// ```
+///
+/// The runtime then serves the Prometheus text format (0.0.4) at
+/// `http://<listen>/metrics` (404 elsewhere): every counter of `uboxctl
+/// stats` and the NF round-trip histogram (see `controller::metrics`). A
+/// scrape reads the same counters `uboxctl stats` does, through the main
+/// loop, never the data path. No authentication: keep it on a loopback or
+/// management address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Address and port to serve on, e.g. "127.0.0.1:9417".
+    #[serde(deserialize_with = "listen_address")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `metrics.listen`: an IP address and a port other than 0.
+fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    use serde::de::Error;
+    let s = String::deserialize(d)?;
+    match s.parse::<SocketAddr>() {
+        Ok(a) if a.port() == 0 => {
+            Err(D::Error::custom(format!("{s:?} has port 0: give the port to serve on, e.g. \"127.0.0.1:9417\"")))
+        }
+        Ok(a) => Ok(Some(a)),
+        Err(_) => Err(D::Error::custom(format!(
+            "{s:?} is not an IP address and port, e.g. \"127.0.0.1:9417\" or \"[::1]:9417\" (no host names)"
+        ))),
     }
 }
 
@@ -755,6 +793,32 @@ ports = ["a", "b"]
             let e = err(&GOOD.replace("workers = 2", &format!("workers = 2\ngroup = {bad:?}")));
             assert!(e.contains("runtime.group") && e.contains("not a group name"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn metrics_are_off_by_default_and_listen_is_an_address() {
+        assert_eq!(Config::parse(GOOD, "t").unwrap().metrics.listen, None);
+        let with = |listen: &str| format!("{GOOD}\n[metrics]\nlisten = {listen:?}\n");
+        let c = Config::parse(&with("127.0.0.1:9417"), "t").unwrap();
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9417".parse().unwrap()));
+        let c = Config::parse(&with("[::1]:9417"), "t").unwrap();
+        assert_eq!(c.metrics.listen, Some("[::1]:9417".parse().unwrap()));
+        let line = GOOD.lines().count() + 3;
+        for bad in ["localhost:9417", "127.0.0.1", "127.0.0.1:99999", "9417", ""] {
+            let e = err(&with(bad));
+            assert!(e.contains("key `metrics.listen`") && e.contains("is not an IP address and port"), "{bad}: {e}");
+            assert!(e.contains(&format!("(line {line})")), "{bad}: {e}");
+        }
+        assert!(err(&with("127.0.0.1:0")).contains("port 0"));
+        let e = err(&format!("{GOOD}\n[metrics]\nport = 9417\n"));
+        assert!(e.contains("metrics") && e.contains("port"), "{e}");
+        let e = err(&format!("{GOOD}\n[metrics]\nlisten = 9417\n"));
+        assert!(e.contains("key `metrics.listen`"), "{e}");
+        // The example documents it, commented out: uncommented, it is on.
+        let example = include_str!("../../examples/wire.toml");
+        assert_eq!(Config::parse(example, "wire.toml").unwrap().metrics.listen, None);
+        let on = example.replace("# listen = \"127.0.0.1:9417\"", "listen = \"127.0.0.1:9417\"");
+        assert_eq!(Config::parse(&on, "wire.toml").unwrap().metrics.listen, Some("127.0.0.1:9417".parse().unwrap()));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use controller::api::RttHistogram;
 use ustack::l3::DropReason;
 
 /// One monotonically increasing counter with a single writer.
@@ -27,6 +28,14 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+}
+
+/// The [`RttHistogram`] bucket of a round trip of `ticks` TSC ticks, with
+/// `ns_per_tick_q32` the nanoseconds per tick in 32.32 fixed point: a
+/// multiply, a shift, a leading-zero count and a minimum.
+#[inline(always)]
+pub fn rtt_bucket(ticks: u64, ns_per_tick_q32: u64) -> usize {
+    RttHistogram::bucket(((ticks as u128 * ns_per_tick_q32 as u128) >> 32) as u64)
 }
 
 /// Drops the runtime decides on, beyond the parse errors of `ustack::l3`.
@@ -154,6 +163,9 @@ pub struct WorkerCounters {
     /// from publish to answer).
     pub nf_answers: Counter,
     pub nf_rtt_ticks: Counter,
+    /// The same round trips by bucket ([`RttHistogram`]: log2-spaced from
+    /// 1 µs), counted locally per answer and added here once per flush.
+    pub nf_rtt_buckets: [Counter; RttHistogram::SLOTS],
     /// Loop iterations that skipped RX because an NF ring was nearly full
     /// (`runtime.nf_backpressure`).
     pub rx_paused: Counter,
@@ -216,6 +228,7 @@ impl WorkerCounters {
             nf_reclaimed: Counter::default(),
             nf_answers: Counter::default(),
             nf_rtt_ticks: Counter::default(),
+            nf_rtt_buckets: std::array::from_fn(|_| Counter::default()),
             rx_paused: Counter::default(),
             skipped: (0..EventSkip::ALL.len()).map(|_| Counter::default()).collect(),
             event_bursts: Counter::default(),
@@ -287,5 +300,23 @@ impl WorkerCounters {
     pub fn dropped_total(&self) -> u64 {
         self.parse_drops.iter().chain(self.runtime_drops.iter()).map(Counter::get).sum::<u64>()
             + self.ports.iter().map(|p| p.tx_dropped.get()).sum::<u64>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtt_buckets_from_ticks() {
+        // A 2 GHz TSC: half a nanosecond per tick.
+        let q32 = (1u64 << 32) / 2;
+        assert_eq!(rtt_bucket(0, q32), 0);
+        assert_eq!(rtt_bucket(2048, q32), 0, "1024 ns");
+        assert_eq!(rtt_bucket(2050, q32), 1, "1025 ns");
+        assert_eq!(rtt_bucket(20_000, q32), 4, "10 us: <= 16.384 us");
+        assert_eq!(rtt_bucket(2 * 33_554_432, q32), 15, "33.55 ms");
+        assert_eq!(rtt_bucket(2 * 33_554_433, q32), 16, "above the last bound");
+        assert_eq!(rtt_bucket(u64::MAX, u64::MAX), 16, "no overflow");
     }
 }

@@ -51,6 +51,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use controller::api::RttHistogram;
 use controller::chain::Policy;
 use controller::registry::FlowFilter;
 use ubox_shm::event::{
@@ -406,9 +407,13 @@ pub struct Dispatcher<'a> {
     /// Ring room below which RX pauses.
     rx_room: u32,
     answers: Vec<Answer>,
-    /// Answers and their summed round trips since the last flush.
+    /// Answers and their summed round trips since the last flush, and
+    /// those round trips by histogram bucket (nanoseconds per TSC tick in
+    /// 32.32 fixed point, for the bucket).
     answers_acc: u64,
     rtt_acc: u64,
+    rtt_hist: [u64; RttHistogram::SLOTS],
+    ns_per_tick_q32: u64,
     /// TSC of the current loop iteration ([`tick`](Self::tick)), and the
     /// same instant in nanoseconds (the flow table's clock).
     now: u64,
@@ -514,6 +519,8 @@ impl<'a> Dispatcher<'a> {
             answers: vec![Answer::default(); ANSWER_BURST],
             answers_acc: 0,
             rtt_acc: 0,
+            rtt_hist: [0; RttHistogram::SLOTS],
+            ns_per_tick_q32: ((1_000_000_000u128 << 32) / crate::dpdk::eal::tsc_hz().max(1) as u128) as u64,
             now: 0,
             now_ns: 0,
             mon,
@@ -1295,6 +1302,11 @@ impl<'a> Dispatcher<'a> {
         if self.answers_acc > 0 {
             self.counters.nf_answers.add(std::mem::take(&mut self.answers_acc));
             self.counters.nf_rtt_ticks.add(std::mem::take(&mut self.rtt_acc));
+            for (c, n) in self.counters.nf_rtt_buckets.iter().zip(&mut self.rtt_hist) {
+                if *n > 0 {
+                    c.add(std::mem::take(n));
+                }
+            }
         }
     }
 
@@ -1374,7 +1386,9 @@ impl<'a> Dispatcher<'a> {
                     return self.stray(k);
                 };
                 p.pending &= !(1 << i);
-                self.rtt_acc += self.now.saturating_sub(p.sent);
+                let rtt = self.now.saturating_sub(p.sent);
+                self.rtt_acc += rtt;
+                self.rtt_hist[crate::counters::rtt_bucket(rtt, self.ns_per_tick_q32)] += 1;
                 self.answers_acc += 1;
                 self.links[k].answered += 1;
                 touch(&mut self.links, &mut self.dirty, k);
@@ -1413,7 +1427,9 @@ impl<'a> Dispatcher<'a> {
                 }
             }
             Inflight::Notice(n) if n.nf == k => {
-                self.rtt_acc += self.now.saturating_sub(n.sent);
+                let rtt = self.now.saturating_sub(n.sent);
+                self.rtt_acc += rtt;
+                self.rtt_hist[crate::counters::rtt_bucket(rtt, self.ns_per_tick_q32)] += 1;
                 self.answers_acc += 1;
                 self.links[k].answered += 1;
                 touch(&mut self.links, &mut self.dirty, k);

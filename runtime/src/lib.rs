@@ -9,13 +9,14 @@
 //! Modules: [`config`] (TOML), [`preflight`] (root, the NF group, hugepages, interfaces),
 //! [`dpdk`] (safe wrappers), [`worker`] (the data path), [`counters`]
 //! (single-writer counters), [`control`] (Unix control socket),
-//! [`signals`].
+//! [`metrics`] (the Prometheus endpoint), [`signals`].
 
 pub mod config;
 pub mod control;
 pub mod counters;
 pub mod dispatch;
 pub mod dpdk;
+pub mod metrics;
 pub mod monitor;
 pub mod nfs;
 pub mod preflight;
@@ -125,6 +126,10 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<Stats> {
     // is refused before EAL touches any port.
     raise_fd_limit();
     let control = control::ControlSocket::bind(&cfg.control_socket(), &group).map_err(|e| anyhow!(e))?;
+    let metrics = match cfg.metrics.listen {
+        Some(addr) => Some(metrics::Endpoint::bind(addr).map_err(|e| anyhow!(e))?),
+        None => None,
+    };
     let arena = create_arena(&cfg, nmbufs, no_huge)?;
     match &group {
         Some(g) => {
@@ -145,7 +150,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<Stats> {
     let eal = Eal::init(&eal_args).map_err(|e| {
         anyhow!("DPDK EAL failed to start: {e} (EAL's own messages above say which device or resource)")
     })?;
-    let stats = run_with_eal(&eal, &cfg, &opts, nmbufs, control, &arena);
+    let stats = run_with_eal(&eal, &cfg, &opts, nmbufs, control, metrics, &arena);
     drop(eal);
     drop(arena);
     stats
@@ -372,6 +377,7 @@ fn run_with_eal(
     opts: &Options,
     nmbufs: u32,
     control: control::ControlSocket,
+    metrics: Option<metrics::Endpoint>,
     arena: &ArenaState,
 ) -> anyhow::Result<Stats> {
     let r = &cfg.runtime;
@@ -580,6 +586,21 @@ fn run_with_eal(
         addrs,
         sock_path.display()
     );
+    // On the main lcore, so its threads share the main lcore's CPU.
+    let metrics = match metrics {
+        Some(ep) => {
+            let m = ep.start(metrics::ANSWER_TIMEOUT).map_err(|e| anyhow!(e))?;
+            let addr = m.addr();
+            tracing::info!("metrics: Prometheus text format at http://{addr}/metrics");
+            if !addr.ip().is_loopback() {
+                tracing::warn!(
+                    "metrics.listen {addr} is not a loopback address: whoever reaches it reads every counter (no authentication)"
+                );
+            }
+            Some(m)
+        }
+        None => None,
+    };
     let pid = std::process::id();
     let mut last_print = Instant::now();
     while signals::running() {
@@ -599,6 +620,15 @@ fn run_with_eal(
             }
             Request::ChainShow => show_chains(&chain_board).into(),
         });
+        if let Some(m) = &metrics {
+            // Scrapes get what `uboxctl stats` gets, read here, between polls.
+            m.answer(|| {
+                let mut st = collect(&ports);
+                st.nfs = nf_manager.stats(&arena.arena);
+                st.control = control.stats();
+                st
+            });
+        }
         nf_manager.poll(Duration::from_millis(r.nf_timeout_ms));
         let periodic = opts.stats_interval.is_some_and(|i| last_print.elapsed() >= i);
         if signals::take_dump_request() || periodic {
@@ -610,6 +640,7 @@ fn run_with_eal(
         }
     }
     println!("ubox-runtime '{}': stopping", r.name);
+    drop(metrics);
     for &l in lcores.iter().take(nworkers) {
         let rc = eal.wait(l);
         if rc != 0 {
@@ -727,6 +758,7 @@ fn collect_stats(
             nf_wakeups: c.nf_wakeups.get(),
             busy_ns: ticks_to_ns(c.busy_ticks.get()),
             answer_ns: ticks_to_ns(c.answer_ticks.get()),
+            nf_rtt_histogram: controller::api::RttHistogram::from_counts(c.nf_rtt_buckets.iter().map(|b| b.get())),
         })
         .collect();
     Stats {

@@ -5,9 +5,11 @@
 //! `uboxctl stats` gets, so the page and `uboxctl stats --json` taken at
 //! the same moment agree number for number. It covers every counter there:
 //! per port (with the PMD's own), worker, drop reason, skipped event, flow
-//! table, TCP monitor, NF (with its counts by reason), pool and the control
-//! socket, and the NF round trips as a histogram
-//! (`ubox_nf_event_rtt_seconds`).
+//! table, TCP monitor (with its segment counters), NF (with its counts by
+//! reason), pool and the control socket, and the NF round trips as a
+//! histogram (`ubox_nf_event_rtt_seconds`). A test fills every number of
+//! `Stats` through its JSON and looks for each on the page, so a counter
+//! added to `Stats` without its metric fails it.
 //!
 //! Names follow Prometheus' conventions: the `ubox_` prefix, snake_case,
 //! `_total` for counters, base units (`_seconds`, `_bytes`); labels
@@ -327,6 +329,54 @@ const WORKER: &[M<WorkerStats>] = &[
         get: |w| V::N(w.monitor.data_events),
     },
     M {
+        name: "ubox_monitor_retransmitted_segments_total",
+        kind: C,
+        help: "Segments below the highest sequence their sender had sent: retransmissions and late segments of a reordering.",
+        get: |w| V::N(w.monitor.segments.retransmits),
+    },
+    M {
+        name: "ubox_monitor_out_of_order_segments_total",
+        kind: C,
+        help: "Data segments starting beyond everything seen (a hole before them).",
+        get: |w| V::N(w.monitor.segments.out_of_order),
+    },
+    M {
+        name: "ubox_monitor_out_of_window_segments_total",
+        kind: C,
+        help: "Segments whose data was (partly) outside the receiver's window; those bytes were ignored.",
+        get: |w| V::N(w.monitor.segments.out_of_window),
+    },
+    M {
+        name: "ubox_monitor_ignored_rsts_total",
+        kind: C,
+        help: "RSTs that were not acceptable (out of window), ignored.",
+        get: |w| V::N(w.monitor.segments.rst_ignored),
+    },
+    M {
+        name: "ubox_monitor_invalid_syns_total",
+        kind: C,
+        help: "SYNs and SYN-ACKs that fit no handshake, ignored.",
+        get: |w| V::N(w.monitor.segments.invalid_syn),
+    },
+    M {
+        name: "ubox_monitor_duplicate_segments_total",
+        kind: C,
+        help: "Reassembled segments whose overlap with stored bytes was identical.",
+        get: |w| V::N(w.monitor.segments.duplicates),
+    },
+    M {
+        name: "ubox_monitor_conflicting_segments_total",
+        kind: C,
+        help: "Segments with at least one byte differing from stored bytes (monitor.overlap decides).",
+        get: |w| V::N(w.monitor.segments.conflicts),
+    },
+    M {
+        name: "ubox_monitor_holes_full_segments_total",
+        kind: C,
+        help: "Out-of-order segments not kept because every hole slot was taken (monitor.max_holes).",
+        get: |w| V::N(w.monitor.segments.holes_full),
+    },
+    M {
         name: "ubox_monitor_flow_state_bytes",
         kind: G,
         help: "Bytes of monitor state per monitored flow (rings not included).",
@@ -433,6 +483,24 @@ pub fn render(stats: &Stats) -> String {
             p.sample("ubox_flows_ended_total", &[("worker", &w.id.to_string()), ("reason", reason)], V::N(n));
         }
     }
+    p.family(
+        "ubox_monitor_sides_stopped_by_reason_total",
+        C,
+        "Connection sides whose reassembly stopped, by reason: ring full behind a slow reader, no ring, a hole \
+         that will never fill (their sum: ubox_monitor_sides_stopped_total).",
+    );
+    for w in &stats.workers {
+        let s = &w.monitor.segments;
+        for (reason, n) in
+            [("buffer_full", s.stopped_buffer_full), ("no_buffer", s.stopped_no_buffer), ("gap", s.stopped_gap)]
+        {
+            p.sample(
+                "ubox_monitor_sides_stopped_by_reason_total",
+                &[("worker", &w.id.to_string()), ("reason", reason)],
+                V::N(n),
+            );
+        }
+    }
     p.rtt_histograms(&stats.workers);
 
     p.family("ubox_pool_capacity", G, "Entries of a shared pool: packet buffers (mbufs) and arena event slots.");
@@ -464,7 +532,8 @@ pub fn render(stats: &Stats) -> String {
         "ubox_nf_events_by_reason_total",
         C,
         "An NF's events by what became of them (ring_full, no_event_slot, verdict_drop, modified, fail_closed, \
-         skipped_absent, reclaimed, published, bad_publish, bad_verdict, stray_answer; those that occurred).",
+         skipped_absent, reclaimed, published, bad_publish, bad_verdict, stray_answer, corrupt_ring; those that \
+         occurred).",
     );
     for n in &stats.nfs {
         for (reason, &v) in &n.counts {

@@ -780,11 +780,6 @@ impl<'a> Dispatcher<'a> {
         if self.mon.no_buffer > 0 {
             self.counters.mon_no_buffer.add(std::mem::take(&mut self.mon.no_buffer));
         }
-        if seg == Seg::NoRing {
-            // Strict and nowhere to reassemble: end it now, RSTs both ways.
-            self.refused.push(flow_id);
-            return MonitorVerdict::Unmonitored;
-        }
         if self.mon.stopped > 0 {
             self.counters.mon_stopped.add(std::mem::take(&mut self.mon.stopped));
         }
@@ -799,6 +794,12 @@ impl<'a> Dispatcher<'a> {
         if self.mon.restarts > 0 {
             self.counters.mon_restarts.add(std::mem::take(&mut self.mon.restarts));
             self.counters.mon_retired.add(std::mem::take(&mut self.mon.retired_rings));
+        }
+        if seg == Seg::NoRing {
+            // Strict and nowhere to reassemble (no ring, or a side that
+            // stopped): end it now, RSTs both ways.
+            self.refused.push(flow_id);
+            return MonitorVerdict::Unmonitored;
         }
         if !self.mon.reports.is_empty() {
             self.report_for = Some((flow_tag, *key, flow_id));

@@ -606,9 +606,11 @@ impl Monitor {
                 self.closing.retain(|(_, id, _)| flows.contains_key(id));
             }
         }
+        let mut stopped_now = false;
         for r in &self.reports {
             if let Report::Tcp(TcpEvent::ReassemblyStopped { reason, .. }, _) = r {
                 self.stopped += 1;
+                stopped_now = true;
                 let t = &mut self.tally;
                 match reason {
                     ustack::tcp::StopReason::BufferFull => t.stopped_buffer_full += 1,
@@ -616,6 +618,14 @@ impl Monitor {
                     ustack::tcp::StopReason::Gap => t.stopped_gap += 1,
                 }
             }
+        }
+        if stopped_now && self.flows.get(&flow_id).is_some_and(|f| f.strict) {
+            // A side the chain needs can no longer be reassembled (a hole
+            // that will never fill, a ring full behind a slow reader): from
+            // here its bytes would pass uninspected, which a strict chain
+            // (`on_unmonitored = "drop"`) does not allow. The flow is
+            // refused as one that found no ring: RSTs both ways.
+            return Seg::NoRing;
         }
         if action == ustack::tcp::Action::Forward {
             Seg::Forward
@@ -1149,6 +1159,22 @@ mod tests {
         assert_eq!((h.mon.no_buffer, h.mon.stopped), (1, 1));
         assert!(h.send(Side::Client, 106, 501, ACK, b" HTTP/1.1").is_empty(), "reported once");
         assert!(h.due().is_empty());
+    }
+
+    #[test]
+    fn a_strict_flow_whose_side_stops_is_refused_not_passed_unseen() {
+        let both = Needs { tcp: true, client: true, server: true };
+        for strict in [true, false] {
+            let mut g = h(if strict { "strict-gap" } else { "lax-gap" });
+            assert!(g.mon.open(1, 1, g.key, both, strict));
+            g.handshake(100, 500);
+            assert_eq!(g.seg(1, Side::Client, 101, 501, ACK, b"abcd"), Seg::Forward);
+            // The server acknowledges 100 bytes the box never saw: a hole
+            // that will never fill (how an evader would slip bytes past).
+            let want = if strict { Seg::NoRing } else { Seg::Forward };
+            assert_eq!(g.seg(1, Side::Server, 501, 205, ACK, b""), want, "strict {strict}");
+            assert_eq!(g.mon.tally.stopped_gap, 1);
+        }
     }
 
     fn h2_with_no_rings() -> H {

@@ -27,7 +27,7 @@ print(f"    split request answered with {len(data)} bytes")
 """
 
 
-def ids_chain(rt, nf, tdir, chain_file, quiet=False, more_rules=""):
+def ids_chain(rt, nf, tdir, chain_file, quiet=False, more_rules="", chain_keys=""):
     """The ids NF (alerting on "evil-signature" in client bytes, and on
     `more_rules`; alerts in tdir/ids.json) alone in a TCP chain applied as
     tdir/chain_file: the NF process and the chain text."""
@@ -35,7 +35,7 @@ def ids_chain(rt, nf, tdir, chain_file, quiet=False, more_rules=""):
     rules.write_text('alert sig client "evil-signature"\n' + more_rules)
     ids = nf(rt, "ids", "--rules", rules, "--json-out", tdir / "ids.json")
     time.sleep(0.5)
-    chain = '[[chain]]\nname = "inspect"\nnfs = ["ids"]\n[chain.match]\nprotocol = "tcp"\n'
+    chain = f'[[chain]]\nname = "inspect"\nnfs = ["ids"]\n{chain_keys}[chain.match]\nprotocol = "tcp"\n'
     rt.apply_chain(tdir / chain_file, chain, quiet=quiet)
     return ids, chain
 
@@ -212,7 +212,7 @@ def test_unmonitored_flows_follow_the_chain_policy(runtime, nf, traffic, procs, 
 
 
 # Issue 12 §2: the monitor's segment counters, under real loss on both
-# sides of the box (iptables statistic drops): in the switch namespace's
+# sides of the box (1 % iptables statistic drops): in the switch namespace's
 # bridge between the server and the box, so the box sees holes and their
 # late fillers, and at the client's input after the box, so the box sees
 # retransmissions of bytes it had. (Drops in the sender's own OUTPUT would
@@ -221,9 +221,13 @@ def test_unmonitored_flows_follow_the_chain_policy(runtime, nf, traffic, procs, 
 # monitor saw.
 def test_monitor_counts_loss_and_reordering(runtime, nf, traffic, testbed, tdir, names):
     rt = monitor_runtime(runtime, "segs")
-    # A server-side rule, so that the download's stream is reassembled too.
-    ids, _ = ids_chain(rt, nf, tdir, "chain.toml", more_rules='alert srv server "never-in-the-file-q8z"\n')
-    drop = ["-m", "statistic", "--mode", "random", "--probability", "0.02", "-j", "DROP"]
+    # A server-side rule, so that the download's stream is reassembled too;
+    # "pass": should more holes open at once than max_holes, the stopped
+    # side is counted and the download goes on (under the fail-closed
+    # default, "drop", the flow would be reset: see the monitor's unit test).
+    ids, _ = ids_chain(rt, nf, tdir, "chain.toml", more_rules='alert srv server "never-in-the-file-q8z"\n',
+                       chain_keys='on_unmonitored = "pass"\n')
+    drop = ["-m", "statistic", "--mode", "random", "--probability", "0.01", "-j", "DROP"]
     sw = f"{names.prefix}-sw"
     rules_in = [(sw, ["FORWARD", "-p", "tcp", "--sport", "80"]), (names.c, ["INPUT", "-p", "tcp", "--sport", "80"])]
     bridged = subprocess.run(netns(sw, "sysctl", "-n", "net.bridge.bridge-nf-call-iptables"),
@@ -254,10 +258,18 @@ def test_monitor_counts_loss_and_reordering(runtime, nf, traffic, testbed, tdir,
     res = load(tdir / "ids.json")
     print(f"    ids scanned {res['bytes_scanned']} bytes")
     assert line, "uboxctl stats has no segments line"
-    assert seg["retransmits"] > 0, "no retransmission counted under 2 % loss after the box"
-    assert seg["out_of_order"] > 0, "no out-of-order segment counted under 2 % loss before the box"
+    assert seg["retransmits"] > 0, "no retransmission counted under 1 % loss after the box"
+    assert seg["out_of_order"] > 0, "no out-of-order segment counted under 1 % loss before the box"
     assert seg["duplicates"] > 0, "no identical overlap counted (retransmitted bytes the box had)"
     assert seg["conflicts"] == 0 and seg["out_of_window"] == 0, "a clean TCP peer sent conflicting or out-of-window data"
     assert seg["stopped_gap"] + seg["stopped_buffer_full"] + seg["stopped_no_buffer"] == \
         sum(w["monitor"]["reasm_stopped"] for w in st["workers"]), "stops by reason do not add up"
-    assert res["bytes_scanned"] >= got.stat().st_size, "the ids did not scan the whole download"
+    stops = seg["stopped_gap"] + seg["stopped_buffer_full"] + seg["stopped_no_buffer"]
+    if stops == 0:
+        assert res["bytes_scanned"] >= got.stat().st_size, "the ids did not scan the whole download"
+    else:
+        # More holes at once than [monitor] max_holes (16) can happen under
+        # random loss: the side stops, counted by reason, and the ids saw
+        # the bytes up to there.
+        assert seg["holes_full"] > 0 and seg["stopped_gap"] > 0, "a stop without its cause counted"
+        assert res["bytes_scanned"] < got.stat().st_size, "stopped, yet the ids saw everything"

@@ -17,9 +17,9 @@
 
 use std::cell::RefCell;
 
-use ubox_shm::event::{payload_room, EventHeader, FlowEnd, StreamRef, SIDE_SERVER, SNAPSHOT_LEN};
+use ubox_shm::event::{payload_room, EventHeader, FlowDest, FlowEnd, FlowReq, StreamRef, SIDE_SERVER, SNAPSHOT_LEN};
 use ubox_shm::Arena;
-use ustack::event::{EventTypeId, DATA_RDY, FLOW_END, FLOW_TCP};
+use ustack::event::{EventTypeId, DATA_RDY, FLOW_END, FLOW_REQ, FLOW_TCP};
 use ustack::flow::Side;
 use ustack::tcp::{ReadError, RingReader, TcpSnapshot};
 
@@ -213,6 +213,19 @@ impl<'a> Event<'a> {
     /// For `FLOW/END`: the flow's five-tuple, counts and how it ended.
     pub fn flow_end(&self) -> Option<FlowEnd> {
         self.is(FLOW_END).then(|| FlowEnd::from_bytes(self.payload)).flatten()
+    }
+
+    /// For `FLOW_REQ` (the splicer asks where a connection should go): the
+    /// client, the VIP and the attempt; the request bytes are
+    /// [`packet`](Self::packet).
+    pub fn flow_req(&self) -> Option<FlowReq> {
+        self.is(FLOW_REQ).then(|| FlowReq::from_bytes(self.payload)).flatten()
+    }
+
+    /// Answers a `FLOW_REQ`: publishes `FLOW_DEST` with `dest` about this
+    /// event's flow (the manifest must declare `.publishes("FLOW_DEST")`).
+    pub fn answer_dest(&self, dest: &FlowDest) -> Result<(), EventError> {
+        self.publish("FLOW_DEST", &dest.to_bytes())
     }
 
     /// The raw header as the runtime wrote it.

@@ -208,6 +208,58 @@ pub const FLOW_END_TCP_TIMEOUT: u8 = 6;
 /// Terminated on an NF's `FLOW/TCP/TERMINATE`.
 pub const FLOW_END_TERMINATED: u8 = 7;
 
+/// Payload of `FLOW_REQ`: a client connected to a splicer VIP and sent its
+/// first request bytes; the stack asks the policy NF where the connection
+/// should go. The request bytes themselves are the event's packet
+/// (`EventHeader::pkt_off`/`pkt_len` name the TCP payload of the client's
+/// first data segment, at most one MSS; `nf_sdk::Event::packet`). The NF
+/// answers by publishing `FLOW_DEST` ([`FlowDest`]) about the same flow id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowReq {
+    /// IPv4 addresses as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
+    pub client_addr: [u8; 16],
+    pub vip_addr: [u8; 16],
+    pub client_port: u16,
+    pub vip_port: u16,
+    /// 0 for the first ask, `n` for the `n`-th retry after a failed backend.
+    pub attempt: u8,
+    /// `FLOW_REQ_NEW`, or why the previous backend failed.
+    pub reason: u8,
+    pub _pad: [u8; 2],
+    /// The backend of the previous attempt (all zero on the first).
+    pub last_addr: [u8; 16],
+    pub last_port: u16,
+    pub _pad2: [u8; 6],
+}
+
+/// `FlowReq::reason`: a new connection.
+pub const FLOW_REQ_NEW: u8 = 0;
+/// The previous backend answered the connection attempt with RST.
+pub const FLOW_REQ_RESET: u8 = 1;
+/// The previous backend did not answer the SYN within the connect timeout.
+pub const FLOW_REQ_TIMEOUT: u8 = 2;
+
+/// Payload of `FLOW_DEST`, published by a policy NF in answer to a
+/// `FLOW_REQ` (same flow id): connect the client to `addr:port`, or reject.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowDest {
+    /// IPv4 as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
+    pub addr: [u8; 16],
+    pub port: u16,
+    /// `DEST_CONNECT`, `DEST_RESET` or `DEST_503`.
+    pub action: u8,
+    pub _pad: [u8; 5],
+}
+
+/// `FlowDest::action`: splice the client to the backend.
+pub const DEST_CONNECT: u8 = 1;
+/// Reject: the client gets a RST.
+pub const DEST_RESET: u8 = 2;
+/// Reject: the client gets `HTTP/1.1 503 Service Unavailable` and a FIN.
+pub const DEST_503: u8 = 3;
+
 macro_rules! pod_bytes {
     ($t:ty) => {
         impl $t {
@@ -235,8 +287,12 @@ macro_rules! pod_bytes {
 }
 pod_bytes!(StreamRef);
 pod_bytes!(FlowEnd);
+pod_bytes!(FlowReq);
+pod_bytes!(FlowDest);
 const _: () = assert!(std::mem::size_of::<StreamRef>() == 40);
 const _: () = assert!(std::mem::size_of::<FlowEnd>() == 104);
+const _: () = assert!(std::mem::size_of::<FlowReq>() == 64);
+const _: () = assert!(std::mem::size_of::<FlowDest>() == 24);
 
 /// Which endpoint of a flow an event concerns.
 pub const SIDE_CLIENT: u8 = 0;

@@ -65,5 +65,6 @@
 pub mod event;
 pub mod flow;
 pub mod l3;
+pub mod splice;
 pub mod tcp;
 pub mod wire;

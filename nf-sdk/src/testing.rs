@@ -230,6 +230,20 @@ impl FakeRuntime {
         self.publish_slot(header, None, payload)
     }
 
+    /// Publishes `header` with both a copy of `packet` (no packet when it is
+    /// empty) and `payload` after the header, as a stack publishes an event
+    /// that carries bytes and a `#[repr(C)]` payload (e.g. the splicer's
+    /// `FLOW_REQ`: the request bytes and a `FlowReq`).
+    pub fn publish_packet_payload(
+        &mut self,
+        header: EventHeader,
+        packet: &[u8],
+        payload: &[u8],
+    ) -> Result<EventId, FakeError> {
+        let space = self.copy_packet(packet)?;
+        self.publish_slot(header, space, payload)
+    }
+
     /// Puts `header` (packet reference set to `space`, `worker` 0, `seq` the
     /// cookie) and `payload` in a fresh slot and sends a descriptor naming it.
     fn publish_slot(

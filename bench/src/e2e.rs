@@ -53,15 +53,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 
 use crate::noise::{worker_preemptions, ForeignCpu};
 use crate::result::{median, Better, ScenarioResult};
+use crate::testbed::{self, iface_exists, ip, repo_root, sh, wait_listening, Names, Nginx, Proc, OBJECT};
 use crate::testpmd;
 use crate::traffic::{self, Connections, IperfResult, WrkResult};
 use crate::ubox::Running;
@@ -70,14 +71,11 @@ use crate::ubox::Running;
 const CLIENT_NS: &str = "ubox-c";
 const SERVER_NS: &str = "ubox-s1";
 const SERVER_IP: &str = "10.10.0.11";
-const TESTBED_NS: [&str; 4] = ["ubox-c", "ubox-sw", "ubox-s1", "ubox-s2"];
 const IFACE_CLIENT: &str = "ubx-c";
 const IFACE_SERVER: &str = "ubx-s";
 /// The kernel-forwarding contender's bridge in the root namespace.
 const BRIDGE: &str = "ubx-br";
 const IPERF_PORT: u16 = 5201;
-const OBJECT: &str = "1k.bin";
-const OBJECT_BYTES: usize = 1024;
 
 /// What forwards between the box ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,59 +270,15 @@ pub struct Opts {
     pub retries: u32,
 }
 
-/// The repository root: where `scripts/testbed.sh` is, next to the binary
-/// (target/release/..) or the current directory.
-fn repo_root() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let mut cands: Vec<PathBuf> = exe.ancestors().skip(1).take(4).map(Path::to_path_buf).collect();
-    cands.push(std::env::current_dir()?);
-    cands
-        .into_iter()
-        .find(|d| d.join("scripts/testbed.sh").exists())
-        .ok_or_else(|| anyhow!("scripts/testbed.sh not found next to the binary or here: run from the ubox checkout"))
-}
-
-fn sh(cmd: &mut Command, what: &str) -> anyhow::Result<String> {
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {what}"))?;
-    if !out.status.success() {
-        bail!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn ip(args: &[&str]) -> anyhow::Result<String> {
-    sh(Command::new("ip").args(args), &format!("ip {}", args.join(" ")))
-}
-
-fn iface_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
-}
-
-/// The testbed for the run: brought up when it is not, and then taken down
-/// at the end; the client namespace's sysctls restored.
+/// The e2e testbed (the default names), with no bridge of ours left over
+/// and nothing else forwarding between the box ports.
 struct Testbed {
-    root: PathBuf,
-    brought_up: bool,
-    saved_sysctls: Vec<(String, String)>,
+    _tb: testbed::Testbed,
 }
 
 impl Testbed {
-    fn is_up() -> bool {
-        let list = ip(&["netns", "list"]).unwrap_or_default();
-        let names: Vec<&str> = list.lines().filter_map(|l| l.split_whitespace().next()).collect();
-        TESTBED_NS.iter().all(|ns| names.contains(ns)) && iface_exists(IFACE_CLIENT) && iface_exists(IFACE_SERVER)
-    }
-
     fn ensure(root: &Path) -> anyhow::Result<Testbed> {
-        let brought_up = if Testbed::is_up() {
-            println!("  testbed already up: using it, leaving it up");
-            false
-        } else {
-            sh(Command::new(root.join("scripts/testbed.sh")).arg("up"), "scripts/testbed.sh up")?;
-            println!("  testbed brought up (scripts/testbed.sh up); it is taken down at the end");
-            true
-        };
-        let mut tb = Testbed { root: root.to_path_buf(), brought_up, saved_sysctls: Vec::new() };
+        let tb = Testbed { _tb: testbed::Testbed::ensure(root, &Names::default())? };
         // A leftover bridge of an interrupted run would forward alongside
         // every contender.
         if iface_exists(BRIDGE) {
@@ -338,29 +292,15 @@ impl Testbed {
         // An XDP program left by an af_xdp forwarder that was killed would
         // change how the veths receive for every contender after it.
         detach_xdp();
-        // Connection: close at thousands of handshakes a second: a wide port
-        // range, and reuse of the client's own TIME_WAIT ports.
-        for (k, v) in [("net.ipv4.ip_local_port_range", "1024 65535"), ("net.ipv4.tcp_tw_reuse", "1")] {
-            let old = sh(Command::new("ip").args(["netns", "exec", CLIENT_NS, "sysctl", "-n", k]), "sysctl")?;
-            sh(Command::new("ip").args(["netns", "exec", CLIENT_NS, "sysctl", "-qw", &format!("{k}={v}")]), "sysctl")?;
-            tb.saved_sysctls.push((k.to_string(), old.trim().replace('\t', " ")));
-        }
         Ok(tb)
     }
 }
 
 impl Drop for Testbed {
     fn drop(&mut self) {
+        // Before the inner guard takes the testbed down or restores it.
         if iface_exists(BRIDGE) {
             let _ = ip(&["link", "del", BRIDGE]);
-        }
-        if self.brought_up {
-            let _ = sh(Command::new(self.root.join("scripts/testbed.sh")).arg("down"), "scripts/testbed.sh down");
-            return;
-        }
-        for (k, v) in &self.saved_sysctls {
-            let _ =
-                Command::new("ip").args(["netns", "exec", CLIENT_NS, "sysctl", "-qw", &format!("{k}={v}")]).status();
         }
     }
 }
@@ -374,13 +314,7 @@ fn detach_xdp() {
 
 /// One ping from the client to server 1 within `wait`.
 fn ping_through(wait: Duration) -> bool {
-    let w = format!("{:.1}", wait.as_secs_f64().max(0.2));
-    Command::new("ip")
-        .args(["netns", "exec", CLIENT_NS, "ping", "-c1", "-q", "-W", &w, SERVER_IP])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    testbed::ping(CLIENT_NS, SERVER_IP, wait)
 }
 
 fn wait_for_path(timeout: Duration) -> anyhow::Result<()> {
@@ -393,58 +327,9 @@ fn wait_for_path(timeout: Duration) -> anyhow::Result<()> {
     bail!("no ping from {CLIENT_NS} to {SERVER_IP} through the forwarder within {} s", timeout.as_secs())
 }
 
-/// A process we started, stopped (SIGTERM, then SIGKILL) on drop, by pid.
-struct Proc {
-    name: &'static str,
-    child: Child,
-}
-
-impl Proc {
-    fn stop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("  {} did not stop on SIGTERM: killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Waits until something listens on TCP `port` in namespace `ns`.
-fn wait_listening(ns: &str, port: u16, proc_: &mut Proc) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = sh(Command::new("ip").args(["netns", "exec", ns, "ss", "-Hltn", &format!("sport = :{port}")]), "ss")?;
-        if !out.trim().is_empty() {
-            return Ok(());
-        }
-        if let Some(st) = proc_.child.try_wait()? {
-            bail!("{} exited ({st}) before listening on port {port} in {ns}", proc_.name);
-        }
-        if Instant::now() > deadline {
-            bail!("{} does not listen on port {port} in {ns} after 10 s", proc_.name);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// nginx (serving the 1 KB object) and `iperf3 -s` in server 1's namespace.
 struct Servers {
-    _nginx: Proc,
+    _nginx: Nginx,
     _iperf3: Proc,
     dir: PathBuf,
 }
@@ -452,49 +337,13 @@ struct Servers {
 impl Servers {
     fn start(root: &Path, app_cpus: &str) -> anyhow::Result<Servers> {
         let dir = std::env::temp_dir().join(format!("ubox-bench-e2e-{}", std::process::id()));
-        let www = dir.join("www");
-        let conf = dir.join("nginx");
-        std::fs::create_dir_all(&www)?;
-        std::fs::create_dir_all(&conf)?;
-        // nginx's workers run as an unprivileged user: the root must be
-        // world-readable.
-        use std::os::unix::fs::PermissionsExt;
-        for d in [&dir, &www] {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
-        }
-        let body: Vec<u8> = (0..OBJECT_BYTES).map(|i| b'a' + (i % 26) as u8).collect();
-        std::fs::write(www.join(OBJECT), body)?;
-        std::fs::set_permissions(www.join(OBJECT), std::fs::Permissions::from_mode(0o644))?;
+        std::fs::create_dir_all(&dir)?;
+        let www = testbed::write_www(&dir)?;
         // The same nginx.conf as the e2e tests (scripts/lib.sh).
-        let lib = root.join("scripts/lib.sh");
-        sh(
-            Command::new("bash").args([
-                "-c",
-                r#". "$1" && write_nginx_conf "$2" "$3""#,
-                "bash",
-                &lib.display().to_string(),
-                &conf.display().to_string(),
-                &www.display().to_string(),
-            ]),
-            "write_nginx_conf (scripts/lib.sh)",
-        )?;
-        let spawn = |name: &'static str, mut cmd: Command| -> anyhow::Result<Proc> {
-            let log = std::fs::File::create(dir.join(format!("{}.log", name.replace(' ', "-"))))?;
-            let child = cmd
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("starting {name}"))?;
-            Ok(Proc { name, child })
-        };
-        let mut nginx = traffic::in_ns(SERVER_NS, app_cpus, "nginx");
-        nginx.arg("-c").arg(conf.join("nginx.conf")).arg("-p").arg(&conf);
-        let mut nginx = spawn("nginx", nginx)?;
-        wait_listening(SERVER_NS, 80, &mut nginx)?;
+        let nginx = Nginx::start(root, SERVER_NS, app_cpus, &dir, &www, false)?;
         let mut iperf = traffic::in_ns(SERVER_NS, app_cpus, "iperf3");
         iperf.args(["-s", "-p", &IPERF_PORT.to_string()]);
-        let mut iperf = spawn("iperf3 -s", iperf)?;
+        let mut iperf = Proc::spawn("iperf3 -s", iperf, &dir.join("iperf3-s.log"))?;
         wait_listening(SERVER_NS, IPERF_PORT, &mut iperf)?;
         Ok(Servers { _nginx: nginx, _iperf3: iperf, dir })
     }
@@ -543,25 +392,7 @@ impl Forwarder {
                 )?)
             }
             Kind::Kernel => {
-                ip(&[
-                    "link",
-                    "add",
-                    BRIDGE,
-                    "type",
-                    "bridge",
-                    "stp_state",
-                    "0",
-                    "forward_delay",
-                    "0",
-                    "mcast_snooping",
-                    "0",
-                ])?;
-                let _ =
-                    Command::new("sysctl").args(["-qw", &format!("net.ipv6.conf.{BRIDGE}.disable_ipv6=1")]).status();
-                for i in [IFACE_CLIENT, IFACE_SERVER] {
-                    ip(&["link", "set", i, "master", BRIDGE])?;
-                }
-                ip(&["link", "set", BRIDGE, "up"])?;
+                testbed::kernel_bridge(None, BRIDGE, &[IFACE_CLIENT, IFACE_SERVER])?;
                 Forwarder::Kernel
             }
         };
@@ -596,6 +427,12 @@ impl Forwarder {
 /// ubox-runtime's config for contender `c`: wire mode between the two box
 /// ports, one worker on `fwd_cpu` (as examples/wire.toml).
 fn ubox_config(c: &Contender, main_cpu: &str, fwd_cpu: u32) -> String {
+    ubox_config_for(c, main_cpu, fwd_cpu, IFACE_CLIENT, IFACE_SERVER)
+}
+
+/// [`ubox_config`] on the box ports `iface_client` and `iface_server` (of
+/// another testbed).
+pub fn ubox_config_for(c: &Contender, main_cpu: &str, fwd_cpu: u32, iface_client: &str, iface_server: &str) -> String {
     let mut rt = format!(
         "name = \"{}\"\nmode = \"wire\"\nworkers = 1\nmain_cpu = {main_cpu}\nworker_cpus = [{fwd_cpu}]\n",
         crate::ubox::instance()
@@ -610,8 +447,8 @@ fn ubox_config(c: &Contender, main_cpu: &str, fwd_cpu: u32) -> String {
     let args = c.args.as_ref().map(|a| format!("args = \"{a}\"\n")).unwrap_or_default();
     let d = c.driver.config_name();
     format!(
-        "[runtime]\n{rt}\n[[port]]\nname = \"client\"\ndriver = \"{d}\"\niface = \"{IFACE_CLIENT}\"\nipv4 = [\"10.10.0.254\"]\n{args}\n\
-         [[port]]\nname = \"server\"\ndriver = \"{d}\"\niface = \"{IFACE_SERVER}\"\n{args}\n\
+        "[runtime]\n{rt}\n[[port]]\nname = \"client\"\ndriver = \"{d}\"\niface = \"{iface_client}\"\nipv4 = [\"10.10.0.254\"]\n{args}\n\
+         [[port]]\nname = \"server\"\ndriver = \"{d}\"\niface = \"{iface_server}\"\n{args}\n\
          [[wire]]\nports = [\"client\", \"server\"]\n"
     )
 }

@@ -187,7 +187,7 @@ fn chain_toml(stages: &[Vec<&str>]) -> String {
     )
 }
 
-fn wait_registered(socket: &Path, names: &[&str]) -> anyhow::Result<()> {
+pub fn wait_registered(socket: &Path, names: &[&str]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Ok(Response::Nfs { nfs }) = api::call(socket, &Request::NfList, Duration::from_secs(2)) {

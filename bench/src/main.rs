@@ -17,12 +17,17 @@
 //! - `e2e`: real traffic (wrk keep-alive and `Connection: close`, iperf3)
 //!   on the namespace testbed through ubox (af_packet and af_xdp ports),
 //!   `dpdk-testpmd` io on the same vdevs, and the kernel's bridge.
+//! - `l7lb`: HTTP load balancing over two nginx backends through ubox's
+//!   TCP splicer and the `http-lb` NF, against HAProxy and the kernel
+//!   forwarding to one backend.
 
 mod capture;
 mod e2e;
 mod events;
+mod l7lb;
 mod noise;
 mod result;
+mod testbed;
 mod testpmd;
 mod traffic;
 mod ubox;
@@ -43,13 +48,13 @@ use result::{median, ScenarioResult};
 #[command(version, about, long_about)]
 struct Cli {
     /// Measurement window per round, in seconds.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, global = true)]
     seconds: u64,
     /// Rounds per contender (interleaved); the median is reported.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, global = true)]
     rounds: usize,
     /// Where to write the JSON results.
-    #[arg(long, default_value = "bench/results")]
+    #[arg(long, default_value = "bench/results", global = true)]
     out: PathBuf,
     #[command(subcommand)]
     scenario: Scenario,
@@ -116,6 +121,41 @@ enum Scenario {
         #[arg(long, default_value_t = 2)]
         retries: u32,
     },
+    /// HTTP load balancing (issue 10): wrk against a VIP with two nginx
+    /// backends, through ubox's TCP splicer with the http-lb NF, through
+    /// HAProxy, and the kernel forwarding to one backend (the floor).
+    ///
+    /// Uses the testbed named by UBOX_TB, UBOX_TB_IC and UBOX_TB_IS (as
+    /// scripts/testbed.sh; brought up if it is down, and down again at the
+    /// end); HAProxy and the kernel bridge run in a namespace $UBOX_TB-box that
+    /// the box ports move into for their rounds. ubox is skipped, saying
+    /// why, while the splicer or target/release/http-lb is not there.
+    L7lb {
+        /// Contenders (repeatable or comma-separated; default: ubox,
+        /// haproxy, kernel).
+        #[arg(long = "contender", alias = "contenders", value_enum, value_delimiter = ',')]
+        contenders: Vec<l7lb::Contender>,
+        /// Cases (repeatable or comma-separated; default: keepalive, close).
+        #[arg(long = "case", alias = "cases", value_enum, value_delimiter = ',')]
+        cases: Vec<l7lb::Case>,
+        /// CPUs (taskset list) of wrk, nginx, the NF and ubox's main lcore.
+        #[arg(long, default_value = "0")]
+        app_cpus: String,
+        /// CPU of the proxy: HAProxy's thread, ubox's worker.
+        #[arg(long, default_value_t = 1)]
+        fwd_cpu: u32,
+        /// wrk connections.
+        #[arg(long, default_value_t = 16)]
+        connections: u32,
+        /// Take a measurement again when other processes kept more than
+        /// this many CPUs busy during it (see --retries).
+        #[arg(long, default_value_t = 0.2)]
+        max_foreign: f64,
+        /// How many times a disturbed measurement is taken again before it
+        /// is kept (flagged).
+        #[arg(long, default_value_t = 2)]
+        retries: u32,
+    },
 }
 
 fn parse_contender(s: &str) -> Result<e2e::Contender, String> {
@@ -154,6 +194,28 @@ fn main() -> anyhow::Result<()> {
                 out: cli.out.clone(),
                 contenders,
                 workloads,
+                app_cpus: app_cpus.clone(),
+                fwd_cpu: *fwd_cpu,
+                connections: *connections,
+                max_foreign: *max_foreign,
+                retries: *retries,
+            })
+        }
+        Scenario::L7lb { contenders, cases, app_cpus, fwd_cpu, connections, max_foreign, retries } => {
+            let mut contenders =
+                if contenders.is_empty() { l7lb::DEFAULT_CONTENDERS.to_vec() } else { contenders.clone() };
+            let mut seen = std::collections::BTreeSet::new();
+            contenders.retain(|c| seen.insert(*c));
+            let mut cases =
+                if cases.is_empty() { vec![l7lb::Case::Keepalive, l7lb::Case::Close] } else { cases.clone() };
+            let mut seen = std::collections::BTreeSet::new();
+            cases.retain(|c| seen.insert(*c));
+            l7lb::run(&l7lb::Opts {
+                rounds: cli.rounds.max(1),
+                seconds: window.as_secs(),
+                out: cli.out.clone(),
+                contenders,
+                cases,
                 app_cpus: app_cpus.clone(),
                 fwd_cpu: *fwd_cpu,
                 connections: *connections,

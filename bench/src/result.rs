@@ -43,6 +43,13 @@ pub struct ScenarioResult {
     /// Scenario-specific figures (e.g. event round trip).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub extra: std::collections::BTreeMap<String, f64>,
+    /// Set by scenarios that check correctness as they measure (`l7lb`):
+    /// `true` when a measurement behind this result saw errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<bool>,
+    /// What went wrong, one line each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
 }
 
 impl ScenarioResult {
@@ -60,6 +67,8 @@ impl ScenarioResult {
             samples_ubox: Vec::new(),
             samples_peer: Vec::new(),
             extra: Default::default(),
+            failed: None,
+            failures: Vec::new(),
         }
     }
 

@@ -333,6 +333,9 @@ pub struct WorkerStats {
     /// not included).
     #[serde(default)]
     pub monitor: MonitorStats,
+    /// The TCP splicer (all zero when none is configured).
+    #[serde(default)]
+    pub splicer: SplicerStats,
 }
 
 /// Event round trips (from the worker's publish to the NF's answer) of one
@@ -407,6 +410,17 @@ impl RttHistogram {
             *a += b;
         }
     }
+}
+
+/// The TCP splicer of one worker.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SplicerStats {
+    /// Flows in the splicer now, and client segments held for the splice.
+    pub active: u64,
+    pub held: u64,
+    /// Every splicer counter by name (`ustack::splice::Counters`), those
+    /// that are non-zero.
+    pub counts: std::collections::BTreeMap<String, u64>,
 }
 
 /// The TCP monitor of one worker.
@@ -691,6 +705,21 @@ impl Stats {
                 sum(|m| m.stopped_buffer_full),
                 sum(|m| m.stopped_no_buffer),
                 sum(|m| m.stopped_gap),
+            ));
+        }
+        let mut splice = std::collections::BTreeMap::<&str, u64>::new();
+        for w in &self.workers {
+            for (k, v) in &w.splicer.counts {
+                *splice.entry(k.as_str()).or_default() += v;
+            }
+        }
+        if !splice.is_empty() || self.workers.iter().any(|w| w.splicer.active > 0) {
+            let counts: Vec<String> = splice.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            out.push_str(&format!(
+                "tcp splicer: {} flows now, {} segments held; {}\n",
+                self.workers.iter().map(|w| w.splicer.active).sum::<u64>(),
+                self.workers.iter().map(|w| w.splicer.held).sum::<u64>(),
+                counts.join(" ")
             ));
         }
         if !self.nfs.is_empty() {

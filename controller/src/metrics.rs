@@ -263,6 +263,24 @@ const WORKER: &[M<WorkerStats>] = &[
         get: |w| V::N(w.flows.evicted_embryonic),
     },
     M {
+        name: "ubox_splicer_flows_active",
+        kind: G,
+        help: "Connections in the TCP splicer now.",
+        get: |w| V::N(w.splicer.active),
+    },
+    M {
+        name: "ubox_splicer_segments_held",
+        kind: G,
+        help: "Client segments the splicer holds until their backend answers.",
+        get: |w| V::N(w.splicer.held),
+    },
+    M {
+        name: "ubox_splicer_spliced_total",
+        kind: C,
+        help: "Connections the splicer spliced to a backend.",
+        get: |w| V::N(w.splicer.counts.get("spliced").copied().unwrap_or(0)),
+    },
+    M {
         name: "ubox_monitor_flows_active",
         kind: G,
         help: "TCP flows the monitor follows now.",

@@ -26,6 +26,9 @@ pub struct Config {
     pub monitor: MonitorSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// The TCP splicer (off when absent).
+    #[serde(default)]
+    pub splicer: Option<SplicerSection>,
     #[serde(rename = "port", default)]
     pub ports: Vec<PortConfig>,
     #[serde(rename = "wire", default)]
@@ -186,6 +189,79 @@ impl Default for MonitorSection {
             max_holes: 16,
             linger_ms: 2000,
         }
+    }
+}
+
+/// `[splicer]`: the TCP splicer μStack (L7 redirection), off when absent.
+///
+/// ```toml
+/// [splicer]
+/// vips = ["10.10.0.100:80"]   # the box takes TCP connections to these (answers ARP for them on client_port)
+/// policy = "http-lb"          # the NF asked where each connection goes (FLOW_REQ -> FLOW_DEST)
+/// snat = "10.10.0.254"        # source address toward the backends (answered for on backend_port)
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplicerSection {
+    /// `"a.b.c.d:port"` of each VIP.
+    pub vips: Vec<String>,
+    /// The policy NF's name.
+    pub policy: String,
+    /// Source address toward the backends (default: the backend port's
+    /// first `ipv4`, else the client port's).
+    #[serde(default)]
+    pub snat: Option<Ipv4Addr>,
+    /// Port the clients reach the VIPs on (default: the first port of the
+    /// first `[[wire]]`) and port toward the backends (default: its wire peer).
+    #[serde(default)]
+    pub client_port: Option<String>,
+    #[serde(default)]
+    pub backend_port: Option<String>,
+    /// Connections per worker at most.
+    #[serde(default = "splice_max_flows")]
+    pub max_flows: usize,
+    /// How a rejected connection ends: `"503"` (an HTTP 503 and FIN) or `"rst"`.
+    #[serde(default = "splice_reject")]
+    pub reject: String,
+    /// Time the policy has to answer, and a backend to answer the SYN.
+    #[serde(default = "splice_second")]
+    pub request_timeout_ms: u64,
+    #[serde(default = "splice_second")]
+    pub connect_timeout_ms: u64,
+    /// Backends tried per connection (the first included).
+    #[serde(default = "splice_attempts")]
+    pub max_attempts: u8,
+    /// Idle connections are reset both ways after this long.
+    #[serde(default = "splice_idle")]
+    pub idle_timeout_ms: u64,
+    /// A closed connection's entry stays this long for late segments.
+    #[serde(default = "splice_linger")]
+    pub linger_ms: u64,
+}
+
+fn splice_max_flows() -> usize {
+    65536
+}
+fn splice_reject() -> String {
+    "503".into()
+}
+fn splice_second() -> u64 {
+    1000
+}
+fn splice_attempts() -> u8 {
+    3
+}
+fn splice_idle() -> u64 {
+    60_000
+}
+fn splice_linger() -> u64 {
+    2000
+}
+
+impl SplicerSection {
+    /// The VIPs, parsed (validated at load).
+    pub fn vip_addrs(&self) -> Vec<(Ipv4Addr, u16)> {
+        self.vips.iter().filter_map(|v| v.parse::<std::net::SocketAddrV4>().ok()).map(|a| (*a.ip(), a.port())).collect()
     }
 }
 
@@ -569,6 +645,101 @@ impl Config {
                     return Err(format!("key `wire[{i}].ports`: port '{n}' is in more than one wire"));
                 }
             }
+        }
+        if let Some(sp) = &self.splicer {
+            self.validate_splicer(sp)?;
+        }
+        Ok(())
+    }
+
+    /// The splicer's client and backend port indices (after validation).
+    pub fn splicer_ports(&self) -> Option<(usize, usize)> {
+        let sp = self.splicer.as_ref()?;
+        let by_name = |n: &str| self.ports.iter().position(|p| p.name == n);
+        let client = match &sp.client_port {
+            Some(n) => by_name(n)?,
+            None => by_name(&self.wires.first()?.ports[0])?,
+        };
+        let peer = |i: usize| {
+            let name = &self.ports[i].name;
+            self.wires.iter().find_map(|w| {
+                if &w.ports[0] == name {
+                    by_name(&w.ports[1])
+                } else if &w.ports[1] == name {
+                    by_name(&w.ports[0])
+                } else {
+                    None
+                }
+            })
+        };
+        let backend = match &sp.backend_port {
+            Some(n) => by_name(n)?,
+            None => peer(client)?,
+        };
+        Some((client, backend))
+    }
+
+    /// The splicer's SNAT address (after validation).
+    pub fn splicer_snat(&self) -> Option<Ipv4Addr> {
+        let sp = self.splicer.as_ref()?;
+        let (c, b) = self.splicer_ports()?;
+        sp.snat.or_else(|| self.ports[b].ipv4.first().copied()).or_else(|| self.ports[c].ipv4.first().copied())
+    }
+
+    fn validate_splicer(&self, sp: &SplicerSection) -> Result<(), String> {
+        if sp.vips.is_empty() {
+            return Err("key `splicer.vips`: give at least one \"address:port\", e.g. [\"10.10.0.100:80\"]".into());
+        }
+        for v in &sp.vips {
+            match v.parse::<std::net::SocketAddrV4>() {
+                Ok(a) if a.port() != 0 && !a.ip().is_unspecified() => {}
+                _ => {
+                    return Err(format!(
+                        "key `splicer.vips`: {v:?} is not an IPv4 address and port, e.g. \"10.10.0.100:80\" (the splicer is IPv4 only)"
+                    ))
+                }
+            }
+        }
+        if sp.policy.is_empty() {
+            return Err("key `splicer.policy`: name the NF that answers FLOW_REQ, e.g. \"http-lb\"".into());
+        }
+        for (k, n) in [("client_port", &sp.client_port), ("backend_port", &sp.backend_port)] {
+            if let Some(n) = n {
+                if !self.ports.iter().any(|p| &p.name == n) {
+                    return Err(format!("key `splicer.{k}`: unknown port '{n}' (ports: {})", self.port_names()));
+                }
+            }
+        }
+        let Some((c, b)) = self.splicer_ports() else {
+            return Err("[splicer]: cannot tell the client and backend ports: set `splicer.client_port` and `splicer.backend_port`, or put the client port in a [[wire]]".into());
+        };
+        if c == b {
+            return Err("[splicer]: client_port and backend_port must differ".into());
+        }
+        if self.splicer_snat().is_none() {
+            return Err("key `splicer.snat`: give the source address toward the backends, or an `ipv4` on the backend or client port".into());
+        }
+        if self.ports.iter().any(|p| p.driver == Some(Driver::AfXdp)) {
+            return Err("[splicer]: af_xdp ports receive outside the arena, so the policy NF could not read requests; use af_packet".into());
+        }
+        if sp.max_flows == 0 || sp.max_flows > (1 << 22) {
+            return Err(format!("key `splicer.max_flows`: {} is out of range (1 to 4194304)", sp.max_flows));
+        }
+        if sp.reject != "503" && sp.reject != "rst" {
+            return Err(format!("key `splicer.reject`: {:?} is not \"503\" or \"rst\"", sp.reject));
+        }
+        for (k, v, lo) in [
+            ("request_timeout_ms", sp.request_timeout_ms, 10),
+            ("connect_timeout_ms", sp.connect_timeout_ms, 10),
+            ("idle_timeout_ms", sp.idle_timeout_ms, 100),
+            ("linger_ms", sp.linger_ms, 0),
+        ] {
+            if v < lo || v > 3_600_000 {
+                return Err(format!("key `splicer.{k}`: {v} is out of range ({lo} to 3600000)"));
+            }
+        }
+        if sp.max_attempts == 0 || sp.max_attempts > 16 {
+            return Err(format!("key `splicer.max_attempts`: {} is out of range (1 to 16)", sp.max_attempts));
         }
         Ok(())
     }

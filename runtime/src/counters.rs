@@ -61,10 +61,12 @@ pub enum RuntimeDrop {
     /// A packet of a flow the TCP monitor could not track or reassemble for
     /// its chain (table full, no stream ring), under `on_unmonitored = "drop"`.
     Unmonitored,
+    /// No mbuf for a frame the runtime made (a splicer's SYN-ACK, RST, ...).
+    NoMbuf,
 }
 
 impl RuntimeDrop {
-    pub const ALL: [RuntimeDrop; 9] = [
+    pub const ALL: [RuntimeDrop; 10] = [
         RuntimeDrop::NoRoute,
         RuntimeDrop::HandoffFull,
         RuntimeDrop::MultiSegment,
@@ -74,6 +76,7 @@ impl RuntimeDrop {
         RuntimeDrop::NoEventSlot,
         RuntimeDrop::TcpTerminated,
         RuntimeDrop::Unmonitored,
+        RuntimeDrop::NoMbuf,
     ];
 
     pub fn name(self) -> &'static str {
@@ -87,6 +90,7 @@ impl RuntimeDrop {
             RuntimeDrop::NoEventSlot => "no_event_slot",
             RuntimeDrop::TcpTerminated => "tcp_terminated",
             RuntimeDrop::Unmonitored => "unmonitored",
+            RuntimeDrop::NoMbuf => "no_mbuf",
         }
     }
 }
@@ -202,6 +206,10 @@ pub struct WorkerCounters {
     pub mon_data_events: Counter,
     /// The monitor's segment counters (`monitor::SegTally`, as an array).
     pub mon_tally: [Counter; crate::monitor::TALLY_FIELDS],
+    /// The TCP splicer: flows now, segments held, its counters by field.
+    pub splice_active: Counter,
+    pub splice_held: Counter,
+    pub splice: [Counter; ustack::splice::COUNTER_FIELDS],
 }
 
 impl WorkerCounters {
@@ -248,6 +256,9 @@ impl WorkerCounters {
             mon_stopped: Counter::default(),
             mon_data_events: Counter::default(),
             mon_tally: Default::default(),
+            splice_active: Counter::default(),
+            splice_held: Counter::default(),
+            splice: Default::default(),
         }
     }
 

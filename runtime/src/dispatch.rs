@@ -55,8 +55,8 @@ use controller::api::RttHistogram;
 use controller::chain::Policy;
 use controller::registry::FlowFilter;
 use ubox_shm::event::{
-    Answer, Desc, EventHeader, FlowEnd, StreamRef, ANSWER_PUBLISH, ANSWER_VERDICT, DESC_SLOT, EVENT_HEADER_LEN,
-    SIDE_CLIENT, SIDE_SERVER, SNAPSHOT_LEN, VERDICT_DROP, VERDICT_MODIFIED,
+    Answer, Desc, EventHeader, FlowDest, FlowEnd, FlowReq, StreamRef, ANSWER_PUBLISH, ANSWER_VERDICT, DESC_SLOT,
+    EVENT_HEADER_LEN, SIDE_CLIENT, SIDE_SERVER, SNAPSHOT_LEN, VERDICT_DROP, VERDICT_MODIFIED,
 };
 use ubox_shm::{Arena, Bell, Consumer, Producer, PubReader, SlotIdx, SlotPool};
 use ustack::event::{self, EventTypeId};
@@ -442,6 +442,8 @@ pub struct Dispatcher<'a> {
     /// version, registrations seen).
     needs_cache: Vec<Needs>,
     needs_epoch: (u32, u32),
+    /// The TCP splicer, when configured.
+    pub splice: Option<SpliceSide>,
     /// The data region: its address here and its offset in the arena.
     data_start: usize,
     data_len: usize,
@@ -534,6 +536,7 @@ impl<'a> Dispatcher<'a> {
             due: Vec::new(),
             needs_cache: Vec::new(),
             needs_epoch: (u32::MAX, u32::MAX),
+            splice: None,
         })
     }
 
@@ -1481,6 +1484,17 @@ impl<'a> Dispatcher<'a> {
             self.terminate(h.flow_id, emit);
             return;
         }
+        if ty == event::FLOW_DEST {
+            // The policy's answer to the splicer: from the policy NF only.
+            let dest = FlowDest::from_bytes(&bytes[EVENT_HEADER_LEN..len]);
+            self.record = bytes;
+            let policy = self.table.policy_slot.load(Ordering::Acquire) as usize == k;
+            match (dest, policy, self.splice.is_some()) {
+                (Some(d), true, true) => self.splice_dest(h.flow_id, &d, emit),
+                _ => slot.count(NfCount::BadPublish, 1),
+            }
+            return;
+        }
         h.publisher = slot.nf_id.load(Ordering::Relaxed) as u16;
         h.worker = self.w as u8;
         h.pkt_off = 0;
@@ -1606,6 +1620,235 @@ impl<'a> Dispatcher<'a> {
             l.dirty = false;
         });
         self.dirty.clear();
+    }
+}
+
+/// The splicer of one worker, with what it produced not yet acted on.
+pub struct SpliceSide {
+    pub sp: ustack::splice::Splicer<Mbuf>,
+    out: ustack::splice::Out<Mbuf>,
+    /// Port indices toward the clients and the backends.
+    pub client_port: usize,
+    pub backend_port: usize,
+}
+
+impl SpliceSide {
+    pub fn new(sp: ustack::splice::Splicer<Mbuf>, client_port: usize, backend_port: usize) -> SpliceSide {
+        SpliceSide { sp, out: ustack::splice::Out::default(), client_port, backend_port }
+    }
+}
+
+impl ustack::splice::Frame for Mbuf {
+    fn bytes(&self) -> &[u8] {
+        self.data()
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self.data_mut()
+    }
+}
+
+fn mapped(a: std::net::Ipv4Addr) -> [u8; 16] {
+    a.to_ipv6_mapped().octets()
+}
+
+impl Dispatcher<'_> {
+    /// Whether a frame is the splicer's, and from which side.
+    #[inline]
+    pub fn splice_claims(&self, frame: &[u8]) -> Option<ustack::splice::Source> {
+        self.splice.as_ref()?.sp.claims(frame)
+    }
+
+    /// A frame the splicer claimed.
+    pub fn splice_input(&mut self, m: Mbuf, from: ustack::splice::Source, emit: &mut impl FnMut(Mbuf, usize)) {
+        let now = self.now_ns;
+        let Some(s) = self.splice.as_mut() else { return };
+        match from {
+            ustack::splice::Source::Client => s.sp.from_client(m, now, &mut s.out),
+            ustack::splice::Source::Backend => s.sp.from_backend(m, now, &mut s.out),
+        }
+        self.splice_drain(emit);
+    }
+
+    /// An ARP frame seen on any port: the splicer learns the sender.
+    pub fn splice_learn(&mut self, frame: &[u8], emit: &mut impl FnMut(Mbuf, usize)) {
+        let now = self.now_ns;
+        let Some(s) = self.splice.as_mut() else { return };
+        // Untagged Ethernet/IPv4 ARP: sender MAC at 22, sender IP at 28.
+        if frame.len() < 42 || frame[12..14] != [0x08, 0x06] || frame[14..20] != [0, 1, 8, 0, 6, 4] {
+            return;
+        }
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&frame[22..28]);
+        let ip = std::net::Ipv4Addr::new(frame[28], frame[29], frame[30], frame[31]);
+        s.sp.learn(ip, mac, now, &mut s.out);
+        self.splice_drain(emit);
+    }
+
+    /// The splicer's timers. Once per loop.
+    pub fn splice_tick(&mut self, emit: &mut impl FnMut(Mbuf, usize)) {
+        let now = self.now_ns;
+        let Some(s) = self.splice.as_mut() else { return };
+        s.sp.tick(now, &mut s.out);
+        if !s.out.is_empty() {
+            self.splice_drain(emit);
+        }
+    }
+
+    /// Shutdown: every splice ends (`FLOW/END` to the policy).
+    pub fn splice_shutdown(&mut self, emit: &mut impl FnMut(Mbuf, usize)) {
+        let Some(s) = self.splice.as_mut() else { return };
+        s.sp.drain(&mut s.out);
+        self.splice_drain(emit);
+    }
+
+    fn splice_dest(&mut self, flow_id: u64, d: &FlowDest, emit: &mut impl FnMut(Mbuf, usize)) {
+        use ustack::splice::{Dest, Reject};
+        let now = self.now_ns;
+        let Some(s) = self.splice.as_mut() else { return };
+        let addr = std::net::Ipv6Addr::from(d.addr).to_ipv4_mapped();
+        let dest = match (d.action, addr) {
+            (ubox_shm::event::DEST_CONNECT, Some(a)) => Dest::Connect(a, d.port),
+            (ubox_shm::event::DEST_RESET, _) => Dest::Reject(Reject::Reset),
+            (ubox_shm::event::DEST_503, _) => Dest::Reject(Reject::Http503),
+            // An IPv6 backend or an unknown action: the configured reject.
+            _ => Dest::Reject(s.sp.config().reject),
+        };
+        s.sp.dest(flow_id, dest, now, &mut s.out);
+        self.splice_drain(emit);
+    }
+
+    /// Acts on what the splicer produced: frames out, questions to the
+    /// policy NF (a refused one is rejected at once), `FLOW/END`s, counts.
+    fn splice_drain(&mut self, emit: &mut impl FnMut(Mbuf, usize)) {
+        loop {
+            let Some(s) = self.splice.as_mut() else { return };
+            if s.out.is_empty() {
+                break;
+            }
+            let (cp, bp) = (s.client_port, s.backend_port);
+            let port = |t: ustack::splice::Toward| if t == ustack::splice::Toward::Client { cp } else { bp };
+            let mut out = std::mem::take(&mut s.out);
+            for (m, t) in out.tx.drain(..) {
+                emit(m, port(t));
+            }
+            for (bytes, t) in out.made.drain(..) {
+                match self.mbufs.alloc_frame(&bytes) {
+                    Some(m) => emit(m, port(t)),
+                    None => self.counters.drop_runtime(RuntimeDrop::NoMbuf),
+                }
+            }
+            for ask in out.asks.drain(..) {
+                if !self.splice_ask(&ask) {
+                    let now = self.now_ns;
+                    if let Some(s) = self.splice.as_mut() {
+                        s.sp.no_policy(ask.flow_id, now, &mut s.out);
+                    }
+                }
+            }
+            for e in out.ended.drain(..) {
+                self.splice_ended(&e);
+            }
+            if let Some(s) = self.splice.as_mut() {
+                // Keep the vectors' capacity for the next round.
+                if s.out.is_empty() {
+                    s.out = out;
+                }
+            }
+        }
+        let Some(s) = self.splice.as_mut() else { return };
+        let c = std::mem::take(&mut s.sp.counters);
+        for (counter, (_, v)) in self.counters.splice.iter().zip(c.fields()) {
+            if v > 0 {
+                counter.add(v);
+            }
+        }
+        self.counters.splice_active.set(s.sp.len() as u64);
+        self.counters.splice_held.set(s.sp.held() as u64);
+    }
+
+    /// The live policy NF's slot, if it takes `ty`.
+    fn policy(&self, ty: EventTypeId) -> Option<usize> {
+        let k = self.table.policy_slot.load(Ordering::Acquire) as usize;
+        (self.nfv.get(k)?.live && self.table.wants(k, ty)).then_some(k)
+    }
+
+    /// `FLOW_REQ` to the policy NF, the held request as its packet.
+    fn splice_ask(&mut self, ask: &ustack::splice::Ask) -> bool {
+        let Some(k) = self.policy(event::FLOW_REQ) else { return false };
+        let Some(frame) = self.splice.as_ref().and_then(|s| s.sp.held_frame(ask.flow_id)) else { return false };
+        let data = frame.data();
+        let Some(req) = data.get(ask.payload.clone()) else { return false };
+        let pkt_off = arena_offset(self.data_start, self.data_len, self.data_off, req);
+        let reason = match ask.reason {
+            ustack::splice::AskReason::New => ubox_shm::event::FLOW_REQ_NEW,
+            ustack::splice::AskReason::Reset => ubox_shm::event::FLOW_REQ_RESET,
+            ustack::splice::AskReason::Timeout => ubox_shm::event::FLOW_REQ_TIMEOUT,
+        };
+        let payload = FlowReq {
+            client_addr: mapped(ask.client.0),
+            vip_addr: mapped(ask.vip.0),
+            client_port: ask.client.1,
+            vip_port: ask.vip.1,
+            attempt: ask.attempt,
+            reason,
+            last_addr: ask.last.map_or([0; 16], |l| mapped(l.0)),
+            last_port: ask.last.map_or(0, |l| l.1),
+            ..FlowReq::default()
+        };
+        let h = EventHeader {
+            type_id: event::FLOW_REQ.raw(),
+            flow_id: ask.flow_id,
+            pkt_off: if pkt_off == 0 { 0 } else { pkt_off },
+            pkt_len: if pkt_off == 0 { 0 } else { req.len() as u32 },
+            worker: self.w as u8,
+            side: SIDE_CLIENT,
+            ..EventHeader::default()
+        };
+        let mut bytes = [0u8; EVENT_HEADER_LEN + std::mem::size_of::<FlowReq>()];
+        let _ = h.write(&mut bytes);
+        bytes[EVENT_HEADER_LEN..].copy_from_slice(&payload.to_bytes());
+        self.notice(k, &h, &bytes, None)
+    }
+
+    /// `FLOW/END` of a spliced connection to the policy NF.
+    fn splice_ended(&mut self, e: &ustack::splice::Ended) {
+        use ustack::splice::EndWhy;
+        let Some(k) = self.policy(event::FLOW_END) else { return };
+        let fe = FlowEnd {
+            client_addr: mapped(e.client.0),
+            server_addr: e.backend.map_or([0; 16], |b| mapped(b.0)),
+            client_port: e.client.1,
+            server_port: e.backend.map_or(0, |b| b.1),
+            proto: 6,
+            reason: match e.why {
+                EndWhy::Closed => ubox_shm::event::FLOW_END_TCP_CLOSED,
+                EndWhy::Reset => ubox_shm::event::FLOW_END_TCP_RESET,
+                EndWhy::Idle => ubox_shm::event::FLOW_END_IDLE,
+                EndWhy::Rejected => ubox_shm::event::FLOW_END_TERMINATED,
+                EndWhy::Evicted => ubox_shm::event::FLOW_END_EVICTED,
+                EndWhy::Shutdown => ubox_shm::event::FLOW_END_SHUTDOWN,
+            },
+            _pad: [0; 2],
+            client_packets: e.client_packets,
+            client_bytes: e.client_bytes,
+            server_packets: e.server_packets,
+            server_bytes: e.server_bytes,
+            client_payload: 0,
+            server_payload: 0,
+            first_seen: e.first_seen,
+            last_seen: e.last_seen,
+        };
+        let h = EventHeader {
+            type_id: event::FLOW_END.raw(),
+            flow_id: e.flow_id,
+            worker: self.w as u8,
+            side: SIDE_CLIENT,
+            ..EventHeader::default()
+        };
+        let mut bytes = [0u8; EVENT_HEADER_LEN + std::mem::size_of::<FlowEnd>()];
+        let _ = h.write(&mut bytes);
+        bytes[EVENT_HEADER_LEN..].copy_from_slice(&fe.to_bytes());
+        self.notice(k, &h, &bytes, None);
     }
 }
 

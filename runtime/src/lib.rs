@@ -280,6 +280,44 @@ fn stream_region_bytes(cfg: &Config) -> u64 {
     monitor::StreamBufs::bytes(m.stream_buffers, m.stream_buffer_kb * 1024).div_ceil(2 << 20) * (2 << 20)
 }
 
+/// Worker `w`'s TCP splicer, if the config has one.
+fn worker_splicer(
+    cfg: &Config,
+    local: &[LocalAddrs],
+    w: usize,
+    nworkers: usize,
+    steering: Steering,
+    seed: FlowSeed,
+) -> anyhow::Result<Option<dispatch::SpliceSide>> {
+    let (Some(sc), Some((c, b)), Some(snat)) = (&cfg.splicer, cfg.splicer_ports(), cfg.splicer_snat()) else {
+        return Ok(None);
+    };
+    if nworkers > 1 && steering == Steering::Rss {
+        bail!("the splicer with several workers needs software steering (ports without RSS); set runtime.workers = 1");
+    }
+    const MS: u64 = 1_000_000;
+    let mut sp = ustack::splice::Config::new(sc.vip_addrs(), snat);
+    sp.client_side_mac = local[c].mac.0;
+    sp.backend_side_mac = local[b].mac.0;
+    sp.max_flows = sc.max_flows;
+    sp.request_timeout = sc.request_timeout_ms * MS;
+    sp.connect_timeout = sc.connect_timeout_ms * MS;
+    sp.idle_timeout = sc.idle_timeout_ms * MS;
+    sp.linger = sc.linger_ms * MS;
+    sp.max_attempts = sc.max_attempts;
+    sp.reject = if sc.reject == "rst" { ustack::splice::Reject::Reset } else { ustack::splice::Reject::Http503 };
+    let mut splicer = ustack::splice::Splicer::new(sp);
+    if nworkers > 1 {
+        // Replies from a backend must come back to this worker: SNAT ports
+        // whose backend-side flow key hashes here.
+        splicer.port_ok = Some(Box::new(move |snat, port, backend, bport| {
+            let (key, _) = ustack::flow::FlowKey::from_v4(snat, port, backend, bport, 6);
+            FlowSeed::owner(seed.hash(&key), nworkers) == w
+        }));
+    }
+    Ok(Some(dispatch::SpliceSide::new(splicer, c, b)))
+}
+
 /// Worker `w`'s monitor: its share of the stream rings and the config.
 fn worker_monitor(cfg: &Config, data: ubox_shm::Region, nmbufs: u32, w: usize, nworkers: usize) -> monitor::Monitor {
     let m = &cfg.monitor;
@@ -473,7 +511,7 @@ fn run_with_eal(
         peer[a] = Some(b);
         peer[b] = Some(a);
     }
-    let local: Vec<LocalAddrs> = cfg
+    let mut local: Vec<LocalAddrs> = cfg
         .ports
         .iter()
         .zip(&ports)
@@ -483,6 +521,18 @@ fn run_with_eal(
             ipv6: pc.ipv6.clone(),
         })
         .collect();
+    if let (Some(sp), Some((c, b)), Some(snat)) = (&cfg.splicer, cfg.splicer_ports(), cfg.splicer_snat()) {
+        // The box answers ARP (and ping) for the VIPs toward the clients
+        // and for the SNAT address toward the backends.
+        for (a, _) in sp.vip_addrs() {
+            if !local[c].ipv4.contains(&a) {
+                local[c].ipv4.push(a);
+            }
+        }
+        if !local[b].ipv4.contains(&snat) {
+            local[b].ipv4.push(snat);
+        }
+    }
     let max_id = ids.iter().copied().max().unwrap_or(0) as usize;
     let mut index_of_port = vec![0u8; max_id + 1];
     for (i, &id) in ids.iter().enumerate() {
@@ -509,6 +559,9 @@ fn run_with_eal(
     // workers computing the same hash for a flow.
     let seed = FlowSeed::random();
     let nf_table = Arc::new(nfs::NfTable::new(r.max_nfs, nworkers as u32));
+    if let Some(sp) = &cfg.splicer {
+        let _ = nf_table.policy_name.set(sp.policy.clone());
+    }
     let chain_board = Arc::new(dispatch::ChainBoard::default());
     let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let mut nf_manager =
@@ -550,6 +603,7 @@ fn run_with_eal(
             nf_wake: r.nf_wakeup == controller::api::NfWakeup::Futex,
             monitor: Some(worker_monitor(cfg, data, nmbufs, w, nworkers)),
             mbufs: Arc::clone(&pool),
+            splice: worker_splicer(cfg, &local, w, nworkers, steering, seed)?,
         };
         eal.launch(lcore, move || worker.run(&signals::RUNNING)).map_err(|e| anyhow!(e))?;
     }
@@ -750,6 +804,17 @@ fn collect_stats(
                 state_bytes_per_flow: monitor::Monitor::flow_bytes() as u64,
                 state_bytes_per_side: monitor::Monitor::side_bytes() as u64,
                 ring_bytes: u64::from(ring_bytes),
+            },
+            splicer: controller::api::SplicerStats {
+                active: c.splice_active.get(),
+                held: c.splice_held.get(),
+                counts: ustack::splice::Counters::default()
+                    .fields()
+                    .iter()
+                    .zip(&c.splice)
+                    .filter(|(_, v)| v.get() > 0)
+                    .map(|((k, _), v)| (k.to_string(), v.get()))
+                    .collect(),
             },
             nf_rtt_ns_total: ticks_to_ns(c.nf_rtt_ticks.get()),
             events_skipped: c.skips(),

@@ -165,6 +165,10 @@ pub struct NfTable {
     pub deaths: AtomicU32,
     /// Bumped at every registration (subscriptions may have changed).
     pub registrations: AtomicU32,
+    /// The splicer's policy NF (`splicer.policy`), and the slot it
+    /// registered in (`u32::MAX` until it does; a name keeps its slot).
+    pub policy_name: std::sync::OnceLock<String>,
+    pub policy_slot: AtomicU32,
 }
 
 impl NfTable {
@@ -175,6 +179,8 @@ impl NfTable {
             workers,
             deaths: AtomicU32::new(0),
             registrations: AtomicU32::new(0),
+            policy_name: std::sync::OnceLock::new(),
+            policy_slot: AtomicU32::new(u32::MAX),
         }
     }
 
@@ -342,6 +348,9 @@ impl NfManager {
         s.faulty.store(false, Ordering::Relaxed);
         s.gen.fetch_add(1, Ordering::AcqRel);
         s.state.store(LIVE, Ordering::Release);
+        if self.table.policy_name.get() == Some(&name) {
+            self.table.policy_slot.store(slot as u32, Ordering::Release);
+        }
         self.table.registrations.fetch_add(1, Ordering::AcqRel);
         let answered = s.events_out.load(Ordering::Relaxed);
         let peer = crate::control::peer_of(stream);

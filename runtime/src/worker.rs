@@ -84,6 +84,8 @@ pub struct Worker {
     pub monitor: Option<crate::monitor::Monitor>,
     /// The mbuf pool, for frames the runtime makes (RSTs).
     pub mbufs: Arc<crate::dpdk::mempool::Mempool>,
+    /// This worker's TCP splicer, if configured (moved into its dispatcher).
+    pub splice: Option<crate::dispatch::SpliceSide>,
 }
 
 struct TxBufs {
@@ -118,6 +120,7 @@ impl Worker {
                 return 1;
             }
         };
+        disp.splice = self.splice.take();
         tracing::debug!(worker = self.id, ports = nports, "worker polling");
         // Busy time: the ticks of the sections that did work (answers taken,
         // a non-empty RX burst), each from the previous mark to its end;
@@ -134,6 +137,7 @@ impl Worker {
                     txb.bufs[out].push(m);
                 };
                 disp.refresh(&mut emit);
+                disp.splice_tick(&mut emit);
                 let answers = disp.poll(&mut emit);
                 disp.flush();
                 answers
@@ -205,6 +209,8 @@ impl Worker {
             c.flows_embryonic.set(self.table.embryonic() as u64);
             disp.flows_ended();
         }
+        disp.splice_shutdown(&mut |m, out| txb.bufs[out].push(m));
+        self.flush(&mut txb);
         let c = &self.counters;
         self.table.drain(&mut |e| count_event(c, e, &mut disp.ended));
         disp.flows_ended();
@@ -240,9 +246,38 @@ impl Worker {
             return;
         }
         let len = m.len();
+        if disp.splice.is_some() && m.data().get(12..14) == Some(&[0x08, 0x06]) {
+            let c = &self.counters;
+            disp.splice_learn(m.data(), &mut |m, out| {
+                c.forwarded.add(1);
+                txb.bufs[out].push(m);
+            });
+        }
         let verdict = l3::process(m.data_mut(), &self.local[in_port]);
         match verdict {
             Verdict::Forward { flow } => {
+                if let Some(f) = flow.filter(|f| f.key.proto() == 6 && disp.splice.is_some()) {
+                    if let Some(from) = disp.splice_claims(m.data()) {
+                        if self.steering == Steering::Software && self.nworkers > 1 && !handed_over {
+                            let owner = FlowSeed::owner(self.table.hash(&f.key), self.nworkers);
+                            if owner != self.id {
+                                let ring = self.handoff_out[owner].as_ref().expect("ring to every other worker");
+                                match ring.push(m) {
+                                    Ok(()) => self.counters.handoff_out.add(1),
+                                    Err(_m) => self.counters.drop_runtime(RuntimeDrop::HandoffFull),
+                                }
+                                return;
+                            }
+                        }
+                        let c = &self.counters;
+                        c.consumed.add(1);
+                        disp.splice_input(m, from, &mut |m, out| {
+                            c.forwarded.add(1);
+                            txb.bufs[out].push(m);
+                        });
+                        return;
+                    }
+                }
                 let Some(out) = self.peer[in_port] else {
                     self.counters.drop_runtime(RuntimeDrop::NoRoute);
                     return;

@@ -338,6 +338,43 @@ pub struct Counters {
     pub dropped: u64,
 }
 
+/// Number of [`Counters`] fields.
+pub const COUNTER_FIELDS: usize = 26;
+
+impl Counters {
+    /// Every field with its name, in declaration order (for stats).
+    pub fn fields(&self) -> [(&'static str, u64); COUNTER_FIELDS] {
+        [
+            ("syn_cookies", self.syn_cookies),
+            ("cookies_ok", self.cookies_ok),
+            ("cookies_bad", self.cookies_bad),
+            ("asks", self.asks),
+            ("retries", self.retries),
+            ("spliced", self.spliced),
+            ("rejected_rst", self.rejected_rst),
+            ("rejected_503", self.rejected_503),
+            ("policy_timeouts", self.policy_timeouts),
+            ("no_policy", self.no_policy),
+            ("connect_timeouts", self.connect_timeouts),
+            ("backend_resets", self.backend_resets),
+            ("closed", self.closed),
+            ("reset", self.reset),
+            ("idle", self.idle),
+            ("table_full", self.table_full),
+            ("evicted", self.evicted),
+            ("held_dropped", self.held_dropped),
+            ("syn_retransmits", self.syn_retransmits),
+            ("arp_requests", self.arp_requests),
+            ("backend_unknown", self.backend_unknown),
+            ("stray_dests", self.stray_dests),
+            ("option_mismatch", self.option_mismatch),
+            ("to_backend", self.to_backend),
+            ("to_client", self.to_client),
+            ("dropped", self.dropped),
+        ]
+    }
+}
+
 /// Flow states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -650,6 +687,9 @@ fn arp_request(mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
     f
 }
 
+/// Says whether a SNAT port may be used: `(snat, port, backend, backend port)`.
+pub type PortFilter = Box<dyn Fn(Ipv4Addr, u16, Ipv4Addr, u16) -> bool + Send>;
+
 /// The splicer of one worker. `F` is the runtime's frame (an mbuf).
 pub struct Splicer<F: Frame> {
     cfg: Config,
@@ -667,6 +707,10 @@ pub struct Splicer<F: Frame> {
     held_total: usize,
     /// Counts since the runtime last took them.
     pub counters: Counters,
+    /// Which SNAT ports may be used toward a backend `(snat, port,
+    /// backend, backend port)`: with several workers, only those whose
+    /// replies the runtime steers to this worker.
+    pub port_ok: Option<PortFilter>,
 }
 
 fn flow_id(idx: u32, gen: u32) -> u64 {
@@ -691,6 +735,7 @@ impl<F: Frame> Splicer<F> {
             next_port,
             held_total: 0,
             counters: Counters::default(),
+            port_ok: None,
         }
     }
 
@@ -1314,7 +1359,8 @@ impl<F: Frame> Splicer<F> {
         for _ in 0..span.min(4096) {
             let p = self.next_port;
             self.next_port = if p + 1 >= self.cfg.ports.end { self.cfg.ports.start } else { p + 1 };
-            if !self.by_backend.contains_key(&(backend.0.to_bits(), backend.1, p)) {
+            let steered = self.port_ok.as_ref().map_or(true, |ok| ok(self.cfg.snat, p, backend.0, backend.1));
+            if steered && !self.by_backend.contains_key(&(backend.0.to_bits(), backend.1, p)) {
                 port = Some(p);
                 break;
             }
@@ -1867,7 +1913,7 @@ mod tests {
             }
         });
         assert_eq!(edges, Some((50_100, 50_200)));
-        assert_eq!(Seg::parse(&a).unwrap().win, 502 << 0, "both scale by 6 toward the backend");
+        assert_eq!(Seg::parse(&a).unwrap().win, 502, "both scale by 6 toward the backend");
 
         // FIN both ways: closing, then gone after the linger.
         sp.from_backend(from_backend(port, 50_020, 1028, ACK | FIN, &ts_opts(9020, 780), &[]), 8 * MS, &mut out);
@@ -1942,7 +1988,7 @@ mod tests {
         sp.tick(2 * MS + sp.config().request_timeout, &mut out);
         assert_eq!(sp.counters.policy_timeouts, 1);
         assert!(out.made.iter().any(|(f, _)| f[Seg::parse(f).unwrap().payload()].starts_with(b"HTTP/1.1 503")));
-        assert!(sp.dest(ask.flow_id, Dest::Connect(BACKEND.0, 80), 3 * MS, &mut out) == ());
+        sp.dest(ask.flow_id, Dest::Connect(BACKEND.0, 80), 3 * MS, &mut out);
         assert_eq!(sp.counters.stray_dests, 1);
 
         let mut sp = splicer();
@@ -2040,7 +2086,7 @@ mod tests {
             let mut f = from_client(1, 2, SYN, &syn_opts(Some(3), Some(4)), b"abc");
             let n = cut.min(f.len());
             f[34..].iter_mut().zip(bytes.iter()).for_each(|(a, b)| *a ^= b);
-            f.truncate(n.max(0));
+            f.truncate(n);
             sp.from_client(f.clone(), 0, &mut out);
             sp.from_backend(f, 0, &mut out);
             let mut g = bytes.clone();

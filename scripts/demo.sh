@@ -6,7 +6,8 @@
 # sends real traffic through it: ping, a 20 MB download whose checksum is
 # compared, and a short wrk run against nginx. Shows the runtime's counters
 # (uboxctl stats), runs the counter NF as a separate process in a chain,
-# and tears everything down. Run as root.
+# then the box as an L7 load balancer (the TCP splicer with the http-lb
+# NF over two nginx servers), and tears everything down. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -76,4 +77,22 @@ step "the runtime's counters (uboxctl stats)"
 step "stop the runtime (SIGTERM): final counters"
 stop_runtime
 tail -n +4 "$WORK/runtime.log" | grep -v '^$' | tail -20
+
+step "an L7 load balancer: the TCP splicer and the http-lb NF (examples/splicer.toml)"
+mkdir -p "$WORK/www2"; echo "hello from server two" > "$WORK/www2/index.html"; echo "hello from server one" > "$WORK/www/index.html"
+start_nginx ubox-s2 "$WORK/www2"
+"$UBOX_BIN/ubox-runtime" --check --config examples/splicer.toml
+start_runtime examples/splicer.toml "$WORK/runtime-splicer.log"
+"$UBOX_BIN/http-lb" --instance ubox --rules examples/http-lb.toml > "$WORK/http-lb.log" 2>&1 &
+LB=$!
+for i in $(seq 1 50); do "$UBOX_BIN/uboxctl" -i ubox nf list 2>/dev/null | grep -q "http-lb .*running" && break; sleep 0.1; done
+echo "six requests to the VIP 10.10.0.100, round-robin over both servers:"
+for i in 1 2 3 4 5 6; do ip netns exec ubox-c curl -fsS http://10.10.0.100/; done
+echo "Host: two.test goes to server two only:"
+for i in 1 2; do ip netns exec ubox-c curl -fsS -H 'Host: two.test' http://10.10.0.100/; done
+ip netns exec ubox-c wrk -t1 -c16 -d3s -H 'Connection: close' http://10.10.0.100/index.html
+"$UBOX_BIN/uboxctl" -i ubox stats | grep -E "tcp splicer|http-lb"
+kill -TERM "$LB"; wait "$LB" || true
+tail -4 "$WORK/http-lb.log"
+stop_runtime
 step "done; tearing down the testbed"

@@ -993,6 +993,23 @@ ports = ["a", "b"]
     }
 
     #[test]
+    fn splicer_section_is_checked_and_finds_its_ports() {
+        let example = include_str!("../../examples/splicer.toml");
+        let c = Config::parse(example, "splicer.toml").unwrap();
+        assert_eq!(c.splicer_ports(), Some((0, 1)));
+        assert_eq!(c.splicer_snat(), Some(Ipv4Addr::new(10, 10, 0, 254)));
+        assert_eq!(c.splicer.as_ref().unwrap().vip_addrs(), vec![(Ipv4Addr::new(10, 10, 0, 100), 80)]);
+        let bad = |from: &str, to: &str| Config::parse(&example.replace(from, to), "s.toml").unwrap_err().0;
+        assert!(bad("10.10.0.100:80", "10.10.0.100").contains("key `splicer.vips`"));
+        assert!(bad("policy = \"http-lb\"", "policy = \"\"").contains("key `splicer.policy`"));
+        assert!(bad("reject = \"503\"", "reject = \"404\"").contains("key `splicer.reject`"));
+        let e = bad("reject = \"503\"", "reject = \"503\"\nbackend_port = \"nope\"");
+        assert!(e.contains("unknown port 'nope'"), "{e}");
+        let e = bad("reject = \"503\"", "reject = \"503\"\nbackend_port = \"client\"");
+        assert!(e.contains("must differ"), "{e}");
+    }
+
+    #[test]
     fn bad_toml_names_the_key() {
         let e = err("[runtime]\nworkers = \"two\"\n");
         assert!(e.contains("runtime.workers") && e.contains("line 2"), "{e}");

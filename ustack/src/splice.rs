@@ -336,10 +336,13 @@ pub struct Counters {
     pub to_client: u64,
     /// Segments dropped for no flow, bad shape, or an unexpected state.
     pub dropped: u64,
+    /// Old connections on a reused SNAT port cleared with a RST (the
+    /// backend answered the SYN with the old connection's ACK).
+    pub stale_resets: u64,
 }
 
 /// Number of [`Counters`] fields.
-pub const COUNTER_FIELDS: usize = 26;
+pub const COUNTER_FIELDS: usize = 27;
 
 impl Counters {
     /// Every field with its name, in declaration order (for stats).
@@ -371,6 +374,7 @@ impl Counters {
             ("to_backend", self.to_backend),
             ("to_client", self.to_client),
             ("dropped", self.dropped),
+            ("stale_resets", self.stale_resets),
         ]
     }
 }
@@ -720,7 +724,11 @@ fn flow_id(idx: u32, gen: u32) -> u64 {
 impl<F: Frame> Splicer<F> {
     /// A splicer with nothing in it.
     pub fn new(cfg: Config) -> Splicer<F> {
-        let next_port = cfg.ports.start;
+        let keys = RandomState::new();
+        // A random first port: a restarted runtime does not reuse the
+        // ports its last run left in the backends' TIME_WAIT first.
+        let span = u64::from(cfg.ports.end.saturating_sub(cfg.ports.start)).max(1);
+        let next_port = cfg.ports.start + (keys.hash_one(0xab5u32) % span) as u16;
         Splicer {
             cfg,
             flows: Vec::new(),
@@ -731,7 +739,7 @@ impl<F: Frame> Splicer<F> {
             timers: BinaryHeap::new(),
             closing: std::collections::VecDeque::new(),
             neighbours: HashMap::new(),
-            keys: RandomState::new(),
+            keys,
             next_port,
             held_total: 0,
             counters: Counters::default(),
@@ -976,6 +984,18 @@ impl<F: Frame> Splicer<F> {
                         return self.failed(idx, AskReason::Reset, now, out);
                     }
                     self.counters.dropped += 1;
+                    return;
+                }
+                if s.flags & (SYN | ACK) == ACK && s.ack != expect {
+                    // An old connection's ACK (the backend still holds the
+                    // 4-tuple in TIME_WAIT): as in SYN-SENT (RFC 9293
+                    // 3.10.7.3), a RST with the ACK's number clears it, and
+                    // the SYN goes again at once.
+                    self.counters.stale_resets += 1;
+                    let rst = self.make_to_backend(idx, s.ack, 0, RST, &[]);
+                    out.made.push((rst, Toward::Backend));
+                    let syn = self.syn_frame(idx, now);
+                    out.made.push((syn, Toward::Backend));
                     return;
                 }
                 if s.flags & (SYN | ACK) != SYN | ACK || s.ack != expect {
@@ -2026,6 +2046,21 @@ mod tests {
         sp.dest(ask.flow_id, Dest::Reject(Reject::Reset), 0, &mut out);
         sp.from_client(ack, 0, &mut out);
         assert_eq!((sp.len(), sp.counters.cookies_ok), (1, 2));
+    }
+
+    #[test]
+    fn an_old_connections_ack_is_reset_and_the_syn_sent_again() {
+        let mut sp = splicer();
+        sp.learn(BACKEND.0, BMAC, 0, &mut Out::default());
+        let (_, _, ask) = handshake(&mut sp, b"GET /");
+        let mut out = Out::default();
+        sp.dest(ask.flow_id, Dest::Connect(BACKEND.0, 80), 3 * MS, &mut out);
+        let port = Seg::parse(&out.made.pop().unwrap().0).unwrap().sport;
+        sp.from_backend(from_backend(port, 777, 424_242, ACK, &[], &[]), 4 * MS, &mut out);
+        let rst = Seg::parse(&out.made[0].0).unwrap();
+        let syn = Seg::parse(&out.made[1].0).unwrap();
+        assert_eq!((rst.flags, rst.seq, syn.flags, syn.seq), (RST, 424_242, SYN, 1000));
+        assert_eq!(sp.counters.stale_resets, 1);
     }
 
     #[test]

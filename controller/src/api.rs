@@ -450,6 +450,10 @@ pub struct MonitorStats {
     /// `DATA_RDY` announcements made (one per flow and side per burst).
     #[serde(default)]
     pub data_events: u64,
+    /// Announcements held back because a `fail-closed` reader had no room
+    /// (ring full, no event slot), made again at a later flush.
+    #[serde(default)]
+    pub data_deferred: u64,
     /// What the monitor saw of the segments, summed over flows.
     #[serde(default)]
     pub segments: MonitorSegments,
@@ -674,7 +678,7 @@ impl Stats {
             let w0 = &self.workers[0].monitor;
             out.push_str(&format!(
                 "tcp monitor: {} flows now, {} in all, {} evicted (closed or half-open) and {} refused at max_flows, {} sides without a ring, {} packets passed unmonitored, {} RSTs sent, {} sides stopped reassembling, \
-                 {} restarts on reused ports ({} rings kept for readers), {} DATA_RDY announcements; {} B state per flow + {} B and a {} KiB ring per reassembled side\n",
+                 {} restarts on reused ports ({} rings kept for readers), {} DATA_RDY announcements ({} held back for a fail-closed reader without room); {} B state per flow + {} B and a {} KiB ring per reassembled side\n",
                 self.workers.iter().map(|w| w.monitor.active).sum::<u64>(),
                 mon,
                 self.workers.iter().map(|w| w.monitor.evicted).sum::<u64>(),
@@ -686,6 +690,7 @@ impl Stats {
                 self.workers.iter().map(|w| w.monitor.restarts).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.rings_retired).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.data_events).sum::<u64>(),
+                self.workers.iter().map(|w| w.monitor.data_deferred).sum::<u64>(),
                 w0.state_bytes_per_flow,
                 w0.state_bytes_per_side,
                 w0.ring_bytes / 1024

@@ -347,6 +347,12 @@ const WORKER: &[M<WorkerStats>] = &[
         get: |w| V::N(w.monitor.data_events),
     },
     M {
+        name: "ubox_monitor_data_deferred_total",
+        kind: C,
+        help: "DATA_RDY announcements held back for a fail-closed reader without room, made again later.",
+        get: |w| V::N(w.monitor.data_deferred),
+    },
+    M {
         name: "ubox_monitor_retransmitted_segments_total",
         kind: C,
         help: "Segments below the highest sequence their sender had sent: retransmissions and late segments of a reordering.",

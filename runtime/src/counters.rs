@@ -204,6 +204,9 @@ pub struct WorkerCounters {
     pub mon_retired: Counter,
     pub mon_stopped: Counter,
     pub mon_data_events: Counter,
+    /// `DATA_RDY` announcements held back for a `fail-closed` reader with
+    /// no room, and made again later.
+    pub mon_deferred: Counter,
     /// The monitor's segment counters (`monitor::SegTally`, as an array).
     pub mon_tally: [Counter; crate::monitor::TALLY_FIELDS],
     /// The TCP splicer: flows now, segments held, its counters by field.
@@ -255,6 +258,7 @@ impl WorkerCounters {
             mon_retired: Counter::default(),
             mon_stopped: Counter::default(),
             mon_data_events: Counter::default(),
+            mon_deferred: Counter::default(),
             mon_tally: Default::default(),
             splice_active: Counter::default(),
             splice_held: Counter::default(),

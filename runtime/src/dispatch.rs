@@ -34,6 +34,9 @@
 //! `fail-closed` drops the packet. An event that cannot be delivered (ring
 //! full without backpressure, no event slot) is *skipped* and counted
 //! apart from packet drops; the stage's policy decides the packet's fate.
+//! A `DATA_RDY` is the exception: skipping it for a `fail-closed` NF would
+//! let its bytes pass unseen, so it goes to nobody until that NF has room,
+//! and is announced again later (see `deliver`).
 //! With `runtime.nf_backpressure` nothing is skipped for a full ring: the
 //! descriptor waits in the worker's queue and RX pauses until the NF
 //! catches up. When an NF dies, the worker reclaims everything it held
@@ -341,13 +344,19 @@ impl Link<'_> {
     /// fit queued, and RX pauses meanwhile).
     #[inline]
     fn queue(&mut self, d: Desc, force: bool) -> bool {
-        let want = self.pending.len() as u32 + 1;
-        if !force && self.events.room(want) < want {
+        if !self.has_room(force) {
             return false;
         }
         self.pending.push(d);
         self.given += 1;
         true
+    }
+
+    /// Whether [`queue`](Self::queue) would take one more descriptor now.
+    #[inline]
+    fn has_room(&mut self, force: bool) -> bool {
+        let want = self.pending.len() as u32 + 1;
+        force || self.events.room(want) >= want
     }
 }
 
@@ -899,14 +908,32 @@ impl<'a> Dispatcher<'a> {
                     &payload,
                     Some((d.side, d.buf, d.end)),
                 );
-                self.mon.pin(flow_id, d.side, d.buf, d.end, n);
-                self.counters.mon_data_events.add(1);
+                match n {
+                    Some(n) => {
+                        self.mon.pin(flow_id, d.side, d.buf, d.end, n);
+                        self.counters.mon_data_events.add(1);
+                    }
+                    // A fail-closed reader had no room: the range is
+                    // announced again, from the same start, at a later flush.
+                    None => {
+                        self.mon.defer(flow_id, &d, snap);
+                        self.counters.mon_deferred.add(1);
+                    }
+                }
             }
         }
     }
 
     /// Gives an event without a packet to every NF of the flow's chain that
     /// subscribes to `ty` (for this flow). Returns how many got it.
+    ///
+    /// A `DATA_RDY` (`pin` set) goes to nobody, and `None` is returned,
+    /// when a `fail-closed` subscriber has no room for it (ring full, no
+    /// event slot): skipping it would let the bytes pass that NF unseen.
+    /// The caller announces the range again later; a reader that never
+    /// catches up fills the side's ring, which stops the side, and a strict
+    /// chain then refuses the flow. Other events are skipped and counted,
+    /// as for a `fail-open` NF.
     #[allow(clippy::too_many_arguments)]
     fn deliver(
         &mut self,
@@ -919,8 +946,8 @@ impl<'a> Dispatcher<'a> {
         frontier: u64,
         payload: &[u8],
         pin: Option<(Side, u32, u64)>,
-    ) -> u32 {
-        let Some((snap, chain)) = self.chain_of(flow_tag) else { return 0 };
+    ) -> Option<u32> {
+        let Some((snap, chain)) = self.chain_of(flow_tag) else { return Some(0) };
         let h = EventHeader {
             type_id: ty.raw(),
             flow_id,
@@ -936,29 +963,51 @@ impl<'a> Dispatcher<'a> {
         };
         let mut buf = [0u8; 256];
         let len = EVENT_HEADER_LEN + payload.len();
-        let Some(bytes) = buf.get_mut(..len) else { return 0 };
+        let Some(bytes) = buf.get_mut(..len) else { return Some(0) };
         let _ = h.write(bytes);
         bytes[EVENT_HEADER_LEN..].copy_from_slice(payload);
         let bytes = &buf[..len];
-        let mut n = 0;
-        let mut seen = [usize::MAX; 16];
-        for &(k, _) in snap.chains[chain].stages.iter().flatten() {
-            // An NF in several stages gets the event once.
-            if seen.contains(&k) {
+        // The NFs that get it: each once, even when in several stages.
+        let mut to = [(usize::MAX, false); 16];
+        let mut m = 0;
+        for &(k, policy) in snap.chains[chain].stages.iter().flatten() {
+            if m == to.len() || to[..m].iter().any(|t| t.0 == k) {
                 continue;
-            }
-            if let Some(free) = seen.iter_mut().find(|s| **s == usize::MAX) {
-                *free = k;
             }
             let v = self.nfv[k];
-            if !v.live || !self.wants(k, v.gen, ty, key) {
-                continue;
+            if v.live && self.wants(k, v.gen, ty, key) {
+                to[m] = (k, policy == Policy::FailClosed);
+                m += 1;
             }
-            if self.notice(k, &h, bytes, pin.map(|(s, b, e)| (flow_id, s, b, e))) {
+        }
+        let to = &to[..m];
+        // Every slot up front when all must go or none: then, with room in
+        // each fail-closed ring (the worker is its only producer, so room
+        // seen now stays) and entries to spare, none can fail below.
+        let mut slots = [None; 16];
+        if pin.is_some() && to.iter().any(|t| t.1) {
+            let force = self.backpressure;
+            let entries = self.free.len() + MAX_INFLIGHT.saturating_sub(self.inflight.len());
+            if entries < m || to.iter().any(|&(k, closed)| closed && !self.links[k].has_room(force)) {
+                return None;
+            }
+            for i in 0..m {
+                slots[i] = self.pool.alloc();
+                if slots[i].is_none() {
+                    for s in slots.iter_mut().filter_map(Option::take) {
+                        let _ = self.pool.release(s);
+                    }
+                    return None;
+                }
+            }
+        }
+        let mut n = 0;
+        for (i, &(k, _)) in to.iter().enumerate() {
+            if self.notice(k, slots[i].take(), &h, bytes, pin.map(|(s, b, e)| (flow_id, s, b, e))) {
                 n += 1;
             }
         }
-        n
+        Some(n)
     }
 
     /// Flows that left the flow table (`ended`): their last TCP events and
@@ -1505,7 +1554,7 @@ impl<'a> Dispatcher<'a> {
             if j == k || !self.nfv[j].live || !self.table.wants(j, ty) {
                 continue;
             }
-            self.notice(j, &h, &bytes[..len], None);
+            self.notice(j, None, &h, &bytes[..len], None);
         }
         self.record = bytes;
     }
@@ -1513,13 +1562,23 @@ impl<'a> Dispatcher<'a> {
     /// Gives NF `k` a copy of `bytes` (header `h` and payload) in a slot,
     /// as an event nothing waits on; `pin` = (flow, side, ring, end) of the
     /// `DATA_RDY` range it pins. Counted on the NF when it cannot.
-    fn notice(&mut self, k: usize, h: &EventHeader, bytes: &[u8], pin: Option<(u64, Side, u32, u64)>) -> bool {
+    /// `slot`: one allocated for it already, if any.
+    fn notice(
+        &mut self,
+        k: usize,
+        slot: Option<SlotIdx>,
+        h: &EventHeader,
+        bytes: &[u8],
+        pin: Option<(u64, Side, u32, u64)>,
+    ) -> bool {
         let skipped = |me: &mut Self, c: NfCount, why: EventSkip| {
             me.table.slots[k].count(c, 1);
             me.counters.skip_event(why);
             false
         };
-        let Some(slot) = self.pool.alloc() else { return skipped(self, NfCount::NoSlot, EventSkip::NoSlot) };
+        let Some(slot) = slot.or_else(|| self.pool.alloc()) else {
+            return skipped(self, NfCount::NoSlot, EventSkip::NoSlot);
+        };
         let written =
             self.pool.payload_mut(slot).ok().and_then(|b| b.get_mut(..bytes.len())).map(|b| b.copy_from_slice(bytes));
         let entry = if written.is_some() { self.take_entry() } else { None };
@@ -1807,7 +1866,7 @@ impl Dispatcher<'_> {
         let mut bytes = [0u8; EVENT_HEADER_LEN + std::mem::size_of::<FlowReq>()];
         let _ = h.write(&mut bytes);
         bytes[EVENT_HEADER_LEN..].copy_from_slice(&payload.to_bytes());
-        self.notice(k, &h, &bytes, None)
+        self.notice(k, None, &h, &bytes, None)
     }
 
     /// `FLOW/END` of a spliced connection to the policy NF.
@@ -1848,7 +1907,7 @@ impl Dispatcher<'_> {
         let mut bytes = [0u8; EVENT_HEADER_LEN + std::mem::size_of::<FlowEnd>()];
         let _ = h.write(&mut bytes);
         bytes[EVENT_HEADER_LEN..].copy_from_slice(&fe.to_bytes());
-        self.notice(k, &h, &bytes, None);
+        self.notice(k, None, &h, &bytes, None);
     }
 }
 

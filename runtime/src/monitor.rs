@@ -743,7 +743,8 @@ impl Monitor {
             }
             let end = f.payload[i];
             if end > s.announced {
-                out.push(Report::Data(s.range_to(side, end, bufs, 0), snap));
+                // A deferred last range keeps its stop reason.
+                out.push(Report::Data(s.range_to(side, end, bufs, s.stopped), snap));
                 s.announced = end;
             }
             s.due = None;
@@ -785,6 +786,25 @@ impl Monitor {
     /// The flow's chain tag (for delivering its events).
     pub fn tag(&self, flow_id: u64) -> Option<(u32, FlowKey)> {
         self.flows.get(&flow_id).map(|f| (f.tag, f.key))
+    }
+
+    /// The announcement `d` went to nobody (a `fail-closed` reader had no
+    /// room for it): its range is due again from the same start, so the
+    /// next flush announces it (with any bytes that came meanwhile). Its
+    /// bytes stay unreleased in the ring; a reader that never catches up
+    /// fills it, and the side stops as behind a slow reader.
+    pub fn defer(&mut self, flow_id: u64, d: &DataReady, snap: TcpSnapshot) {
+        let Some(f) = self.flows.get_mut(&flow_id) else { return };
+        let Some(s) = f.sides[idx(d.side)].as_mut() else { return };
+        if s.buf != d.buf || s.announced != d.end {
+            return; // the connection restarted meanwhile: a new stream
+        }
+        s.announced = d.start;
+        s.due.get_or_insert(snap);
+        if !f.due {
+            f.due = true;
+            self.due.push(flow_id);
+        }
     }
 
     /// A `DATA_RDY` for `side` (ring `buf`) up to `end` went to `n` NFs.
@@ -1295,6 +1315,30 @@ mod tests {
         // then a last (here empty) range that says the side stopped.
         assert_eq!(announced, [(0, 2800, 0, 0), (2800, 2800, 1, 0)]);
         assert!(h.due().is_empty());
+    }
+
+    #[test]
+    fn a_deferred_range_is_announced_again_from_its_start_with_what_came_since() {
+        let mut h = h("defer");
+        let needs = Needs { tcp: true, client: true, server: false };
+        assert!(h.mon.open(1, 1, h.key, needs, false));
+        h.handshake(100, 500);
+        h.send(Side::Client, 101, 501, ACK, b"GET /evil");
+        let d = h.due().pop().expect("announced");
+        assert_eq!((d.start, d.end), (0, 9));
+        // A fail-closed reader had no room: nobody got it, nothing pinned.
+        let snap = h.mon.flows[&1].conn.snapshot(Side::Client);
+        h.mon.defer(1, &d, snap);
+        assert!(h.mon.has_due(), "due again");
+        h.send(Side::Client, 110, 501, ACK, b"-signature");
+        let again = h.due();
+        assert_eq!(again.len(), 1, "one range for the side");
+        assert_eq!((again[0].start, again[0].end), (0, 19), "from the deferred start, with the new bytes");
+        assert_eq!(h.ring_bytes(&again[0]), b"GET /evil-signature", "the held-back bytes are still in the ring");
+        h.mon.pin(1, Side::Client, again[0].buf, again[0].end, 1);
+        // A stale deferral (the range was announced past it meanwhile) is ignored.
+        h.mon.defer(1, &d, snap);
+        assert!(!h.mon.has_due());
     }
 
     #[test]

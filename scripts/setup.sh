@@ -19,7 +19,7 @@ PKGS=(
   clang libclang-dev pkg-config
   iproute2 ethtool tcpdump iptables iputils-ping procps psmisc
   nginx-light curl iperf3 wrk haproxy
-  python3-pytest
+  python3-pytest tshark
 )
 
 if [ "$(id -u)" -ne 0 ]; then

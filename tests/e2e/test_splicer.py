@@ -6,12 +6,15 @@ would: the right backend's bytes arrive (a 100 MB download hash-equal,
 also under 1 % loss), wrk sees no error, a killed backend gets no new
 connection while the other takes over, a SYN flood at the VIP leaves
 requests working and costs no state, and with the policy NF gone clients
-get a 503."""
+get a 503. Under loss, reordering and duplication (scripts/tools/impair.py
+between the box and the servers), captures on both sides, reassembled by
+tshark, hold the same bytes both ways."""
 import os
+import re
 import subprocess
 import time
 
-from ubox_e2e import BIN, netns, run, sha256, wait_listening
+from ubox_e2e import BIN, PYTHON, ROOT, netns, run, sha256, wait_listening
 
 VIP = "10.10.0.100"
 S2_IP = "10.10.0.12"
@@ -250,3 +253,103 @@ while time.time() < end:
     time.sleep(0.002)
 print(sent)
 """
+
+
+def tshark_streams(pcap, a, b):
+    """The bytes of the TCP connection between a and b ((addr, port)) in
+    pcap, each way, reassembled by tshark (its own TCP code: retransmitted,
+    duplicated and reordered segments are put right by it, not by us)."""
+    conv = f"{a[0]}:{a[1]},{b[0]}:{b[1]}"
+    r = subprocess.run(["tshark", "-n", "-r", pcap, "-q", "-o", "tcp.reassemble_out_of_order:TRUE",
+                        "-z", f"follow,tcp,raw,{conv}"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    nodes, ab, ba = {}, [], []
+    for line in r.stdout.splitlines():
+        m = re.match(r"Node (\d): (.+):(\d+)$", line)
+        if m:
+            nodes[m.group(1)] = (m.group(2), int(m.group(3)))
+        elif re.fullmatch(r"\t?[0-9a-f]+", line):
+            (ba if line.startswith("\t") else ab).append(bytes.fromhex(line.strip()))
+    assert nodes.get("0") == a, (nodes, r.stdout[:500])
+    return b"".join(ab), b"".join(ba)
+
+
+def test_splicer_streams_equal_under_reorder_and_duplication(testbed, runtime, nf, traffic, procs, tdir):
+    """impair.py bridges the box's server-side veth into the switch (1 %
+    loss, 5 % reordered, 5 % duplicated, both ways), so the backend side of
+    every spliced connection sees all three and the client side sees their
+    effects. Three files on one keep-alive connection (curl, path /one/ to
+    the first server) arrive whole; tcpdump captures the client's and the
+    first server's interface; per connection, what the client sent is
+    exactly what the server received, and the reverse."""
+    n = testbed.n
+    sw = f"{n.prefix}-sw"
+    files = []
+    for i, size in enumerate((3_000_000, 64_000, 1_000_000)):
+        data = os.urandom(size)
+        (testbed.www / "one").mkdir(exist_ok=True)
+        (testbed.www / "one" / f"imp{i}.bin").write_bytes(data)
+        files.append(data)
+    sh = lambda *a: subprocess.run(netns(sw, *a), check=True)  # noqa: E731
+    sh("ip", "link", "add", "imp-a", "type", "veth", "peer", "name", "imp-b")
+    try:
+        for ifc in ("imp-a", "imp-b"):
+            subprocess.run(netns(sw, "ethtool", "-K", ifc, "tso", "off", "gso", "off", "gro", "off", "tx", "off",
+                                 "rx", "off"), capture_output=True)
+        sh("ip", "link", "set", "sw-up", "nomaster")
+        sh("ip", "link", "set", "imp-b", "master", "br0", "up")
+        for ifc in ("imp-a", "sw-up"):
+            sh("ip", "link", "set", ifc, "up", "promisc", "on")
+        imp = procs.start("impair", netns(sw, PYTHON, ROOT / "scripts" / "tools" / "impair.py", "--a", "sw-up",
+                                          "--b", "imp-a", "--loss", "0.01", "--reorder", "0.05", "--dup", "0.05",
+                                          "--seed", "10"),
+                          log=tdir / "impair.err", stdout=tdir / "impair.out")
+        time.sleep(0.5)
+        rt, _ = start(runtime, nf, tdir)
+        caps, dumps = {}, {}
+        for side, ns, flt in (("client", n.c, f"tcp and host {VIP}"), ("server", n.s1, "tcp and host 10.10.0.254")):
+            caps[side] = tdir / f"{side}.pcap"
+            dumps[side] = procs.start(f"tcpdump-{side}", netns(ns, "tcpdump", "-i", "eth0", "-n", "-s", "0", "-B", "16384", "-U",
+                                                 "-w", caps[side], flt), log=tdir / f"tcpdump-{side}.log")
+        time.sleep(1.0)
+        outs = [tdir / f"imp{i}.out" for i in range(len(files))]
+        args = []
+        for i, o in enumerate(outs):
+            args += [f"http://{VIP}/one/imp{i}.bin", "-o", str(o)]
+        r = subprocess.run(netns(n.c, "curl", "-sS", "--max-time", "120", *args), capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        for o, data in zip(outs, files):
+            assert o.read_bytes() == data, f"{o.name} differs from what the server holds"
+        time.sleep(1.0)
+        for d in dumps.values():
+            d.stop()
+        imp.stop()
+        report = (tdir / "impair.out").read_text()
+        print("    " + report.strip())
+        got = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", report)}
+        assert got["reordered"] > 0 and got["duplicated"] > 0 and got["dropped"] > 0, report
+        counts, _ = splicer_counts(rt)
+        assert counts["spliced"] == 1, f"one connection, one splice: {counts}"
+    finally:
+        subprocess.run(netns(sw, "ip", "link", "del", "imp-a"), capture_output=True)
+        subprocess.run(netns(sw, "ip", "link", "set", "sw-up", "master", "br0"), capture_output=True)
+        for i in range(len(files)):
+            (testbed.www / "one" / f"imp{i}.bin").unlink(missing_ok=True)
+    # The connection on each side: the client's to the VIP, the box's
+    # (from its SNAT address) to the first server.
+    out = subprocess.run(["tshark", "-n", "-r", caps["client"], "-T", "fields", "-e", "tcp.srcport", "-Y",
+                          f"ip.dst == {VIP} && tcp.flags.syn == 1"], capture_output=True, text=True).stdout.split()
+    assert len(set(out)) == 1, f"one client connection: {out}"
+    client = ("10.10.0.1", int(out[0]))
+    out = subprocess.run(["tshark", "-n", "-r", caps["server"], "-T", "fields", "-e", "tcp.srcport", "-Y",
+                          "ip.src == 10.10.0.254 && tcp.flags.syn == 1"], capture_output=True, text=True).stdout.split()
+    assert len(set(out)) == 1, f"one backend connection: {out}"
+    snat = ("10.10.0.254", int(out[0]))
+    c_sent, c_got = tshark_streams(caps["client"], client, (VIP, 80))
+    s_got, s_sent = tshark_streams(caps["server"], snat, ("10.10.0.11", 80))
+    print(f"    client side: {len(c_sent)} bytes sent, {len(c_got)} received; server side: {len(s_got)} received, "
+          f"{len(s_sent)} sent")
+    assert c_sent.count(b"GET /one/imp") == 3, "the three requests on one connection"
+    assert s_got == c_sent, "the server received exactly what the client sent"
+    assert c_got == s_sent, "the client received exactly what the server sent"
+    assert len(c_got) > sum(len(d) for d in files), "the replies hold the files"

@@ -64,6 +64,7 @@
 
 pub mod event;
 pub mod flow;
+pub mod fuzz;
 pub mod l3;
 pub mod splice;
 pub mod tcp;

@@ -51,7 +51,7 @@
 //! member that is absent or died, drops it, but only after every member
 //! that holds it has answered (they read its bytes meanwhile).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use controller::api::RttHistogram;
@@ -1689,11 +1689,52 @@ pub struct SpliceSide {
     /// Port indices toward the clients and the backends.
     pub client_port: usize,
     pub backend_port: usize,
+    /// Neighbours learnt by every worker's splicer, and the board's version
+    /// this one has applied.
+    neighbours: Arc<Neighbours>,
+    seen: u64,
 }
 
 impl SpliceSide {
-    pub fn new(sp: ustack::splice::Splicer<Mbuf>, client_port: usize, backend_port: usize) -> SpliceSide {
-        SpliceSide { sp, out: ustack::splice::Out::default(), client_port, backend_port }
+    pub fn new(
+        sp: ustack::splice::Splicer<Mbuf>,
+        client_port: usize,
+        backend_port: usize,
+        neighbours: Arc<Neighbours>,
+    ) -> SpliceSide {
+        SpliceSide { sp, out: ustack::splice::Out::default(), client_port, backend_port, neighbours, seen: 0 }
+    }
+}
+
+/// The neighbours (IPv4 address → MAC) the workers' splicers learnt from
+/// ARP, shared: an ARP reply lands on whichever worker's queue the kernel
+/// or NIC picks, not always on the one whose flow asked (each worker's
+/// splicer looks for it on its next tick). Touched only for ARP frames
+/// (the lock) and once per loop (one relaxed load), bounded like a
+/// splicer's own table.
+#[derive(Default)]
+pub struct Neighbours {
+    version: AtomicU64,
+    table: Mutex<Vec<(std::net::Ipv4Addr, [u8; 6])>>,
+}
+
+impl Neighbours {
+    const MAX: usize = 4096;
+
+    /// Notes `ip` at `mac`; bumps the version when that is news.
+    fn learn(&self, ip: std::net::Ipv4Addr, mac: [u8; 6]) {
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        match t.iter_mut().find(|e| e.0 == ip) {
+            Some(e) if e.1 == mac => return,
+            Some(e) => e.1 = mac,
+            None => {
+                if t.len() >= Self::MAX {
+                    t.clear();
+                }
+                t.push((ip, mac));
+            }
+        }
+        self.version.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -1739,7 +1780,11 @@ impl Dispatcher<'_> {
         let mut mac = [0u8; 6];
         mac.copy_from_slice(&frame[22..28]);
         let ip = std::net::Ipv4Addr::new(frame[28], frame[29], frame[30], frame[31]);
+        if mac == [0; 6] || mac[0] & 1 != 0 {
+            return;
+        }
         s.sp.learn(ip, mac, now, &mut s.out);
+        s.neighbours.learn(ip, mac);
         self.splice_drain(emit);
     }
 
@@ -1747,6 +1792,15 @@ impl Dispatcher<'_> {
     pub fn splice_tick(&mut self, emit: &mut impl FnMut(Mbuf, usize)) {
         let now = self.now_ns;
         let Some(s) = self.splice.as_mut() else { return };
+        let v = s.neighbours.version.load(Ordering::Acquire);
+        if v != s.seen {
+            // What other workers learnt (flows waiting for a MAC send their SYN).
+            s.seen = v;
+            let t = s.neighbours.table.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            for (ip, mac) in t {
+                s.sp.learn(ip, mac, now, &mut s.out);
+            }
+        }
         s.sp.tick(now, &mut s.out);
         if !s.out.is_empty() {
             self.splice_drain(emit);

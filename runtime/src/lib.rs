@@ -288,6 +288,7 @@ fn worker_splicer(
     nworkers: usize,
     steering: Steering,
     seed: FlowSeed,
+    neighbours: &Arc<dispatch::Neighbours>,
 ) -> anyhow::Result<Option<dispatch::SpliceSide>> {
     let (Some(sc), Some((c, b)), Some(snat)) = (&cfg.splicer, cfg.splicer_ports(), cfg.splicer_snat()) else {
         return Ok(None);
@@ -315,7 +316,7 @@ fn worker_splicer(
             FlowSeed::owner(seed.hash(&key), nworkers) == w
         }));
     }
-    Ok(Some(dispatch::SpliceSide::new(splicer, c, b)))
+    Ok(Some(dispatch::SpliceSide::new(splicer, c, b, Arc::clone(neighbours))))
 }
 
 /// Worker `w`'s monitor: its share of the stream rings and the config.
@@ -558,6 +559,7 @@ fn run_with_eal(
     // One seed for every worker's table: software steering relies on all
     // workers computing the same hash for a flow.
     let seed = FlowSeed::random();
+    let neighbours = Arc::new(dispatch::Neighbours::default());
     let nf_table = Arc::new(nfs::NfTable::new(r.max_nfs, nworkers as u32));
     if let Some(sp) = &cfg.splicer {
         let _ = nf_table.policy_name.set(sp.policy.clone());
@@ -603,7 +605,7 @@ fn run_with_eal(
             nf_wake: r.nf_wakeup == controller::api::NfWakeup::Futex,
             monitor: Some(worker_monitor(cfg, data, nmbufs, w, nworkers)),
             mbufs: Arc::clone(&pool),
-            splice: worker_splicer(cfg, &local, w, nworkers, steering, seed)?,
+            splice: worker_splicer(cfg, &local, w, nworkers, steering, seed, &neighbours)?,
         };
         eal.launch(lcore, move || worker.run(&signals::RUNNING)).map_err(|e| anyhow!(e))?;
     }

@@ -353,3 +353,25 @@ def test_splicer_streams_equal_under_reorder_and_duplication(testbed, runtime, n
     assert s_got == c_sent, "the server received exactly what the client sent"
     assert c_got == s_sent, "the client received exactly what the server sent"
     assert len(c_got) > sum(len(d) for d in files), "the replies hold the files"
+
+
+def test_splicer_on_two_workers(testbed, runtime, nf, traffic, procs, tdir):
+    """Two workers with software steering: each spliced connection lives on
+    the worker its client's packets hash to, and the SNAT port chosen for
+    it makes the backend's replies hash there too. 40 connections, each
+    checked for its backend's answer, spread over both workers, none
+    handed to a worker that does not own it after the handshake."""
+    second_server(testbed, procs, tdir)
+    rt, _ = start(runtime, nf, tdir, workers=2)
+    seen = {"one": 0, "two": 0}
+    for i in range(40):
+        rc, body = get(traffic, "/who.txt")
+        assert rc == 0 and body in seen, f"request {i}: rc {rc}, {body!r}"
+        seen[body] += 1
+    s = rt.stats()
+    per = [w["splicer"]["counts"].get("spliced", 0) for w in s["workers"]]
+    hand = [w["handoff_out"] for w in s["workers"]]
+    print(f"    steering {s['steering']}; backends {seen}; spliced per worker {per}; handoffs {hand}")
+    assert seen["one"] == seen["two"] == 20, f"round-robin over both backends: {seen}"
+    assert sum(per) == 40 and min(per) > 0, f"both workers splice: {per}"
+    assert rt.stop() == 0, "runtime exit code"

@@ -73,7 +73,10 @@ pub fn monitor_cases(rules: &Path) -> Vec<Case> {
             nf: "counter",
             args: empty.iter().map(|s| s.to_string()).collect(),
             backpressure: true,
-            extra: "",
+            // As for the ids below: rings for the backlog of announced
+            // ranges, else connections that find none are refused (strict
+            // chain) and their packets dropped, not reassembled.
+            extra: MONITOR_RINGS,
         },
         Case {
             scenario: "monitor-ids",
@@ -87,10 +90,13 @@ pub fn monitor_cases(rules: &Path) -> Vec<Case> {
             // for connections that already closed and restarted: each keeps
             // its ring until answered. Enough rings for that backlog, so
             // every connection is reassembled and scanned.
-            extra: "[monitor]\nstream_buffers = 1536\nstream_buffer_kb = 512\n",
+            extra: MONITOR_RINGS,
         },
     ]
 }
+
+/// Stream rings for the monitor cases (see the ids case).
+const MONITOR_RINGS: &str = "[monitor]\nstream_buffers = 1536\nstream_buffer_kb = 512\n";
 
 pub fn cases() -> Vec<Case> {
     vec![

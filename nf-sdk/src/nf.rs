@@ -296,12 +296,6 @@ impl NfBuilder {
             .zip(self.callbacks)
             .map(|((sub, &type_id), callback)| Handler { path: sub.event.clone(), type_id, callback })
             .collect();
-        // Other processes of the same user (other NFs) may not read or write
-        // our memory through /proc/PID/mem or ptrace: only root may. (It
-        // also means no core dumps; run under a debugger started as root.)
-        if let Err(e) = nix::sys::prctl::set_dumpable(false) {
-            tracing::warn!("NF '{}': cannot make the process non-dumpable: {e}", self.manifest.name);
-        }
         Nf {
             session: a.session,
             arena: a.arena,
@@ -360,6 +354,13 @@ fn attach(socket: &Path, manifest: &NfManifest) -> Result<Attached, NfError> {
             what: format!("publication {path} resolved to malformed type id {raw:#018x}"),
         })?;
         publications.push((path.clone(), type_id));
+    }
+    // Other processes of the same user (other NFs) may not read or write
+    // our memory through /proc/PID/mem or ptrace: only root may. Before
+    // anything is mapped. (It also means no core dumps; run under a
+    // debugger started as root.)
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!("NF '{}': cannot make the process non-dumpable: {e}", manifest.name);
     }
     // What the runtime granted: its arena file and packet region
     // (read-only, or the region read-write if we modify packets) and our
@@ -800,8 +801,11 @@ impl Nf {
             total.add(&summary);
             match result {
                 Ok(()) => return Ok(total),
-                Err(e @ NfError::RuntimeGone { .. }) => {
-                    tracing::warn!("{e}: waiting for it to come back (--reconnect)");
+                Err(NfError::RuntimeGone { socket }) => {
+                    tracing::warn!(
+                        "the runtime at {} went away (control connection closed); waiting for it to come back",
+                        socket.display()
+                    );
                     let gone = Instant::now();
                     match self.reattach() {
                         Ok(()) => tracing::info!(

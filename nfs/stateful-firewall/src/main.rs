@@ -415,6 +415,32 @@ mod tests {
         Firewall::new(vec!["10.10.0.0/24".parse().unwrap(), "2001:db8:1::/48".parse().unwrap()], max_flows)
     }
 
+    /// After registering again (a restarted runtime, whose flow ids are
+    /// new), a flow id the inside had opened no longer lets anything in.
+    #[test]
+    fn registering_again_forgets_the_flows() {
+        let mut rt = FakeRuntime::start().unwrap();
+        let dir = rt.dir().to_owned();
+        let fw = Arc::new(Mutex::new(firewall(16)));
+        let b = firewall_nf(Nf::builder("sfw").socket(rt.socket()).handle_signals(false), Arc::clone(&fw));
+        let mut nf = b.connect().unwrap();
+        let stop = nf.stop_handle();
+        let t = std::thread::spawn(move || nf.run_reconnecting());
+        rt.publish(PKT_TCP, 1, &v4(IN, 40000, OUT, 80, SYN, &[])).unwrap();
+        rt.publish(PKT_TCP, 1, &v4(OUT, 80, IN, 40000, SYN_ACK, &[])).unwrap();
+        let v: Vec<u8> = rt.wait_verdicts(2, Duration::from_secs(10)).into_iter().map(|(_, v)| v).collect();
+        assert_eq!(v, [VERDICT_PASS, VERDICT_PASS]);
+        drop(rt);
+        let mut rt = FakeRuntime::start_in(&dir).unwrap();
+        assert!(rt.wait_registered(Duration::from_secs(5)), "the NF did not register again");
+        rt.publish(PKT_TCP, 1, &v4(OUT, 80, IN, 40000, PSH_ACK, &[])).unwrap();
+        assert_eq!(rt.wait_verdicts(1, Duration::from_secs(10))[0].1, VERDICT_DROP, "an old flow id let a segment in");
+        stop.stop();
+        t.join().unwrap().unwrap();
+        let r = lock(&fw).report();
+        assert_eq!((r.allowed_flows, r.stray, r.passed, r.dropped, r.tracked), (1, 1, 2, 1, 0), "counters kept");
+    }
+
     #[test]
     fn parses_addresses_and_flags() {
         let s = parse_segment(&v4(IN, 40000, OUT, 80, SYN, &[])).unwrap();

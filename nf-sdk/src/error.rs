@@ -74,6 +74,14 @@ pub enum NfError {
         /// The socket the NF was registered on.
         socket: PathBuf,
     },
+    /// SIGINT/SIGTERM (or a [`StopHandle`](crate::StopHandle)) came while
+    /// the NF waited for the runtime ([`NfBuilder::connect_waiting`](crate::NfBuilder::connect_waiting),
+    /// [`Nf::reconnect`](crate::Nf::reconnect)): not a failure.
+    #[error("stopped while waiting for the runtime at {}", socket.display())]
+    Stopped {
+        /// The socket waited for.
+        socket: PathBuf,
+    },
     /// Installing the SIGINT/SIGTERM handlers failed.
     #[error("cannot install SIGINT/SIGTERM handlers: {0}")]
     Signals(#[source] io::Error),

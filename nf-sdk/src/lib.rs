@@ -26,9 +26,10 @@
 //! |------|------|
 //! | describe | [`Nf::builder`] → [`NfBuilder::subscribe`], [`publishes`](NfBuilder::publishes), [`declares`](NfBuilder::declares), [`modifies_packets`](NfBuilder::modifies_packets), [`instance`](NfBuilder::instance) / [`socket`](NfBuilder::socket) |
 //! | register | [`NfBuilder::connect`] → [`Nf`] |
-//! | run | [`Nf::run`] → [`RunSummary`] |
+//! | run | [`Nf::run`] → [`RunSummary`]; [`Nf::run_reconnecting`] outlives the runtime (registers again when it comes back, [`NfBuilder::on_reregister`]) |
 //! | stop | SIGINT / SIGTERM, or [`Nf::stop_handle`] → [`StopHandle::stop`]; drop the [`Nf`] to leave |
 //! | test | [`testing::FakeRuntime`] plays the runtime without DPDK |
+//! | command line | `cli` (feature `cli`): the flags every NF binary takes (`--instance`, `--socket`, `--name`, `--reconnect`), logging, exit status, report files |
 //!
 //! # Example
 //!
@@ -127,7 +128,13 @@
 //! workers do not use; [`NfBuilder::pin_to_nf_cpus`] turns this off). Every ~100 ms (and while waiting for room on
 //! a full `from_nf` ring) it checks, with a non-blocking read, that the
 //! control connection is open; if it closed, `run` returns
-//! [`NfError::RuntimeGone`].
+//! [`NfError::RuntimeGone`], and [`Nf::run_reconnecting`] instead logs
+//! it once, waits for the runtime (an attempt every 50 ms, backing off to
+//! every second), registers again with the same manifest and goes on.
+//!
+//! The SDK logs through `tracing` (a warning when it cannot pin, the
+//! runtime going and coming back); install a subscriber to see them
+//! (`cli::init` does).
 //!
 //! # Contract
 //!
@@ -157,6 +164,8 @@
 //!   process. Dropping the [`Nf`] closes the control connection, which the
 //!   runtime takes as the NF leaving.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod error;
 mod event;
 mod nf;

@@ -63,7 +63,13 @@ pub struct NfBuilder {
     socket: Option<PathBuf>,
     handle_signals: bool,
     pin: bool,
+    stop: StopHandle,
+    on_reregister: Option<Hook>,
+    backoff: ReconnectBackoff,
 }
+
+/// What [`NfBuilder::on_reregister`] calls.
+type Hook = Box<dyn FnMut(&NfSession) + Send>;
 
 impl std::fmt::Debug for NfBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -93,6 +99,9 @@ impl NfBuilder {
             socket: None,
             handle_signals: true,
             pin: true,
+            stop: StopHandle::default(),
+            on_reregister: None,
+            backoff: ReconnectBackoff::default(),
         }
     }
 
@@ -210,9 +219,62 @@ impl NfBuilder {
         self
     }
 
+    /// Called after each re-registration by [`Nf::reconnect`] (so by
+    /// [`Nf::run_reconnecting`]), with the new session, before any event of
+    /// it is handled. An NF whose state names the runtime's flows (by flow
+    /// id, which a restarted runtime hands out anew) forgets them here;
+    /// counters it keeps. Not called for the first registration.
+    pub fn on_reregister<F>(mut self, hook: F) -> Self
+    where
+        F: FnMut(&NfSession) + Send + 'static,
+    {
+        self.on_reregister = Some(Box::new(hook));
+        self
+    }
+
+    /// How long [`connect_waiting`](Self::connect_waiting) and
+    /// [`Nf::run_reconnecting`] wait between attempts: `min` first,
+    /// doubling up to `max` (default 50 ms to 1 s).
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        let min = min.max(Duration::from_millis(1));
+        self.backoff = ReconnectBackoff { min, max: max.max(min) };
+        self
+    }
+
+    /// A handle that stops [`connect_waiting`](Self::connect_waiting), and
+    /// then the [`Nf`]'s [`run`](Nf::run) (the same handle as
+    /// [`Nf::stop_handle`]).
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
     /// Registers with the runtime, maps the arena and resolves the rings.
     /// The control connection stays open until the [`Nf`] drops.
     pub fn connect(self) -> Result<Nf, NfError> {
+        self.check()?;
+        let socket = self.socket_path();
+        let attached = attach(&socket, &self.manifest)?;
+        Ok(self.into_nf(socket, attached))
+    }
+
+    /// [`connect`](Self::connect), waiting for the runtime while it is
+    /// not there (no socket, nobody listening, closed during the
+    /// handshake): one log line, then an attempt every 50 ms, backing off
+    /// to every second (see [`reconnect_backoff`](Self::reconnect_backoff)).
+    /// What waiting cannot mend fails at once: a refusal
+    /// ([`NfError::Refused`]), a socket closed to this user, a bad
+    /// definition. SIGINT/SIGTERM (with [`handle_signals`](Self::handle_signals))
+    /// or the [`stop_handle`](Self::stop_handle) end the wait with
+    /// [`NfError::Stopped`].
+    pub fn connect_waiting(self) -> Result<Nf, NfError> {
+        self.check()?;
+        let socket = self.socket_path();
+        let _signals = Signals::install(self.handle_signals, &self.stop)?;
+        let attached = wait_attach(&socket, &self.manifest, &self.stop, self.backoff, false)?;
+        Ok(self.into_nf(socket, attached))
+    }
+
+    fn check(&self) -> Result<(), NfError> {
         let mut seen = std::collections::HashSet::new();
         for s in &self.manifest.subscriptions {
             if !seen.insert(s.event.as_str()) {
@@ -222,81 +284,227 @@ impl NfBuilder {
                 )));
             }
         }
-        let socket = self.socket_path();
-        let (control, session, files) = register(&socket, &self.manifest)?;
-        if session.subscriptions.len() != self.callbacks.len() {
-            return Err(NfError::Protocol {
-                socket,
-                what: format!(
-                    "{} subscriptions sent, {} resolved type ids received",
-                    self.callbacks.len(),
-                    session.subscriptions.len()
-                ),
-            });
-        }
-        let mut handlers = Vec::with_capacity(self.callbacks.len());
-        for ((sub, &raw), callback) in
-            self.manifest.subscriptions.iter().zip(&session.subscriptions).zip(self.callbacks)
-        {
-            let type_id = EventTypeId::from_raw(raw).ok_or_else(|| NfError::Protocol {
-                socket: socket.clone(),
-                what: format!("subscription {} resolved to malformed type id {raw:#018x}", sub.event),
-            })?;
-            handlers.push(Handler { path: sub.event.clone(), type_id, callback });
-        }
-        let mut publications = Vec::with_capacity(self.manifest.publications.len());
-        for (path, &raw) in self.manifest.publications.iter().zip(&session.publications) {
-            let type_id = EventTypeId::from_raw(raw).ok_or_else(|| NfError::Protocol {
-                socket: socket.clone(),
-                what: format!("publication {path} resolved to malformed type id {raw:#018x}"),
-            })?;
-            publications.push((path.clone(), type_id));
-        }
-        // Other processes of the same user (other NFs) may not read or write
-        // our memory through /proc/PID/mem or ptrace: only root may. (It
-        // also means no core dumps; run under a debugger started as root.)
-        if let Err(e) = nix::sys::prctl::set_dumpable(false) {
-            eprintln!("{}: cannot make the NF process non-dumpable: {e}", self.manifest.name);
-        }
-        // What the runtime granted: its arena file and packet region
-        // (read-only, or the region read-write if we modify packets) and our
-        // own channels; nothing else of the arena is in this process.
-        let channels: Vec<u32> = session.rings.iter().map(|r| r.channel).collect();
-        let arena = Grant::from_files(files, &channels)
-            .and_then(|g| Arena::attach(g, &session.arena))
-            .map_err(NfError::Arena)?;
-        let session_err = |what: String| NfError::Session { arena: session.arena.clone(), what };
-        if self.manifest.modifies_packets && !arena.data_writable() {
-            return Err(session_err(
-                "the runtime gave the packet region read-only to an NF that modifies packets".into(),
-            ));
-        }
-        if session.rings.is_empty() {
-            return Err(session_err("no rings: the session gives the NF no worker to serve".into()));
-        }
-        for r in &session.rings {
-            arena.channel(r.channel).map_err(|e| session_err(format!("worker {}: {e}", r.worker)))?;
-        }
-        arena.slot_pool().map_err(|e| session_err(format!("slot pool: {e}")))?;
-        control.set_read_timeout(None).ok();
-        control.set_nonblocking(true).map_err(|source| NfError::Control {
-            socket: socket.clone(),
-            what: "making the connection non-blocking",
-            source,
-        })?;
-        Ok(Nf {
-            session,
-            arena,
-            control,
+        Ok(())
+    }
+
+    fn into_nf(self, socket: PathBuf, a: Attached) -> Nf {
+        let handlers = self
+            .manifest
+            .subscriptions
+            .iter()
+            .zip(&a.subscriptions)
+            .zip(self.callbacks)
+            .map(|((sub, &type_id), callback)| Handler { path: sub.event.clone(), type_id, callback })
+            .collect();
+        Nf {
+            session: a.session,
+            arena: a.arena,
+            control: a.control,
             socket,
             dispatch: Dispatch { handlers },
-            publications,
+            publications: a.publications,
             modifies: self.manifest.modifies_packets,
-            stop: StopHandle::default(),
+            manifest: self.manifest,
+            stop: self.stop,
             handle_signals: self.handle_signals,
             pin: self.pin,
             totals: RunSummary::default(),
-        })
+            on_reregister: self.on_reregister,
+            backoff: self.backoff,
+        }
+    }
+}
+
+/// What one registration gave: the connection, the session, the mapped
+/// arena and the resolved type ids (subscriptions in manifest order).
+struct Attached {
+    control: UnixStream,
+    session: NfSession,
+    arena: Arena,
+    subscriptions: Vec<EventTypeId>,
+    publications: Vec<(String, EventTypeId)>,
+}
+
+/// Registers `manifest` on `socket` and maps what the runtime granted.
+fn attach(socket: &Path, manifest: &NfManifest) -> Result<Attached, NfError> {
+    let (control, session, files) = register(socket, manifest)?;
+    let socket = socket.to_owned();
+    if session.subscriptions.len() != manifest.subscriptions.len() {
+        return Err(NfError::Protocol {
+            socket,
+            what: format!(
+                "{} subscriptions sent, {} resolved type ids received",
+                manifest.subscriptions.len(),
+                session.subscriptions.len()
+            ),
+        });
+    }
+    let mut subscriptions = Vec::with_capacity(session.subscriptions.len());
+    for (sub, &raw) in manifest.subscriptions.iter().zip(&session.subscriptions) {
+        let type_id = EventTypeId::from_raw(raw).ok_or_else(|| NfError::Protocol {
+            socket: socket.clone(),
+            what: format!("subscription {} resolved to malformed type id {raw:#018x}", sub.event),
+        })?;
+        subscriptions.push(type_id);
+    }
+    let mut publications = Vec::with_capacity(manifest.publications.len());
+    for (path, &raw) in manifest.publications.iter().zip(&session.publications) {
+        let type_id = EventTypeId::from_raw(raw).ok_or_else(|| NfError::Protocol {
+            socket: socket.clone(),
+            what: format!("publication {path} resolved to malformed type id {raw:#018x}"),
+        })?;
+        publications.push((path.clone(), type_id));
+    }
+    // Other processes of the same user (other NFs) may not read or write
+    // our memory through /proc/PID/mem or ptrace: only root may. Before
+    // anything is mapped. (It also means no core dumps; run under a
+    // debugger started as root.)
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!("NF '{}': cannot make the process non-dumpable: {e}", manifest.name);
+    }
+    // What the runtime granted: its arena file and packet region
+    // (read-only, or the region read-write if we modify packets) and our
+    // own channels; nothing else of the arena is in this process.
+    let channels: Vec<u32> = session.rings.iter().map(|r| r.channel).collect();
+    let arena =
+        Grant::from_files(files, &channels).and_then(|g| Arena::attach(g, &session.arena)).map_err(NfError::Arena)?;
+    let session_err = |what: String| NfError::Session { arena: session.arena.clone(), what };
+    if manifest.modifies_packets && !arena.data_writable() {
+        return Err(session_err("the runtime gave the packet region read-only to an NF that modifies packets".into()));
+    }
+    if session.rings.is_empty() {
+        return Err(session_err("no rings: the session gives the NF no worker to serve".into()));
+    }
+    for r in &session.rings {
+        arena.channel(r.channel).map_err(|e| session_err(format!("worker {}: {e}", r.worker)))?;
+    }
+    arena.slot_pool().map_err(|e| session_err(format!("slot pool: {e}")))?;
+    control.set_read_timeout(None).ok();
+    control.set_nonblocking(true).map_err(|source| NfError::Control {
+        socket: socket.clone(),
+        what: "making the connection non-blocking",
+        source,
+    })?;
+    Ok(Attached { control, session, arena, subscriptions, publications })
+}
+
+/// Whether waiting may mend `e`: the runtime is not there (yet), or is
+/// going away or starting. With `registered` (the manifest was accepted
+/// once, by this or an earlier runtime), a refusal is waited out too: the
+/// types it names may not be declared yet (their NF has not registered
+/// again), or the runtime still counts the NF's previous session.
+fn transient(e: &NfError, registered: bool) -> bool {
+    match e {
+        NfError::Connect { .. }
+        | NfError::Control { .. }
+        | NfError::Protocol { .. }
+        | NfError::Arena(_)
+        | NfError::Session { .. }
+        | NfError::RuntimeGone { .. } => true,
+        NfError::Refused { .. } => registered,
+        NfError::Definition(_) | NfError::PermissionDenied { .. } | NfError::Signals(_) | NfError::Stopped { .. } => {
+            false
+        }
+    }
+}
+
+/// Tries [`attach`] until it works, a non-[`transient`] error, or a stop.
+/// Logs once when it starts waiting (and once more for a refusal, with
+/// the runtime's reason).
+fn wait_attach(
+    socket: &Path,
+    manifest: &NfManifest,
+    stop: &StopHandle,
+    backoff: ReconnectBackoff,
+    registered: bool,
+) -> Result<Attached, NfError> {
+    let mut delay = backoff.min;
+    let mut said_waiting = registered; // run_reconnecting said it already
+    let mut said_refused = false;
+    loop {
+        if stop.is_stopped() {
+            return Err(NfError::Stopped { socket: socket.to_owned() });
+        }
+        match attach(socket, manifest) {
+            Ok(a) => return Ok(a),
+            Err(e) if !transient(&e, registered) => return Err(e),
+            Err(e) => {
+                if let NfError::Refused { message, .. } = &e {
+                    if !said_refused {
+                        tracing::warn!(
+                            "NF '{}': the runtime refused it for now: {message}; trying again",
+                            manifest.name
+                        );
+                        said_refused = true;
+                    }
+                } else if !said_waiting {
+                    tracing::warn!("NF '{}': waiting for the runtime: {e}", manifest.name);
+                    said_waiting = true;
+                }
+            }
+        }
+        if !sleep_unless_stopped(delay, stop) {
+            return Err(NfError::Stopped { socket: socket.to_owned() });
+        }
+        delay = (delay * 2).min(backoff.max);
+    }
+}
+
+/// Sleeps `d` in short naps, false as soon as a stop is asked.
+fn sleep_unless_stopped(d: Duration, stop: &StopHandle) -> bool {
+    let until = Instant::now() + d;
+    loop {
+        if stop.is_stopped() {
+            return false;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(10)));
+    }
+}
+
+/// The wait between two attempts to reach the runtime: from `min`,
+/// doubling, up to `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ReconnectBackoff {
+    min: Duration,
+    max: Duration,
+}
+
+impl Default for ReconnectBackoff {
+    fn default() -> Self {
+        ReconnectBackoff { min: Duration::from_millis(50), max: Duration::from_secs(1) }
+    }
+}
+
+/// SIGINT/SIGTERM set the stop flag while this lives (a second signal
+/// exits the process); nothing when `handle` is false.
+struct Signals(Vec<signal_hook::SigId>);
+
+impl Signals {
+    fn install(handle: bool, stop: &StopHandle) -> Result<Signals, NfError> {
+        // Dropped on an error: what was installed is uninstalled.
+        let mut guard = Signals(Vec::new());
+        if handle {
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                // Registered first so that it sees the flag as it was before
+                // this signal: a second signal exits the process.
+                let exit = signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&stop.0));
+                guard.0.push(exit.map_err(NfError::Signals)?);
+                guard.0.push(signal_hook::flag::register(sig, Arc::clone(&stop.0)).map_err(NfError::Signals)?);
+            }
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for id in self.0.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
     }
 }
 
@@ -501,10 +709,14 @@ pub struct Nf {
     /// Publishable types by path, from the manifest and the session.
     publications: Vec<(String, EventTypeId)>,
     modifies: bool,
+    /// What it registered with (and registers again with).
+    manifest: NfManifest,
     stop: StopHandle,
     handle_signals: bool,
     pin: bool,
     totals: RunSummary,
+    on_reregister: Option<Hook>,
+    backoff: ReconnectBackoff,
 }
 
 impl std::fmt::Debug for Nf {
@@ -558,33 +770,100 @@ impl Nf {
     /// Fails with [`NfError::RuntimeGone`] when the control connection
     /// closes (checked about every 100 ms).
     pub fn run(&mut self) -> Result<RunSummary, NfError> {
-        let mut signals = Vec::new();
-        if self.handle_signals {
-            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                // Registered first so that it sees the flag as it was before
-                // this signal: a second signal exits the process.
-                let exit = signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&self.stop.0));
-                signals.push(exit.map_err(NfError::Signals)?);
-                signals.push(signal_hook::flag::register(sig, Arc::clone(&self.stop.0)).map_err(NfError::Signals)?);
+        let _signals = Signals::install(self.handle_signals, &self.stop)?;
+        self.pin();
+        let mut summary = RunSummary::default();
+        let result = self.poll_loop(&mut summary);
+        self.totals.add(&summary);
+        result.map(|()| summary)
+    }
+
+    /// [`run`](Self::run), outliving the runtime: when the control
+    /// connection closes (the runtime exited, crashed, restarts, or
+    /// declared this NF dead), it logs that once, waits for the runtime
+    /// (an attempt every 50 ms, backing off to every second; see
+    /// [`NfBuilder::reconnect_backoff`]), registers again with the same
+    /// manifest (name, subscriptions, publications), calls the
+    /// [`on_reregister`](NfBuilder::on_reregister) hook, logs that it is
+    /// back, and polls on. The callbacks, and whatever state they keep,
+    /// go on as they were. Returns on SIGINT/SIGTERM or a
+    /// [`StopHandle`], the summary covering every session; fails on what
+    /// waiting cannot mend (a socket closed to this user; a refusal is
+    /// waited out, see [`Nf::reconnect`]).
+    pub fn run_reconnecting(&mut self) -> Result<RunSummary, NfError> {
+        let _signals = Signals::install(self.handle_signals, &self.stop)?;
+        let mut total = RunSummary::default();
+        loop {
+            self.pin();
+            let mut summary = RunSummary::default();
+            let result = self.poll_loop(&mut summary);
+            self.totals.add(&summary);
+            total.add(&summary);
+            match result {
+                Ok(()) => return Ok(total),
+                Err(NfError::RuntimeGone { socket }) => {
+                    tracing::warn!(
+                        "the runtime at {} went away (control connection closed); waiting for it to come back",
+                        socket.display()
+                    );
+                    let gone = Instant::now();
+                    match self.reattach() {
+                        Ok(()) => tracing::info!(
+                            "registered again as NF {} on {} after {:.1} s",
+                            self.session.nf_id,
+                            self.socket.display(),
+                            gone.elapsed().as_secs_f64()
+                        ),
+                        Err(NfError::Stopped { .. }) => return Ok(total),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Closes this session and registers again with the same manifest,
+    /// waiting for the runtime as [`NfBuilder::connect_waiting`] does (a
+    /// refusal too: the manifest was accepted before, so the types it
+    /// names may only not be declared yet), then calls the
+    /// [`on_reregister`](NfBuilder::on_reregister) hook. On an error the
+    /// old session is closed all the same: call it again, or drop the NF.
+    pub fn reconnect(&mut self) -> Result<(), NfError> {
+        let _signals = Signals::install(self.handle_signals, &self.stop)?;
+        self.reattach()
+    }
+
+    fn reattach(&mut self) -> Result<(), NfError> {
+        // Leave the old session first: the runtime (if it is still the
+        // same) sees the NF gone, and takes its name back.
+        let _ = self.control.shutdown(std::net::Shutdown::Both);
+        let a = wait_attach(&self.socket, &self.manifest, &self.stop, self.backoff, true)?;
+        for (h, &type_id) in self.dispatch.handlers.iter_mut().zip(&a.subscriptions) {
+            h.type_id = type_id;
+        }
+        self.publications = a.publications;
+        self.session = a.session;
+        self.arena = a.arena;
+        self.control = a.control;
+        if let Some(hook) = self.on_reregister.as_mut() {
+            hook(&self.session);
+        }
+        Ok(())
+    }
+
+    fn pin(&self) {
         if self.pin {
             if let Err(e) = pin_thread(&self.session.cpus) {
                 // Not fatal: the NF works anywhere, it may only compete
                 // with a worker for its core.
-                eprintln!(
-                    "nf-sdk: NF '{}': cannot move to the CPUs the runtime offers NFs {:?} ({e}); running where the OS put it",
-                    self.session.name, self.session.cpus
+                tracing::warn!(
+                    "NF '{}': cannot move to the CPUs the runtime offers NFs {:?} ({e}); running where the OS put it",
+                    self.session.name,
+                    self.session.cpus
                 );
             }
         }
-        let mut summary = RunSummary::default();
-        let result = self.poll_loop(&mut summary);
-        for id in signals {
-            signal_hook::low_level::unregister(id);
-        }
-        self.totals.add(&summary);
-        result.map(|()| summary)
     }
 
     fn poll_loop(&mut self, summary: &mut RunSummary) -> Result<(), NfError> {

@@ -122,18 +122,33 @@ impl FakeRuntime {
     /// A fake that registers the first NF that connects (if the controller's
     /// registry accepts its manifest).
     pub fn start() -> Result<FakeRuntime, FakeError> {
-        Self::start_inner(None)
+        Self::start_inner(None, None)
+    }
+
+    /// A fake (as [`start`](Self::start)) whose files, its control socket
+    /// `control.sock` and its arena, are in `dir`, made if missing and
+    /// removed when it drops. A runtime restarting under an NF: drop one
+    /// fake, then start another in its [`dir`](Self::dir).
+    pub fn start_in(dir: &Path) -> Result<FakeRuntime, FakeError> {
+        Self::start_inner(None, Some(dir.to_owned()))
+    }
+
+    /// The directory of its socket and arena.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// A fake that answers the first `Register` with
     /// `Response::Error { message }`.
     pub fn start_refusing(message: &str) -> Result<FakeRuntime, FakeError> {
-        Self::start_inner(Some(message.to_owned()))
+        Self::start_inner(Some(message.to_owned()), None)
     }
 
-    fn start_inner(refuse: Option<String>) -> Result<FakeRuntime, FakeError> {
-        let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("ubox-fake-{}-{n}", std::process::id()));
+    fn start_inner(refuse: Option<String>, dir: Option<PathBuf>) -> Result<FakeRuntime, FakeError> {
+        let dir = dir.unwrap_or_else(|| {
+            let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
+            std::env::temp_dir().join(format!("ubox-fake-{}-{n}", std::process::id()))
+        });
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let arena_path = dir.join("fake.arena");

@@ -53,16 +53,13 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("UBOX_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    // $UBOX_LOG filters; under systemd, lines carry journald's <N> priorities.
+    ubox_log::init(ubox_log::Style::Timestamped);
     let cli = Cli::parse();
     let mut cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ubox-runtime: {e}");
+            ubox_log::error_line(&format!("ubox-runtime: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -73,13 +70,13 @@ fn main() -> ExitCode {
         cfg.runtime.name = n;
     }
     if let Err(e) = cfg.revalidate(&cli.config.display().to_string()) {
-        eprintln!("ubox-runtime: {e}");
+        ubox_log::error_line(&format!("ubox-runtime: {e}"));
         return ExitCode::from(2);
     }
     // The group must exist: a config error (with --check too), before
     // anything starts.
     if let Err(e) = ubox_runtime::preflight::nf_group(&cfg.runtime.group) {
-        eprintln!("ubox-runtime: bad config {}: {e}", cli.config.display());
+        ubox_log::error_line(&format!("ubox-runtime: bad config {}: {e}", cli.config.display()));
         return ExitCode::from(2);
     }
     if cli.check {
@@ -91,7 +88,7 @@ fn main() -> ExitCode {
         Some(path) => match std::fs::read_to_string(path) {
             Ok(text) => Some((text, path.display().to_string())),
             Err(e) => {
-                eprintln!("ubox-runtime: cannot read --chains {}: {e}", path.display());
+                ubox_log::error_line(&format!("ubox-runtime: cannot read --chains {}: {e}", path.display()));
                 return ExitCode::from(2);
             }
         },
@@ -106,7 +103,7 @@ fn main() -> ExitCode {
     match ubox_runtime::run(cfg, opts) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ubox-runtime: {e:#}");
+            ubox_log::error_line(&format!("ubox-runtime: {e:#}"));
             ExitCode::FAILURE
         }
     }

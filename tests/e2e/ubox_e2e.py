@@ -119,15 +119,17 @@ def wait_listening(ns, port, proto="t", timeout=10.0, proc=None):
 class Proc:
     """A background process whose stdout and stderr go to a log file."""
 
-    def __init__(self, name, cmd, log, stdout=None):
-        """stdout: a file for the process's stdout apart from its log."""
+    def __init__(self, name, cmd, log, stdout=None, env=None):
+        """stdout: a file for the process's stdout apart from its log; env:
+        its whole environment (default: this process's)."""
         self.name = name
         self.cmd = [str(c) for c in cmd]
         self.log = Path(log)
         self._files = [open(self.log, "w")]
         if stdout is not None:
             self._files.append(open(stdout, "w"))
-        self.p = subprocess.Popen(self.cmd, stdout=self._files[-1], stderr=self._files[0], stdin=subprocess.DEVNULL)
+        self.p = subprocess.Popen(self.cmd, stdout=self._files[-1], stderr=self._files[0], stdin=subprocess.DEVNULL,
+                                  env=env)
         self.pid = self.p.pid
 
     def _close(self):
@@ -196,8 +198,8 @@ class Procs:
         self.tdir = Path(tdir)
         self.all = []
 
-    def start(self, name, cmd, log=None, stdout=None):
-        p = Proc(name, cmd, log or self.tdir / f"{name}.log", stdout=stdout)
+    def start(self, name, cmd, log=None, stdout=None, env=None):
+        p = Proc(name, cmd, log or self.tdir / f"{name}.log", stdout=stdout, env=env)
         self.all.append(p)
         return p
 

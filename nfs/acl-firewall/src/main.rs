@@ -12,7 +12,7 @@
 //! ```
 //!
 //! ```text
-//! acl-firewall --rules FILE [--instance NAME | --socket PATH] [--json-out FILE] [--name NAME] [--check]
+//! acl-firewall --rules FILE [--instance NAME | --socket PATH] [--json-out FILE] [--name NAME] [--reconnect] [--check]
 //! ```
 //!
 //! # Rules
@@ -58,14 +58,14 @@
 
 mod rules;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Parser;
-use nf_sdk::{Event, Nf, NfBuilder, NfError, Verdict};
-use rules::{Action, Report, RuleSet};
+use nf_sdk::cli::{self, Common, Exit};
+use nf_sdk::{Event, NfBuilder, Verdict};
+use rules::{Action, RuleSet};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "ubox sample NF: drop the packets five-tuple rules deny (read-only)")]
@@ -73,18 +73,11 @@ struct Args {
     /// Rules file: `allow|deny PROTO SRC SPORT DST DPORT` per line, `default allow|deny`.
     #[arg(long)]
     rules: PathBuf,
-    /// Runtime instance (socket /run/ubox/<instance>.sock); default $UBOX_INSTANCE or `ubox`.
-    #[arg(long)]
-    instance: Option<String>,
-    /// Control socket path; wins over --instance; default $UBOX_SOCKET.
-    #[arg(long)]
-    socket: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
     /// Write the per-rule hits as JSON to this file on exit.
     #[arg(long)]
     json_out: Option<PathBuf>,
-    /// NF name to register under.
-    #[arg(long, default_value = "acl-firewall")]
-    name: String,
     /// Only check the rules file, print the rules and exit.
     #[arg(long)]
     check: bool,
@@ -122,65 +115,39 @@ pub fn firewall_nf(builder: NfBuilder, rules: Arc<RuleSet>) -> NfBuilder {
         })
 }
 
-fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(report).context("serialising the report")?;
-    std::fs::write(path, text + "\n").with_context(|| format!("writing --json-out {}", path.display()))
+fn main() -> ExitCode {
+    cli::main("acl-firewall", run)
 }
 
-/// Exit code for a rules file that does not parse.
-const EXIT_BAD_RULES: u8 = 2;
-
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let rules = match RuleSet::load(&args.rules) {
-        Ok(r) => Arc::new(r),
-        Err(e) => {
-            eprintln!("acl-firewall: {e}");
-            return ExitCode::from(EXIT_BAD_RULES);
-        }
-    };
+fn run(args: Args) -> Result<(), Exit> {
+    // A bad rules file: one line naming the file and line, status 2.
+    let rules = Arc::new(RuleSet::load(&args.rules).map_err(Exit::config)?);
     if args.check {
         for r in rules.rules() {
             println!("{:>6}  {}", r.line, r.text);
         }
         println!("{:>6}  default {}", "-", rules.default_action());
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
-    match run(&args, rules) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("acl-firewall: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `NfError` messages already say what and how to fix, source included.
-fn one_line(e: NfError) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
-}
-
-fn run(args: &Args, rules: Arc<RuleSet>) -> anyhow::Result<()> {
-    let builder = firewall_nf(Nf::builder(&args.name), Arc::clone(&rules))
-        .target(args.instance.as_deref(), args.socket.as_deref());
-    let mut nf = builder.connect().map_err(one_line)?;
-    eprintln!(
-        "acl-firewall: {} rules from {}, default {}; registered as NF {} on {}; Ctrl-C to stop",
+    let builder = firewall_nf(args.common.builder(), Arc::clone(&rules));
+    let mut nf = cli::connect(builder, &args.common)?;
+    tracing::info!(
+        "{} rules from {}, default {}; registered as NF {} on {}; Ctrl-C to stop",
         rules.rules().len(),
         args.rules.display(),
         rules.default_action(),
         nf.id(),
         nf.socket().display()
     );
-    let result = nf.run();
+    let result = cli::run(&mut nf, &args.common);
     let report = rules.report();
     print!("{}", report.render());
     if let Some(path) = &args.json_out {
-        write_json(path, &report)?;
+        cli::write_json(path, &report)?;
     }
     let totals = nf.totals();
-    eprintln!("acl-firewall: {} events, {} passed, {} dropped", totals.events, totals.passed, totals.dropped);
-    result.map_err(one_line)?;
+    tracing::info!("{} events, {} passed, {} dropped", totals.events, totals.passed, totals.dropped);
+    result?;
     Ok(())
 }
 
@@ -192,6 +159,7 @@ mod tests {
     use super::*;
     use frames::{ipv4_frame, ipv6_frame, TCP, UDP};
     use nf_sdk::testing::FakeRuntime;
+    use nf_sdk::Nf;
     use rules::RuleHits;
     use std::time::Duration;
     use ubox_shm::event::{VERDICT_DROP, VERDICT_PASS};
@@ -260,7 +228,7 @@ deny any 2001:db8::/32 any any any
         );
 
         let path = std::env::temp_dir().join(format!("acl-firewall-test-{}.json", std::process::id()));
-        write_json(&path, &report).unwrap();
+        cli::write_json(&path, &report).unwrap();
         let back: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(back["passed"], 18);

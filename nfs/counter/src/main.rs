@@ -13,9 +13,13 @@
 //! It is written only against `nf-sdk`: no DPDK, no `unsafe`.
 //!
 //! ```text
-//! counter [--instance NAME | --socket PATH] [--json-out FILE] [--name NAME]
+//! counter [--instance NAME | --socket PATH] [--json-out FILE] [--name NAME] [--reconnect]
 //!         [--port P]... [--events TYPE]... [--slow-us N]
 //! ```
+//!
+//! With `--reconnect` it outlives the runtime: its counts go on across
+//! runtime restarts (a restarted runtime numbers flows anew, so a flow id
+//! of the new runtime that an old flow had adds to that flow's row).
 //!
 //! `--port` narrows the subscription with a flow filter (the runtime sends
 //! only flows with that port at either end); `--events` also subscribes to
@@ -24,31 +28,24 @@
 //! full rings and backpressure in tests.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Parser;
-use nf_sdk::{Event, FlowFilter, Nf, NfBuilder, NfError, Verdict};
+use nf_sdk::cli::{self, Common, Exit};
+use nf_sdk::{Event, FlowFilter, NfBuilder, Verdict};
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "ubox sample NF: count packets and bytes per flow (read-only)")]
 struct Args {
-    /// Runtime instance (socket /run/ubox/<instance>.sock); default $UBOX_INSTANCE or `ubox`.
-    #[arg(long)]
-    instance: Option<String>,
-    /// Control socket path; wins over --instance; default $UBOX_SOCKET.
-    #[arg(long)]
-    socket: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
     /// Write the per-flow counts as JSON to this file on exit.
     #[arg(long)]
     json_out: Option<PathBuf>,
-    /// NF name to register under.
-    #[arg(long, default_value = "counter")]
-    name: String,
     /// Only flows with this port at either end (repeatable).
     #[arg(long = "port")]
     ports: Vec<u16>,
@@ -185,27 +182,11 @@ pub fn counter_nf(builder: NfBuilder, table: Arc<Mutex<FlowTable>>, opts: &Optio
     b
 }
 
-fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(report).context("serialising the report")?;
-    std::fs::write(path, text + "\n").with_context(|| format!("writing --json-out {}", path.display()))
-}
-
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("counter: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::main("counter", run)
 }
 
-/// `NfError` messages already say what and how to fix, source included.
-fn one_line(e: NfError) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
-}
-
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: Args) -> Result<(), Exit> {
     let table = Arc::new(Mutex::new(FlowTable::default()));
     let opts = Options {
         ports: args.ports.clone(),
@@ -213,19 +194,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         slow: Duration::from_micros(args.slow_us),
         no_packets: args.no_packets,
     };
-    let builder = counter_nf(Nf::builder(&args.name), Arc::clone(&table), &opts)
-        .target(args.instance.as_deref(), args.socket.as_deref());
-    let mut nf = builder.connect().map_err(one_line)?;
-    eprintln!("counter: registered as NF {} on {}; Ctrl-C to stop", nf.id(), nf.socket().display());
-    let result = nf.run();
+    let builder = counter_nf(args.common.builder(), Arc::clone(&table), &opts);
+    let mut nf = cli::connect(builder, &args.common)?;
+    tracing::info!("registered as NF {} on {}; Ctrl-C to stop", nf.id(), nf.socket().display());
+    let result = cli::run(&mut nf, &args.common);
     let report = table.lock().unwrap_or_else(|e| e.into_inner()).report();
     print!("{}", report.render());
     if let Some(path) = &args.json_out {
-        write_json(path, &report)?;
+        cli::write_json(path, &report)?;
     }
     let totals = nf.totals();
-    eprintln!("counter: {} events, {} passed", totals.events, totals.passed);
-    result.map_err(one_line)?;
+    tracing::info!("{} events, {} passed", totals.events, totals.passed);
+    result?;
     Ok(())
 }
 
@@ -258,7 +238,7 @@ mod tests {
         let mut rt = FakeRuntime::start().unwrap();
         let table = Arc::new(Mutex::new(FlowTable::default()));
         let builder = counter_nf(
-            Nf::builder("counter").socket(rt.socket()).handle_signals(false),
+            nf_sdk::Nf::builder("counter").socket(rt.socket()).handle_signals(false),
             Arc::clone(&table),
             &Options::default(),
         );
@@ -284,7 +264,7 @@ mod tests {
         assert_eq!(report, expect.report());
 
         let path = std::env::temp_dir().join(format!("counter-test-{}.json", std::process::id()));
-        write_json(&path, &report).unwrap();
+        cli::write_json(&path, &report).unwrap();
         let back: Report = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(back, report);

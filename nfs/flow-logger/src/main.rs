@@ -29,7 +29,7 @@
 //! written is counted, reported once on stderr, and makes the exit status 1.
 //!
 //! ```text
-//! flow-logger [--out FILE] [--instance NAME | --socket PATH] [--name NAME] [--json-out FILE]
+//! flow-logger [--out FILE] [--instance NAME | --socket PATH] [--name NAME] [--json-out FILE] [--reconnect]
 //! ```
 //!
 //! It is written only against `nf-sdk`: no DPDK, no `unsafe`.
@@ -45,7 +45,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Context;
 use clap::Parser;
-use nf_sdk::{Event, FlowEnd, Nf, NfBuilder, NfError, Verdict};
+use nf_sdk::cli::{self, Common, Exit};
+use nf_sdk::{Event, FlowEnd, NfBuilder, Verdict};
 use serde::Serialize;
 use ubox_shm::event::{
     FLOW_END_EVICTED, FLOW_END_IDLE, FLOW_END_SHUTDOWN, FLOW_END_TCP_CLOSED, FLOW_END_TCP_RESET, FLOW_END_TCP_TIMEOUT,
@@ -58,15 +59,8 @@ struct Args {
     /// Append the lines to this file (created if missing); default stdout.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Runtime instance (socket /run/ubox/<instance>.sock); default $UBOX_INSTANCE or `ubox`.
-    #[arg(long)]
-    instance: Option<String>,
-    /// Control socket path; wins over --instance; default $UBOX_SOCKET.
-    #[arg(long)]
-    socket: Option<PathBuf>,
-    /// NF name to register under.
-    #[arg(long, default_value = "flow-logger")]
-    name: String,
+    #[command(flatten)]
+    common: Common,
     /// Write the counters as JSON to this file on exit.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -177,7 +171,7 @@ impl Logger {
             Err(e) => {
                 self.counts.write_errors += 1;
                 if self.first_error.is_none() {
-                    eprintln!("flow-logger: cannot write a flow line: {e}");
+                    tracing::error!("cannot write a flow line: {e}");
                     self.first_error = Some(e.to_string());
                 }
             }
@@ -224,53 +218,34 @@ pub fn logger_nf(builder: NfBuilder, logger: Arc<Mutex<Logger>>) -> NfBuilder {
         .subscribe("FLOW/TCP/ESTABLISHED", |_: &Event<'_>| Verdict::Pass)
 }
 
-fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
-    let text = serde_json::to_string(report).context("serialising the report")?;
-    std::fs::write(path, text + "\n").with_context(|| format!("writing --json-out {}", path.display()))
-}
-
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("flow-logger: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::main("flow-logger", run)
 }
 
-/// `NfError` messages already say what and how to fix, source included.
-fn one_line(e: NfError) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
-}
-
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: Args) -> Result<(), Exit> {
     let out: Box<dyn Write + Send> = match &args.out {
         Some(path) => open_out(path)?,
         None => Box::new(io::stdout()),
     };
     let dest = args.out.as_ref().map_or_else(|| "stdout".to_owned(), |p| p.display().to_string());
     let logger = Arc::new(Mutex::new(Logger::new(out)));
-    let builder = logger_nf(Nf::builder(&args.name), Arc::clone(&logger))
-        .target(args.instance.as_deref(), args.socket.as_deref());
-    let mut nf = builder.connect().map_err(one_line)?;
-    eprintln!(
-        "flow-logger: logging to {dest}; registered as NF {} on {}; Ctrl-C to stop",
-        nf.id(),
-        nf.socket().display()
-    );
-    let result = nf.run();
+    let mut nf = cli::connect(logger_nf(args.common.builder(), Arc::clone(&logger)), &args.common)?;
+    tracing::info!("logging to {dest}; registered as NF {} on {}; Ctrl-C to stop", nf.id(), nf.socket().display());
+    let result = cli::run(&mut nf, &args.common);
     let (report, first_error) = {
         let l = lock(&logger);
         (l.report(), l.first_error.clone())
     };
-    eprintln!("flow-logger: {} flow(s) logged to {dest}", report.flows);
+    tracing::info!("{} flow(s) logged to {dest}", report.flows);
     if let Some(path) = &args.json_out {
-        write_json(path, &report)?;
+        cli::write_json_line(path, &report)?;
     }
-    result.map_err(one_line)?;
+    result?;
     if let Some(e) = first_error {
-        anyhow::bail!("{} flow line(s) could not be written to {dest} (first: {e})", report.write_errors);
+        return Err(Exit::Failed(format!(
+            "{} flow line(s) could not be written to {dest} (first: {e})",
+            report.write_errors
+        )));
     }
     Ok(())
 }
@@ -279,6 +254,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use nf_sdk::testing::FakeRuntime;
+    use nf_sdk::Nf;
     use std::time::Duration;
     use ubox_shm::event::{EventHeader, VERDICT_PASS};
     use ustack::event::{FLOW_END, FLOW_TCP_ESTABLISHED};
@@ -412,7 +388,7 @@ mod tests {
         assert_eq!(l.report(), Report { flows: 0, write_errors: 2, bad_events: 0 });
         assert_eq!(l.first_error.as_deref(), Some("disk full"));
         let path = std::env::temp_dir().join(format!("flow-logger-report-{}.json", std::process::id()));
-        write_json(&path, &l.report()).unwrap();
+        cli::write_json_line(&path, &l.report()).unwrap();
         let back = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(back, "{\"flows\":0,\"write_errors\":2,\"bad_events\":0}\n");

@@ -578,6 +578,18 @@ impl Balancer {
         dest
     }
 
+    /// Forgets every flow and counts no connection open (routing counts
+    /// and health stay): after registering again (`--reconnect`), when the
+    /// runtime restarted, its spliced connections went with it and its
+    /// flow ids start anew.
+    pub fn forget_flows(&mut self) {
+        self.flows.clear();
+        for b in self.pools.iter_mut().flat_map(|p| p.backends.iter_mut()) {
+            b.open = 0;
+            b.untracked = 0;
+        }
+    }
+
     /// A flow ended (`FLOW/END` of flow `key`) at `now` (ms).
     pub fn on_flow_end(&mut self, key: FlowKey, end: &FlowEnd, now: u64) {
         self.expire(now);

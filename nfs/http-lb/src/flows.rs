@@ -85,6 +85,12 @@ impl FlowTable {
         self.map.get(&key)
     }
 
+    /// Forgets every entry.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+
     /// Forgets `key` (its flow ended or is being re-decided).
     pub fn remove(&mut self, key: FlowKey) -> Option<FlowEntry> {
         self.map.remove(&key)

@@ -212,9 +212,11 @@ impl Shared {
 
 /// The load balancer NF on top of `builder`: `FLOW_REQ` answered with
 /// `FLOW_DEST`, `FLOW/END` counted; read-only, every verdict `Pass`.
+/// Registered again (`--reconnect`), it forgets its flows.
 pub fn lb_nf(builder: NfBuilder, shared: Arc<Shared>) -> NfBuilder {
-    let ends = Arc::clone(&shared);
+    let (ends, again) = (Arc::clone(&shared), Arc::clone(&shared));
     builder
+        .on_reregister(move |_| again.lock().forget_flows())
         .version(env!("CARGO_PKG_VERSION"))
         .modifies_packets(false)
         .publishes(FLOW_DEST)

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! http-lb --rules FILE [--stats-json FILE] [--name NAME] [--instance NAME | --socket PATH]
-//!         [--max-flows N] [--flow-ttl-s S]
+//!         [--max-flows N] [--flow-ttl-s S] [--reconnect]
 //! http-lb --check FILE
 //! ```
 
@@ -12,11 +12,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 use http_lb::balancer::{DEFAULT_FLOW_TTL_MS, DEFAULT_MAX_FLOWS};
-use http_lb::{lb_nf, Balancer, Report, Rules, Shared};
-use nf_sdk::{Nf, NfError};
+use http_lb::{lb_nf, Balancer, Rules, Shared};
+use nf_sdk::cli::{self, Common, Exit};
 
 const ABOUT: &str = "ubox policy NF for the TCP splicer: routes each client connection to a backend \
                      by its first HTTP request (Host, path prefix), with round-robin, least-connections \
@@ -32,8 +31,10 @@ Rules (TOML; nfs/http-lb/rules.example.toml is a commented example):
   [default]  pool = NAME, or reject = \"503\" | \"rst\" (without it: 503)
 
 Exit status: 0 after a clean stop or a good --check; 1 when --check finds
-problems (one line FILE:LINE: what; how to fix, each) or the NF fails;
-2 when the --rules file is bad.
+problems (one line FILE:LINE: what; how to fix, each) or the NF fails
+(the runtime not there, or gone without --reconnect); 2 when the --rules
+file is bad or the runtime refuses the registration (a usage error: a
+restart cannot mend it).
 
 On SIGINT/SIGTERM it prints per backend the connections routed, failures
 and those open, and writes them as JSON to --stats-json.";
@@ -51,15 +52,8 @@ struct Args {
     /// Write the counters (per pool and backend, and totals) as JSON to FILE on exit.
     #[arg(long, value_name = "FILE", alias = "json-out")]
     stats_json: Option<PathBuf>,
-    /// NF name to register under (the splicer's config names its policy NF).
-    #[arg(long, default_value = "http-lb")]
-    name: String,
-    /// Runtime instance (socket /run/ubox/<instance>.sock); default $UBOX_INSTANCE or `ubox`.
-    #[arg(long)]
-    instance: Option<String>,
-    /// Control socket path; wins over --instance; default $UBOX_SOCKET.
-    #[arg(long)]
-    socket: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
     /// Most flows remembered (flow id -> backend, for FLOW/END and retries; ~100 bytes each); the oldest make room.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FLOWS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=(1 << 24)))]
@@ -70,72 +64,49 @@ struct Args {
     flow_ttl_s: u64,
 }
 
-/// Exit status for a `--rules` file that is bad (as `acl-firewall`).
-const EXIT_BAD_RULES: u8 = 2;
-
-fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(report).context("serialising the report")?;
-    std::fs::write(path, text + "\n").with_context(|| format!("writing --stats-json {}", path.display()))
-}
-
-/// `NfError` messages already say what and how to fix, source included.
-fn one_line(e: NfError) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
-}
-
 fn main() -> ExitCode {
-    let args = Args::parse();
+    cli::main("http-lb", run)
+}
+
+fn run(args: Args) -> Result<(), Exit> {
     if let Some(path) = &args.check {
         return match Rules::load(path) {
             Ok(r) => {
                 println!("{}: ok: {}", path.display(), r.summary());
-                ExitCode::SUCCESS
+                Ok(())
             }
             Err(e) => {
                 for line in e.lines() {
                     println!("{line}");
                 }
-                ExitCode::FAILURE
+                Err(Exit::Code(cli::EXIT_FAILURE))
             }
         };
     }
-    let path = args.rules.clone().expect("clap requires --rules without --check");
-    let rules = match Rules::load(&path) {
-        Ok(r) => r,
-        Err(e) => {
-            for line in e.lines() {
-                eprintln!("http-lb: {line}");
-            }
-            return ExitCode::from(EXIT_BAD_RULES);
-        }
+    let Some(path) = args.rules.clone() else {
+        return Err(Exit::config("--rules FILE is needed (or --check FILE)"));
     };
-    match run(&args, &path, rules) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("http-lb: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    // A bad rules file: one line per problem, status 2.
+    let rules = Rules::load(&path).map_err(|e| Exit::config(e.lines().join("\n")))?;
+    serve(&args, &path, rules)
 }
 
-fn run(args: &Args, path: &Path, rules: Rules) -> anyhow::Result<()> {
+fn serve(args: &Args, path: &Path, rules: Rules) -> Result<(), Exit> {
     let summary = rules.summary();
     let shared = Shared::new(Balancer::new(rules, args.max_flows, args.flow_ttl_s * 1000));
-    let builder = lb_nf(Nf::builder(&args.name), std::sync::Arc::clone(&shared))
-        .target(args.instance.as_deref(), args.socket.as_deref());
-    let mut nf = builder.connect().map_err(one_line)?;
-    eprintln!(
-        "http-lb: {summary} from {}; registered as NF {} on {}; Ctrl-C to stop",
+    let mut nf = cli::connect(lb_nf(args.common.builder(), std::sync::Arc::clone(&shared)), &args.common)?;
+    tracing::info!(
+        "{summary} from {}; registered as NF {} on {}; Ctrl-C to stop",
         path.display(),
         nf.id(),
         nf.socket().display()
     );
-    let result = nf.run();
+    let result = cli::run(&mut nf, &args.common);
     let report = shared.report();
     print!("{}", report.render());
     if let Some(path) = &args.stats_json {
-        write_json(path, &report)?;
+        cli::write_json(path, &report)?;
     }
-    result.map_err(one_line)?;
+    result?;
     Ok(())
 }

@@ -67,6 +67,12 @@ impl<K: Copy + Eq + Hash, V> BoundedMap<K, V> {
         self.map.remove(k).map(|(_, v)| v)
     }
 
+    /// Forgets every entry (the eviction count stays).
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+
     /// Entries held.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -226,6 +232,12 @@ impl Engine {
     /// Forgets a flow (closed, reset, timed out, ended).
     pub fn forget(&mut self, flow: FlowKey) {
         self.flows.remove(&flow);
+    }
+
+    /// Forgets every flow (the counters stay): after registering again,
+    /// when the runtime's flow ids may name other flows.
+    pub fn forget_all(&mut self) {
+        self.flows.clear();
     }
 
     /// The counters so far.

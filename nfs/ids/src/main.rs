@@ -34,8 +34,12 @@
 //!
 //! ```text
 //! ids --rules FILE [--terminate] [--max-flows N] [--instance NAME | --socket PATH]
-//!     [--name NAME] [--json-out FILE] [--check]
+//!     [--name NAME] [--json-out FILE] [--reconnect] [--check]
 //! ```
+//!
+//! With `--reconnect`, when it registers again (the runtime restarted or
+//! dropped it) it forgets the flows it was scanning (a new runtime numbers
+//! flows anew) and keeps its alerts and counters.
 //!
 //! # Signatures
 //!
@@ -80,14 +84,14 @@
 mod engine;
 mod rules;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use anyhow::Context;
 use clap::Parser;
 use engine::{Engine, Scan};
-use nf_sdk::{Event, EventError, Nf, NfBuilder, NfError, Side, Verdict, MAX_PUBLISH_PER_EVENT};
+use nf_sdk::cli::{self, Common, Exit};
+use nf_sdk::{Event, EventError, NfBuilder, Side, Verdict, MAX_PUBLISH_PER_EVENT};
 use rules::{Action, RuleSet};
 use serde::Serialize;
 use ustack::event::{FLOW_END, FLOW_TCP_CLOSED, FLOW_TCP_RST, FLOW_TCP_SYN, FLOW_TCP_TIMEOUT};
@@ -104,15 +108,8 @@ struct Args {
     /// Most flows with matching state; the oldest is forgotten past it.
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
     max_flows: u64,
-    /// Runtime instance (socket /run/ubox/<instance>.sock); default $UBOX_INSTANCE or `ubox`.
-    #[arg(long)]
-    instance: Option<String>,
-    /// Control socket path; wins over --instance; default $UBOX_SOCKET.
-    #[arg(long)]
-    socket: Option<PathBuf>,
-    /// NF name to register under.
-    #[arg(long, default_value = "ids")]
-    name: String,
+    #[command(flatten)]
+    common: Common,
     /// Write the alerts and counters as JSON to this file on exit.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -239,8 +236,8 @@ impl Ids {
         for (n, hit) in scan.hits.iter().enumerate() {
             let rule = &self.rules.rules()[hit.rule];
             let action = if self.force_terminate || rule.action == Action::Terminate { "terminate" } else { "alert" };
-            eprintln!(
-                "ids: ALERT rule={} action={action} flow={} worker={} side={} offset={}",
+            tracing::warn!(
+                "ALERT rule={} action={action} flow={} worker={} side={} offset={}",
                 rule.name,
                 ev.flow_id(),
                 ev.worker(),
@@ -278,6 +275,11 @@ impl Ids {
         }
     }
 
+    /// Forgets every flow, keeping alerts and counters (see `--reconnect`).
+    pub fn forget_flows(&mut self) {
+        self.engine.forget_all();
+    }
+
     /// Flows with matching state now.
     pub fn tracked_flows(&self) -> usize {
         self.engine.stats().tracked
@@ -308,9 +310,11 @@ fn lock(ids: &Mutex<Ids>) -> MutexGuard<'_, Ids> {
 /// The IDS NF on top of `builder`: `DATA_RDY` feeds the matcher,
 /// `FLOW/TCP` and `FLOW/END` forget flows; it declares and publishes
 /// [`ALERT_EVENT`] and may publish [`TERMINATE_EVENT`] (a stack action).
+/// Registered again (`--reconnect`), it forgets its flows.
 pub fn ids_nf(builder: NfBuilder, ids: Arc<Mutex<Ids>>) -> NfBuilder {
-    let (data, tcp, end) = (Arc::clone(&ids), Arc::clone(&ids), ids);
+    let (data, tcp, end, again) = (Arc::clone(&ids), Arc::clone(&ids), Arc::clone(&ids), ids);
     builder
+        .on_reregister(move |_| lock(&again).forget_flows())
         .version(env!("CARGO_PKG_VERSION"))
         .modifies_packets(false)
         .requests_stack_actions(true)
@@ -331,67 +335,44 @@ pub fn ids_nf(builder: NfBuilder, ids: Arc<Mutex<Ids>>) -> NfBuilder {
         })
 }
 
-fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(report).context("serialising the report")?;
-    std::fs::write(path, text + "\n").with_context(|| format!("writing --json-out {}", path.display()))
+fn main() -> ExitCode {
+    cli::main("ids", run)
 }
 
-/// Exit code for a signatures file that does not parse.
-const EXIT_BAD_RULES: u8 = 2;
-
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let rules = match RuleSet::load(&args.rules) {
-        Ok(r) => Arc::new(r),
-        Err(e) => {
-            eprintln!("ids: {e}");
-            return ExitCode::from(EXIT_BAD_RULES);
-        }
-    };
+fn run(args: Args) -> Result<(), Exit> {
+    // A bad signatures file: one line naming the file and line, status 2.
+    let rules = Arc::new(RuleSet::load(&args.rules).map_err(Exit::config)?);
     if args.check {
         for r in rules.rules() {
             println!("{:>6}  {r}", r.line);
         }
         println!("{} signature(s), longest content {} bytes", rules.rules().len(), rules.longest());
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
-    match run(&args, rules) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ids: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `NfError` messages already say what and how to fix, source included.
-fn one_line(e: NfError) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
-}
-
-fn run(args: &Args, rules: Arc<RuleSet>) -> anyhow::Result<()> {
     let ids = Arc::new(Mutex::new(Ids::new(Arc::clone(&rules), args.max_flows as usize, args.terminate)));
-    let builder =
-        ids_nf(Nf::builder(&args.name), Arc::clone(&ids)).target(args.instance.as_deref(), args.socket.as_deref());
-    let mut nf = builder.connect().map_err(one_line)?;
-    eprintln!(
-        "ids: {} signature(s) from {}{}; registered as NF {} on {}; Ctrl-C to stop",
+    let mut nf = cli::connect(ids_nf(args.common.builder(), Arc::clone(&ids)), &args.common)?;
+    tracing::info!(
+        "{} signature(s) from {}{}; registered as NF {} on {}; Ctrl-C to stop",
         rules.rules().len(),
         args.rules.display(),
         if args.terminate { ", all terminating" } else { "" },
         nf.id(),
         nf.socket().display()
     );
-    let result = nf.run();
+    let result = cli::run(&mut nf, &args.common);
     let report = lock(&ids).report_json();
     if let Some(path) = &args.json_out {
-        write_json(path, &report)?;
+        cli::write_json(path, &report)?;
     }
-    eprintln!(
-        "ids: {} events, {} bytes scanned, {} alert(s), {} termination(s), {} publish failure(s)",
-        report.events, report.bytes_scanned, report.alerts_total, report.terminations, report.publish_failed
+    tracing::info!(
+        "{} events, {} bytes scanned, {} alert(s), {} termination(s), {} publish failure(s)",
+        report.events,
+        report.bytes_scanned,
+        report.alerts_total,
+        report.terminations,
+        report.publish_failed
     );
-    result.map_err(one_line)?;
+    result?;
     Ok(())
 }
 
@@ -399,7 +380,7 @@ fn run(args: &Args, rules: Arc<RuleSet>) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use nf_sdk::testing::FakeRuntime;
-    use nf_sdk::StopHandle;
+    use nf_sdk::{Nf, NfError, StopHandle};
     use std::thread::JoinHandle;
     use std::time::Duration;
     use ubox_shm::event::{EventHeader, SIDE_CLIENT, SIDE_SERVER};
@@ -609,7 +590,7 @@ alert     reply    server \"HTTP/1.1 500\"
         ids.alerts.push(AlertRecord { flow_id: 3, rule: "evil".into(), side: "client", offset: 12 });
         ids.events = 5;
         let path = std::env::temp_dir().join(format!("ids-test-{}.json", std::process::id()));
-        write_json(&path, &ids.report_json()).unwrap();
+        cli::write_json(&path, &ids.report_json()).unwrap();
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(v["alerts"][0], serde_json::json!({"flow_id": 3, "rule": "evil", "side": "client", "offset": 12}));

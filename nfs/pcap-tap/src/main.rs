@@ -27,20 +27,22 @@
 //!
 //! ```text
 //! pcap-tap --out FILE [--max-packets N] [--instance NAME | --socket PATH] [--json-out FILE] [--name NAME]
+//!          [--reconnect]
 //! ```
 //!
 //! It is written only against `nf-sdk`: no DPDK, no `unsafe`.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
-use nf_sdk::{Event, Nf, NfBuilder, NfError, Verdict};
+use nf_sdk::cli::{self, Common, Exit};
+use nf_sdk::{Event, NfBuilder, Verdict};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, PcapError};
 use serde::{Deserialize, Serialize};
@@ -57,18 +59,11 @@ struct Args {
     /// Stop writing after this many packets (default: unlimited); later ones are counted as skipped.
     #[arg(long)]
     max_packets: Option<u64>,
-    /// Runtime instance (socket /run/ubox/<instance>.sock); default $UBOX_INSTANCE or `ubox`.
-    #[arg(long)]
-    instance: Option<String>,
-    /// Control socket path; wins over --instance; default $UBOX_SOCKET.
-    #[arg(long)]
-    socket: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
     /// Write the counts as JSON to this file on exit.
     #[arg(long)]
     json_out: Option<PathBuf>,
-    /// NF name to register under.
-    #[arg(long, default_value = "pcap-tap")]
-    name: String,
 }
 
 /// What `--json-out` writes.
@@ -152,7 +147,7 @@ impl<W: Write> Tap<W> {
     fn error(&mut self, msg: String) {
         self.report.write_errors += 1;
         if self.report.first_error.is_none() {
-            eprintln!("pcap-tap: {}: {msg}", self.report.out);
+            tracing::error!("{}: {msg}", self.report.out);
             self.report.first_error = Some(msg);
         }
     }
@@ -200,37 +195,19 @@ pub fn tap_nf<W: Write + Send + 'static>(builder: NfBuilder, tap: Arc<Mutex<Tap<
     })
 }
 
-fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(report).context("serialising the report")?;
-    std::fs::write(path, text + "\n").with_context(|| format!("writing --json-out {}", path.display()))
-}
-
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("pcap-tap: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::main("pcap-tap", run)
 }
 
-/// `NfError` messages already say what and how to fix, source included.
-fn one_line(e: NfError) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
-}
-
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: Args) -> Result<(), Exit> {
     let name = args.out.display().to_string();
     let file = File::create(&args.out).with_context(|| format!("creating --out {name}"))?;
     let tap = Tap::new(BufWriter::with_capacity(256 * 1024, file), &name, args.max_packets)
         .with_context(|| format!("writing the pcap header to {name}"))?;
     let tap = Arc::new(Mutex::new(tap));
-    let builder =
-        tap_nf(Nf::builder(&args.name), Arc::clone(&tap)).target(args.instance.as_deref(), args.socket.as_deref());
-    let mut nf = builder.connect().map_err(one_line)?;
-    eprintln!("pcap-tap: writing to {name}; registered as NF {} on {}; Ctrl-C to stop", nf.id(), nf.socket().display());
-    let result = nf.run();
+    let mut nf = cli::connect(tap_nf(args.common.builder(), Arc::clone(&tap)), &args.common)?;
+    tracing::info!("writing to {name}; registered as NF {} on {}; Ctrl-C to stop", nf.id(), nf.socket().display());
+    let result = cli::run(&mut nf, &args.common);
     let report = {
         let mut tap = tap.lock().unwrap_or_else(|e| e.into_inner());
         tap.finish();
@@ -238,11 +215,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     print!("{}", report.render());
     if let Some(path) = &args.json_out {
-        write_json(path, &report)?;
+        cli::write_json(path, &report)?;
     }
-    result.map_err(one_line)?;
+    result?;
     if let Some(e) = &report.first_error {
-        anyhow::bail!("the capture in {name} is incomplete: {e}");
+        return Err(Exit::Failed(format!("the capture in {name} is incomplete: {e}")));
     }
     Ok(())
 }
@@ -251,7 +228,9 @@ fn run(args: Args) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use nf_sdk::testing::FakeRuntime;
+    use nf_sdk::Nf;
     use pcap_file::pcap::PcapReader;
+    use std::path::Path;
     use std::time::Instant;
     use ubox_shm::event::VERDICT_PASS;
     use ustack::event::{PKT, PKT_TCP, PKT_UDP};

@@ -11,7 +11,7 @@
 //! `--json-out FILE` it writes `{"segments": N, "rewrites": M}` on exit.
 //!
 //! ```text
-//! rewrite --from BYTES --to BYTES [--instance NAME | --socket PATH] [--name NAME] [--json-out FILE]
+//! rewrite --from BYTES --to BYTES [--instance NAME | --socket PATH] [--name NAME] [--json-out FILE] [--reconnect]
 //! ```
 
 use std::path::PathBuf;
@@ -19,9 +19,9 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
 use clap::Parser;
-use nf_sdk::{Event, Nf, NfBuilder, Verdict};
+use nf_sdk::cli::{self, Common, Exit};
+use nf_sdk::{Event, NfBuilder, Verdict};
 use serde::Serialize;
 
 #[derive(Parser, Debug)]
@@ -33,15 +33,8 @@ struct Args {
     /// Replacement, exactly as long as --from.
     #[arg(long)]
     to: String,
-    /// Runtime instance (socket /run/ubox/<instance>.sock); default $UBOX_INSTANCE or `ubox`.
-    #[arg(long)]
-    instance: Option<String>,
-    /// Control socket path; wins over --instance; default $UBOX_SOCKET.
-    #[arg(long)]
-    socket: Option<PathBuf>,
-    /// NF name to register under.
-    #[arg(long, default_value = "rewrite")]
-    name: String,
+    #[command(flatten)]
+    common: Common,
     /// Write the counts as JSON to this file on exit.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -99,38 +92,34 @@ pub fn rewrite_nf(builder: NfBuilder, from: Vec<u8>, to: Vec<u8>, counts: Arc<Co
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("rewrite: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::main("rewrite", run)
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: Args) -> Result<(), Exit> {
     if args.from.is_empty() || args.from.len() != args.to.len() {
-        bail!(
+        return Err(Exit::config(format!(
             "--from and --to must be non-empty and of equal length ({} and {} bytes): segments keep their length",
             args.from.len(),
             args.to.len()
-        );
+        )));
     }
     let counts = Arc::new(Counts::default());
-    let builder =
-        rewrite_nf(Nf::builder(&args.name), args.from.into_bytes(), args.to.into_bytes(), Arc::clone(&counts))
-            .target(args.instance.as_deref(), args.socket.as_deref());
-    let mut nf = builder.connect().map_err(|e| anyhow::anyhow!("{e}"))?;
-    eprintln!("rewrite: registered as NF {} on {}; Ctrl-C to stop", nf.id(), nf.socket().display());
-    let result = nf.run();
+    let builder = rewrite_nf(
+        args.common.builder(),
+        args.from.clone().into_bytes(),
+        args.to.clone().into_bytes(),
+        Arc::clone(&counts),
+    );
+    let mut nf = cli::connect(builder, &args.common)?;
+    tracing::info!("registered as NF {} on {}; Ctrl-C to stop", nf.id(), nf.socket().display());
+    let result = cli::run(&mut nf, &args.common);
     let report =
         Report { segments: counts.segments.load(Ordering::Relaxed), rewrites: counts.rewrites.load(Ordering::Relaxed) };
-    eprintln!("rewrite: {} occurrence(s) rewritten in {} segment(s)", report.rewrites, report.segments);
+    tracing::info!("{} occurrence(s) rewritten in {} segment(s)", report.rewrites, report.segments);
     if let Some(path) = &args.json_out {
-        let text = serde_json::to_string(&report).context("serialising the report")?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing --json-out {}", path.display()))?;
+        cli::write_json_line(path, &report)?;
     }
-    result.map_err(|e| anyhow::anyhow!("{e}"))?;
+    result?;
     Ok(())
 }
 
@@ -138,6 +127,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use nf_sdk::testing::FakeRuntime;
+    use nf_sdk::Nf;
     use std::time::Duration;
     use ubox_shm::event::{VERDICT_MODIFIED, VERDICT_PASS};
     use ustack::event::PKT_TCP;

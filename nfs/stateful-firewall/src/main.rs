@@ -32,8 +32,13 @@
 //!
 //! ```text
 //! stateful-firewall --inside PREFIX [--inside PREFIX]... [--max-flows N]
-//!                   [--instance NAME | --socket PATH] [--name NAME] [--json-out FILE]
+//!                   [--instance NAME | --socket PATH] [--name NAME] [--json-out FILE] [--reconnect]
 //! ```
+//!
+//! With `--reconnect`, registering again (the runtime restarted, or
+//! dropped it) forgets every allowed flow and keeps the counters: a
+//! restarted runtime numbers flows anew, so an old flow id may name a
+//! flow nobody inside opened.
 //!
 //! PREFIX is an IPv4 or IPv6 address or prefix (`10.10.0.0/24`,
 //! `2001:db8::/32`; a bare address is a host).
@@ -44,14 +49,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use anyhow::Context;
 use clap::Parser;
 use controller::registry::Prefix;
-use nf_sdk::{Event, Nf, NfBuilder, NfError, Verdict};
+use nf_sdk::cli::{self, Common, Exit};
+use nf_sdk::{Event, NfBuilder, Verdict};
 use serde::Serialize;
 use ustack::event::{FLOW_END, FLOW_TCP_CLOSED, FLOW_TCP_ESTABLISHED, FLOW_TCP_RST, FLOW_TCP_TIMEOUT};
 use ustack::wire::{protocol, EtherType, EthernetFrame, Ipv4Packet, Ipv6Packet, TcpFlags, TcpPacket, VlanTag};
@@ -65,15 +70,8 @@ struct Args {
     /// Most flows remembered; the oldest is forgotten past it.
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
     max_flows: u64,
-    /// Runtime instance (socket /run/ubox/<instance>.sock); default $UBOX_INSTANCE or `ubox`.
-    #[arg(long)]
-    instance: Option<String>,
-    /// Control socket path; wins over --instance; default $UBOX_SOCKET.
-    #[arg(long)]
-    socket: Option<PathBuf>,
-    /// NF name to register under.
-    #[arg(long, default_value = "stateful-firewall")]
-    name: String,
+    #[command(flatten)]
+    common: Common,
     /// Write the counters as JSON to this file on exit.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -183,6 +181,11 @@ impl<K: Copy + Eq + std::hash::Hash, V> BoundedMap<K, V> {
     fn len(&self) -> usize {
         self.map.len()
     }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
 }
 
 /// Flow ids are unique per worker only.
@@ -270,6 +273,11 @@ impl Firewall {
         }
     }
 
+    /// Forgets every allowed flow, keeping the counters (see `--reconnect`).
+    pub fn forget_flows(&mut self) {
+        self.flows.clear();
+    }
+
     /// The counters so far.
     pub fn report(&self) -> Report {
         Report { evicted: self.flows.evicted, tracked: self.flows.len() as u64, ..self.counts }
@@ -281,10 +289,11 @@ fn lock(fw: &Mutex<Firewall>) -> MutexGuard<'_, Firewall> {
 }
 
 /// The firewall NF on top of `builder`: verdicts on `PKT/TCP`, state from
-/// `FLOW/TCP` and `FLOW/END`.
+/// `FLOW/TCP` and `FLOW/END`; registered again, it forgets its flows.
 pub fn firewall_nf(builder: NfBuilder, fw: Arc<Mutex<Firewall>>) -> NfBuilder {
-    let (pkt, tcp, end) = (Arc::clone(&fw), Arc::clone(&fw), fw);
+    let (pkt, tcp, end, again) = (Arc::clone(&fw), Arc::clone(&fw), Arc::clone(&fw), fw);
     builder
+        .on_reregister(move |_| lock(&again).forget_flows())
         .version(env!("CARGO_PKG_VERSION"))
         .modifies_packets(false)
         .subscribe("PKT/TCP", move |ev: &Event<'_>| {
@@ -301,48 +310,35 @@ pub fn firewall_nf(builder: NfBuilder, fw: Arc<Mutex<Firewall>>) -> NfBuilder {
         })
 }
 
-fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
-    let text = serde_json::to_string(report).context("serialising the report")?;
-    std::fs::write(path, text + "\n").with_context(|| format!("writing --json-out {}", path.display()))
-}
-
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("stateful-firewall: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::main("stateful-firewall", run)
 }
 
-/// `NfError` messages already say what and how to fix, source included.
-fn one_line(e: NfError) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
-}
-
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: Args) -> Result<(), Exit> {
     let fw = Arc::new(Mutex::new(Firewall::new(args.inside.clone(), args.max_flows as usize)));
-    let builder =
-        firewall_nf(Nf::builder(&args.name), Arc::clone(&fw)).target(args.instance.as_deref(), args.socket.as_deref());
-    let mut nf = builder.connect().map_err(one_line)?;
+    let mut nf = cli::connect(firewall_nf(args.common.builder(), Arc::clone(&fw)), &args.common)?;
     let inside: Vec<String> = args.inside.iter().map(ToString::to_string).collect();
-    eprintln!(
-        "stateful-firewall: inside {}; registered as NF {} on {}; Ctrl-C to stop",
+    tracing::info!(
+        "inside {}; registered as NF {} on {}; Ctrl-C to stop",
         inside.join(", "),
         nf.id(),
         nf.socket().display()
     );
-    let result = nf.run();
+    let result = cli::run(&mut nf, &args.common);
     let r = lock(&fw).report();
-    eprintln!(
-        "stateful-firewall: {} flows allowed ({} established), {} unsolicited SYNs, {} stray; {} passed, {} dropped",
-        r.allowed_flows, r.established, r.unsolicited_syn, r.stray, r.passed, r.dropped
+    tracing::info!(
+        "{} flows allowed ({} established), {} unsolicited SYNs, {} stray; {} passed, {} dropped",
+        r.allowed_flows,
+        r.established,
+        r.unsolicited_syn,
+        r.stray,
+        r.passed,
+        r.dropped
     );
     if let Some(path) = &args.json_out {
-        write_json(path, &r)?;
+        cli::write_json_line(path, &r)?;
     }
-    result.map_err(one_line)?;
+    result?;
     Ok(())
 }
 
@@ -350,6 +346,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use nf_sdk::testing::FakeRuntime;
+    use nf_sdk::Nf;
     use std::time::Duration;
     use ubox_shm::event::{VERDICT_DROP, VERDICT_PASS};
     use ustack::event::{FLOW_TCP_FIN, PKT_TCP};
@@ -416,6 +413,32 @@ mod tests {
 
     fn firewall(max_flows: usize) -> Firewall {
         Firewall::new(vec!["10.10.0.0/24".parse().unwrap(), "2001:db8:1::/48".parse().unwrap()], max_flows)
+    }
+
+    /// After registering again (a restarted runtime, whose flow ids are
+    /// new), a flow id the inside had opened no longer lets anything in.
+    #[test]
+    fn registering_again_forgets_the_flows() {
+        let mut rt = FakeRuntime::start().unwrap();
+        let dir = rt.dir().to_owned();
+        let fw = Arc::new(Mutex::new(firewall(16)));
+        let b = firewall_nf(Nf::builder("sfw").socket(rt.socket()).handle_signals(false), Arc::clone(&fw));
+        let mut nf = b.connect().unwrap();
+        let stop = nf.stop_handle();
+        let t = std::thread::spawn(move || nf.run_reconnecting());
+        rt.publish(PKT_TCP, 1, &v4(IN, 40000, OUT, 80, SYN, &[])).unwrap();
+        rt.publish(PKT_TCP, 1, &v4(OUT, 80, IN, 40000, SYN_ACK, &[])).unwrap();
+        let v: Vec<u8> = rt.wait_verdicts(2, Duration::from_secs(10)).into_iter().map(|(_, v)| v).collect();
+        assert_eq!(v, [VERDICT_PASS, VERDICT_PASS]);
+        drop(rt);
+        let mut rt = FakeRuntime::start_in(&dir).unwrap();
+        assert!(rt.wait_registered(Duration::from_secs(5)), "the NF did not register again");
+        rt.publish(PKT_TCP, 1, &v4(OUT, 80, IN, 40000, PSH_ACK, &[])).unwrap();
+        assert_eq!(rt.wait_verdicts(1, Duration::from_secs(10))[0].1, VERDICT_DROP, "an old flow id let a segment in");
+        stop.stop();
+        t.join().unwrap().unwrap();
+        let r = lock(&fw).report();
+        assert_eq!((r.allowed_flows, r.stray, r.passed, r.dropped, r.tracked), (1, 1, 2, 1, 0), "counters kept");
     }
 
     #[test]
@@ -541,7 +564,7 @@ mod tests {
 
         let r = lock(&fw).report();
         let path = std::env::temp_dir().join(format!("stateful-firewall-test-{}.json", std::process::id()));
-        write_json(&path, &r).unwrap();
+        cli::write_json_line(&path, &r).unwrap();
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert_eq!(

@@ -538,12 +538,13 @@ fn serve_one(
         (Response::Registered(_), Some(m)) => if m.modifies_packets { grants.1 } else { grants.0 }.into_files(),
         _ => Vec::new(),
     };
+    // The manifest is known before the NF has its answer: a test that
+    // looks at it right after connect() returns finds it.
+    shared.lock().unwrap_or_else(|e| e.into_inner()).manifest = manifest;
     let sent = if files.is_empty() { Ok(0) } else { ubox_shm::pass::send_with_files(&stream, out.as_bytes(), &files) };
     let _ = sent.and_then(|n| (&stream).write_all(&out.as_bytes()[n..]));
     let _ = stream.set_nonblocking(true);
-    let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-    s.manifest = manifest;
-    s.control = Some(stream);
+    shared.lock().unwrap_or_else(|e| e.into_inner()).control = Some(stream);
 }
 
 /// The session the real controller's registry would give `manifest`.

@@ -51,6 +51,7 @@
 //! member that is absent or died, drops it, but only after every member
 //! that holds it has answered (they read its bytes meanwhile).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -764,7 +765,7 @@ impl<'a> Dispatcher<'a> {
         flow_id: u64,
         side: Side,
         dir: ustack::flow::Direction,
-        out: usize,
+        ports: (usize, usize),
     ) -> MonitorVerdict {
         if !self.mon.contains(flow_id) {
             let needs = self.needs(flow_tag);
@@ -788,7 +789,7 @@ impl<'a> Dispatcher<'a> {
                 return MonitorVerdict::Forward;
             }
         }
-        let seg = self.mon.segment(self.arena, flow_id, m.data(), l4, side, dir, out, self.now_ns);
+        let seg = self.mon.segment(self.arena, flow_id, m.data(), l4, side, dir, ports, self.now_ns);
         if self.mon.no_buffer > 0 {
             self.counters.mon_no_buffer.add(std::mem::take(&mut self.mon.no_buffer));
         }
@@ -1539,7 +1540,11 @@ impl<'a> Dispatcher<'a> {
             self.record = bytes;
             let policy = self.table.policy_slot.load(Ordering::Acquire) as usize == k;
             match (dest, policy, self.splice.is_some()) {
-                (Some(d), true, true) => self.splice_dest(h.flow_id, &d, emit),
+                (Some(d), true, true) => {
+                    // Named by its flow-table id (or the splicer's own).
+                    let id = self.splice.as_ref().and_then(|s| s.by_table.get(&h.flow_id)).copied();
+                    self.splice_dest(id.unwrap_or(h.flow_id), &d, emit)
+                }
                 _ => slot.count(NfCount::BadPublish, 1),
             }
             return;
@@ -1693,6 +1698,17 @@ pub struct SpliceSide {
     /// this one has applied.
     neighbours: Arc<Neighbours>,
     seen: u64,
+    /// Frames the splicer sent toward clients, for the worker to pass
+    /// through the flow table, the monitor and the chains (those of
+    /// connections the table knows) on their way out.
+    to_client: Vec<Mbuf>,
+    /// Flow-table ids of connections to a VIP (by flow key), and the
+    /// splicer's id of each one the policy was asked about (by flow-table
+    /// id): the policy's `FLOW_REQ`, `FLOW_DEST` and `FLOW_END` name a
+    /// spliced connection by the same id as its `FLOW/TCP` and `DATA_RDY`
+    /// events. Bounded (see [`SpliceSide::MAX_IDS`]).
+    table_ids: HashMap<FlowKey, u64>,
+    by_table: HashMap<u64, u64>,
 }
 
 impl SpliceSide {
@@ -1702,7 +1718,27 @@ impl SpliceSide {
         backend_port: usize,
         neighbours: Arc<Neighbours>,
     ) -> SpliceSide {
-        SpliceSide { sp, out: ustack::splice::Out::default(), client_port, backend_port, neighbours, seen: 0 }
+        SpliceSide {
+            sp,
+            out: ustack::splice::Out::default(),
+            client_port,
+            backend_port,
+            neighbours,
+            seen: 0,
+            to_client: Vec::new(),
+            table_ids: HashMap::new(),
+            by_table: HashMap::new(),
+        }
+    }
+
+    /// At most this many more ids kept than the splicer has flows (ids of
+    /// connections the splicer refused or never heard of again); past it
+    /// the stale ones go (live ones are kept).
+    const MAX_IDS: usize = 1024;
+
+    /// The client's view of a connection the splicer names.
+    fn key_of(client: (std::net::Ipv4Addr, u16), vip: (std::net::Ipv4Addr, u16)) -> FlowKey {
+        FlowKey::from_v4(client.0, client.1, vip.0, vip.1, 6).0
     }
 }
 
@@ -1756,6 +1792,31 @@ impl Dispatcher<'_> {
     #[inline]
     pub fn splice_claims(&self, frame: &[u8]) -> Option<ustack::splice::Source> {
         self.splice.as_ref()?.sp.claims(frame)
+    }
+
+    /// Whether a client's frame to a VIP may have flow state (the table,
+    /// chains, the monitor): see [`ustack::splice::Splicer::admits`].
+    #[inline]
+    pub fn splice_admits(&self, frame: &[u8]) -> bool {
+        self.splice.as_ref().is_some_and(|s| s.sp.admits(frame, self.now_ns))
+    }
+
+    /// A connection to a VIP entered the flow table as `id`.
+    pub fn splice_flow_started(&mut self, key: &FlowKey, id: u64) {
+        let Some(s) = self.splice.as_mut() else { return };
+        if s.table_ids.len() >= s.sp.len() + SpliceSide::MAX_IDS {
+            // Keep the ids of connections the policy was asked about.
+            let live: std::collections::HashSet<u64> = s.by_table.keys().copied().collect();
+            s.table_ids.retain(|_, id| live.contains(id));
+        }
+        s.table_ids.insert(*key, id);
+    }
+
+    /// The frames the splicer sent toward clients since the last call.
+    pub fn splice_to_client(&mut self, into: &mut Vec<Mbuf>) {
+        if let Some(s) = self.splice.as_mut() {
+            into.append(&mut s.to_client);
+        }
     }
 
     /// A frame the splicer claimed.
@@ -1838,16 +1899,19 @@ impl Dispatcher<'_> {
             if s.out.is_empty() {
                 break;
             }
-            let (cp, bp) = (s.client_port, s.backend_port);
-            let port = |t: ustack::splice::Toward| if t == ustack::splice::Toward::Client { cp } else { bp };
+            let bp = s.backend_port;
             let mut out = std::mem::take(&mut s.out);
             for (m, t) in out.tx.drain(..) {
-                emit(m, port(t));
+                match t {
+                    ustack::splice::Toward::Client => s.to_client.push(m),
+                    ustack::splice::Toward::Backend => emit(m, bp),
+                }
             }
             for (bytes, t) in out.made.drain(..) {
-                match self.mbufs.alloc_frame(&bytes) {
-                    Some(m) => emit(m, port(t)),
-                    None => self.counters.drop_runtime(RuntimeDrop::NoMbuf),
+                match (self.mbufs.alloc_frame(&bytes), t) {
+                    (Some(m), ustack::splice::Toward::Client) => s.to_client.push(m),
+                    (Some(m), ustack::splice::Toward::Backend) => emit(m, bp),
+                    (None, _) => self.counters.drop_runtime(RuntimeDrop::NoMbuf),
                 }
             }
             for ask in out.asks.drain(..) {
@@ -1888,6 +1952,7 @@ impl Dispatcher<'_> {
     /// `FLOW_REQ` to the policy NF, the held request as its packet.
     fn splice_ask(&mut self, ask: &ustack::splice::Ask) -> bool {
         let Some(k) = self.policy(event::FLOW_REQ) else { return false };
+        let flow_id = self.splice_table_id(ask.flow_id, ask.client, ask.vip);
         let Some(frame) = self.splice.as_ref().and_then(|s| s.sp.held_frame(ask.flow_id)) else { return false };
         let data = frame.data();
         let Some(req) = data.get(ask.payload.clone()) else { return false };
@@ -1910,7 +1975,7 @@ impl Dispatcher<'_> {
         };
         let h = EventHeader {
             type_id: event::FLOW_REQ.raw(),
-            flow_id: ask.flow_id,
+            flow_id,
             pkt_off: if pkt_off == 0 { 0 } else { pkt_off },
             pkt_len: if pkt_off == 0 { 0 } else { req.len() as u32 },
             worker: self.w as u8,
@@ -1923,9 +1988,36 @@ impl Dispatcher<'_> {
         self.notice(k, None, &h, &bytes, None)
     }
 
+    /// The id the policy knows splicer flow `id` by: its flow-table id, when
+    /// the connection has one (noted for the answer), else the splicer's.
+    fn splice_table_id(&mut self, id: u64, client: (std::net::Ipv4Addr, u16), vip: (std::net::Ipv4Addr, u16)) -> u64 {
+        let Some(s) = self.splice.as_mut() else { return id };
+        match s.table_ids.get(&SpliceSide::key_of(client, vip)) {
+            Some(&t) => {
+                s.by_table.insert(t, id);
+                t
+            }
+            None => id,
+        }
+    }
+
     /// `FLOW/END` of a spliced connection to the policy NF.
     fn splice_ended(&mut self, e: &ustack::splice::Ended) {
         use ustack::splice::EndWhy;
+        let flow_id = match self.splice.as_mut() {
+            Some(s) => match s.table_ids.remove(&SpliceSide::key_of(e.client, e.vip)) {
+                Some(t) if s.by_table.get(&t) == Some(&e.flow_id) => {
+                    s.by_table.remove(&t);
+                    t
+                }
+                Some(t) => {
+                    s.table_ids.insert(SpliceSide::key_of(e.client, e.vip), t);
+                    e.flow_id
+                }
+                None => e.flow_id,
+            },
+            None => return,
+        };
         let Some(k) = self.policy(event::FLOW_END) else { return };
         let fe = FlowEnd {
             client_addr: mapped(e.client.0),
@@ -1953,7 +2045,7 @@ impl Dispatcher<'_> {
         };
         let h = EventHeader {
             type_id: event::FLOW_END.raw(),
-            flow_id: e.flow_id,
+            flow_id,
             worker: self.w as u8,
             side: SIDE_CLIENT,
             ..EventHeader::default()

@@ -167,14 +167,33 @@ fn answer(pins: &mut VecDeque<(u64, u32)>, end: u64) -> Option<u64> {
 }
 
 /// Where to send a frame impersonating one side: its Ethernet header (as
-/// the side's last frame had it), its address and port, and the port its
-/// frames leave the box by.
+/// the side's first frame had it), its address and port, the port its
+/// frames leave the box by and the one they come in by.
 #[derive(Clone, Copy, Default)]
 struct Endpoint {
     l2: [u8; 18],
     l2_len: u8,
     addr: Option<(IpAddr, u16)>,
     out_port: u8,
+    in_port: u8,
+}
+
+impl Endpoint {
+    /// The other end of `key`, as far as this (seen) end tells: toward it
+    /// by this end's in-port, with the Ethernet addresses swapped. For a
+    /// side never seen (a spliced connection whose server has sent nothing
+    /// yet: the splicer answered the handshake).
+    fn peer_of(&self, key: &FlowKey) -> Option<Endpoint> {
+        let a = self.addr?;
+        let mut e = Endpoint { addr: Some(if key.lo() == a { key.hi() } else { key.lo() }), ..*self };
+        e.out_port = self.in_port;
+        e.in_port = self.out_port;
+        if self.l2_len >= 12 {
+            e.l2[..6].copy_from_slice(&self.l2[6..12]);
+            e.l2[6..12].copy_from_slice(&self.l2[..6]);
+        }
+        Some(e)
+    }
 }
 
 /// Monitor state of one flow.
@@ -523,8 +542,8 @@ impl Monitor {
     }
 
     /// Feeds one segment of `flow_id` (`l4` = TCP header and payload) sent
-    /// by `side` (in direction `dir` of the flow key), which leaves the box
-    /// by `out_port`.
+    /// by `side` (in direction `dir` of the flow key), which came in by
+    /// `ports.0` and leaves the box by `ports.1`.
     /// Says what to do with it; what to publish is in `reports`.
     #[allow(clippy::too_many_arguments)]
     pub fn segment(
@@ -535,7 +554,7 @@ impl Monitor {
         l4: std::ops::Range<usize>,
         side: Side,
         dir: ustack::flow::Direction,
-        out_port: usize,
+        (in_port, out_port): (usize, usize),
         now: u64,
     ) -> Seg {
         self.reports.clear();
@@ -557,6 +576,7 @@ impl Monitor {
             }
             e.addr = Some(f.key.endpoints(dir).0);
             e.out_port = out_port as u8;
+            e.in_port = in_port as u8;
         }
         // A side's first payload byte takes its ring.
         let mut no_ring = false;
@@ -908,8 +928,16 @@ impl Monitor {
         // To the server, impersonating the client (leaves by the client's
         // frames' port), and the other way round.
         for (rst, from, to) in [(t.to_server, 0, 1), (t.to_client, 1, 0)] {
-            let (Some(rst), Some(src), Some(dst)) = (rst, f.ends[from].addr, f.ends[to].addr) else { continue };
-            let e = &f.ends[from];
+            let end = |i: usize| {
+                let e = &f.ends[i];
+                if e.addr.is_some() {
+                    Some(*e)
+                } else {
+                    f.ends[1 - i].peer_of(&f.key)
+                }
+            };
+            let (Some(rst), Some(e), Some(dst)) = (rst, end(from), end(to).and_then(|e| e.addr)) else { continue };
+            let Some(src) = e.addr else { continue };
             for seq in std::iter::once(rst.seq).chain(rst.alt_seq) {
                 let mut buf = vec![0u8; 128];
                 if let Some(n) = ustack::l3::build_tcp_segment(
@@ -1046,7 +1074,7 @@ mod tests {
         fn seg(&mut self, id: u64, side: Side, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Seg {
             let f = frame(seq, ack, flags, payload);
             let dir = if side == Side::Client { self.dir } else { self.dir.reverse() };
-            self.mon.segment(&self.arena, id, &f, 34..f.len(), side, dir, 1, 0)
+            self.mon.segment(&self.arena, id, &f, 34..f.len(), side, dir, (0, 1), 0)
         }
 
         fn due(&mut self) -> Vec<DataReady> {
@@ -1073,6 +1101,30 @@ mod tests {
 
     fn data_reports(r: &[Report]) -> usize {
         r.iter().filter(|r| matches!(r, Report::Data(..))).count()
+    }
+
+    #[test]
+    fn a_terminated_flow_whose_server_sent_nothing_still_resets_both_ends() {
+        // A spliced connection: the splicer answered the handshake, so the
+        // monitor has seen only the client (in by port 0, out by port 2).
+        let mut h = h("term1");
+        assert!(h.mon.open(1, 1, h.key, Needs { tcp: true, client: true, server: false }, true));
+        let mut f = frame(1001, 7001, ACK, b"GET /");
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0xb]); // to the box
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xc]); // from the client
+        let seg = h.mon.segment(&h.arena, 1, &f, 34..f.len(), Side::Client, h.dir, (0, 2), 0);
+        assert_eq!(seg, Seg::Forward);
+        let mut frames = Vec::new();
+        assert!(h.mon.terminate(1, 1, &mut |_, _| {}, &mut frames));
+        let ports: Vec<usize> = frames.iter().map(|(_, p)| *p).collect();
+        assert_eq!(ports, [2, 0], "to the server the client's way out, to the client back where it came from");
+        let (to_client, _) = &frames[1];
+        assert_eq!(&to_client[..12], &[2, 0, 0, 0, 0, 0xc, 2, 0, 0, 0, 0, 0xb], "MACs swapped");
+        let ip = ustack::wire::Ipv4Packet::new_checked(&to_client[14..]).unwrap();
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 1)));
+        let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert_eq!((tcp.src_port(), tcp.dst_port(), tcp.seq_number()), (80, 40000, 7001), "at the client's ACK");
+        assert!(tcp.flags().contains(ustack::wire::TcpFlags::RST));
     }
 
     #[test]
@@ -1250,7 +1302,7 @@ mod tests {
         let at = |h: &mut H, now: u64, side, seq, ack, flags| {
             let f = frame(seq, ack, flags, b"");
             let dir = if side == Side::Client { h.dir } else { h.dir.reverse() };
-            h.mon.segment(&h.arena, 1, &f, 34..f.len(), side, dir, 1, now)
+            h.mon.segment(&h.arena, 1, &f, 34..f.len(), side, dir, (0, 1), now)
         };
         at(&mut h, 0, Side::Client, 100, 0, SYN);
         at(&mut h, 0, Side::Server, 500, 101, SYN | ACK);

@@ -88,8 +88,14 @@ pub struct Worker {
     pub splice: Option<crate::dispatch::SpliceSide>,
 }
 
+/// Frames on their way out: one buffer per port, and with a splicer one
+/// more (index `tx.len()`, see [`Worker::splice_pump`]) for client frames
+/// that passed their chain on their way into the splicer.
 struct TxBufs {
     bufs: Vec<Vec<Mbuf>>,
+    /// Frames the splicer sent toward clients, between the splicer and
+    /// the worker's path (reused, to keep its capacity).
+    from_splicer: Vec<Mbuf>,
 }
 
 impl Worker {
@@ -97,7 +103,15 @@ impl Worker {
     pub fn run(mut self, running: &AtomicBool) -> i32 {
         let burst = self.burst.min(MAX_BURST);
         let mut rxb: Vec<Mbuf> = Vec::with_capacity(burst);
-        let mut txb = TxBufs { bufs: (0..self.tx.len()).map(|_| Vec::with_capacity(2 * burst)).collect() };
+        // With a splicer, it is one more port (see `splice_pump`): frames
+        // to it enter the splicer, frames from it go to the clients.
+        let nbufs = self.tx.len() + usize::from(self.splice.is_some());
+        let mut txb =
+            TxBufs { bufs: (0..nbufs).map(|_| Vec::with_capacity(2 * burst)).collect(), from_splicer: Vec::new() };
+        if let Some(s) = &self.splice {
+            self.peer.push(Some(s.client_port));
+            self.local.push(LocalAddrs::default());
+        }
         let nports = self.rx.len();
         let arena = Arc::clone(&self.arena);
         let mut disp = match Dispatcher::new(
@@ -132,16 +146,19 @@ impl Worker {
             disp.tick(tsc, now);
             let answers = {
                 let c = &self.counters;
+                let ntx = self.tx.len();
                 let mut emit = |m: Mbuf, out: usize| {
-                    c.forwarded.add(1);
+                    if out < ntx {
+                        c.forwarded.add(1);
+                    }
                     txb.bufs[out].push(m);
                 };
                 disp.refresh(&mut emit);
                 disp.splice_tick(&mut emit);
-                let answers = disp.poll(&mut emit);
-                disp.flush();
-                answers
+                disp.poll(&mut emit)
             };
+            self.splice_pump(&mut txb, &mut disp, now);
+            disp.flush();
             self.flush(&mut txb);
             if answers > 0 {
                 let t = rdtsc();
@@ -171,6 +188,7 @@ impl Worker {
                     self.handle(m, pi, now, &mut txb, false, &mut disp);
                 }
                 disp.terminate_refused(&mut |m, out| txb.bufs[out].push(m));
+                self.splice_pump(&mut txb, &mut disp, now);
                 disp.flush();
                 self.flush(&mut txb);
                 let t = rdtsc();
@@ -189,6 +207,7 @@ impl Worker {
                         self.handle(m, pi, now, &mut txb, true, &mut disp);
                     }
                     disp.terminate_refused(&mut |m, out| txb.bufs[out].push(m));
+                    self.splice_pump(&mut txb, &mut disp, now);
                     disp.flush();
                     self.flush(&mut txb);
                     let t = rdtsc();
@@ -210,6 +229,7 @@ impl Worker {
             disp.flows_ended();
         }
         disp.splice_shutdown(&mut |m, out| txb.bufs[out].push(m));
+        self.splice_pump(&mut txb, &mut disp, 0);
         self.flush(&mut txb);
         let c = &self.counters;
         self.table.drain(&mut |e| count_event(c, e, &mut disp.ended));
@@ -256,7 +276,15 @@ impl Worker {
         let verdict = l3::process(m.data_mut(), &self.local[in_port]);
         match verdict {
             Verdict::Forward { flow } => {
+                let mut to_splicer = false;
                 if let Some(f) = flow.filter(|f| f.key.proto() == 6 && disp.splice.is_some()) {
+                    if in_port == self.tx.len() && self.table.get(&f.key).is_none() {
+                        // From the splicer, of a connection with no flow
+                        // state (a SYN cookie, a RST to a stranger).
+                        self.counters.forwarded.add(1);
+                        txb.bufs[self.peer[in_port].unwrap_or(0)].push(m);
+                        return;
+                    }
                     if let Some(from) = disp.splice_claims(m.data()) {
                         if self.steering == Steering::Software && self.nworkers > 1 && !handed_over {
                             let owner = FlowSeed::owner(self.table.hash(&f.key), self.nworkers);
@@ -269,18 +297,30 @@ impl Worker {
                                 return;
                             }
                         }
-                        let c = &self.counters;
-                        c.consumed.add(1);
-                        disp.splice_input(m, from, &mut |m, out| {
-                            c.forwarded.add(1);
-                            txb.bufs[out].push(m);
-                        });
-                        return;
+                        if from == ustack::splice::Source::Client && disp.splice_admits(m.data()) {
+                            // A connection the splicer holds (or is about
+                            // to): the flow's path as any other's, to the
+                            // splicer's port.
+                            to_splicer = true;
+                        } else {
+                            let c = &self.counters;
+                            c.consumed.add(1);
+                            disp.splice_input(m, from, &mut |m, out| {
+                                c.forwarded.add(1);
+                                txb.bufs[out].push(m);
+                            });
+                            return;
+                        }
                     }
                 }
-                let Some(out) = self.peer[in_port] else {
-                    self.counters.drop_runtime(RuntimeDrop::NoRoute);
-                    return;
+                let out = if to_splicer {
+                    self.tx.len()
+                } else {
+                    let Some(out) = self.peer[in_port] else {
+                        self.counters.drop_runtime(RuntimeDrop::NoRoute);
+                        return;
+                    };
+                    out
                 };
                 if let Some(f) = flow {
                     let c = &self.counters;
@@ -318,6 +358,9 @@ impl Worker {
                         if let Some(t) = self.table.last_tag_mut() {
                             *t = disp.assign(&f.key);
                         }
+                        if to_splicer {
+                            disp.splice_flow_started(&f.key, id);
+                        }
                     }
                     if disp.active() {
                         let Some(&mut mut flow_tag) = self.table.last_tag_mut() else { return };
@@ -334,7 +377,7 @@ impl Worker {
                         }
                         if flow_tag & crate::dispatch::MONITORED != 0 {
                             let l4 = usize::from(f.l4_offset)..usize::from(f.l4_offset) + usize::from(f.ip_payload_len);
-                            match disp.monitor(&m, l4.clone(), flow_tag, &f.key, id, side, f.dir, out) {
+                            match disp.monitor(&m, l4.clone(), flow_tag, &f.key, id, side, f.dir, (in_port, out)) {
                                 MonitorVerdict::Forward => {}
                                 MonitorVerdict::Terminated => {
                                     self.counters.drop_runtime(RuntimeDrop::TcpTerminated);
@@ -359,7 +402,9 @@ impl Worker {
                         }
                         match disp.start(m, out, flow_tag, &f.key, id, side) {
                             Outcome::Forward(m, out) => {
-                                self.counters.forwarded.add(1);
+                                if out < self.tx.len() {
+                                    self.counters.forwarded.add(1);
+                                }
                                 txb.bufs[out].push(m);
                             }
                             Outcome::Taken => {}
@@ -368,7 +413,9 @@ impl Worker {
                         return;
                     }
                 }
-                self.counters.forwarded.add(1);
+                if out < self.tx.len() {
+                    self.counters.forwarded.add(1);
+                }
                 txb.bufs[out].push(m);
             }
             Verdict::Reply => {
@@ -380,8 +427,46 @@ impl Worker {
         }
     }
 
+    /// Moves frames between the splicer and the rest of the worker: client
+    /// frames that passed their chain (in the splicer port's buffer) go
+    /// into the splicer, and what it sends toward clients goes the way of
+    /// a frame received on the splicer's port (the flow table, the monitor
+    /// and the chain of its connection, then the client port). Bounded
+    /// rounds; what is left waits for the next call.
+    fn splice_pump(&mut self, txb: &mut TxBufs, disp: &mut Dispatcher<'_>, now: u64) {
+        if disp.splice.is_none() {
+            return;
+        }
+        let sp = self.tx.len();
+        for _ in 0..8 {
+            let mut into = std::mem::take(&mut txb.bufs[sp]);
+            let c = &self.counters;
+            for m in into.drain(..) {
+                c.consumed.add(1);
+                disp.splice_input(m, ustack::splice::Source::Client, &mut |m, out| {
+                    c.forwarded.add(1);
+                    txb.bufs[out].push(m);
+                });
+            }
+            txb.bufs[sp] = into;
+            let mut from = std::mem::take(&mut txb.from_splicer);
+            disp.splice_to_client(&mut from);
+            if from.is_empty() {
+                txb.from_splicer = from;
+                if txb.bufs[sp].is_empty() {
+                    return;
+                }
+                continue;
+            }
+            for m in from.drain(..) {
+                self.handle(m, sp, now, txb, true, disp);
+            }
+            txb.from_splicer = from;
+        }
+    }
+
     fn flush(&mut self, txb: &mut TxBufs) {
-        for (pi, buf) in txb.bufs.iter_mut().enumerate() {
+        for (pi, buf) in txb.bufs.iter_mut().enumerate().take(self.tx.len()) {
             if buf.is_empty() {
                 continue;
             }

@@ -782,6 +782,22 @@ impl<F: Frame> Splicer<F> {
         self.cfg.vips.iter().any(|&(a, p)| a == dst && p == dport).then_some(Source::Client)
     }
 
+    /// Whether a client's segment to a VIP is part of a connection the
+    /// splicer holds, or is the ACK that completes one (a fresh, valid SYN
+    /// cookie): what the runtime may give flow state, chains and the
+    /// monitor. SYNs, and ACKs with a bad or stale cookie, are not: a
+    /// flood of them must cost no state anywhere. Changes nothing.
+    pub fn admits(&self, frame: &[u8], now: u64) -> bool {
+        let Some(s) = Seg::parse(frame) else { return false };
+        if self.by_client.contains_key(&(s.src.to_bits(), s.sport, s.dst.to_bits(), s.dport)) {
+            return true;
+        }
+        s.flags & (SYN | RST | ACK) == ACK
+            && self
+                .check_cookie((s.src, s.sport), (s.dst, s.dport), s.seq.wrapping_sub(1), s.ack.wrapping_sub(1), now)
+                .is_some()
+    }
+
     /// Learns a neighbour (from any ARP frame seen); flows waiting for its
     /// MAC send their SYN.
     pub fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6], now: u64, out: &mut Out<F>) {
@@ -1951,6 +1967,7 @@ mod tests {
     fn bad_cookies_are_reset_and_make_no_state() {
         let mut sp = splicer();
         let mut out = Out::default();
+        assert!(!sp.admits(&from_client(5000, 12345, ACK, &[], b"GET /"), 0));
         sp.from_client(from_client(5000, 12345, ACK, &[], b"GET /"), 0, &mut out);
         let (rst, _) = out.made.pop().unwrap();
         let s = Seg::parse(&rst).unwrap();
@@ -1959,10 +1976,18 @@ mod tests {
         // A cookie from a SYN long ago is stale.
         sp.from_client(from_client(1000, 0, SYN, &syn_opts(None, None), &[]), 0, &mut out);
         let cookie = Seg::parse(&out.made.pop().unwrap().0).unwrap().seq;
+        // What the runtime gives flow state: not SYNs, not bad or stale
+        // cookies; the completing ACK and what follows on its connection.
+        assert!(!sp.admits(&from_client(1000, 0, SYN, &syn_opts(None, None), &[]), 0));
+        assert!(!sp.admits(&from_client(1001, cookie + 2, ACK, &[], &[]), COOKIE_PERIOD));
+        assert!(!sp.admits(&from_client(1001, cookie + 1, ACK | RST, &[], &[]), COOKIE_PERIOD));
+        assert!(!sp.admits(&from_client(1001, cookie + 1, ACK, &[], &[]), 4 * COOKIE_PERIOD));
+        assert!(sp.admits(&from_client(1001, cookie + 1, ACK, &[], &[]), COOKIE_PERIOD));
         sp.from_client(from_client(1001, cookie + 1, ACK, &[], &[]), 4 * COOKIE_PERIOD, &mut out);
         assert_eq!((sp.counters.cookies_bad, sp.len()), (2, 0));
         sp.from_client(from_client(1001, cookie + 1, ACK, &[], &[]), COOKIE_PERIOD, &mut out);
         assert_eq!((sp.counters.cookies_ok, sp.len()), (1, 1));
+        assert!(sp.admits(&from_client(1001, 0, RST, &[], &[]), COOKIE_PERIOD), "its connection's segments, any");
     }
 
     #[test]

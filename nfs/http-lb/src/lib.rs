@@ -143,7 +143,7 @@ pub mod rules;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use nf_sdk::{Event, FlowDest, NfBuilder, Verdict, DEST_RESET};
+use nf_sdk::{Event, FlowDest, NfBuilder, Verdict, DEST_CONNECT, DEST_RESET};
 
 pub use balancer::{Balancer, Report};
 pub use rules::{Rules, RulesError};
@@ -194,6 +194,25 @@ impl Shared {
                 FlowDest { action: DEST_RESET, ..FlowDest::default() }
             }
         };
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // `UBOX_LOG=debug`: one line per decision, named by the flow id
+            // the runtime's other events about the connection carry.
+            let bytes = ev.packet().unwrap_or_default();
+            let line = bytes.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
+            let line = String::from_utf8_lossy(&line[..line.len().min(200)]);
+            let to = std::net::Ipv6Addr::from(dest.addr).to_ipv4_mapped();
+            tracing::debug!(
+                "flow {}:{} \"{}\" -> {}",
+                ev.worker(),
+                ev.flow_id(),
+                line.escape_debug(),
+                match (dest.action, to) {
+                    (DEST_CONNECT, Some(a)) => format!("{a}:{}", dest.port),
+                    (DEST_RESET, _) => "reset".to_string(),
+                    _ => "503".to_string(),
+                }
+            );
+        }
         if ev.answer_dest(&dest).is_err() {
             lb.count_publish_error();
         }

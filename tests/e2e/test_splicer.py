@@ -171,8 +171,11 @@ def test_spliced_connections_go_through_the_chain_and_the_monitor(testbed, runti
         sigs = tdir / "ids.rules"
         sigs.write_text('alert resp-sig server "splice-server-signature"\nterminate kill-sig client "kill-me-now"\n')
         ids = nf(rt, "ids", "--rules", sigs, "--json-out", tdir / "ids.json")
-        rt.wait_nf_state({"http-lb": "running", "ids": "running"})
-        rt.apply_chain(tdir / "chain.toml", '[[chain]]\nname = "inspect"\nnfs = ["ids"]\n[chain.match]\nprotocol = "tcp"\n')
+        counter = nf(rt, "counter", "--json-out", tdir / "counter.json")
+        rt.wait_nf_state({"http-lb": "running", "ids": "running", "counter": "running"})
+        # counter takes every packet (PKT events, held until its verdict), ids the streams.
+        rt.apply_chain(tdir / "chain.toml",
+                       '[[chain]]\nname = "inspect"\nnfs = ["counter", "ids"]\n[chain.match]\nprotocol = "tcp"\n')
         assert get(traffic, "/who.txt", host="two.test") == (0, "two")
         assert get(traffic, "/one/who.txt") == (0, "one")
         out = tdir / "sig.out"
@@ -189,9 +192,11 @@ def test_spliced_connections_go_through_the_chain_and_the_monitor(testbed, runti
         st = rt.stats(tdir / "stats.json")
         counts, _ = splicer_counts(rt)
         ids.stop()
+        counter.stop()
         lb.stop()
         assert rt.stop() == 0
         res = load(tdir / "ids.json")
+        pkts = {f["flow_id"]: f for f in load(tdir / "counter.json")["flows"]}
         mon = [w["monitor"] for w in st["workers"]]
         flows = sum(w["flows"]["started"] for w in st["workers"])
         print(f"    alerts {res['alerts']}; scanned {res['bytes_scanned']} bytes; monitor flows "
@@ -201,6 +206,10 @@ def test_spliced_connections_go_through_the_chain_and_the_monitor(testbed, runti
         assert sorted(a["rule"] for a in res["alerts"]) == ["kill-sig", "resp-sig"], res["alerts"]
         assert alerts["resp-sig"]["side"] == "server" and alerts["kill-sig"]["side"] == "client"
         assert res["bytes_scanned"] >= len(body), "the response stream was reassembled whole"
+        # Every packet of the download, both ways, passed counter's verdict.
+        dl = pkts.get(alerts["resp-sig"]["flow_id"], {})
+        print(f"    counter: {dl}")
+        assert dl.get("bytes", 0) > len(body) and dl.get("packets", 0) > len(body) / 1500, dl
         # One flow-table flow and one monitored connection per request.
         assert flows == 4 and sum(m["flows"] for m in mon) == 4, (flows, mon)
         assert sum(m["rsts"] for m in mon) >= 2, "an RST to each end"

@@ -454,6 +454,11 @@ pub struct MonitorStats {
     /// (ring full, no event slot), made again at a later flush.
     #[serde(default)]
     pub data_deferred: u64,
+    /// Flows that ended with stream bytes never announced: a `fail-closed`
+    /// reader stayed without room through the wait at the close (2 s past
+    /// the linger), or the flow idled out or was evicted meanwhile.
+    #[serde(default)]
+    pub data_unannounced: u64,
     /// What the monitor saw of the segments, summed over flows.
     #[serde(default)]
     pub segments: MonitorSegments,
@@ -678,7 +683,7 @@ impl Stats {
             let w0 = &self.workers[0].monitor;
             out.push_str(&format!(
                 "tcp monitor: {} flows now, {} in all, {} evicted (closed or half-open) and {} refused at max_flows, {} sides without a ring, {} packets passed unmonitored, {} RSTs sent, {} sides stopped reassembling, \
-                 {} restarts on reused ports ({} rings kept for readers), {} DATA_RDY announcements ({} held back for a fail-closed reader without room); {} B state per flow + {} B and a {} KiB ring per reassembled side\n",
+                 {} restarts on reused ports ({} rings kept for readers), {} DATA_RDY announcements ({} held back for a fail-closed reader without room, {} flows ended with bytes never announced); {} B state per flow + {} B and a {} KiB ring per reassembled side\n",
                 self.workers.iter().map(|w| w.monitor.active).sum::<u64>(),
                 mon,
                 self.workers.iter().map(|w| w.monitor.evicted).sum::<u64>(),
@@ -691,6 +696,7 @@ impl Stats {
                 self.workers.iter().map(|w| w.monitor.rings_retired).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.data_events).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.data_deferred).sum::<u64>(),
+                self.workers.iter().map(|w| w.monitor.data_unannounced).sum::<u64>(),
                 w0.state_bytes_per_flow,
                 w0.state_bytes_per_side,
                 w0.ring_bytes / 1024

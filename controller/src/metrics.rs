@@ -353,6 +353,12 @@ const WORKER: &[M<WorkerStats>] = &[
         get: |w| V::N(w.monitor.data_deferred),
     },
     M {
+        name: "ubox_monitor_flows_unannounced_total",
+        kind: C,
+        help: "Flows that ended with stream bytes never announced to a fail-closed reader that stayed without room.",
+        get: |w| V::N(w.monitor.data_unannounced),
+    },
+    M {
         name: "ubox_monitor_retransmitted_segments_total",
         kind: C,
         help: "Segments below the highest sequence their sender had sent: retransmissions and late segments of a reordering.",

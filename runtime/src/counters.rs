@@ -207,6 +207,7 @@ pub struct WorkerCounters {
     /// `DATA_RDY` announcements held back for a `fail-closed` reader with
     /// no room, and made again later.
     pub mon_deferred: Counter,
+    pub mon_unannounced: Counter,
     /// The monitor's segment counters (`monitor::SegTally`, as an array).
     pub mon_tally: [Counter; crate::monitor::TALLY_FIELDS],
     /// The TCP splicer: flows now, segments held, its counters by field.
@@ -259,6 +260,7 @@ impl WorkerCounters {
             mon_stopped: Counter::default(),
             mon_data_events: Counter::default(),
             mon_deferred: Counter::default(),
+            mon_unannounced: Counter::default(),
             mon_tally: Default::default(),
             splice_active: Counter::default(),
             splice_held: Counter::default(),

@@ -848,6 +848,9 @@ impl<'a> Dispatcher<'a> {
     /// Monitored connections closed `monitor.linger_ms` ago: their flows
     /// go to [`to_end`](Self::to_end). Once per loop.
     pub fn closed_due(&mut self) {
+        if self.mon.unannounced > 0 {
+            self.counters.mon_unannounced.add(std::mem::take(&mut self.mon.unannounced));
+        }
         self.mon.closed_due(self.now_ns, &mut self.closed);
         self.to_end.extend(self.closed.drain(..).map(|k| (k, EndReason::Closed)));
     }

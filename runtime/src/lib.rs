@@ -803,6 +803,7 @@ fn collect_stats(
                 reasm_stopped: c.mon_stopped.get(),
                 data_events: c.mon_data_events.get(),
                 data_deferred: c.mon_deferred.get(),
+                data_unannounced: c.mon_unannounced.get(),
                 segments: monitor::tally_from_array(std::array::from_fn(|i| c.mon_tally[i].get())),
                 state_bytes_per_flow: monitor::Monitor::flow_bytes() as u64,
                 state_bytes_per_side: monitor::Monitor::side_bytes() as u64,

@@ -166,6 +166,12 @@ fn answer(pins: &mut VecDeque<(u64, u32)>, end: u64) -> Option<u64> {
     released
 }
 
+/// How long a closed connection's end is put off, at a time, while bytes
+/// of it wait to be announced, and how many times: at most 2 s past the
+/// linger.
+const END_WAIT: u64 = 50_000_000;
+const END_WAITS: u8 = 40;
+
 /// Where to send a frame impersonating one side: its Ethernet header (as
 /// the side's first frame had it), its address and port, the port its
 /// frames leave the box by and the one they come in by.
@@ -211,6 +217,9 @@ pub struct MonFlow {
     pub tcp_end: u8,
     /// The flow left the flow table; freed once no NF reads its rings.
     ended: bool,
+    /// Times its end was put off for bytes not yet announced (see
+    /// [`Monitor::closed_due`]).
+    end_waits: u8,
     /// In the monitor's list of flows with an announcement due.
     due: bool,
     /// Which sides the chain wants reassembled.
@@ -365,6 +374,10 @@ pub struct Monitor {
     /// Sides whose reassembly stopped (`FLOW/TCP/REASM_STOPPED`), since the
     /// last look.
     pub stopped: u64,
+    /// Flows that ended with bytes never announced (their reader stayed
+    /// without room past the wait at the close, or the flow was evicted or
+    /// idled out meanwhile), since the last look.
+    pub unannounced: u64,
     /// Segment counters since the last look.
     pub tally: SegTally,
     /// Flows in the order they were opened, for evicting those whose
@@ -417,6 +430,7 @@ impl Monitor {
             restarts: 0,
             retired_rings: 0,
             stopped: 0,
+            unannounced: 0,
             tally: SegTally::default(),
             embryonic: VecDeque::new(),
             closing: VecDeque::new(),
@@ -457,6 +471,7 @@ impl Monitor {
                 payload: [0; 2],
                 tcp_end: 0,
                 ended: false,
+                end_waits: 0,
                 due: false,
                 wants: [needs.client, needs.server],
                 ring_tried: [false; 2],
@@ -533,9 +548,17 @@ impl Monitor {
                 break;
             }
             self.closing.pop_front();
-            let Some(f) = self.flows.get(&id) else { continue };
+            let Some(f) = self.flows.get_mut(&id) else { continue };
             let closed = matches!(f.conn.phase(), ConnPhase::Closed | ConnPhase::Finished);
             if closed && !f.ended && f.conn.generation() == generation {
+                // Bytes still to announce (a fail-closed reader without
+                // room, or one MAX_PINS behind): the flow waits for them,
+                // a while, before it ends.
+                if f.sides.iter().flatten().any(|s| s.due.is_some()) && f.end_waits < END_WAITS {
+                    f.end_waits += 1;
+                    self.closing.push_back((now.saturating_add(END_WAIT), id, generation));
+                    continue;
+                }
                 out.push(f.key);
             }
         }
@@ -889,6 +912,9 @@ impl Monitor {
             }
         }
         f.ended = true;
+        if f.sides.iter().flatten().any(|s| s.due.is_some()) {
+            self.unannounced += 1;
+        }
         // Payload each side sent: the stream length the monitor followed
         // (whether or not the side was reassembled), without the FIN.
         let sent = |side: Side| {
@@ -1391,6 +1417,59 @@ mod tests {
         // A stale deferral (the range was announced past it meanwhile) is ignored.
         h.mon.defer(1, &d, snap);
         assert!(!h.mon.has_due());
+    }
+
+    /// A connection closed while its reader (fail-closed, without room)
+    /// had not been given its last bytes: each announcement went to
+    /// nobody and was deferred again.
+    fn closed_with_bytes_held_back(name: &str) -> H {
+        let mut h = h(name);
+        assert!(h.mon.open(1, 1, h.key, Needs { tcp: true, client: true, server: false }, false));
+        h.handshake(100, 500);
+        let mut reports = h.send(Side::Client, 101, 501, ACK, b"GET /x");
+        for (seq, ack, side, flags) in [(107, 501, Side::Client, FIN | ACK), (501, 108, Side::Server, FIN | ACK)] {
+            reports.extend(h.send(side, seq, ack, flags, b""));
+        }
+        reports.extend(h.send(Side::Client, 108, 502, ACK, b""));
+        let mut due = Vec::new();
+        h.mon.take_due(&mut due);
+        reports.extend(due.into_iter().map(|(_, _, _, r)| r));
+        for r in reports {
+            if let Report::Data(d, snap) = r {
+                h.mon.defer(1, &d, snap);
+            }
+        }
+        assert!(h.mon.has_due());
+        h
+    }
+
+    #[test]
+    fn a_closed_connection_waits_a_while_for_its_reader_to_take_its_last_bytes() {
+        let linger = MonitorConfig::default().linger;
+        let mut out = Vec::new();
+        // The reader catches up: the flow ends at the next look after.
+        let mut h = closed_with_bytes_held_back("endwait1");
+        h.mon.closed_due(linger, &mut out);
+        assert!(out.is_empty(), "not while its bytes wait to be announced");
+        let again = h.due();
+        assert_eq!((again.len(), again[0].start, again[0].end), (1, 0, 6), "the whole held-back range");
+        h.mon.pin(1, Side::Client, again[0].buf, again[0].end, 1);
+        h.mon.closed_due(linger + END_WAIT, &mut out);
+        assert_eq!(out, [h.key]);
+        h.mon.end(1, &mut |_, _| {});
+        assert_eq!(h.mon.unannounced, 0);
+
+        // It never does: the flow ends 2 s past the linger, counted.
+        let mut h = closed_with_bytes_held_back("endwait2");
+        out.clear();
+        for i in 0..u64::from(END_WAITS) {
+            h.mon.closed_due(linger + i * END_WAIT, &mut out);
+            assert!(out.is_empty(), "wait {i}");
+        }
+        h.mon.closed_due(linger + u64::from(END_WAITS) * END_WAIT, &mut out);
+        assert_eq!(out, [h.key], "bounded");
+        h.mon.end(1, &mut |_, _| {});
+        assert_eq!(h.mon.unannounced, 1, "ended with bytes never announced");
     }
 
     #[test]

@@ -2,10 +2,10 @@
 # scripts/setup.sh — prepare a Debian 12 machine for ubox. Idempotent.
 #
 # Installs what a fresh machine lacks (DPDK 22.11, the bindgen toolchain,
-# network tools, the test peers and pytest for the end-to-end suite),
-# reserves 2 MiB hugepages, mounts hugetlbfs on /dev/hugepages and creates
-# the group whose members may run NFs (`ubox`, the runtime's default
-# runtime.group). Safe to run again: every step checks first.
+# network tools, the test peers, pytest and headless Chromium for the
+# end-to-end suite), reserves 2 MiB hugepages, mounts hugetlbfs on
+# /dev/hugepages and creates the group whose members may run NFs (`ubox`,
+# the runtime's default runtime.group). Safe to run again: every step checks first.
 #
 # Environment:
 #   UBOX_HUGEPAGES   number of 2 MiB pages to reserve (default 1024 = 2 GiB)
@@ -20,6 +20,7 @@ PKGS=(
   iproute2 ethtool tcpdump iptables iputils-ping procps psmisc
   nginx-light curl iperf3 wrk haproxy
   python3-pytest tshark
+  chromium fonts-dejavu-core
 )
 
 if [ "$(id -u)" -ne 0 ]; then

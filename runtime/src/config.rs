@@ -26,6 +26,8 @@ pub struct Config {
     pub monitor: MonitorSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    #[serde(default)]
+    pub web: WebSection,
     /// The TCP splicer (off when absent).
     #[serde(default)]
     pub splicer: Option<SplicerSection>,
@@ -273,7 +275,8 @@ impl SplicerSection {
 /// ```
 ///
 /// The runtime then serves the Prometheus text format (0.0.4) at
-/// `http://<listen>/metrics` (404 elsewhere): every counter of `uboxctl
+/// `http://<listen>/metrics` (404 elsewhere, unless `web.listen` is the
+/// same address, which serves the web view too): every counter of `uboxctl
 /// stats` and the NF round-trip histogram (see `controller::metrics`). A
 /// scrape reads the same counters `uboxctl stats` does, through the main
 /// loop, never the data path. No authentication: keep it on a loopback or
@@ -286,17 +289,48 @@ pub struct MetricsSection {
     pub listen: Option<SocketAddr>,
 }
 
+/// `[web]`: the live web view, off unless `listen` is given.
+///
+/// ```toml
+/// [web]
+/// listen = "127.0.0.1:9418"   # an IP address and port; [::1]:9418 for IPv6
+/// ```
+///
+/// The runtime then serves a page at `http://<listen>/` showing the
+/// chains, NFs, queue depths, drops and throughput, which updates itself
+/// every second from `GET /api/view` (JSON). Read-only: nothing it serves
+/// changes the runtime. Its numbers are the counters `uboxctl stats`
+/// reads, through the main loop; the rates are differences of successive
+/// reads. The same address as `metrics.listen` serves both from one
+/// socket. No authentication: keep it on a loopback or management address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSection {
+    /// Address and port to serve on, e.g. "127.0.0.1:9418".
+    #[serde(deserialize_with = "web_listen_address")]
+    pub listen: Option<SocketAddr>,
+}
+
 /// `metrics.listen`: an IP address and a port other than 0.
 fn listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    parse_listen(d, 9417)
+}
+
+/// `web.listen`: the same, with the web view's port in the examples.
+fn web_listen_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    parse_listen(d, 9418)
+}
+
+fn parse_listen<'de, D: serde::Deserializer<'de>>(d: D, port: u16) -> Result<Option<SocketAddr>, D::Error> {
     use serde::de::Error;
     let s = String::deserialize(d)?;
     match s.parse::<SocketAddr>() {
         Ok(a) if a.port() == 0 => {
-            Err(D::Error::custom(format!("{s:?} has port 0: give the port to serve on, e.g. \"127.0.0.1:9417\"")))
+            Err(D::Error::custom(format!("{s:?} has port 0: give the port to serve on, e.g. \"127.0.0.1:{port}\"")))
         }
         Ok(a) => Ok(Some(a)),
         Err(_) => Err(D::Error::custom(format!(
-            "{s:?} is not an IP address and port, e.g. \"127.0.0.1:9417\" or \"[::1]:9417\" (no host names)"
+            "{s:?} is not an IP address and port, e.g. \"127.0.0.1:{port}\" or \"[::1]:{port}\" (no host names)"
         ))),
     }
 }
@@ -649,6 +683,17 @@ impl Config {
         if let Some(sp) = &self.splicer {
             self.validate_splicer(sp)?;
         }
+        if let (Some(w), Some(m)) = (self.web.listen, self.metrics.listen) {
+            // The same address is one socket serving both; a wildcard and
+            // a specific address on one port could not both be bound.
+            if w != m && w.port() == m.port() && (w.ip().is_unspecified() || m.ip().is_unspecified()) {
+                return Err(format!(
+                    "key `web.listen`: \"{w}\" and metrics.listen \"{m}\" overlap on port {}: give both the same \
+                     address (one socket serves the page and /metrics) or different ports",
+                    w.port()
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -990,6 +1035,36 @@ ports = ["a", "b"]
         assert_eq!(Config::parse(example, "wire.toml").unwrap().metrics.listen, None);
         let on = example.replace("# listen = \"127.0.0.1:9417\"", "listen = \"127.0.0.1:9417\"");
         assert_eq!(Config::parse(&on, "wire.toml").unwrap().metrics.listen, Some("127.0.0.1:9417".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_web_view_is_off_by_default_and_listen_is_an_address() {
+        assert_eq!(Config::parse(GOOD, "t").unwrap().web.listen, None);
+        let with = |listen: &str| format!("{GOOD}\n[web]\nlisten = {listen:?}\n");
+        let c = Config::parse(&with("127.0.0.1:9418"), "t").unwrap();
+        assert_eq!(c.web.listen, Some("127.0.0.1:9418".parse().unwrap()));
+        assert_eq!(c.metrics.listen, None);
+        let line = GOOD.lines().count() + 3;
+        for bad in ["localhost:9418", "127.0.0.1", "http://127.0.0.1:9418/", ""] {
+            let e = err(&with(bad));
+            assert!(e.contains("key `web.listen`") && e.contains("is not an IP address and port"), "{bad}: {e}");
+            assert!(e.contains("e.g. \"127.0.0.1:9418\"") && e.contains(&format!("(line {line})")), "{bad}: {e}");
+        }
+        assert!(err(&with("[::1]:0")).contains("port 0"));
+        let e = err(&format!("{GOOD}\n[web]\nlisten = \"127.0.0.1:9418\"\nrefresh = 1\n"));
+        assert!(e.contains("web") && e.contains("refresh"), "{e}");
+        // With the metrics: the same address (one socket), or apart.
+        let both = |w: &str, m: &str| format!("{GOOD}\n[web]\nlisten = {w:?}\n[metrics]\nlisten = {m:?}\n");
+        assert!(Config::parse(&both("127.0.0.1:9417", "127.0.0.1:9417"), "t").is_ok());
+        assert!(Config::parse(&both("127.0.0.1:9418", "127.0.0.1:9417"), "t").is_ok());
+        assert!(Config::parse(&both("127.0.0.1:9417", "127.0.0.2:9417"), "t").is_ok());
+        let e = err(&both("0.0.0.0:9417", "127.0.0.1:9417"));
+        assert!(e.contains("key `web.listen`") && e.contains("overlap on port 9417"), "{e}");
+        // The example documents it, commented out: uncommented, it is on.
+        let example = include_str!("../../examples/wire.toml");
+        assert_eq!(Config::parse(example, "wire.toml").unwrap().web.listen, None);
+        let on = example.replace("# listen = \"127.0.0.1:9418\"", "listen = \"127.0.0.1:9418\"");
+        assert_eq!(Config::parse(&on, "wire.toml").unwrap().web.listen, Some("127.0.0.1:9418".parse().unwrap()));
     }
 
     #[test]

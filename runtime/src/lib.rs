@@ -9,18 +9,21 @@
 //! Modules: [`config`] (TOML), [`preflight`] (root, the NF group, hugepages, interfaces),
 //! [`dpdk`] (safe wrappers), [`worker`] (the data path), [`counters`]
 //! (single-writer counters), [`control`] (Unix control socket),
-//! [`metrics`] (the Prometheus endpoint), [`signals`].
+//! [`http`] (the HTTP server of [`metrics`], the Prometheus endpoint, and
+//! [`web`], the live web view), [`signals`].
 
 pub mod config;
 pub mod control;
 pub mod counters;
 pub mod dispatch;
 pub mod dpdk;
+pub mod http;
 pub mod metrics;
 pub mod monitor;
 pub mod nfs;
 pub mod preflight;
 pub mod signals;
+pub mod web;
 pub mod worker;
 
 use std::net::Ipv4Addr;
@@ -126,10 +129,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<Stats> {
     // is refused before EAL touches any port.
     raise_fd_limit();
     let control = control::ControlSocket::bind(&cfg.control_socket(), &group).map_err(|e| anyhow!(e))?;
-    let metrics = match cfg.metrics.listen {
-        Some(addr) => Some(metrics::Endpoint::bind(addr).map_err(|e| anyhow!(e))?),
-        None => None,
-    };
+    let http = http::Endpoints::bind(cfg.metrics.listen, cfg.web.listen).map_err(|e| anyhow!(e))?;
     let arena = create_arena(&cfg, nmbufs, no_huge)?;
     match &group {
         Some(g) => {
@@ -150,7 +150,7 @@ pub fn run(cfg: Config, opts: Options) -> anyhow::Result<Stats> {
     let eal = Eal::init(&eal_args).map_err(|e| {
         anyhow!("DPDK EAL failed to start: {e} (EAL's own messages above say which device or resource)")
     })?;
-    let stats = run_with_eal(&eal, &cfg, &opts, nmbufs, control, metrics, &arena);
+    let stats = run_with_eal(&eal, &cfg, &opts, nmbufs, control, http, &arena);
     drop(eal);
     drop(arena);
     stats
@@ -258,6 +258,36 @@ fn show_chains(board: &dispatch::ChainBoard) -> Response {
         })
         .collect();
     Response::Chains { version: snap.version, origin: snap.origin.clone(), chains }
+}
+
+/// The chains in force, for the web view.
+fn chains_view(board: &dispatch::ChainBoard) -> web::Chains {
+    let snap = board.load();
+    let chains = snap
+        .chains
+        .iter()
+        .map(|c| web::Chain {
+            name: c.name.clone(),
+            filter: c.filter.clone(),
+            stages: c
+                .stages
+                .iter()
+                .zip(&c.names)
+                .map(|(group, names)| {
+                    group
+                        .iter()
+                        .zip(names)
+                        .map(|((_, p), name)| web::Member {
+                            nf: name.clone(),
+                            policy: if *p == controller::chain::Policy::FailOpen { "fail-open" } else { "fail-closed" },
+                        })
+                        .collect()
+                })
+                .collect(),
+            on_unmonitored: if c.unmonitored_drop { "drop" } else { "pass" },
+        })
+        .collect();
+    web::Chains { version: snap.version, origin: snap.origin.clone(), chains }
 }
 
 /// The arena and the page size its file is backed by.
@@ -416,7 +446,7 @@ fn run_with_eal(
     opts: &Options,
     nmbufs: u32,
     control: control::ControlSocket,
-    metrics: Option<metrics::Endpoint>,
+    http: Option<http::Endpoints>,
     arena: &ArenaState,
 ) -> anyhow::Result<Stats> {
     let r = &cfg.runtime;
@@ -642,18 +672,25 @@ fn run_with_eal(
         addrs,
         sock_path.display()
     );
-    // On the main lcore, so its threads share the main lcore's CPU.
-    let metrics = match metrics {
+    // On the main lcore, so its thread shares the main lcore's CPU.
+    let http = match http {
         Some(ep) => {
-            let m = ep.start(metrics::ANSWER_TIMEOUT).map_err(|e| anyhow!(e))?;
-            let addr = m.addr();
-            tracing::info!("metrics: Prometheus text format at http://{addr}/metrics");
-            if !addr.ip().is_loopback() {
-                tracing::warn!(
-                    "metrics.listen {addr} is not a loopback address: whoever reaches it reads every counter (no authentication)"
-                );
+            let h = ep.start(http::ANSWER_TIMEOUT).map_err(|e| anyhow!(e))?;
+            for &(addr, routes) in h.addrs() {
+                if routes.metrics {
+                    tracing::info!("metrics: Prometheus text format at http://{addr}/metrics");
+                }
+                if routes.web {
+                    tracing::info!("web view: http://{addr}/ (read-only; its JSON at /api/view)");
+                }
+                if !addr.ip().is_loopback() {
+                    let key = if routes.metrics { "metrics.listen" } else { "web.listen" };
+                    tracing::warn!(
+                        "{key} {addr} is not a loopback address: whoever reaches it reads every counter (no authentication)"
+                    );
+                }
             }
-            Some(m)
+            Some(h)
         }
         None => None,
     };
@@ -676,13 +713,14 @@ fn run_with_eal(
             }
             Request::ChainShow => show_chains(&chain_board).into(),
         });
-        if let Some(m) = &metrics {
-            // Scrapes get what `uboxctl stats` gets, read here, between polls.
-            m.answer(|| {
-                let mut st = collect(&ports);
-                st.nfs = nf_manager.stats(&arena.arena);
-                st.control = control.stats();
-                st
+        if let Some(h) = &http {
+            // Scrapes and the web view get what `uboxctl stats` and `chain
+            // show` get, read here, between polls.
+            h.answer(|| {
+                let mut stats = collect(&ports);
+                stats.nfs = nf_manager.stats(&arena.arena);
+                stats.control = control.stats();
+                http::Snapshot { stats, chains: chains_view(&chain_board) }
             });
         }
         nf_manager.poll(Duration::from_millis(r.nf_timeout_ms));
@@ -696,7 +734,7 @@ fn run_with_eal(
         }
     }
     println!("ubox-runtime '{}': stopping", r.name);
-    drop(metrics);
+    drop(http);
     for &l in lcores.iter().take(nworkers) {
         let rc = eal.wait(l);
         if rc != 0 {

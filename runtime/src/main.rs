@@ -12,8 +12,10 @@ use ubox_runtime::config::Config;
 ///
 /// Reads a TOML config (see examples/wire.toml), starts DPDK, forwards until
 /// SIGINT or SIGTERM, then prints its counters. SIGUSR1 prints them at any
-/// time; `uboxctl stats` reads them over the control socket. Must run as
-/// root with hugepages reserved (scripts/setup.sh does both).
+/// time; `uboxctl stats` reads them over the control socket. With
+/// `[metrics] listen` it serves them to Prometheus at /metrics, with `[web]
+/// listen` a live read-only web view at / (both off by default). Must run
+/// as root with hugepages reserved (scripts/setup.sh does both).
 ///
 /// NFs need not be root: the control socket is mode 0660 for the group
 /// `runtime.group` (default `ubox`, which must exist: scripts/setup.sh

@@ -1,0 +1,3 @@
+//! l4lb (docs to come)
+pub mod hash;
+pub mod maglev;

@@ -170,12 +170,7 @@ pub fn hash_128_to_64(upper: u64, lower: u64) -> u64 {
 pub fn fnv32(bytes: &[u8]) -> u32 {
     let mut h: u32 = 2_166_136_261;
     for &c in bytes {
-        h = h
-            .wrapping_add(h << 1)
-            .wrapping_add(h << 4)
-            .wrapping_add(h << 7)
-            .wrapping_add(h << 8)
-            .wrapping_add(h << 24);
+        h = h.wrapping_add(h << 1).wrapping_add(h << 4).wrapping_add(h << 7).wrapping_add(h << 8).wrapping_add(h << 24);
         h ^= i32::from(c as i8) as u32;
     }
     h

@@ -319,6 +319,10 @@ fn parse_server_ids(v: &toml::Value) -> Result<Vec<u32>, String> {
 /// that span VIPs).
 struct Seen {
     mac: Option<([u8; 6], usize)>,
+    /// Some entry of it has a `mac` key (valid or not).
+    mac_given: bool,
+    /// Where it first appears.
+    line: usize,
 }
 
 impl Config {
@@ -383,6 +387,19 @@ impl Config {
             }
             if let Some(vip) = vip {
                 cfg.vips.push(vip);
+            }
+        }
+        if cfg.mode == Mode::Dsr {
+            // A host's MAC is needed once, on any of its entries.
+            for (address, s) in &seen {
+                if !s.mac_given {
+                    c.diags.push(Diag {
+                        line: s.line,
+                        msg: format!(
+                            "backend {address} has no `mac`; in dsr mode packets go to the backend's MAC: add mac = \"..\" (ip link show on the backend)"
+                        ),
+                    });
+                }
             }
         }
         if seen.len() > MAX_BACKENDS {
@@ -578,21 +595,14 @@ fn check_backend(
         None => Some(Vec::new()),
     };
     let address = address?;
-    if cfg.mode == Mode::Dsr && d.mac.is_none() {
-        c.err(
-            b,
-            format!(
-                "backend {address} has no `mac`; in dsr mode packets go to the backend's MAC: add mac = \"..\" (ip link show on the backend)"
-            ),
-        );
-    }
     if let (Mode::Ipip, Some(IpAddr::V6(_)), IpAddr::V4(_)) = (cfg.mode, vip, address) {
         c.err(
             b,
             format!("backend {address} is IPv4 behind an IPv6 VIP; ipip cannot carry IPv6 in IPv4 (nor can Katran): give an IPv6 backend"),
         );
     }
-    let entry = seen.entry(address).or_insert(Seen { mac: None });
+    let entry = seen.entry(address).or_insert(Seen { mac: None, mac_given: false, line });
+    entry.mac_given |= d.mac.is_some();
     if let (Some(m), Some(ms)) = (mac, &d.mac) {
         match entry.mac {
             Some((other, at)) if other != m => c.err(

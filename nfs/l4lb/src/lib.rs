@@ -3,6 +3,7 @@ pub mod config;
 pub mod hash;
 pub mod lb;
 pub mod maglev;
+pub mod nf;
 pub mod table;
 
 pub use config::{Config, ConfigError, Mode};

@@ -108,10 +108,12 @@ pub enum DropReason {
     NoBackend,
     /// IPIP: the backend is IPv4 and the packet IPv6.
     Family,
+    /// DSR: the backend has no MAC (a config built past [`Config::parse`]).
+    NoMac,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Truncated,
         DropReason::Malformed,
         DropReason::IpOptions,
@@ -119,6 +121,7 @@ impl DropReason {
         DropReason::TooBig,
         DropReason::NoBackend,
         DropReason::Family,
+        DropReason::NoMac,
     ];
 
     pub fn name(self) -> &'static str {
@@ -130,6 +133,7 @@ impl DropReason {
             DropReason::TooBig => "too_big",
             DropReason::NoBackend => "no_backend",
             DropReason::Family => "family",
+            DropReason::NoMac => "no_mac",
         }
     }
 
@@ -855,11 +859,13 @@ impl Lb {
         be.counters.packets += 1;
         be.counters.bytes += ip_bytes;
         match self.mode {
-            Mode::Dsr => {
-                let mac = be.mac.unwrap_or([0; 6]);
-                frame[..6].copy_from_slice(&mac);
-                Action::Forward { backend }
-            }
+            Mode::Dsr => match be.mac {
+                Some(mac) => {
+                    frame[..6].copy_from_slice(&mac);
+                    Action::Forward { backend }
+                }
+                None => Action::Drop(DropReason::NoMac),
+            },
             Mode::Ipip => match encap(frame, &p, be.address, self.gateway_mac) {
                 Some(header) => Action::Encap { backend, header },
                 None => Action::Drop(DropReason::Family),

@@ -20,10 +20,14 @@
 //! - `l7lb`: HTTP load balancing over two nginx backends through ubox's
 //!   TCP splicer and the `http-lb` NF, against HAProxy and the kernel
 //!   forwarding to one backend.
+//! - `l4lb`: the `l4lb` NF (1 VIP, 100 backends, L2 DSR) on a replay of
+//!   all SYNs and one of established connections, against wire mode on
+//!   the same capture (Mpps).
 
 mod capture;
 mod e2e;
 mod events;
+mod l4lb;
 mod l7lb;
 mod noise;
 mod result;
@@ -156,6 +160,11 @@ enum Scenario {
         #[arg(long, default_value_t = 2)]
         retries: u32,
     },
+    /// The l4lb NF (issue 11: Maglev, connection table, L2 DSR) with 1 VIP
+    /// and 100 backends on two generated captures, all SYNs and mostly
+    /// established connections, against ubox's wire mode on the same
+    /// capture (Mpps, with backpressure: every packet visits the NF).
+    L4lb,
 }
 
 fn parse_contender(s: &str) -> Result<e2e::Contender, String> {
@@ -223,6 +232,7 @@ fn main() -> anyhow::Result<()> {
                 retries: *retries,
             })
         }
+        Scenario::L4lb => l4lb_scenario(&cli, window),
     }
 }
 
@@ -322,6 +332,79 @@ fn events_scenario(cli: &Cli, pcap: &std::path::Path, window: Duration) -> anyho
         bail!("{skipped_total} events were skipped: the figures do not show every packet visiting every NF");
     }
     Ok(())
+}
+
+fn l4lb_scenario(cli: &Cli, window: Duration) -> anyhow::Result<()> {
+    let dir = TempDir(std::env::temp_dir().join(format!("ubox-bench-l4lb-{}", std::process::id())));
+    let inputs = l4lb::write_inputs(&dir.0)?;
+    println!(
+        "l4lb: {} rounds x {} s per case; net_pcap replays of {} SYNs and of {} connections x {} packets to one VIP \
+         with {} backends (L2 DSR), through the l4lb NF with backpressure (every packet visits it), against wire mode \
+         on the same capture; worker on CPU 1, the NF on CPU 0",
+        cli.rounds,
+        window.as_secs(),
+        l4lb::SYN_FLOWS,
+        l4lb::EST_FLOWS,
+        l4lb::EST_PACKETS,
+        l4lb::BACKENDS
+    );
+    std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
+    let mut results = Vec::new();
+    let mut skipped_total = 0;
+    for (which, pcap) in [("syn", &inputs.syn), ("established", &inputs.established)] {
+        let cases = l4lb::cases(which, &inputs.config);
+        let mut runs: [Vec<events::EventRun>; 2] = [Vec::new(), Vec::new()];
+        for round in 1..=cli.rounds {
+            for (i, case) in cases.iter().enumerate() {
+                let r = events::measure(pcap, case, window).with_context(|| format!("{} run", case.scenario))?;
+                println!(
+                    "  round {round}: {which:<12} {:<8} {:>7.3} Mpps  drops {}  skipped {}  ev/pkt {:.2}  worker {:.0} ns/pkt  \
+                     NF {:.0} ns/ev",
+                    case.label,
+                    r.m.mpps,
+                    r.dropped,
+                    r.skipped,
+                    r.costs.events_per_packet,
+                    r.costs.worker_ns_per_packet,
+                    r.costs.nf_ns_per_event
+                );
+                runs[i].push(r);
+            }
+        }
+        let base = median(runs[0].iter().map(|r| r.m.mpps));
+        for (case, rs) in cases.iter().zip(&runs) {
+            let mut r =
+                ScenarioResult::new(case.scenario, "Mpps", median(rs.iter().map(|r| r.m.mpps)), "ubox wire", base);
+            r.rounds = cli.rounds;
+            r.window_s = window.as_secs_f64();
+            r.samples_ubox = rs.iter().map(|r| r.m.mpps).collect();
+            r.samples_peer = runs[0].iter().map(|r| r.m.mpps).collect();
+            let skipped: u64 = rs.iter().map(|r| r.skipped).sum();
+            skipped_total += skipped;
+            r.extra.insert("skipped_events".into(), skipped as f64);
+            r.extra.insert("dropped".into(), median(rs.iter().map(|r| r.dropped as f64)));
+            r.extra.insert("events_per_packet".into(), median(rs.iter().map(|r| r.costs.events_per_packet)));
+            r.extra.insert("worker_ns_per_packet".into(), median(rs.iter().map(|r| r.costs.worker_ns_per_packet)));
+            r.extra.insert("nf_ns_per_event".into(), median(rs.iter().map(|r| r.costs.nf_ns_per_event)));
+            r.write(&cli.out)?;
+            results.push(r);
+        }
+    }
+    println!();
+    print!("{}", result::table(&results));
+    if skipped_total > 0 {
+        bail!("{skipped_total} events were skipped: the figures do not show every packet visiting the NF");
+    }
+    Ok(())
+}
+
+/// A directory removed (with what is in it) when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn monitor_scenario(

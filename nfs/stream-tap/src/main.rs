@@ -279,8 +279,12 @@ fn run(args: Args) -> Result<(), Exit> {
     let tap = Arc::new(Mutex::new(tap));
     let mut nf = cli::connect(tap_nf(args.common.builder(), Arc::clone(&tap), args.side), &args.common)?;
     tracing::info!(
-        "saving {:?} side(s) to {} (records from {first}); registered as NF {} on {}; Ctrl-C to stop",
-        args.side,
+        "saving {} to {} (records from {first}); registered as NF {} on {}; Ctrl-C to stop",
+        match args.side {
+            Sides::Both => "both sides",
+            Sides::Client => "client sides",
+            Sides::Server => "server sides",
+        },
         args.dir.display(),
         nf.id(),
         nf.socket().display()

@@ -14,7 +14,7 @@ TB_C=$UBOX_TB-c TB_S1=$UBOX_TB-s1 TB_S2=$UBOX_TB-s2 TB_IC=$UBOX_TB_IC TB_IS=$UBO
 # build_release: compile the runtime, uboxctl and the bench in release mode.
 build_release() {
   (cd "$UBOX_ROOT" && cargo build --release --locked -p ubox-runtime -p controller -p ubox-bench -p counter -p acl-firewall -p pcap-tap -p rewrite \
-    -p ids -p stateful-firewall -p flow-logger -p http-lb -p l4lb "$@" && cargo build --release --locked -p ustack --example reassemble && cargo build --release --locked -p nf-sdk --example hostile_nf)
+    -p ids -p stateful-firewall -p flow-logger -p http-lb -p l4lb -p stream-tap "$@" && cargo build --release --locked -p ustack --example reassemble && cargo build --release --locked -p nf-sdk --example hostile_nf)
 }
 
 # write_wire_config FILE NAME [extra TOML appended]

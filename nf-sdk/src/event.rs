@@ -17,9 +17,11 @@
 
 use std::cell::RefCell;
 
-use ubox_shm::event::{payload_room, EventHeader, FlowDest, FlowEnd, FlowReq, StreamRef, SIDE_SERVER, SNAPSHOT_LEN};
+use ubox_shm::event::{
+    payload_room, EventHeader, FlowDest, FlowEnd, FlowReq, FlowStart, StreamRef, SIDE_SERVER, SNAPSHOT_LEN,
+};
 use ubox_shm::Arena;
-use ustack::event::{EventTypeId, DATA_RDY, FLOW_END, FLOW_REQ, FLOW_TCP};
+use ustack::event::{EventTypeId, DATA_RDY, FLOW_END, FLOW_REQ, FLOW_START, FLOW_TCP};
 use ustack::flow::Side;
 use ustack::tcp::{ReadError, RingReader, TcpSnapshot};
 
@@ -208,6 +210,12 @@ impl<'a> Event<'a> {
         let ctx = self.ctx?;
         let ring = ctx.arena.packet(r.ring_off, r.ring_len)?;
         Some(StreamData { r, ring, written: ctx.arena.load_u64(r.written_off).unwrap_or(r.end), ctx })
+    }
+
+    /// For `FLOW/START`: the new flow's five-tuple (client first) and when
+    /// it was first seen. Delivered before the flow's first `PKT` event.
+    pub fn flow_start(&self) -> Option<FlowStart> {
+        self.is(FLOW_START).then(|| FlowStart::from_bytes(self.payload)).flatten()
     }
 
     /// For `FLOW/END`: the flow's five-tuple, counts and how it ended.

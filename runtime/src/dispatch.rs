@@ -59,7 +59,7 @@ use controller::api::RttHistogram;
 use controller::chain::Policy;
 use controller::registry::FlowFilter;
 use ubox_shm::event::{
-    Answer, Desc, EventHeader, FlowDest, FlowEnd, FlowReq, StreamRef, ANSWER_PUBLISH, ANSWER_VERDICT, DESC_SLOT,
+    Answer, Desc, EventHeader, FlowDest, FlowEnd, FlowReq, FlowStart, StreamRef, ANSWER_PUBLISH, ANSWER_VERDICT, DESC_SLOT,
     EVENT_HEADER_LEN, SIDE_CLIENT, SIDE_SERVER, SNAPSHOT_LEN, VERDICT_DROP, VERDICT_MODIFIED,
 };
 use ubox_shm::{Arena, Bell, Consumer, Producer, PubReader, SlotIdx, SlotPool};
@@ -1017,6 +1017,32 @@ impl<'a> Dispatcher<'a> {
     /// Flows that left the flow table (`ended`): their last TCP events and
     /// `FLOW/END` to the chain's NFs that want them; monitor state goes once
     /// no NF reads its rings. Once per loop.
+    /// `FLOW/START` of a flow that just entered the flow table with tag
+    /// `flow_tag`, to its chain's NFs that subscribe (before its first
+    /// packet's event). `dir`: the direction of its first packet, whose
+    /// sender is the client.
+    pub fn flow_started(&mut self, flow_tag: u32, key: &FlowKey, flow_id: u64, dir: ustack::flow::Direction) {
+        if flow_tag & CHAIN_MASK == 0 {
+            return;
+        }
+        let (client, server) = key.endpoints(dir);
+        let v6 = |a: std::net::IpAddr| match a {
+            std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(a) => a.octets(),
+        };
+        let fs = FlowStart {
+            client_addr: v6(client.0),
+            server_addr: v6(server.0),
+            client_port: client.1,
+            server_port: server.1,
+            proto: key.proto(),
+            _pad: [0; 3],
+            first_seen: self.now_ns,
+        };
+        let zero = [0u8; SNAPSHOT_LEN];
+        self.deliver(flow_tag, key, flow_id, SIDE_CLIENT, event::FLOW_START, &zero, 0, &fs.to_bytes(), None);
+    }
+
     pub fn flows_ended(&mut self) {
         if self.ended.is_empty() {
             return;

@@ -357,6 +357,7 @@ impl Worker {
                     if started {
                         if let Some(t) = self.table.last_tag_mut() {
                             *t = disp.assign(&f.key);
+                            disp.flow_started(*t, &f.key, id, f.dir);
                         }
                         if to_splicer {
                             disp.splice_flow_started(&f.key, id);

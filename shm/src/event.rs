@@ -167,6 +167,22 @@ pub struct StreamRef {
     pub stopped: u32,
 }
 
+/// Payload of `FLOW/START`: a new flow's five-tuple (client first: the
+/// sender of its first packet) and when it was first seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStart {
+    /// IPv4 addresses as IPv4-mapped IPv6 (`::ffff:a.b.c.d`).
+    pub client_addr: [u8; 16],
+    pub server_addr: [u8; 16],
+    pub client_port: u16,
+    pub server_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+    /// Nanoseconds, on the runtime's monotonic clock (as `FlowEnd`'s).
+    pub first_seen: u64,
+}
+
 /// Payload of `FLOW/END`: the finished flow's five-tuple (client first),
 /// counts and how it ended.
 #[repr(C)]
@@ -287,10 +303,12 @@ macro_rules! pod_bytes {
 }
 pod_bytes!(StreamRef);
 pod_bytes!(FlowEnd);
+pod_bytes!(FlowStart);
 pod_bytes!(FlowReq);
 pod_bytes!(FlowDest);
 const _: () = assert!(std::mem::size_of::<StreamRef>() == 40);
 const _: () = assert!(std::mem::size_of::<FlowEnd>() == 104);
+const _: () = assert!(std::mem::size_of::<FlowStart>() == 48);
 const _: () = assert!(std::mem::size_of::<FlowReq>() == 64);
 const _: () = assert!(std::mem::size_of::<FlowDest>() == 24);
 

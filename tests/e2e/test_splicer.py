@@ -171,7 +171,7 @@ def test_spliced_connections_go_through_the_chain_and_the_monitor(testbed, runti
         sigs = tdir / "ids.rules"
         sigs.write_text('alert resp-sig server "splice-server-signature"\nterminate kill-sig client "kill-me-now"\n')
         ids = nf(rt, "ids", "--rules", sigs, "--json-out", tdir / "ids.json")
-        counter = nf(rt, "counter", "--json-out", tdir / "counter.json")
+        counter = nf(rt, "counter", "--json-out", tdir / "counter.json", "--events", "FLOW/START")
         rt.wait_nf_state({"http-lb": "running", "ids": "running", "counter": "running"})
         # counter takes every packet (PKT events, held until its verdict), ids the streams.
         rt.apply_chain(tdir / "chain.toml",
@@ -196,7 +196,8 @@ def test_spliced_connections_go_through_the_chain_and_the_monitor(testbed, runti
         lb.stop()
         assert rt.stop() == 0
         res = load(tdir / "ids.json")
-        pkts = {f["flow_id"]: f for f in load(tdir / "counter.json")["flows"]}
+        cres = load(tdir / "counter.json")
+        pkts = {f["flow_id"]: f for f in cres["flows"]}
         mon = [w["monitor"] for w in st["workers"]]
         flows = sum(w["flows"]["started"] for w in st["workers"])
         print(f"    alerts {res['alerts']}; scanned {res['bytes_scanned']} bytes; monitor flows "
@@ -210,6 +211,9 @@ def test_spliced_connections_go_through_the_chain_and_the_monitor(testbed, runti
         dl = pkts.get(alerts["resp-sig"]["flow_id"], {})
         print(f"    counter: {dl}")
         assert dl.get("bytes", 0) > len(body) and dl.get("packets", 0) > len(body) / 1500, dl
+        # A FLOW/START for each spliced connection (client <-> VIP), none for a SYN.
+        print(f"    counter events: {cres.get('events')}")
+        assert cres["events"].get("FLOW/START") == 4, cres.get("events")
         # One flow-table flow and one monitored connection per request.
         assert flows == 4 and sum(m["flows"] for m in mon) == 4, (flows, mon)
         assert sum(m["rsts"] for m in mon) >= 2, "an RST to each end"

@@ -43,8 +43,10 @@ says "one" on ecm-s1, "two" on ecm-s2):
 - a box leaves ECMP (its nexthop is removed): the connections that were
   hashed to it go on through the other box, whose l4lb, knowing nothing of
   them, picks the same backend from the same Maglev ring (the backends set
-  no server-id option, so ring agreement is what is tested); not one
-  connection breaks or changes backend;
+  no server-id option, so ring agreement is what is tested); box A is then
+  shut down; not one connection breaks or changes backend (with box B's
+  config giving the backends each other's MAC, every moved connection
+  breaks: the test fails);
 - a backend is removed from both l4lb configs (SIGHUP): exactly the
   connections to it break (reset), the fraction is printed, and the
   others keep going."""
@@ -350,14 +352,21 @@ def test_ecmp_box_leaves(topo, procs, tdir):
     t_event = time.time()
     ecmp_only("b")  # box A leaves
     time.sleep(0.3)
-    a_after = bx["a"].l4lb_modified()
+    # ...and, once packets in flight are through, is shut down: its l4lb
+    # (fail-closed: a packet still sent to box A would now be dropped),
+    # then its runtime. Its l4lb forwarded what the runtime had counted
+    # before: nothing came after.
+    stats = {"a": bx["a"].rt.stats(save=tdir / "stats-a.json")}
+    ra = bx["a"].report()
+    assert ra["forwarded"] == nf_row(stats["a"], "l4lb")["counts"]["modified"], "box A got packets after leaving"
+    assert bx["a"].rt.stop() == 0, bx["a"].rt.tail()
     time.sleep(2.7)
     conns = client.finish()
+    stats["b"] = bx["b"].rt.stats(save=tdir / "stats-b.json")
+    rb = bx["b"].report()
     rows = summary(conns, t_event)
     for r in rows:
         print(r)
-    assert bx["a"].l4lb_modified() == a_after, "box A still got the VIP's packets after leaving ECMP"
-    ra, rb = bx["a"].report(), bx["b"].report()
     moved = rb["vips"][0]["table_misses"]
     broken = [r for r in rows if r["error"] or len(r["backends"]) != 1 or r["after"] < 10]
     print(f"box A's l4lb saw {ra['vips'][0]['syns']} SYNs, box B's {rb['vips'][0]['syns']}; "
@@ -366,13 +375,13 @@ def test_ecmp_box_leaves(topo, procs, tdir):
         assert sum(rep["drops"].values()) == 0, rep["drops"]
     # Box B took over the connections box A had: non-SYNs its table did not
     # know, routed by the ring, one each (SYNs resent would make A's more).
+    assert ra["vips"][0]["syns"] >= 1 and rb["vips"][0]["syns"] >= 1
     assert 1 <= moved <= ra["vips"][0]["syns"], (ra["vips"][0], rb["vips"][0])
     # No loop, nothing between the boxes: their server ports received nothing.
-    for k, b in bx.items():
-        rx = {p["name"]: p["rx_packets"] for p in b.rt.stats(save=tdir / f"stats-{k}.json")["ports"]}
+    for k, st in stats.items():
+        rx = {p["name"]: p["rx_packets"] for p in st["ports"]}
         print(f"box {k.upper()} received: {rx}")
         assert rx["server"] == 0 and rx["client"] > 0, rx
-    assert ra["vips"][0]["syns"] >= 1 and rb["vips"][0]["syns"] >= 1
     # ...to the same backend: not one connection broke or changed backend.
     assert broken == [], broken
     assert {r["backends"][0] for r in rows} == {"one", "two"}, rows

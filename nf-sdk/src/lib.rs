@@ -176,7 +176,8 @@ pub use error::NfError;
 pub use event::{Event, EventError, StreamData, MAX_PUBLISH_PER_EVENT};
 pub use nf::{Nf, NfBuilder, RunSummary, StopHandle, DEFAULT_INSTANCE, ENV_INSTANCE, ENV_SOCKET};
 pub use ubox_shm::event::{
-    FlowDest, FlowEnd, FlowReq, FlowStart, DEST_503, DEST_CONNECT, DEST_RESET, FLOW_REQ_NEW, FLOW_REQ_RESET, FLOW_REQ_TIMEOUT,
+    FlowDest, FlowEnd, FlowReq, FlowStart, DEST_503, DEST_CONNECT, DEST_RESET, FLOW_REQ_NEW, FLOW_REQ_RESET,
+    FLOW_REQ_TIMEOUT,
 };
 pub use ustack::tcp::{ReadError, TcpSnapshot, TcpState};
 

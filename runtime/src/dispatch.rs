@@ -59,8 +59,8 @@ use controller::api::RttHistogram;
 use controller::chain::Policy;
 use controller::registry::FlowFilter;
 use ubox_shm::event::{
-    Answer, Desc, EventHeader, FlowDest, FlowEnd, FlowReq, FlowStart, StreamRef, ANSWER_PUBLISH, ANSWER_VERDICT, DESC_SLOT,
-    EVENT_HEADER_LEN, SIDE_CLIENT, SIDE_SERVER, SNAPSHOT_LEN, VERDICT_DROP, VERDICT_MODIFIED,
+    Answer, Desc, EventHeader, FlowDest, FlowEnd, FlowReq, FlowStart, StreamRef, ANSWER_PUBLISH, ANSWER_VERDICT,
+    DESC_SLOT, EVENT_HEADER_LEN, SIDE_CLIENT, SIDE_SERVER, SNAPSHOT_LEN, VERDICT_DROP, VERDICT_MODIFIED,
 };
 use ubox_shm::{Arena, Bell, Consumer, Producer, PubReader, SlotIdx, SlotPool};
 use ustack::event::{self, EventTypeId};

@@ -380,23 +380,34 @@ impl Worker {
                             let l4 = usize::from(f.l4_offset)..usize::from(f.l4_offset) + usize::from(f.ip_payload_len);
                             match disp.monitor(&m, l4.clone(), flow_tag, &f.key, id, side, f.dir, (in_port, out)) {
                                 MonitorVerdict::Forward => {}
-                                MonitorVerdict::Terminated => {
-                                    self.counters.drop_runtime(RuntimeDrop::TcpTerminated);
-                                    return;
-                                }
-                                MonitorVerdict::Unmonitored => {
-                                    self.counters.drop_runtime(RuntimeDrop::Unmonitored);
-                                    return;
-                                }
-                                MonitorVerdict::Refused => {
-                                    // A new flow the monitor has no room for:
-                                    // its sender gets a RST, as from a closed port.
-                                    self.counters.drop_runtime(RuntimeDrop::Unmonitored);
+                                v @ (MonitorVerdict::Terminated | MonitorVerdict::Refused) => {
+                                    // A later packet of a terminated flow, or a
+                                    // new flow the monitor has no room for: its
+                                    // sender gets a RST, as from a closed port.
+                                    // For a terminated flow this is what makes the
+                                    // end stop when the stack's own RST missed:
+                                    // that RST's seq is the monitor's view, which
+                                    // can be ahead of what the end has received
+                                    // (packets still held by the chain), so Linux
+                                    // answers it with a challenge ACK; the RST to
+                                    // that ACK carries its ack number, exactly the
+                                    // end's rcv_nxt (RFC 5961 §3.2). One RST per
+                                    // packet received, none for a RST.
+                                    let reason = if v == MonitorVerdict::Terminated {
+                                        RuntimeDrop::TcpTerminated
+                                    } else {
+                                        RuntimeDrop::Unmonitored
+                                    };
+                                    self.counters.drop_runtime(reason);
                                     let rst = crate::monitor::reset_reply(m.data(), l4, &f.key, f.dir);
                                     if let Some(r) = rst.and_then(|b| self.mbufs.alloc_frame(&b)) {
                                         self.counters.mon_rsts.add(1);
                                         txb.bufs[in_port].push(r);
                                     }
+                                    return;
+                                }
+                                MonitorVerdict::Unmonitored => {
+                                    self.counters.drop_runtime(RuntimeDrop::Unmonitored);
                                     return;
                                 }
                             }

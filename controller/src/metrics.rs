@@ -903,6 +903,7 @@ mod tests {
             pools: PoolStats { mbufs_total: 16383, mbufs_free: 16000, event_slots_total: 8192, event_slots_free: 8190 },
             nfs: vec![nf, NfStats { name: "ids".into(), state: "absent".into(), ..Default::default() }],
             control: ControlStats { connections: 5, open: 1, requests: 4, too_long: 1, ..Default::default() },
+            capture: Default::default(),
         }
     }
 

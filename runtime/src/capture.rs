@@ -234,6 +234,7 @@ impl CaptureControl {
     }
 
     /// `CaptureStart`.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         &mut self,
         target: CaptureTarget,

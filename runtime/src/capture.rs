@@ -139,11 +139,15 @@ impl Armed {
                     self.truncated.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            Err(e) => {
                 // Its reservation goes back: a later packet may take it.
                 self.bytes.fetch_sub(cut as u64, Ordering::Relaxed);
                 self.taken.fetch_sub(1, Ordering::Relaxed);
-                self.full.fetch_add(1, Ordering::Relaxed);
+                // (Disconnected: the capture is over, this worker has not
+                // seen it yet.)
+                if matches!(e, TrySendError::Full(_)) {
+                    self.full.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }

@@ -731,6 +731,7 @@ fn run_with_eal(
                 let mut stats = collect(&ports);
                 stats.nfs = nf_manager.stats(&arena.arena);
                 stats.control = control.stats();
+                stats.capture = captures.stats();
                 http::Snapshot { stats, chains: chains_view(&chain_board) }
             });
         }

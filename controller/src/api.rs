@@ -52,6 +52,15 @@ pub enum Request {
     ChainApply { text: String, origin: String },
     /// The chains in force.
     ChainShow,
+    /// Arm a capture (`uboxctl capture`): at most `count` packets and
+    /// `max_bytes` bytes of `target`'s packets, each cut at `snaplen`, for at
+    /// most `timeout_ms`. One capture at a time.
+    CaptureStart { target: crate::capture::CaptureTarget, count: u64, max_bytes: u64, snaplen: u32, timeout_ms: u64 },
+    /// Take up to `max` records of capture `id` (answered with what is
+    /// queued now, possibly none). A capture nobody reads for 5 s ends.
+    CaptureRead { id: u64, max: u32 },
+    /// End capture `id` now; the answer has the records still queued.
+    CaptureStop { id: u64 },
 }
 
 impl Request {
@@ -59,7 +68,14 @@ impl Request {
     /// runtime does (which NFs see which flows). Everything else reads, or
     /// registers an NF, which the runtime's group may do.
     pub fn needs_root(&self) -> bool {
-        matches!(self, Request::ChainApply { .. })
+        // A capture hands out packet contents: root's too.
+        matches!(
+            self,
+            Request::ChainApply { .. }
+                | Request::CaptureStart { .. }
+                | Request::CaptureRead { .. }
+                | Request::CaptureStop { .. }
+        )
     }
 
     /// The `uboxctl` command that makes this request, for messages.
@@ -71,6 +87,7 @@ impl Request {
             Request::NfList => "nf list",
             Request::ChainApply { .. } => "chain apply",
             Request::ChainShow => "chain show",
+            Request::CaptureStart { .. } | Request::CaptureRead { .. } | Request::CaptureStop { .. } => "capture",
         }
     }
 }
@@ -159,6 +176,17 @@ pub enum Response {
         origin: String,
         chains: Vec<String>,
     },
+    /// A capture's records since the last read, and its counts so far;
+    /// `ended` says why it is over (`count`, `bytes`, `timeout`, `stopped`,
+    /// `idle`), once it is and every record was handed out.
+    Capture {
+        id: u64,
+        snaplen: u32,
+        records: Vec<crate::capture::CaptureRecord>,
+        counts: crate::capture::CaptureCounts,
+        #[serde(default)]
+        ended: Option<String>,
+    },
     Error {
         message: String,
     },
@@ -180,6 +208,9 @@ pub struct Stats {
     pub nfs: Vec<NfStats>,
     #[serde(default)]
     pub control: ControlStats,
+    /// Capture on demand (`uboxctl capture`).
+    #[serde(default)]
+    pub capture: crate::capture::CaptureStats,
 }
 
 /// The control socket's own counters: requests served, and each limit that
@@ -678,6 +709,18 @@ impl Stats {
             "control socket: {} requests, {} connections ({} open); refused: {} bad, {} too long, {} timed out, {} evicted at the connection limit, {} not root's to make\n",
             c.requests, c.connections, c.open, c.bad_requests, c.too_long, c.timed_out, c.evicted, c.denied
         ));
+        let cap = &self.capture;
+        if cap.sessions > 0 {
+            out.push_str(&format!(
+                "capture: {} session(s){}, {} packets captured ({} bytes, {} truncated at the snap length), {} dropped on a full queue\n",
+                cap.sessions,
+                if cap.active { ", one armed now" } else { "" },
+                cap.counts.captured,
+                cap.counts.bytes,
+                cap.counts.truncated,
+                cap.counts.dropped_full
+            ));
+        }
         let mon: u64 = self.workers.iter().map(|w| w.monitor.flows).sum();
         if mon > 0 {
             let w0 = &self.workers[0].monitor;

@@ -593,6 +593,19 @@ pub fn render(stats: &Stats) -> String {
     ] {
         p.sample("ubox_control_refused_total", &[("reason", reason)], V::N(n));
     }
+    let cap = &stats.capture;
+    p.family("ubox_capture_sessions_total", C, "Captures started (uboxctl capture).");
+    p.sample("ubox_capture_sessions_total", &[], V::N(cap.sessions));
+    p.family("ubox_capture_active", G, "1 while a capture is armed.");
+    p.sample("ubox_capture_active", &[], V::N(u64::from(cap.active)));
+    p.family("ubox_capture_packets_total", C, "Packets copied into a capture's queue.");
+    p.sample("ubox_capture_packets_total", &[], V::N(cap.counts.captured));
+    p.family("ubox_capture_bytes_total", C, "Bytes captured (after the snap length).");
+    p.sample("ubox_capture_bytes_total", &[], V::N(cap.counts.bytes));
+    p.family("ubox_capture_truncated_total", C, "Captured packets cut at the snap length.");
+    p.sample("ubox_capture_truncated_total", &[], V::N(cap.counts.truncated));
+    p.family("ubox_capture_queue_full_total", C, "Matching packets not captured: the capture queue was full.");
+    p.sample("ubox_capture_queue_full_total", &[], V::N(cap.counts.dropped_full));
     p.out
 }
 
@@ -903,6 +916,7 @@ mod tests {
             pools: PoolStats { mbufs_total: 16383, mbufs_free: 16000, event_slots_total: 8192, event_slots_free: 8190 },
             nfs: vec![nf, NfStats { name: "ids".into(), state: "absent".into(), ..Default::default() }],
             control: ControlStats { connections: 5, open: 1, requests: 4, too_long: 1, ..Default::default() },
+            capture: Default::default(),
         }
     }
 

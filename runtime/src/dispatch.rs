@@ -221,6 +221,13 @@ struct Parked {
     keyed: bool,
     /// Why the packet will be dropped once `pending` reaches 0.
     doom: Option<RuntimeDrop>,
+    /// A capture wants it when it leaves its chain (`uboxctl capture`).
+    cap: bool,
+    /// Its chain's index in the snapshot.
+    chain: u16,
+    /// The NF slot + 1 that decided its fate so far (0: none): the first
+    /// to doom it, else the last to pass it.
+    decider: u16,
 }
 
 /// An event without a packet that nothing waits for (a monitor event, an
@@ -454,6 +461,11 @@ pub struct Dispatcher<'a> {
     needs_epoch: (u32, u32),
     /// The TCP splicer, when configured.
     pub splice: Option<SpliceSide>,
+    /// Where captures are armed (`uboxctl capture`), the generation last
+    /// seen there, and the capture armed then, if any.
+    capture: Arc<crate::capture::CaptureBoard>,
+    cap_gen: u32,
+    cap: Option<Arc<crate::capture::Armed>>,
     /// The data region: its address here and its offset in the arena.
     data_start: usize,
     data_len: usize,
@@ -547,6 +559,9 @@ impl<'a> Dispatcher<'a> {
             needs_cache: Vec::new(),
             needs_epoch: (u32::MAX, u32::MAX),
             splice: None,
+            capture: Arc::default(),
+            cap_gen: 0,
+            cap: None,
         })
     }
 
@@ -556,9 +571,59 @@ impl<'a> Dispatcher<'a> {
         self.seen_version != 0
     }
 
+    /// Where this worker looks for captures (`uboxctl capture`).
+    pub fn set_capture(&mut self, board: Arc<crate::capture::CaptureBoard>) {
+        self.capture = board;
+    }
+
+    /// A capture is armed (the worker then offers it packets without a chain).
+    #[inline(always)]
+    pub fn capturing(&self) -> bool {
+        self.cap.is_some()
+    }
+
+    /// Offers a packet forwarded without a chain to the armed capture.
+    #[cold]
+    pub fn capture_unchained(&self, data: &[u8], key: &FlowKey, flow_id: u64) {
+        if let Some(a) = &self.cap {
+            if let crate::capture::Target::Flow(m) = &a.target {
+                if m.matches(key) {
+                    a.offer(data, self.now_ns, self.w, flow_id, None, crate::capture::Decider::Wire, None);
+                }
+            }
+        }
+    }
+
+    /// Whether the armed capture takes the packets of chain `c` of
+    /// snapshot `si` with flow `key`.
+    #[cold]
+    fn capture_wants(&self, si: usize, c: usize, key: &FlowKey) -> bool {
+        let (Some(a), Some(s)) = (&self.cap, self.snaps[si].as_ref()) else { return false };
+        let Some(plan) = s.snap.chains.get(c) else { return false };
+        match &a.target {
+            crate::capture::Target::Chain(name) => plan.name == *name,
+            crate::capture::Target::Nf(k) => plan.stages.iter().flatten().any(|&(slot, _)| slot == *k),
+            crate::capture::Target::Flow(m) => m.matches(key),
+        }
+    }
+
+    /// Offers a packet of chain `c` of snapshot `si` whose fate is known.
+    #[cold]
+    fn capture_leaving(&self, data: &[u8], flow_id: u64, si: usize, c: usize, doom: Option<RuntimeDrop>, d: u16) {
+        if let (Some(a), Some(s)) = (&self.cap, self.snaps[si].as_ref()) {
+            let decider = crate::capture::Decider::of_parked(d);
+            a.offer(data, self.now_ns, self.w, flow_id, doom, decider, Some((Arc::clone(&s.snap), c)));
+        }
+    }
+
     /// Pick up new chains, NF registrations and deaths, and reclaim what
     /// dead NFs held. Once per loop; cheap when nothing changed.
     pub fn refresh(&mut self, emit: &mut impl FnMut(Mbuf, usize)) {
+        let g = self.capture.gen();
+        if g != self.cap_gen {
+            self.cap_gen = g;
+            self.cap = self.capture.current();
+        }
         let v = self.board.version();
         if v != self.seen_version {
             let snap = self.board.load();
@@ -1123,6 +1188,9 @@ impl<'a> Dispatcher<'a> {
     pub fn start(&mut self, m: Mbuf, out: usize, flow_tag: u32, key: &FlowKey, flow_id: u64, side: Side) -> Outcome {
         let chain = (flow_tag & CHAIN_MASK) as usize;
         if chain == 0 {
+            if self.cap.is_some() {
+                self.capture_unchained(m.data(), key, flow_id);
+            }
             return Outcome::Forward(m, out);
         }
         let Some(si) = self.snap_of(flow_tag >> 16) else {
@@ -1132,8 +1200,12 @@ impl<'a> Dispatcher<'a> {
         let Some(&(at, end)) = self.snaps[si].as_ref().and_then(|s| s.bounds.get(chain - 1)) else {
             return Outcome::Forward(m, out);
         };
+        let cap = self.cap.is_some() && self.capture_wants(si, chain - 1, key);
         let Some(idx) = self.take_entry() else {
             // No room to park it: the event cannot be made.
+            if cap {
+                self.capture_leaving(m.data(), flow_id, si, chain - 1, Some(RuntimeDrop::NoEventSlot), 0);
+            }
             self.counters.skip_event(EventSkip::NoSlot);
             self.counters.drop_runtime(RuntimeDrop::NoEventSlot);
             return Outcome::Taken;
@@ -1160,6 +1232,9 @@ impl<'a> Dispatcher<'a> {
             pending: 0,
             keyed: self.any_filtered,
             doom: None,
+            cap,
+            chain: (chain - 1) as u16,
+            decider: 0,
         }));
         self.parked_count += 1;
         self.advance(idx)
@@ -1239,6 +1314,9 @@ impl<'a> Dispatcher<'a> {
                 let v = self.nfv[k];
                 if !v.live {
                     if stage.closed(i) {
+                        if p.doom.is_none() {
+                            p.decider = k as u16 + 1;
+                        }
                         p.doom = Some(RuntimeDrop::NfFailClosed);
                         self.table.slots[k].count(NfCount::FailClosed, 1);
                     } else {
@@ -1265,6 +1343,9 @@ impl<'a> Dispatcher<'a> {
                     self.counters.skip_event(EventSkip::RingFull);
                     self.table.slots[k].count(NfCount::RingFull, 1);
                     if stage.closed(i) {
+                        if p.doom.is_none() {
+                            p.decider = k as u16 + 1;
+                        }
                         p.doom = Some(RuntimeDrop::NfRingFull);
                     }
                 }
@@ -1296,6 +1377,9 @@ impl<'a> Dispatcher<'a> {
         self.parked_count -= 1;
         if let Some(s) = self.snaps[p.snap as usize].as_mut() {
             s.parked -= 1;
+        }
+        if p.cap {
+            self.capture_leaving(p.m.data(), p.flow_id, p.snap as usize, p.chain as usize, p.doom, p.decider);
         }
         match p.doom {
             Some(reason) => {
@@ -1476,6 +1560,10 @@ impl<'a> Dispatcher<'a> {
                 self.links[k].answered += 1;
                 touch(&mut self.links, &mut self.dirty, k);
                 let slot = &self.table.slots[k];
+                // The first to doom it, else the last to pass it, decided.
+                if p.doom.is_none() {
+                    p.decider = k as u16 + 1;
+                }
                 match a.code() {
                     VERDICT_DROP => {
                         slot.count(NfCount::VerdictDrop, 1);
@@ -1666,6 +1754,9 @@ impl<'a> Dispatcher<'a> {
                         self.counters.nf_reclaimed.add(1);
                         self.table.slots[k].count(NfCount::Reclaimed, 1);
                         if stage.closed(i) {
+                            if p.doom.is_none() {
+                                p.decider = k as u16 + 1;
+                            }
                             p.doom.get_or_insert(RuntimeDrop::NfFailClosed);
                         }
                     }

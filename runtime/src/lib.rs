@@ -12,6 +12,7 @@
 //! [`http`] (the HTTP server of [`metrics`], the Prometheus endpoint, and
 //! [`web`], the live web view), [`signals`].
 
+pub mod capture;
 pub mod config;
 pub mod control;
 pub mod counters;
@@ -595,6 +596,8 @@ fn run_with_eal(
         let _ = nf_table.policy_name.set(sp.policy.clone());
     }
     let chain_board = Arc::new(dispatch::ChainBoard::default());
+    let capture_board = Arc::new(capture::CaptureBoard::default());
+    let mut captures = capture::CaptureControl::new(Arc::clone(&capture_board), ns_per_tick_q32);
     let ncpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let mut nf_manager =
         nfs::NfManager::new(Arc::clone(&nf_table), Arc::clone(&arena.arena), cfg.nf_cpus(ncpus), r.nf_wakeup);
@@ -636,6 +639,7 @@ fn run_with_eal(
             monitor: Some(worker_monitor(cfg, data, nmbufs, w, nworkers)),
             mbufs: Arc::clone(&pool),
             splice: worker_splicer(cfg, &local, w, nworkers, steering, seed, &neighbours)?,
+            capture: Arc::clone(&capture_board),
         };
         eal.launch(lcore, move || worker.run(&signals::RUNNING)).map_err(|e| anyhow!(e))?;
     }
@@ -703,6 +707,7 @@ fn run_with_eal(
                 let mut st = collect(&ports);
                 st.nfs = nf_manager.stats(&arena.arena);
                 st.control = control.stats();
+                st.capture = captures.stats();
                 Response::Stats(st).into()
             }
             Request::Ping => Response::Pong { instance: r.name.clone(), pid }.into(),
@@ -712,7 +717,13 @@ fn run_with_eal(
                 apply_chains(&mut nf_manager, &chain_board, &text, &origin, xdp_port).into()
             }
             Request::ChainShow => show_chains(&chain_board).into(),
+            Request::CaptureStart { target, count, max_bytes, snaplen, timeout_ms } => {
+                captures.start(target, count, max_bytes, snaplen, timeout_ms, &chain_board, &nf_manager).into()
+            }
+            Request::CaptureRead { id, max } => captures.read(id, max, false, &nf_manager).into(),
+            Request::CaptureStop { id } => captures.read(id, 0, true, &nf_manager).into(),
         });
+        captures.poll();
         if let Some(h) = &http {
             // Scrapes and the web view get what `uboxctl stats` and `chain
             // show` get, read here, between polls.
@@ -720,6 +731,7 @@ fn run_with_eal(
                 let mut stats = collect(&ports);
                 stats.nfs = nf_manager.stats(&arena.arena);
                 stats.control = control.stats();
+                stats.capture = captures.stats();
                 http::Snapshot { stats, chains: chains_view(&chain_board) }
             });
         }
@@ -877,5 +889,6 @@ fn collect_stats(
         pools: Default::default(),
         nfs: Vec::new(),
         control: Default::default(),
+        capture: Default::default(),
     }
 }

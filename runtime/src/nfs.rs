@@ -544,3 +544,19 @@ fn stream_closed(stream: &mut UnixStream) -> bool {
         Err(_) => true,
     }
 }
+
+impl crate::capture::Names for NfManager {
+    fn slot(&self, name: &str) -> Option<usize> {
+        self.slot_of.get(name).copied()
+    }
+
+    fn name(&self, slot: usize) -> Option<String> {
+        self.slot_of.iter().find(|(_, &k)| k == slot).map(|(n, _)| n.clone())
+    }
+
+    fn all(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.slot_of.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}

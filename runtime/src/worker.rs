@@ -86,6 +86,8 @@ pub struct Worker {
     pub mbufs: Arc<crate::dpdk::mempool::Mempool>,
     /// This worker's TCP splicer, if configured (moved into its dispatcher).
     pub splice: Option<crate::dispatch::SpliceSide>,
+    /// Where captures are armed (`uboxctl capture`).
+    pub capture: Arc<crate::capture::CaptureBoard>,
 }
 
 /// Frames on their way out: one buffer per port, and with a splicer one
@@ -135,6 +137,7 @@ impl Worker {
             }
         };
         disp.splice = self.splice.take();
+        disp.set_capture(Arc::clone(&self.capture));
         tracing::debug!(worker = self.id, ports = nports, "worker polling");
         // Busy time: the ticks of the sections that did work (answers taken,
         // a non-empty RX burst), each from the previous mark to its end;
@@ -423,6 +426,9 @@ impl Worker {
                         }
                         disp.publish_reports();
                         return;
+                    }
+                    if disp.capturing() {
+                        disp.capture_unchained(m.data(), &f.key, id);
                     }
                 }
                 if out < self.tx.len() {

@@ -141,7 +141,15 @@ pub fn plot(loaded: &Loaded, dir: &Path) -> anyhow::Result<(Vec<PathBuf>, Vec<St
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut written = Vec::new();
     let mut skipped = Vec::new();
-    let tp: Vec<&ScenarioResult> = loaded.results.iter().filter(|r| r.better == Better::Higher).collect();
+    // Higher-is-better results, less the baselines a scenario compares
+    // with themselves (events-0nf, monitor-wire, l4lb-*-wire: the very
+    // samples on both sides).
+    let tp: Vec<&ScenarioResult> = loaded
+        .results
+        .iter()
+        .filter(|r| r.better == Better::Higher)
+        .filter(|r| r.samples_ubox.is_empty() || r.samples_ubox != r.samples_peer)
+        .collect();
     if tp.is_empty() {
         skipped.push("throughput.svg: no throughput result".to_string());
     } else {
@@ -188,6 +196,17 @@ fn fmt(v: f64) -> String {
     }
 }
 
+/// An axis tick: no trailing zeros.
+fn tick(v: f64) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.into()
+    }
+}
+
 /// Estimated width in pixels of `s` at font size `px`.
 fn text_w(s: &str, px: u32) -> u32 {
     (s.chars().count() as u32 * px * 55) / 100
@@ -207,9 +226,13 @@ const BAR_ROW: u32 = 40;
 const PANEL_EXTRA: u32 = 80;
 
 fn throughput(results: &[&ScenarioResult], path: &Path) -> anyhow::Result<()> {
-    let mut by_unit: BTreeMap<(u8, String), Vec<&ScenarioResult>> = BTreeMap::new();
+    // A panel per unit and scenario family (the name up to its first
+    // `-`: wire, events, monitor, l4lb, e2e, l7lb), so that one axis never
+    // holds figures of different kinds (a replay's Gbit/s next to iperf3's).
+    let mut by_unit: BTreeMap<((u8, String), String), Vec<&ScenarioResult>> = BTreeMap::new();
     for r in results {
-        by_unit.entry(unit_rank(&r.metric)).or_default().push(r);
+        let family = r.scenario.split('-').next().unwrap_or_default().to_string();
+        by_unit.entry((unit_rank(&r.metric), family)).or_default().push(r);
     }
     for v in by_unit.values_mut() {
         v.sort_by(|a, b| a.scenario.cmp(&b.scenario));
@@ -240,19 +263,26 @@ fn throughput(results: &[&ScenarioResult], path: &Path) -> anyhow::Result<()> {
         breaks.push(y);
     }
     let panels = body.split_by_breakpoints(Vec::<i32>::new(), breaks);
-    for (((_, unit), rs), area) in by_unit.iter().zip(&panels) {
-        bar_panel(&root, area, unit, rs, label_w)?;
+    for ((((_, unit), family), rs), area) in by_unit.iter().zip(&panels) {
+        bar_panel(&root, area, &format!("{family}: {unit}"), unit, rs, label_w)?;
     }
     root.present().map_err(err)?;
     Ok(())
 }
 
-fn bar_panel(root: &Area, area: &Area, unit: &str, rs: &[&ScenarioResult], label_w: u32) -> anyhow::Result<()> {
+fn bar_panel(
+    root: &Area,
+    area: &Area,
+    caption: &str,
+    unit: &str,
+    rs: &[&ScenarioResult],
+    label_w: u32,
+) -> anyhow::Result<()> {
     let n = rs.len();
     let max = rs.iter().map(|r| r.ubox.max(r.peer)).fold(0.0f64, f64::max);
     let max = if max > 0.0 { max * 1.45 } else { 1.0 };
     let mut chart = ChartBuilder::on(area)
-        .caption(unit, (FONT, 18).into_font().style(FontStyle::Bold))
+        .caption(caption, (FONT, 18).into_font().style(FontStyle::Bold))
         .margin_left(10)
         .margin_right(30)
         .margin_top(6)
@@ -266,7 +296,7 @@ fn bar_panel(root: &Area, area: &Area, unit: &str, rs: &[&ScenarioResult], label
         .y_labels(0)
         .x_labels(8)
         .x_desc(unit)
-        .x_label_formatter(&|v| fmt(*v))
+        .x_label_formatter(&|v| tick(*v))
         .label_style((FONT, 12))
         .draw()
         .map_err(err)?;
@@ -341,9 +371,9 @@ pub fn events_points(results: &[ScenarioResult]) -> Vec<EventPoint> {
 }
 
 fn events(points: &[EventPoint], path: &Path) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, (1100, 480)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let root = root
+    let full = SVGBackend::new(path, (1100, 480)).into_drawing_area();
+    full.fill(&WHITE).map_err(err)?;
+    let root = full
         .titled(
             "Event path: every packet through a chain of counter NFs",
             (FONT, 22).into_font().style(FontStyle::Bold),
@@ -373,6 +403,7 @@ fn events(points: &[EventPoint], path: &Path) -> anyhow::Result<()> {
         .x_label_formatter(&|v| format!("{v:.0}"))
         .x_desc("NFs in the chain")
         .y_desc("Mpps")
+        .y_label_formatter(&|v| tick(*v))
         .label_style((FONT, 12))
         .draw()
         .map_err(err)?;
@@ -388,7 +419,15 @@ fn events(points: &[EventPoint], path: &Path) -> anyhow::Result<()> {
         .legend(|(x, y)| TriangleMarker::new((x + 9, y), 6, PEER.filled()));
     for p in points {
         let (px, py) = c.backend_coord(&(p.nfs as f64, p.mpps));
-        root.draw(&Text::new(fmt(p.mpps), (px + 8, py - 14), (FONT, 11))).map_err(err)?;
+        // Backend coordinates: drawn on the whole picture. Sequential
+        // figures above their point, the parallel group's below its own.
+        let (dy, anchor) = if p.parallel { (10, VPos::Top) } else { (-10, VPos::Bottom) };
+        full.draw(&Text::new(
+            fmt(p.mpps),
+            (px + 8, py + dy),
+            TextStyle::from((FONT, 11).into_font()).pos(Pos::new(HPos::Left, anchor)),
+        ))
+        .map_err(err)?;
     }
     c.configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
@@ -412,6 +451,7 @@ fn events(points: &[EventPoint], path: &Path) -> anyhow::Result<()> {
         .x_label_formatter(&|v| format!("{v:.0}"))
         .x_desc("NFs in the chain")
         .y_desc("ns per event")
+        .y_label_formatter(&|v| tick(*v))
         .label_style((FONT, 12))
         .draw()
         .map_err(err)?;
@@ -510,11 +550,12 @@ fn latency_cdf(cases: &BTreeMap<String, Vec<Curve>>, path: &Path) -> anyhow::Res
         )
         .map_err(err)?;
     let areas = root.split_evenly((rows, cols));
-    let mut colours: BTreeMap<&str, RGBColor> = BTreeMap::new();
-    for c in cases.values().flatten() {
-        let n = colours.len();
-        colours.entry(c.contender.as_str()).or_insert(PALETTE[n % PALETTE.len()]);
-    }
+    // One colour per contender across the panels, ubox's first.
+    let mut labels: Vec<&str> = cases.values().flatten().map(|c| c.contender.as_str()).collect();
+    labels.sort_by_key(|l| (!l.starts_with("ubox"), *l));
+    labels.dedup();
+    let colours: BTreeMap<&str, RGBColor> =
+        labels.iter().enumerate().map(|(i, l)| (*l, PALETTE[i % PALETTE.len()])).collect();
     for ((case, curves), area) in cases.iter().zip(&areas) {
         let all = curves.iter().flat_map(|c| c.points.iter().map(|p| p.0));
         let (lo, hi) = all.fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
@@ -527,9 +568,10 @@ fn latency_cdf(cases: &BTreeMap<String, Vec<Curve>>, path: &Path) -> anyhow::Res
             .build_cartesian_2d((lo..hi).log_scale(), 40.0..101.0)
             .map_err(err)?;
         c.configure_mesh()
+            .light_line_style(TRANSPARENT)
             .x_desc("latency ms (log scale)")
             .y_desc("percentile")
-            .x_label_formatter(&|v| fmt(*v))
+            .x_label_formatter(&|v| tick(*v))
             .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style((FONT, 12))
             .draw()
@@ -603,8 +645,15 @@ mod tests {
             std::fs::write(res.join(format!("{s}.json")), events_json(s, m, w)).unwrap();
         }
         std::fs::write(res.join("notes.txt"), "not a result, not read").unwrap();
+        // A baseline compared with itself: not in the throughput chart.
+        std::fs::write(
+            res.join("monitor-wire.json"),
+            r#"{"scenario": "monitor-wire", "metric": "Gbit/s", "ubox": 55.5, "peer_name": "ubox wire", "peer": 55.5,
+                "ratio": 1.0, "samples_ubox": [55.5], "samples_peer": [55.5], "extra": {"mpps": null}}"#,
+        )
+        .unwrap();
         let l = load(std::slice::from_ref(&res)).unwrap();
-        assert_eq!(l.files, 7);
+        assert_eq!(l.files, 8);
         let pts = events_points(&l.results);
         assert_eq!(pts.len(), 5);
         assert_eq!((pts[4].nfs, pts[4].parallel, pts[4].worker_ns), (3, true, Some(41.0)));
@@ -616,6 +665,7 @@ mod tests {
         let out = d.join("plots");
         let (written, skipped) = plot(&l, &out).unwrap();
         assert_eq!(written.len(), 3, "{skipped:?}");
+        assert_eq!((tick(5.0), tick(0.25), tick(-0.0001)), ("5".into(), "0.25".into(), "0".into()));
         let svg = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
         let t = svg("throughput.svg");
         assert!(t.starts_with("<svg"), "{}", &t[..80.min(t.len())]);
@@ -624,6 +674,7 @@ mod tests {
             assert!(t.contains(s), "throughput.svg lacks {s}");
         }
         assert!(!t.contains("e2e-wrk-keepalive-p99"), "a lower-is-better result in the throughput chart");
+        assert!(!t.contains("monitor-wire"), "a baseline against itself in the throughput chart");
         let e = svg("events.svg");
         for s in [
             "sequential",

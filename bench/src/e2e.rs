@@ -457,7 +457,14 @@ pub fn ubox_config_for(c: &Contender, main_cpu: &str, fwd_cpu: u32, iface_client
 fn figures(w: Workload, wrk: Option<&WrkResult>, ip: Option<&IperfResult>) -> Vec<(&'static str, f64)> {
     match (w, wrk, ip) {
         (Workload::Keepalive | Workload::Close, Some(r), _) => {
-            vec![("rps", r.requests_per_s), ("p50", r.p50_ms), ("p99", r.p99_ms)]
+            vec![
+                ("rps", r.requests_per_s),
+                ("p50", r.p50_ms),
+                ("p75", r.p75_ms),
+                ("p90", r.p90_ms),
+                ("p99", r.p99_ms),
+                ("max", r.max_ms),
+            ]
         }
         (Workload::Iperf3, _, Some(r)) => vec![("gbps", r.gbps)],
         _ => Vec::new(),
@@ -727,6 +734,20 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
                 r.extra.insert("fwd_cpu".into(), f64::from(opts.fwd_cpu));
                 if let Ok(v) = bridge_nf.parse::<f64>() {
                     r.extra.insert("bridge_nf_call_iptables".into(), v);
+                }
+                if m == "p99" {
+                    let pcts = |c: usize| -> Option<Vec<f64>> {
+                        ["p50", "p75", "p90", "p99", "max"].iter().map(|k| med(c, w, k)).collect()
+                    };
+                    if let (Some(ubox_ms), Some(peer_ms)) = (pcts(u), pcts(p)) {
+                        r.latency = Some(crate::result::Latency {
+                            case: format!("e2e {}", w.name()),
+                            ubox_label: cs[u].label.clone(),
+                            percentiles: crate::result::LATENCY_PERCENTILES.to_vec(),
+                            ubox_ms,
+                            peer_ms,
+                        });
+                    }
                 }
                 r.write(&opts.out)?;
                 results.push(r);

@@ -139,7 +139,7 @@ use serde::Serialize;
 
 use crate::e2e;
 use crate::noise::{worker_preemptions, ForeignCpu};
-use crate::result::{median, Better, ScenarioResult};
+use crate::result::{median, Better, Latency, ScenarioResult, LATENCY_PERCENTILES};
 use crate::testbed::{self, http_get, ip, sh, sysctl_in, Names, Nginx, Proc, OBJECT, OBJECT_BYTES};
 use crate::traffic::{self, Connections, WrkResult};
 use crate::ubox::Running;
@@ -696,6 +696,10 @@ struct CaseSummary {
     samples_rps: Vec<f64>,
     samples_p50_ms: Vec<f64>,
     samples_p99_ms: Vec<f64>,
+    /// wrk's latency distribution (medians over rounds): percentiles
+    /// (100 = the maximum) and their latencies in ms.
+    latency_percentiles: Vec<f64>,
+    latency_ms: Vec<f64>,
     requests: u64,
     socket_errors: u64,
     timeouts: u64,
@@ -762,6 +766,14 @@ fn metric(s: &Sample, m: &str) -> f64 {
         "p50" => s.wrk.p50_ms,
         _ => s.wrk.p99_ms,
     }
+}
+
+/// A contender's latency at [`LATENCY_PERCENTILES`] in a case (medians
+/// over its rounds), if it was measured.
+fn latency_ms(rec: &Record, case: Case) -> Option<Vec<f64>> {
+    let pick: [fn(&Sample) -> f64; 5] =
+        [|s| s.wrk.p50_ms, |s| s.wrk.p75_ms, |s| s.wrk.p90_ms, |s| s.wrk.p99_ms, |s| s.wrk.max_ms];
+    pick.iter().map(|f| rec.med(case, f)).collect()
 }
 
 fn goal_text(bound: f64, better: Better) -> String {
@@ -965,6 +977,8 @@ fn report(opts: &Opts, names: &Names, recs: &BTreeMap<Contender, Record>) -> any
                 samples_rps: v.iter().map(|s| s.wrk.requests_per_s).collect(),
                 samples_p50_ms: v.iter().map(|s| s.wrk.p50_ms).collect(),
                 samples_p99_ms: v.iter().map(|s| s.wrk.p99_ms).collect(),
+                latency_percentiles: if v.is_empty() { Vec::new() } else { LATENCY_PERCENTILES.to_vec() },
+                latency_ms: latency_ms(rec, case).unwrap_or_default(),
                 requests: sum(&|s| s.wrk.requests),
                 socket_errors: sum(&|s| s.wrk.socket_errors),
                 timeouts: sum(&|s| s.wrk.timeouts),
@@ -1092,6 +1106,19 @@ fn report(opts: &Opts, names: &Names, recs: &BTreeMap<Contender, Record>) -> any
                     failures.extend(recs[&b].failures(case).into_iter().map(|f| format!("{}: {f}", b.label())));
                     r.failed = Some(!failures.is_empty());
                     r.failures = failures;
+                    if m == "p99" {
+                        if let (Some(ubox_ms), Some(peer_ms)) =
+                            (latency_ms(&recs[&a], case), latency_ms(&recs[&b], case))
+                        {
+                            r.latency = Some(Latency {
+                                case: format!("l7lb {}", case.name()),
+                                ubox_label: a.label().into(),
+                                percentiles: LATENCY_PERCENTILES.to_vec(),
+                                ubox_ms,
+                                peer_ms,
+                            });
+                        }
+                    }
                     r.write(&opts.out)?;
                     results.push(r);
                 }

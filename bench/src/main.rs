@@ -23,6 +23,8 @@
 //! - `l4lb`: the `l4lb` NF (1 VIP, 100 backends, L2 DSR) on a replay of
 //!   all SYNs and one of established connections, against wire mode on
 //!   the same capture (Mpps).
+//!
+//! `ubox-bench plot` draws SVG charts of the results (`plot.rs`).
 
 mod capture;
 mod e2e;
@@ -30,6 +32,7 @@ mod events;
 mod l4lb;
 mod l7lb;
 mod noise;
+mod plot;
 mod result;
 mod testbed;
 mod testpmd;
@@ -165,6 +168,19 @@ enum Scenario {
     /// established connections, against ubox's wire mode on the same
     /// capture (Mpps, with backpressure: every packet visits the NF).
     L4lb,
+    /// SVG charts of results: throughput against the peers, the event path
+    /// by number of NFs, latency CDFs (no root needed).
+    ///
+    /// Reads the JSON files given, or every *.json in the directories given
+    /// (default: the --out directory, bench/results), and writes
+    /// throughput.svg, events.svg and latency-cdf.svg for what they hold.
+    Plot {
+        /// Result files or directories (default: --out).
+        inputs: Vec<PathBuf>,
+        /// Where to write the SVGs.
+        #[arg(long, default_value = "bench/plots")]
+        charts: PathBuf,
+    },
 }
 
 fn parse_contender(s: &str) -> Result<e2e::Contender, String> {
@@ -173,6 +189,9 @@ fn parse_contender(s: &str) -> Result<e2e::Contender, String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Scenario::Plot { inputs, charts } = &cli.scenario {
+        return plot_command(if inputs.is_empty() { std::slice::from_ref(&cli.out) } else { inputs }, charts);
+    }
     if unsafe_free_euid() != 0 {
         bail!("ubox-bench must run as root (DPDK needs hugepages): run it with sudo");
     }
@@ -233,7 +252,24 @@ fn main() -> anyhow::Result<()> {
             })
         }
         Scenario::L4lb => l4lb_scenario(&cli, window),
+        Scenario::Plot { .. } => unreachable!("handled above"),
     }
+}
+
+fn plot_command(inputs: &[PathBuf], charts: &std::path::Path) -> anyhow::Result<()> {
+    let loaded = plot::load(inputs)?;
+    let (written, skipped) = plot::plot(&loaded, charts)?;
+    println!("read {} result files", loaded.files);
+    for p in &written {
+        println!("wrote {}", p.display());
+    }
+    for s in &skipped {
+        println!("not written: {s}");
+    }
+    if written.is_empty() {
+        bail!("nothing to chart in {} result files", loaded.files);
+    }
+    Ok(())
 }
 
 fn events_scenario(cli: &Cli, pcap: &std::path::Path, window: Duration) -> anyhow::Result<()> {

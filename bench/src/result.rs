@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One measurement window of one contender.
 #[derive(Clone, Copy, Debug)]
@@ -13,7 +13,7 @@ pub struct Measurement {
 }
 
 /// Which way of the metric favours ubox.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Better {
     /// Throughput, rates: a ratio above 1 favours ubox.
@@ -23,8 +23,9 @@ pub enum Better {
     Lower,
 }
 
-/// `bench/results/<scenario>.json`.
-#[derive(Clone, Debug, Serialize)]
+/// `bench/results/<scenario>.json` (read back by `ubox-bench plot`: the
+/// fields after `ratio` may be absent in files of older runs).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScenarioResult {
     pub scenario: String,
     pub metric: String,
@@ -35,22 +36,53 @@ pub struct ScenarioResult {
     pub peer: f64,
     /// ubox / peer; `better` says which way favours ubox.
     pub ratio: f64,
+    #[serde(default)]
     pub better: Better,
+    #[serde(default)]
     pub rounds: usize,
+    #[serde(default)]
     pub window_s: f64,
+    #[serde(default)]
     pub samples_ubox: Vec<f64>,
+    #[serde(default)]
     pub samples_peer: Vec<f64>,
     /// Scenario-specific figures (e.g. event round trip).
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "std::collections::BTreeMap::is_empty",
+        deserialize_with = "figures_without_nulls"
+    )]
     pub extra: std::collections::BTreeMap<String, f64>,
     /// Set by scenarios that check correctness as they measure (`l7lb`):
     /// `true` when a measurement behind this result saw errors.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<bool>,
     /// What went wrong, one line each.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<String>,
+    /// Latency percentiles of both contenders (wrk workloads of `e2e` and
+    /// `l7lb`, on their p99 result), for the latency CDF of `ubox-bench plot`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
 }
+
+/// The latency distribution wrk reports (`--latency`: 50, 75, 90, 99 %, and
+/// its maximum as 100 %) for both contenders of a result: per percentile
+/// the median over the rounds, in ms.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// What was measured, e.g. `e2e wrk-keepalive`, `l7lb close`.
+    pub case: String,
+    /// ubox's contender label (the peer's is `peer_name`).
+    pub ubox_label: String,
+    /// Percentiles, ascending, 100 meaning the maximum.
+    pub percentiles: Vec<f64>,
+    pub ubox_ms: Vec<f64>,
+    pub peer_ms: Vec<f64>,
+}
+
+/// The percentiles of [`Latency`], as wrk prints them plus its maximum.
+pub const LATENCY_PERCENTILES: [f64; 5] = [50.0, 75.0, 90.0, 99.0, 100.0];
 
 impl ScenarioResult {
     pub fn new(scenario: &str, metric: &str, ubox: f64, peer_name: &str, peer: f64) -> ScenarioResult {
@@ -69,6 +101,7 @@ impl ScenarioResult {
             extra: Default::default(),
             failed: None,
             failures: Vec::new(),
+            latency: None,
         }
     }
 
@@ -77,6 +110,15 @@ impl ScenarioResult {
         let json = serde_json::to_string_pretty(self).expect("serialise");
         std::fs::write(&path, json + "\n").with_context(|| format!("writing {}", path.display()))
     }
+}
+
+/// `extra` as written: serde_json writes a NaN or infinite figure as
+/// `null`, read back as absent.
+fn figures_without_nulls<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, f64>, D::Error> {
+    let m: std::collections::BTreeMap<String, Option<f64>> = Deserialize::deserialize(d)?;
+    Ok(m.into_iter().filter_map(|(k, v)| Some((k, v?))).collect())
 }
 
 pub fn median(v: impl Iterator<Item = f64>) -> f64 {

@@ -18,8 +18,11 @@ use anyhow::{anyhow, bail, Context};
 pub struct WrkResult {
     pub requests_per_s: f64,
     pub p50_ms: f64,
+    pub p75_ms: f64,
     pub p90_ms: f64,
     pub p99_ms: f64,
+    /// The slowest request (the `Max` of wrk's latency line).
+    pub max_ms: f64,
     pub requests: u64,
     /// connect + read + write + timeout socket errors.
     pub socket_errors: u64,
@@ -72,14 +75,19 @@ pub fn parse_wrk(out: &str) -> anyhow::Result<WrkResult> {
                     "50" => p50 = v,
                     "90" => p90 = v,
                     "99" => p99 = v,
-                    "75" => {}
+                    "75" => r.p75_ms = v.unwrap_or(0.0),
                     _ => in_dist = false,
                 }
                 continue;
             }
             in_dist = false;
         }
-        if let Some(v) = t.strip_prefix("Requests/sec:") {
+        if let Some(v) = t.strip_prefix("Latency ") {
+            // "Latency   798.23us  623.05us  15.12ms   98.63%": avg, stdev, max.
+            if let Some(max) = v.split_whitespace().nth(2).and_then(parse_wrk_duration_ms) {
+                r.max_ms = max;
+            }
+        } else if let Some(v) = t.strip_prefix("Requests/sec:") {
             rps = v.trim().parse::<f64>().ok();
         } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
             r.bad_status = v.trim().parse().unwrap_or(0);
@@ -246,8 +254,10 @@ Transfer/sec:     24.95MB
         let r = parse_wrk(WRK).unwrap();
         assert_eq!(r.requests_per_s, 20698.35);
         assert!((r.p50_ms - 0.697).abs() < 1e-9, "{r:?}");
+        assert!((r.p75_ms - 1.01).abs() < 1e-9);
         assert!((r.p90_ms - 1.13).abs() < 1e-9);
         assert!((r.p99_ms - 1.69).abs() < 1e-9);
+        assert!((r.max_ms - 15.12).abs() < 1e-9);
         assert_eq!(r.requests, 82817);
         assert_eq!((r.socket_errors, r.timeouts, r.bad_status), (0, 0, 0));
     }

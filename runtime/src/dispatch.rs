@@ -338,7 +338,7 @@ impl Snap {
         }) {
             return Some(r);
         }
-        if self.routes.len() >= CHAIN_MASK as usize {
+        if self.routes.len() >= CHAIN_MASK as usize || self.routes.get(chain)?.members.len() != picks.len() {
             return None;
         }
         let (at, end) = *self.bounds.get(chain)?;
@@ -2312,5 +2312,50 @@ fn side_code(s: Side) -> u8 {
     match s {
         Side::Client => SIDE_CLIENT,
         Side::Server => SIDE_SERVER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap() -> Snap {
+        let plan = |name: &str, stages: Vec<Vec<(usize, Policy)>>| ChainPlan {
+            name: name.into(),
+            filter: FlowFilter::default(),
+            names: Vec::new(),
+            stages,
+            unmonitored_drop: false,
+        };
+        Snap::new(Arc::new(ChainSnapshot {
+            version: 1,
+            origin: "t".into(),
+            chains: vec![
+                plan("a", vec![vec![(0, Policy::FailClosed)], vec![(1, Policy::FailOpen), (2, Policy::FailClosed)]]),
+                plan("b", vec![vec![(1, Policy::FailOpen)]]),
+            ],
+        }))
+    }
+
+    #[test]
+    fn routes_resolve_members_to_instances_and_are_made_once() {
+        let mut s = snap();
+        assert_eq!(s.routes.len(), 2, "one route per chain to begin with");
+        assert_eq!(s.routes[0].slots, vec![0, 1, 2]);
+        // Chain a with NF 0 as its instance in slot 5.
+        let r = s.route(0, &[5, 1, 2]).unwrap();
+        assert_eq!(r, 2);
+        assert_eq!(s.route(0, &[5, 1, 2]), Some(2), "the same picks, the same route");
+        assert_eq!(s.route(1, &[5]), Some(3), "another chain, another route");
+        let (at, end) = s.bounds[r];
+        let stages = &s.stages[at as usize..end as usize];
+        assert_eq!((stages.len(), stages[0].nfs[0], stages[1].n), (2, 5, 2));
+        // Policies stay with their positions; the base route is untouched.
+        assert!(stages[0].closed(0) && !stages[1].closed(0) && stages[1].closed(1));
+        assert_eq!(s.stages[s.bounds[0].0 as usize].nfs[0], 0);
+        assert_eq!(s.routes[r].members, vec![(5, true), (1, false), (2, true)]);
+        let n = s.stages.len();
+        assert_eq!(s.route(0, &[5]), None, "picks that do not fit the chain");
+        assert_eq!(s.stages.len(), n, "and nothing half made");
     }
 }

@@ -322,7 +322,7 @@ impl NfManager {
         let chosen: Vec<usize> = live
             .iter()
             .copied()
-            .filter(|&k| instance.is_none_or(|i| self.sessions[k].as_ref().is_some_and(|s| s.instance.max(1) == i)))
+            .filter(|&k| instance.map_or(true, |i| self.sessions[k].as_ref().is_some_and(|s| s.instance.max(1) == i)))
             .collect();
         if chosen.is_empty() {
             let running: Vec<String> = live.iter().map(|&k| self.label(k)).collect();

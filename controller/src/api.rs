@@ -44,7 +44,21 @@ pub enum Request {
     /// Liveness and identity.
     Ping,
     /// An NF process registers (and keeps the connection open while it runs).
-    Register { manifest: crate::registry::NfManifest },
+    /// `join` says what to do when the name already runs: refuse (the
+    /// default), add an instance, or take over (a release).
+    Register {
+        manifest: crate::registry::NfManifest,
+        #[serde(default)]
+        join: Join,
+    },
+    /// Stop giving new flows to an NF's instances (one with `instance`,
+    /// else all of them); each is told to exit once its flows have ended,
+    /// or `timeout_ms` (default 30 s) after the drain began.
+    NfDrain { name: String, instance: Option<u32>, timeout_ms: Option<u64> },
+    /// Arm a release of an NF: the next registration of `name` (even
+    /// without `--takeover`) registers next to the running instances, takes
+    /// the new flows, and they drain (`timeout_ms`, default 30 s).
+    NfRelease { name: String, timeout_ms: Option<u64> },
     /// The registered NFs.
     NfList,
     /// Apply a chain file (its text; `origin` names it in errors). New flows
@@ -68,13 +82,15 @@ impl Request {
     /// runtime does (which NFs see which flows). Everything else reads, or
     /// registers an NF, which the runtime's group may do.
     pub fn needs_root(&self) -> bool {
-        // A capture hands out packet contents: root's too.
+        // A capture hands out packet contents, drain and release end NFs: root's too.
         matches!(
             self,
             Request::ChainApply { .. }
                 | Request::CaptureStart { .. }
                 | Request::CaptureRead { .. }
                 | Request::CaptureStop { .. }
+                | Request::NfDrain { .. }
+                | Request::NfRelease { .. }
         )
     }
 
@@ -88,9 +104,32 @@ impl Request {
             Request::ChainApply { .. } => "chain apply",
             Request::ChainShow => "chain show",
             Request::CaptureStart { .. } | Request::CaptureRead { .. } | Request::CaptureStop { .. } => "capture",
+            Request::NfDrain { .. } => "nf drain",
+            Request::NfRelease { .. } => "nf release",
         }
     }
 }
+
+/// What a registration does when its NF name already runs.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Join {
+    /// Refuse it (the name is taken), unless a release was armed
+    /// ([`Request::NfRelease`]): then as `Takeover`.
+    #[default]
+    Exclusive,
+    /// Another instance of the NF: the runtime spreads new flows over the
+    /// live instances; a flow stays with the one it started on.
+    Instance,
+    /// A new version: it takes every new flow; the instances running
+    /// before drain (their flows stay on them until they end, at most
+    /// `drain_ms`), then are told to exit.
+    Takeover { drain_ms: u64 },
+}
+
+/// Drain timeout when none is given: how long a draining instance keeps
+/// flows before it is told to exit regardless.
+pub const DEFAULT_DRAIN_MS: u64 = 30_000;
 
 /// The arena channel of one NF on one worker: its descriptor ring (the
 /// worker produces, the NF consumes) and its answer ring (the other way).
@@ -190,6 +229,15 @@ pub enum Response {
     Error {
         message: String,
     },
+    /// A request that changes something was carried out (what it did).
+    Done {
+        message: String,
+    },
+    /// Sent by the runtime on an NF's registration connection (after
+    /// `Registered`): exit now (it was drained or replaced by a release).
+    Exit {
+        reason: String,
+    },
 }
 
 /// Counters of a whole runtime instance at one moment.
@@ -262,6 +310,18 @@ pub struct NfStats {
     /// `fail_closed`, `skipped_absent`, `reclaimed`, `published`,
     /// `bad_publish`, `bad_verdict`, `stray_answer` (only non-zero ones).
     pub counts: std::collections::BTreeMap<String, u64>,
+    /// The instance number (1, 2, ...) of an NF running as several
+    /// instances (`name` is then `NAME#N`); 0 for a single one.
+    #[serde(default)]
+    pub instance: u32,
+    /// It takes no new flows (drained or being replaced).
+    #[serde(default)]
+    pub draining: bool,
+    /// Flows pinned to it now, and every flow ever given to it.
+    #[serde(default)]
+    pub flows: u64,
+    #[serde(default)]
+    pub flows_assigned: u64,
 }
 
 /// Free counts of the shared pools: back at their idle values once traffic
@@ -777,12 +837,14 @@ impl Stats {
             ));
         }
         if !self.nfs.is_empty() {
-            let mut t = Table::new(&["nf", "state", "events in", "answered", "queued", "counts"]);
+            let mut t = Table::new(&["nf", "state", "flows", "assigned", "events in", "answered", "queued", "counts"]);
             for n in &self.nfs {
                 let counts: Vec<String> = n.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 t.row(vec![
                     n.name.clone(),
-                    n.state.clone(),
+                    if n.draining && n.state == "running" { "draining".into() } else { n.state.clone() },
+                    n.flows.to_string(),
+                    n.flows_assigned.to_string(),
                     n.events_in.to_string(),
                     n.events_out.to_string(),
                     n.queue_depth.to_string(),

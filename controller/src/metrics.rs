@@ -427,6 +427,24 @@ const WORKER: &[M<WorkerStats>] = &[
 ];
 
 const NF: &[M<NfStats>] = &[
+    M {
+        name: "ubox_nf_flows",
+        kind: G,
+        help: "Flows pinned to the NF instance now (their events all go to it).",
+        get: |n| V::N(n.flows),
+    },
+    M {
+        name: "ubox_nf_flows_assigned_total",
+        kind: C,
+        help: "Flows ever pinned to the NF instance.",
+        get: |n| V::N(n.flows_assigned),
+    },
+    M {
+        name: "ubox_nf_instance",
+        kind: G,
+        help: "The instance number of an NF running as several (its nf label is NAME#N); 0 for a single one.",
+        get: |n| V::N(u64::from(n.instance)),
+    },
     M { name: "ubox_nf_events_in_total", kind: C, help: "Events given to the NF.", get: |n| V::N(n.events_in) },
     M { name: "ubox_nf_events_out_total", kind: C, help: "Events the NF answered.", get: |n| V::N(n.events_out) },
     M {

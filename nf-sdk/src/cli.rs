@@ -3,7 +3,9 @@
 //!
 //! - [`Common`]: the flags every NF takes, to `#[command(flatten)]` into
 //!   its clap `Args`: `--instance`, `--socket`, `--name` (default: the
-//!   NF's own name) and `--reconnect`.
+//!   NF's own name), `--reconnect`, and `--add-instance` / `--takeover`
+//!   (`--drain-timeout-ms`) to run next to instances of the name already
+//!   running (see README, "Scaling NFs and releases").
 //! - [`main`]: logging ([`init`]), parsing ([`parse`]), the NF's own
 //!   `run`, and the exit status ([`Exit`], [`exit_code`]), with every
 //!   error one line.
@@ -93,12 +95,32 @@ pub struct Common {
     /// Without it the NF exits with status 1 when the runtime is not there.
     #[arg(long)]
     pub reconnect: bool,
+    /// Run as one more instance of an NF whose name already runs: the
+    /// runtime spreads new flows over the live instances, and a flow stays
+    /// with the instance it started on for its whole life.
+    #[arg(long, conflicts_with = "takeover")]
+    pub add_instance: bool,
+    /// Release: register next to the running instances of the name and
+    /// take every new flow; they keep their flows until those end (at most
+    /// --drain-timeout-ms), then are told to exit.
+    #[arg(long)]
+    pub takeover: bool,
+    /// With --takeover: most milliseconds the old instances keep their flows.
+    #[arg(long, default_value_t = controller::api::DEFAULT_DRAIN_MS, requires = "takeover")]
+    pub drain_timeout_ms: u64,
 }
 
 impl Common {
     /// A builder named `--name`, aimed at `--instance` / `--socket`.
     pub fn builder(&self) -> NfBuilder {
-        Nf::builder(&self.name).target(self.instance.as_deref(), self.socket.as_deref())
+        let join = if self.takeover {
+            controller::api::Join::Takeover { drain_ms: self.drain_timeout_ms }
+        } else if self.add_instance {
+            controller::api::Join::Instance
+        } else {
+            controller::api::Join::Exclusive
+        };
+        Nf::builder(&self.name).target(self.instance.as_deref(), self.socket.as_deref()).join(join)
     }
 }
 
@@ -300,7 +322,21 @@ mod tests {
     #[test]
     fn name_defaults_to_the_program_and_flags_parse() {
         let a: Args = parse_from("counter", ["t"]).unwrap();
-        assert_eq!(a.common, Common { instance: None, socket: None, name: "counter".into(), reconnect: false });
+        assert_eq!(
+            a.common,
+            Common {
+                instance: None,
+                socket: None,
+                name: "counter".into(),
+                reconnect: false,
+                add_instance: false,
+                takeover: false,
+                drain_timeout_ms: controller::api::DEFAULT_DRAIN_MS,
+            }
+        );
+        let a: Args = parse_from("counter", ["t", "--takeover", "--drain-timeout-ms", "500"]).unwrap();
+        assert!(a.common.takeover && a.common.drain_timeout_ms == 500);
+        assert!(parse_from::<Args, _, _>("counter", ["t", "--takeover", "--add-instance"]).is_err());
         let a: Args =
             parse_from("counter", ["t", "--instance", "lab", "--name", "c2", "--reconnect", "--rules", "r"]).unwrap();
         assert_eq!(

@@ -66,6 +66,7 @@ pub struct NfBuilder {
     stop: StopHandle,
     on_reregister: Option<Hook>,
     backoff: ReconnectBackoff,
+    join: api::Join,
 }
 
 /// What [`NfBuilder::on_reregister`] calls.
@@ -102,7 +103,18 @@ impl NfBuilder {
             stop: StopHandle::default(),
             on_reregister: None,
             backoff: ReconnectBackoff::default(),
+            join: api::Join::Exclusive,
         }
+    }
+
+    /// What to do when the name already runs (default: be refused):
+    /// [`api::Join::Instance`] adds this process as another instance (the
+    /// runtime spreads new flows over the instances, each flow staying on
+    /// its own), [`api::Join::Takeover`] makes it the new version that
+    /// takes every new flow while the old instances drain and exit.
+    pub fn join(mut self, join: api::Join) -> Self {
+        self.join = join;
+        self
     }
 
     /// The NF's own version string (informational; default `0.0.0`).
@@ -253,7 +265,7 @@ impl NfBuilder {
     pub fn connect(self) -> Result<Nf, NfError> {
         self.check()?;
         let socket = self.socket_path();
-        let attached = attach(&socket, &self.manifest)?;
+        let attached = attach(&socket, &self.manifest, self.join)?;
         Ok(self.into_nf(socket, attached))
     }
 
@@ -270,7 +282,7 @@ impl NfBuilder {
         self.check()?;
         let socket = self.socket_path();
         let _signals = Signals::install(self.handle_signals, &self.stop)?;
-        let attached = wait_attach(&socket, &self.manifest, &self.stop, self.backoff, false)?;
+        let attached = wait_attach(&socket, &self.manifest, self.join, &self.stop, self.backoff, false)?;
         Ok(self.into_nf(socket, attached))
     }
 
@@ -311,6 +323,7 @@ impl NfBuilder {
             totals: RunSummary::default(),
             on_reregister: self.on_reregister,
             backoff: self.backoff,
+            join: self.join,
         }
     }
 }
@@ -326,8 +339,8 @@ struct Attached {
 }
 
 /// Registers `manifest` on `socket` and maps what the runtime granted.
-fn attach(socket: &Path, manifest: &NfManifest) -> Result<Attached, NfError> {
-    let (control, session, files) = register(socket, manifest)?;
+fn attach(socket: &Path, manifest: &NfManifest, join: api::Join) -> Result<Attached, NfError> {
+    let (control, session, files) = register(socket, manifest, join)?;
     let socket = socket.to_owned();
     if session.subscriptions.len() != manifest.subscriptions.len() {
         return Err(NfError::Protocol {
@@ -414,6 +427,7 @@ fn transient(e: &NfError, registered: bool) -> bool {
 fn wait_attach(
     socket: &Path,
     manifest: &NfManifest,
+    join: api::Join,
     stop: &StopHandle,
     backoff: ReconnectBackoff,
     registered: bool,
@@ -425,7 +439,7 @@ fn wait_attach(
         if stop.is_stopped() {
             return Err(NfError::Stopped { socket: socket.to_owned() });
         }
-        match attach(socket, manifest) {
+        match attach(socket, manifest, join) {
             Ok(a) => return Ok(a),
             Err(e) if !transient(&e, registered) => return Err(e),
             Err(e) => {
@@ -530,7 +544,11 @@ fn resolve_socket(
 }
 
 /// The handshake: one request line, one response line.
-fn register(socket: &Path, manifest: &NfManifest) -> Result<(UnixStream, NfSession, Vec<std::fs::File>), NfError> {
+fn register(
+    socket: &Path,
+    manifest: &NfManifest,
+    join: api::Join,
+) -> Result<(UnixStream, NfSession, Vec<std::fs::File>), NfError> {
     let control = UnixStream::connect(socket).map_err(|source| {
         if source.kind() == io::ErrorKind::PermissionDenied {
             NfError::PermissionDenied {
@@ -544,7 +562,7 @@ fn register(socket: &Path, manifest: &NfManifest) -> Result<(UnixStream, NfSessi
     let ctl_err = |what: &'static str| move |source| NfError::Control { socket: socket.into(), what, source };
     control.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(ctl_err("setting a timeout"))?;
     control.set_write_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(ctl_err("setting a timeout"))?;
-    let mut line = serde_json::to_string(&Request::Register { manifest: manifest.clone() })
+    let mut line = serde_json::to_string(&Request::Register { manifest: manifest.clone(), join })
         .map_err(|e| NfError::Definition(format!("manifest of '{}' does not serialise: {e}", manifest.name)))?;
     line.push('\n');
     (&control).write_all(line.as_bytes()).map_err(ctl_err("sending the manifest"))?;
@@ -717,6 +735,7 @@ pub struct Nf {
     totals: RunSummary,
     on_reregister: Option<Hook>,
     backoff: ReconnectBackoff,
+    join: api::Join,
 }
 
 impl std::fmt::Debug for Nf {
@@ -838,7 +857,10 @@ impl Nf {
         // Leave the old session first: the runtime (if it is still the
         // same) sees the NF gone, and takes its name back.
         let _ = self.control.shutdown(std::net::Shutdown::Both);
-        let a = wait_attach(&self.socket, &self.manifest, &self.stop, self.backoff, true)?;
+        // Back after the runtime went away: another instance at most (a
+        // takeover is done once; taking over again would drain the others).
+        let join = if self.join == api::Join::Exclusive { api::Join::Exclusive } else { api::Join::Instance };
+        let a = wait_attach(&self.socket, &self.manifest, join, &self.stop, self.backoff, true)?;
         for (h, &type_id) in self.dispatch.handlers.iter_mut().zip(&a.subscriptions) {
             h.type_id = type_id;
         }
@@ -868,7 +890,7 @@ impl Nf {
 
     fn poll_loop(&mut self, summary: &mut RunSummary) -> Result<(), NfError> {
         let Nf { session, arena, control, socket, dispatch, stop, publications, modifies, .. } = self;
-        let live = Liveness { control, socket };
+        let live = Liveness { control, socket, line: Default::default(), exit: Default::default() };
         let mut links = Vec::with_capacity(session.rings.len());
         for r in &session.rings {
             // Checked in connect(); an error here means the arena changed.
@@ -962,6 +984,10 @@ impl Nf {
             if last_check.elapsed() >= LIVENESS_EVERY {
                 live.check()?;
                 last_check = Instant::now();
+            }
+            if let Some(reason) = live.exit.borrow().as_deref() {
+                tracing::info!("NF '{}': the runtime asked it to exit ({reason}); exiting", session.name);
+                return Ok(());
             }
         }
         Ok(())
@@ -1122,10 +1148,15 @@ fn pin_thread(cpus: &[u32]) -> nix::Result<()> {
     Ok(())
 }
 
-/// The non-blocking EOF check on the control connection.
+/// The non-blocking EOF check on the control connection, and what the
+/// runtime sends on it after registering: one JSON line, an exit notice
+/// ([`Response::Exit`], the NF was drained or replaced by a release).
 struct Liveness<'a> {
     control: &'a UnixStream,
     socket: &'a Path,
+    /// A line being read (bounded), and the exit reason once one came.
+    line: std::cell::RefCell<Vec<u8>>,
+    exit: std::cell::RefCell<Option<String>>,
 }
 
 impl Liveness<'_> {
@@ -1134,8 +1165,23 @@ impl Liveness<'_> {
         loop {
             match (&*self.control).read(&mut buf) {
                 Ok(0) => return Err(NfError::RuntimeGone { socket: self.socket.to_owned() }),
-                // The runtime sends nothing after registering today; skip it.
-                Ok(_) => continue,
+                Ok(n) => {
+                    let mut line = self.line.borrow_mut();
+                    for &b in &buf[..n] {
+                        if b != b'\n' {
+                            // Anything longer than a notice is not one.
+                            if line.len() < 4096 {
+                                line.push(b);
+                            }
+                            continue;
+                        }
+                        match serde_json::from_slice::<Response>(&line) {
+                            Ok(Response::Exit { reason }) => *self.exit.borrow_mut() = Some(reason),
+                            _ => tracing::warn!("ignoring an unexpected message from the runtime"),
+                        }
+                        line.clear();
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Err(NfError::RuntimeGone { socket: self.socket.to_owned() }),

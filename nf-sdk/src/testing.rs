@@ -521,7 +521,7 @@ fn serve_one(
         return;
     }
     let (manifest, response) = match serde_json::from_str::<Request>(&line) {
-        Ok(Request::Register { manifest }) => {
+        Ok(Request::Register { manifest, .. }) => {
             let response = match refuse {
                 Some(message) => Response::Error { message },
                 None => answer(&manifest, arena),

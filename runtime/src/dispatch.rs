@@ -223,7 +223,7 @@ struct Parked {
     doom: Option<RuntimeDrop>,
     /// A capture wants it when it leaves its chain (`uboxctl capture`).
     cap: bool,
-    /// Its chain's index in the snapshot.
+    /// Its route's index in the snapshot (the chain, resolved to instances).
     chain: u16,
     /// The NF slot + 1 that decided its fate so far (0: none): the first
     /// to doom it, else the last to pass it.
@@ -294,8 +294,13 @@ struct Snap {
     version: u32,
     /// Every chain's stages back to back.
     stages: Vec<Stage>,
-    /// Chain `c`'s stages are `stages[bounds[c].0..bounds[c].1]`.
+    /// Route `r`'s stages are `stages[bounds[r].0..bounds[r].1]`.
     bounds: Vec<(u32, u32)>,
+    /// Route `c` is chain `c` with the NFs it names (the slots of their
+    /// first instances); the routes after those are the chains with some
+    /// member resolved to another instance, made as flows are pinned to
+    /// them ([`Snap::route`]). A flow's tag names its route.
+    routes: Vec<Route>,
     parked: u32,
     /// Flows in the flow table tagged with this version and a chain: the
     /// snapshot is kept while there are any (their packets still visit it).
@@ -306,8 +311,10 @@ impl Snap {
     fn new(snap: Arc<ChainSnapshot>) -> Snap {
         let mut stages = Vec::new();
         let mut bounds = Vec::with_capacity(snap.chains.len());
-        for c in &snap.chains {
+        let mut routes = Vec::with_capacity(snap.chains.len());
+        for (ci, c) in snap.chains.iter().enumerate() {
             let start = stages.len() as u32;
+            let mut members = Vec::new();
             for st in &c.stages {
                 let mut s = Stage::default();
                 for &(k, policy) in st.iter().take(MAX_GROUP) {
@@ -317,12 +324,68 @@ impl Snap {
                         s.closed |= 1 << i;
                     }
                     s.n += 1;
+                    members.push((k as u16, policy == Policy::FailClosed));
                 }
                 stages.push(s);
             }
             bounds.push((start, stages.len() as u32));
+            routes.push(Route::new(ci as u32, members));
         }
-        Snap { version: snap.version, snap, stages, bounds, parked: 0, flows: 0 }
+        Snap { version: snap.version, snap, stages, bounds, routes, parked: 0, flows: 0 }
+    }
+
+    /// The route of chain `chain` whose members are the slots `picks` (in
+    /// the order of the chain's route's members), made if there is none
+    /// yet; `None` when the snapshot has as many routes as a tag can name.
+    fn route(&mut self, chain: usize, picks: &[u16]) -> Option<usize> {
+        if let Some(r) = self.routes.iter().position(|r| {
+            r.chain as usize == chain
+                && r.members.len() == picks.len()
+                && r.members.iter().zip(picks).all(|(m, p)| m.0 == *p)
+        }) {
+            return Some(r);
+        }
+        if self.routes.len() >= CHAIN_MASK as usize || self.routes.get(chain)?.members.len() != picks.len() {
+            return None;
+        }
+        let (at, end) = *self.bounds.get(chain)?;
+        let start = self.stages.len() as u32;
+        let mut members = Vec::with_capacity(picks.len());
+        let mut i = 0;
+        for si in at..end {
+            let mut st = self.stages[si as usize];
+            for j in 0..st.n as usize {
+                st.nfs[j] = *picks.get(i)?;
+                members.push((st.nfs[j], st.closed(j)));
+                i += 1;
+            }
+            self.stages.push(st);
+        }
+        self.bounds.push((start, self.stages.len() as u32));
+        self.routes.push(Route::new(chain as u32, members));
+        Some(self.routes.len() - 1)
+    }
+}
+
+/// One way through a chain: its members resolved to NF slots (instances).
+struct Route {
+    chain: u32,
+    /// Every member in stage order (one in several stages, several times),
+    /// and whether it is fail-closed there.
+    members: Vec<(u16, bool)>,
+    /// Its distinct slots: a flow of this route is pinned to each.
+    slots: Vec<u16>,
+}
+
+impl Route {
+    fn new(chain: u32, members: Vec<(u16, bool)>) -> Route {
+        let mut slots: Vec<u16> = Vec::with_capacity(members.len());
+        for &(k, _) in &members {
+            if !slots.contains(&k) {
+                slots.push(k);
+            }
+        }
+        Route { chain, members, slots }
     }
 }
 
@@ -403,6 +466,18 @@ pub struct Dispatcher<'a> {
     seen_version: u32,
     /// Registrations and deaths as of the last `nfv` refresh.
     seen_epoch: (u32, u32),
+    /// Per NF slot that chains name (an NF's first instance): its live
+    /// instances that take new flows, and one live that is draining (new
+    /// flows go there only when no other is live). Read at `refresh`.
+    groups: Vec<Vec<u16>>,
+    spare: Vec<Option<u16>>,
+    /// Some NF runs as several instances (else a flow's route is its chain).
+    scaled: bool,
+    /// Per NF slot: flows of this worker pinned to it now (mirrored in
+    /// `NfSlot::pinned`).
+    pins: Vec<u64>,
+    /// Turns among equally loaded instances.
+    rr: usize,
     /// Parked packets and outstanding notices, by cookie index; the tag of
     /// each entry; free entries.
     inflight: Vec<Entry>,
@@ -529,6 +604,11 @@ impl<'a> Dispatcher<'a> {
             needs_any: false,
             seen_version: 0,
             seen_epoch: (u32::MAX, u32::MAX),
+            groups: vec![Vec::new(); n],
+            spare: vec![None; n],
+            scaled: false,
+            pins: vec![0; n],
+            rr: 0,
             inflight: Vec::with_capacity(cap),
             tags: Vec::with_capacity(cap),
             keys: Vec::new(),
@@ -594,12 +674,14 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    /// Whether the armed capture takes the packets of chain `c` of
-    /// snapshot `si` with flow `key`.
+    /// Whether the armed capture takes the packets of route `r` of
+    /// snapshot `si` with flow `key`. A route is its chain with some
+    /// members resolved to other instances: `--chain` and `--nf` (the NF's
+    /// name, as the chain's plan names it) match on the chain.
     #[cold]
-    fn capture_wants(&self, si: usize, c: usize, key: &FlowKey) -> bool {
+    fn capture_wants(&self, si: usize, r: usize, key: &FlowKey) -> bool {
         let (Some(a), Some(s)) = (&self.cap, self.snaps[si].as_ref()) else { return false };
-        let Some(plan) = s.snap.chains.get(c) else { return false };
+        let Some(plan) = s.routes.get(r).and_then(|r| s.snap.chains.get(r.chain as usize)) else { return false };
         match &a.target {
             crate::capture::Target::Chain(name) => plan.name == *name,
             crate::capture::Target::Nf(k) => plan.stages.iter().flatten().any(|&(slot, _)| slot == *k),
@@ -607,11 +689,12 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    /// Offers a packet of chain `c` of snapshot `si` whose fate is known.
+    /// Offers a packet of route `r` of snapshot `si` whose fate is known.
     #[cold]
-    fn capture_leaving(&self, data: &[u8], flow_id: u64, si: usize, c: usize, doom: Option<RuntimeDrop>, d: u16) {
+    fn capture_leaving(&self, data: &[u8], flow_id: u64, si: usize, r: usize, doom: Option<RuntimeDrop>, d: u16) {
         if let (Some(a), Some(s)) = (&self.cap, self.snaps[si].as_ref()) {
             let decider = crate::capture::Decider::of_parked(d);
+            let c = s.routes.get(r).map_or(r, |r| r.chain as usize);
             a.offer(data, self.now_ns, self.w, flow_id, doom, decider, Some((Arc::clone(&s.snap), c)));
         }
     }
@@ -656,6 +739,25 @@ impl<'a> Dispatcher<'a> {
             self.nfv[k] = NfView { live, gen, filtered: s.filtered.load(Ordering::Acquire), pkt };
         }
         self.live = (0..self.nfv.len()).filter(|&k| self.nfv[k].live).collect();
+        // Which instances take new flows.
+        let n = self.nfv.len();
+        self.groups.iter_mut().for_each(Vec::clear);
+        self.spare.iter_mut().for_each(|s| *s = None);
+        self.scaled = false;
+        for k in 0..n {
+            let s = &table.slots[k];
+            let g = (s.group.load(Ordering::Acquire) as usize).min(n - 1);
+            if g != k && s.state.load(Ordering::Acquire) != crate::nfs::ABSENT {
+                self.scaled = true;
+            }
+            if self.nfv[k].live {
+                if s.draining.load(Ordering::Acquire) {
+                    self.spare[g] = Some(k as u16);
+                } else {
+                    self.groups[g].push(k as u16);
+                }
+            }
+        }
         self.any_filtered = self.nfv.iter().any(|v| v.live && v.filtered);
         if !deaths_changed {
             return;
@@ -747,20 +849,93 @@ impl<'a> Dispatcher<'a> {
     /// The tag for a new flow: which chain (if any) its packets visit, and
     /// whether a TCP flow runs the monitor. A flow with a chain keeps its
     /// snapshot alive until it ends ([`flows_ended`](Self::flows_ended)).
+    ///
+    /// Where an NF of the chain runs as several instances, the flow is
+    /// pinned to one of them here, for its whole life: the least loaded
+    /// (flows of this worker pinned to it) of those taking new flows, in
+    /// turns among equals. Its tag names the route with those instances,
+    /// so every event of the flow goes to them; instances that come or go
+    /// later move no flow.
     pub fn assign(&mut self, key: &FlowKey) -> u32 {
         let Some(n) = self.newest else { return NO_CHAIN }; // no chain applied yet
         let Some(s) = self.snaps[n].as_ref().map(|s| &s.snap) else { return NO_CHAIN };
-        let t = tag(s.version, s.select(key));
-        if t & CHAIN_MASK == 0 {
-            return t;
-        }
+        let (version, chain) = (s.version, s.select(key));
+        let mut t = tag(version, chain);
+        let Some(chain) = chain else { return t };
         if let Some(s) = self.snaps[n].as_mut() {
             s.flows += 1;
         }
+        let route = if self.scaled { self.pick_route(n, chain) } else { chain };
+        if route != chain {
+            t = tag(version, Some(route));
+        }
+        self.pin(n, route, true);
         if key.proto() == 6 && self.needs(t).any() {
             t | MONITORED
         } else {
             t
+        }
+    }
+
+    /// The route of chain `chain` (snapshot `n`) a new flow takes: each
+    /// member resolved to one of its NF's instances ([`choose`](Self::choose)).
+    fn pick_route(&mut self, n: usize, chain: usize) -> usize {
+        let Some(base) = self.snaps[n].as_ref().and_then(|s| s.routes.get(chain)) else { return chain };
+        let members: Vec<u16> = base.members.iter().map(|m| m.0).collect();
+        let mut picks: Vec<u16> = Vec::with_capacity(members.len());
+        for (i, &k) in members.iter().enumerate() {
+            // An NF in two stages: the same instance in both.
+            let c = match members[..i].iter().position(|&j| j == k) {
+                Some(j) => picks[j],
+                None => self.choose(k as usize),
+            };
+            picks.push(c);
+        }
+        if picks == members {
+            return chain;
+        }
+        match self.snaps[n].as_mut().and_then(|s| s.route(chain, &picks)) {
+            Some(r) => r,
+            None => {
+                // Every route a tag can name is taken: the chain's own NFs.
+                self.counters.skip_event(EventSkip::NfAbsent);
+                chain
+            }
+        }
+    }
+
+    /// The instance of the NF whose first instance is slot `k` a new flow
+    /// goes to: the least loaded taking new flows (in turns among equals),
+    /// else a draining one, else `k` (its policy then applies).
+    fn choose(&mut self, k: usize) -> u16 {
+        let Some(g) = self.groups.get(k) else { return k as u16 };
+        match g.len() {
+            0 => self.spare.get(k).copied().flatten().unwrap_or(k as u16),
+            1 => g[0],
+            len => {
+                let least = g.iter().map(|&j| self.pins[j as usize]).min().unwrap_or(0);
+                let start = self.rr % len;
+                self.rr = self.rr.wrapping_add(1);
+                (0..len).map(|i| g[(start + i) % len]).find(|&j| self.pins[j as usize] == least).unwrap_or(g[0])
+            }
+        }
+    }
+
+    /// Counts a flow of route `route` (snapshot `si`) in (`add`) or out on
+    /// every NF slot it is pinned to.
+    fn pin(&mut self, si: usize, route: usize, add: bool) {
+        let Some(r) = self.snaps[si].as_ref().and_then(|s| s.routes.get(route)) else { return };
+        for &k in &r.slots {
+            let k = k as usize;
+            let Some(p) = self.pins.get_mut(k) else { continue };
+            *p = if add { *p + 1 } else { p.saturating_sub(1) };
+            let slot = &self.table.slots[k];
+            if let Some(c) = slot.pinned.get(self.w) {
+                c.store(*p, Ordering::Relaxed);
+            }
+            if add {
+                slot.assigned.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -785,28 +960,38 @@ impl<'a> Dispatcher<'a> {
         if !self.needs_any {
             return None;
         }
-        let chain = (flow_tag & CHAIN_MASK) as usize;
-        let needs = self.needs_cache.get(chain.checked_sub(1)?)?;
+        let (si, route) = self.route_of(flow_tag)?;
+        let chain = self.snaps[si].as_ref()?.routes.get(route)?.chain as usize;
+        let needs = self.needs_cache.get(chain)?;
         needs.any().then_some(flow_tag | MONITORED)
     }
 
-    /// The snapshot and chain a flow tag names.
-    fn chain_of(&self, flow_tag: u32) -> Option<(Arc<ChainSnapshot>, usize)> {
-        let chain = (flow_tag & CHAIN_MASK) as usize;
-        if chain == 0 {
+    /// The snapshot (index) and route a flow tag names.
+    fn route_of(&self, flow_tag: u32) -> Option<(usize, usize)> {
+        let route = (flow_tag & CHAIN_MASK) as usize;
+        if route == 0 {
             return None;
         }
-        let snap = &self.snaps[self.snap_of(flow_tag >> 16)?].as_ref()?.snap;
-        (chain <= snap.chains.len()).then(|| (Arc::clone(snap), chain - 1))
+        let si = self.snap_of(flow_tag >> 16)?;
+        (route <= self.snaps[si].as_ref()?.routes.len()).then_some((si, route - 1))
+    }
+
+    /// The route a flow tag names: its members (slot, fail-closed), and the
+    /// chain's plan.
+    fn route_members(&self, flow_tag: u32) -> Option<(&[(u16, bool)], &ChainPlan)> {
+        let (si, r) = self.route_of(flow_tag)?;
+        let s = self.snaps[si].as_ref()?;
+        let route = s.routes.get(r)?;
+        Some((&route.members, s.snap.chains.get(route.chain as usize)?))
     }
 
     /// What the monitor must do for a flow of this tag: the union of what
     /// its chain's NFs subscribe to.
     fn needs(&self, flow_tag: u32) -> Needs {
         let mut n = Needs::default();
-        let Some((snap, chain)) = self.chain_of(flow_tag) else { return n };
-        for &(k, _) in snap.chains[chain].stages.iter().flatten() {
-            let s = &self.table.slots[k];
+        let Some((members, _)) = self.route_members(flow_tag) else { return n };
+        for &(k, _) in members {
+            let s = &self.table.slots[k as usize];
             let subs = (s.nsubs.load(Ordering::Acquire) as usize).min(crate::nfs::MAX_SUBS);
             for t in s.subs[..subs].iter().filter_map(|t| EventTypeId::from_raw(t.load(Ordering::Relaxed))) {
                 n.tcp |= event::FLOW_TCP_SYN.is_subtype_of(t) || t.is_subtype_of(event::FLOW_TCP);
@@ -834,7 +1019,7 @@ impl<'a> Dispatcher<'a> {
     ) -> MonitorVerdict {
         if !self.mon.contains(flow_id) {
             let needs = self.needs(flow_tag);
-            let drop = self.chain_of(flow_tag).is_some_and(|(s, c)| s.chains[c].unmonitored_drop);
+            let drop = self.route_members(flow_tag).is_some_and(|(_, c)| c.unmonitored_drop);
             let mut opened = self.mon.open(flow_id, flow_tag, *key, needs, drop);
             if !opened {
                 if let Some(victim) = self.mon.victim() {
@@ -1016,7 +1201,18 @@ impl<'a> Dispatcher<'a> {
         payload: &[u8],
         pin: Option<(Side, u32, u64)>,
     ) -> Option<u32> {
-        let Some((snap, chain)) = self.chain_of(flow_tag) else { return Some(0) };
+        // The route's members, each once (even when in several stages).
+        let mut cand = [(usize::MAX, false); 16];
+        let mut nc = 0;
+        {
+            let Some((members, _)) = self.route_members(flow_tag) else { return Some(0) };
+            for &(k, closed) in members {
+                if nc < cand.len() && !cand[..nc].iter().any(|c| c.0 == k as usize) {
+                    cand[nc] = (k as usize, closed);
+                    nc += 1;
+                }
+            }
+        }
         let h = EventHeader {
             type_id: ty.raw(),
             flow_id,
@@ -1039,13 +1235,10 @@ impl<'a> Dispatcher<'a> {
         // The NFs that get it: each once, even when in several stages.
         let mut to = [(usize::MAX, false); 16];
         let mut m = 0;
-        for &(k, policy) in snap.chains[chain].stages.iter().flatten() {
-            if m == to.len() || to[..m].iter().any(|t| t.0 == k) {
-                continue;
-            }
+        for &(k, closed) in &cand[..nc] {
             let v = self.nfv[k];
             if v.live && self.wants(k, v.gen, ty, key) {
-                to[m] = (k, policy == Policy::FailClosed);
+                to[m] = (k, closed);
                 m += 1;
             }
         }
@@ -1118,6 +1311,9 @@ impl<'a> Dispatcher<'a> {
         for (rec, why) in ended.drain(..) {
             if let Some(s) = self.snap_of(rec.tag >> 16).and_then(|i| self.snaps[i].as_mut()) {
                 s.flows = s.flows.saturating_sub(1);
+            }
+            if let Some((si, route)) = self.route_of(rec.tag) {
+                self.pin(si, route, false);
             }
             let mut last = Vec::new();
             let tcp = self.mon.end(rec.id, &mut |ev, snap| last.push((ev, snap)));
@@ -2210,5 +2406,50 @@ fn side_code(s: Side) -> u8 {
     match s {
         Side::Client => SIDE_CLIENT,
         Side::Server => SIDE_SERVER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap() -> Snap {
+        let plan = |name: &str, stages: Vec<Vec<(usize, Policy)>>| ChainPlan {
+            name: name.into(),
+            filter: FlowFilter::default(),
+            names: Vec::new(),
+            stages,
+            unmonitored_drop: false,
+        };
+        Snap::new(Arc::new(ChainSnapshot {
+            version: 1,
+            origin: "t".into(),
+            chains: vec![
+                plan("a", vec![vec![(0, Policy::FailClosed)], vec![(1, Policy::FailOpen), (2, Policy::FailClosed)]]),
+                plan("b", vec![vec![(1, Policy::FailOpen)]]),
+            ],
+        }))
+    }
+
+    #[test]
+    fn routes_resolve_members_to_instances_and_are_made_once() {
+        let mut s = snap();
+        assert_eq!(s.routes.len(), 2, "one route per chain to begin with");
+        assert_eq!(s.routes[0].slots, vec![0, 1, 2]);
+        // Chain a with NF 0 as its instance in slot 5.
+        let r = s.route(0, &[5, 1, 2]).unwrap();
+        assert_eq!(r, 2);
+        assert_eq!(s.route(0, &[5, 1, 2]), Some(2), "the same picks, the same route");
+        assert_eq!(s.route(1, &[5]), Some(3), "another chain, another route");
+        let (at, end) = s.bounds[r];
+        let stages = &s.stages[at as usize..end as usize];
+        assert_eq!((stages.len(), stages[0].nfs[0], stages[1].n), (2, 5, 2));
+        // Policies stay with their positions; the base route is untouched.
+        assert!(stages[0].closed(0) && !stages[1].closed(0) && stages[1].closed(1));
+        assert_eq!(s.stages[s.bounds[0].0 as usize].nfs[0], 0);
+        assert_eq!(s.routes[r].members, vec![(5, true), (1, false), (2, true)]);
+        let n = s.stages.len();
+        assert_eq!(s.route(0, &[5]), None, "picks that do not fit the chain");
+        assert_eq!(s.stages.len(), n, "and nothing half made");
     }
 }

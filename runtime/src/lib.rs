@@ -711,7 +711,13 @@ fn run_with_eal(
                 Response::Stats(st).into()
             }
             Request::Ping => Response::Pong { instance: r.name.clone(), pid }.into(),
-            Request::Register { manifest } => nf_manager.register(manifest, stream),
+            Request::Register { manifest, join } => nf_manager.register(manifest, stream, join),
+            Request::NfDrain { name, instance, timeout_ms } => {
+                nf_manager.drain(&name, instance, timeout_ms.unwrap_or(controller::api::DEFAULT_DRAIN_MS)).into()
+            }
+            Request::NfRelease { name, timeout_ms } => {
+                nf_manager.arm_release(&name, timeout_ms.unwrap_or(controller::api::DEFAULT_DRAIN_MS)).into()
+            }
             Request::NfList => Response::Nfs { nfs: nf_manager.list() }.into(),
             Request::ChainApply { text, origin } => {
                 apply_chains(&mut nf_manager, &chain_board, &text, &origin, xdp_port).into()

@@ -137,6 +137,15 @@ pub struct NfSlot {
     /// Subscriptions with filters, replaced at registration (workers cache
     /// it per generation; locked only when the generation changes).
     pub filters: Mutex<SubFilters>,
+    /// The slot of the first instance of its NF (the one chains name):
+    /// its own index unless it runs as a further instance.
+    pub group: AtomicU32,
+    /// It takes no new flows (drained, or replaced by a release).
+    pub draining: AtomicBool,
+    /// Per worker: flows pinned to it now (each worker writes its own).
+    pub pinned: Vec<AtomicU64>,
+    /// Flows ever pinned to it (summed over workers).
+    pub assigned: AtomicU64,
 }
 
 impl NfSlot {
@@ -173,9 +182,14 @@ pub struct NfTable {
 
 impl NfTable {
     pub fn new(max_nfs: u32, workers: u32) -> NfTable {
-        let slot = || NfSlot { reclaimed: (0..workers).map(|_| AtomicU32::new(0)).collect(), ..Default::default() };
+        let slot = |k: u32| NfSlot {
+            reclaimed: (0..workers).map(|_| AtomicU32::new(0)).collect(),
+            pinned: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            group: AtomicU32::new(k),
+            ..Default::default()
+        };
         NfTable {
-            slots: (0..max_nfs).map(|_| slot()).collect(),
+            slots: (0..max_nfs).map(slot).collect(),
             workers,
             deaths: AtomicU32::new(0),
             registrations: AtomicU32::new(0),
@@ -202,6 +216,11 @@ impl NfTable {
     pub fn state(&self, k: usize) -> u8 {
         self.slots.get(k).map_or(ABSENT, |s| s.state.load(Ordering::Acquire))
     }
+
+    /// Flows pinned to slot `k` now, over all workers.
+    pub fn pinned(&self, k: usize) -> u64 {
+        self.slots.get(k).map_or(0, |s| s.pinned.iter().map(|p| p.load(Ordering::Relaxed)).sum())
+    }
 }
 
 struct Session {
@@ -213,7 +232,17 @@ struct Session {
     progress: (u64, std::time::Instant),
     /// The NF process of the last registration (`SO_PEERCRED`).
     peer: Option<crate::control::Peer>,
+    /// The slot of its NF's first instance (its own for that one), and its
+    /// instance number (1, 2, ...: the lowest no other live one has).
+    group: usize,
+    instance: u32,
+    /// Being drained: when it is told to exit at the latest, and when it
+    /// was told.
+    drain: Option<(std::time::Instant, Option<std::time::Instant>)>,
 }
+
+/// How long an NF told to exit may take before it is declared dead.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Registration and liveness of NF processes (control thread).
 pub struct NfManager {
@@ -224,6 +253,8 @@ pub struct NfManager {
     arena: Arc<ubox_shm::Arena>,
     nf_cpus: Vec<u32>,
     wakeup: controller::api::NfWakeup,
+    /// Releases armed with `uboxctl nf release`: name → drain timeout (ms).
+    releases: HashMap<String, u64>,
 }
 
 impl NfManager {
@@ -242,6 +273,133 @@ impl NfManager {
             arena,
             nf_cpus,
             wakeup,
+            releases: HashMap::new(),
+        }
+    }
+
+    /// The slots of NF `primary`'s instances (it included), live or not.
+    fn members(&self, primary: usize) -> Vec<usize> {
+        (0..self.sessions.len()).filter(|&k| self.sessions[k].as_ref().is_some_and(|s| s.group == primary)).collect()
+    }
+
+    /// How slot `k` is named in logs and stats: `NAME#N` when its NF has
+    /// (or had) several instances, else `NAME`.
+    fn label(&self, k: usize) -> String {
+        let Some(s) = self.sessions.get(k).and_then(|s| s.as_ref()) else { return String::new() };
+        if self.members(s.group).len() > 1 {
+            format!("{}#{}", s.name, s.instance.max(1))
+        } else {
+            s.name.clone()
+        }
+    }
+
+    /// `uboxctl nf release NAME`: the next registration of `name` takes over.
+    pub fn arm_release(&mut self, name: &str, timeout_ms: u64) -> Response {
+        let running =
+            self.slot_of.get(name).is_some_and(|&p| self.members(p).iter().any(|&k| self.table.state(k) == LIVE));
+        if !running {
+            return Response::Error {
+                message: format!("NF '{name}' is not running: start it as usual, there is nothing to release"),
+            };
+        }
+        self.releases.insert(name.to_string(), timeout_ms);
+        tracing::info!("release of NF '{name}' armed: its next registration takes over, the running instances drain (at most {timeout_ms} ms)");
+        Response::Done {
+            message: format!(
+                "release of '{name}' armed: start the new build; it takes every new flow and the running instances drain (at most {timeout_ms} ms)"
+            ),
+        }
+    }
+
+    /// `uboxctl nf drain NAME[#N]`: instance `instance` (or every instance)
+    /// of `name` takes no new flows and is told to exit once its flows have
+    /// ended, or when `timeout_ms` has passed.
+    pub fn drain(&mut self, name: &str, instance: Option<u32>, timeout_ms: u64) -> Response {
+        let Some(&primary) = self.slot_of.get(name) else {
+            return Response::Error { message: format!("no NF named '{name}' (see uboxctl nf list)") };
+        };
+        let live: Vec<usize> = self.members(primary).into_iter().filter(|&k| self.table.state(k) == LIVE).collect();
+        let chosen: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|&k| instance.map_or(true, |i| self.sessions[k].as_ref().is_some_and(|s| s.instance.max(1) == i)))
+            .collect();
+        if chosen.is_empty() {
+            let running: Vec<String> = live.iter().map(|&k| self.label(k)).collect();
+            let what = instance.map_or(name.to_string(), |i| format!("{name}#{i}"));
+            return Response::Error {
+                message: format!(
+                    "no running instance '{what}' (running: {})",
+                    if running.is_empty() { "none".into() } else { running.join(", ") }
+                ),
+            };
+        }
+        let mut said = Vec::new();
+        for &k in &chosen {
+            self.start_drain(k, timeout_ms);
+            said.push(format!("{} ({} flows)", self.label(k), self.table.pinned(k)));
+        }
+        Response::Done {
+            message: format!(
+                "draining {}: no new flows; each exits when its flows have ended, at most in {timeout_ms} ms",
+                said.join(", ")
+            ),
+        }
+    }
+
+    fn start_drain(&mut self, k: usize, timeout_ms: u64) {
+        let label = self.label(k);
+        let Some(sess) = self.sessions.get_mut(k).and_then(|s| s.as_mut()) else { return };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+        match &mut sess.drain {
+            Some((d, _)) => *d = (*d).min(deadline),
+            None => sess.drain = Some((deadline, None)),
+        }
+        self.table.slots[k].draining.store(true, Ordering::Release);
+        // The workers pick it up with the registrations.
+        self.table.registrations.fetch_add(1, Ordering::AcqRel);
+        tracing::info!("NF '{label}' draining: no new flows, {} flows pinned to it", self.table.pinned(k));
+    }
+
+    /// Draining instances whose flows have ended (or whose drain timed out)
+    /// are told to exit; one that does not within [`EXIT_GRACE`] is
+    /// declared dead.
+    fn poll_drains(&mut self) {
+        let now = std::time::Instant::now();
+        for k in 0..self.sessions.len() {
+            let Some((deadline, told)) = self.sessions[k].as_ref().and_then(|s| s.stream.as_ref().and(s.drain)) else {
+                continue;
+            };
+            if self.table.state(k) != LIVE {
+                continue;
+            }
+            let flows = self.table.pinned(k);
+            match told {
+                None if flows == 0 || now >= deadline => {
+                    let label = self.label(k);
+                    let reason = if flows == 0 {
+                        "drained: its flows have ended".to_string()
+                    } else {
+                        format!("drain timeout: {flows} flows still pinned to it get the chain's policy")
+                    };
+                    let mut line =
+                        serde_json::to_string(&Response::Exit { reason: reason.clone() }).unwrap_or_default();
+                    line.push('\n');
+                    let sess = self.sessions[k].as_mut().expect("checked");
+                    let sent =
+                        sess.stream.as_mut().is_some_and(|s| std::io::Write::write_all(s, line.as_bytes()).is_ok());
+                    sess.drain = Some((deadline, Some(now)));
+                    if sent {
+                        tracing::info!("NF '{label}' {reason}; told it to exit");
+                    } else {
+                        self.declare_dead(k, "could not be told to exit (its session is broken)");
+                    }
+                }
+                Some(at) if now.duration_since(at) > EXIT_GRACE => {
+                    self.declare_dead(k, "did not exit within 5 s of being told to: declaring it dead");
+                }
+                _ => {}
+            }
         }
     }
 
@@ -259,24 +417,54 @@ impl NfManager {
     /// the arena file and the packet region read-only (the region
     /// read-write if its manifest says it modifies packets) and its own
     /// channels, in new memory.
-    pub fn register(&mut self, manifest: NfManifest, stream: &UnixStream) -> crate::control::Reply {
+    pub fn register(
+        &mut self,
+        manifest: NfManifest,
+        stream: &UnixStream,
+        join: controller::api::Join,
+    ) -> crate::control::Reply {
+        use controller::api::Join;
         let name = manifest.name.clone();
         let refuse = |message: String| Response::Error { message }.into();
-        if let Some(&k) = self.slot_of.get(&name) {
+        let primary = self.slot_of.get(&name).copied();
+        let mut live = Vec::new();
+        for k in primary.map(|p| self.members(p)).unwrap_or_default() {
             // A run killed just now may not have been noticed yet by `poll`:
             // look at its connection before calling the name taken.
             if self.table.state(k) == LIVE && self.session_closed(k) {
                 self.declare_dead(k, "is gone (its session closed)");
             }
             if self.table.state(k) == LIVE {
-                return refuse(format!(
-                    "NF '{name}' is already registered and running; stop it first or pick another name"
-                ));
+                live.push(k);
             }
         }
-        let slot = match self.slot_of.get(&name) {
-            Some(&k) => k,
-            None => match self.sessions.iter().position(|s| s.is_none()) {
+        let mut join = join;
+        if join == Join::Exclusive && !live.is_empty() {
+            match self.releases.remove(&name) {
+                Some(ms) => join = Join::Takeover { drain_ms: ms },
+                None => {
+                    return refuse(format!(
+                        "NF '{name}' is already registered and running; stop it first, pick another name, \
+                         or start it with --add-instance (one more instance) or --takeover (a release)"
+                    ))
+                }
+            }
+        }
+        let free = self.sessions.iter().position(|s| s.is_none());
+        let slot = match (primary, live.is_empty()) {
+            // None runs: into the slot of the instance with the most flows
+            // pinned to it (they resume on this run, as for a restart),
+            // else the first instance's.
+            (Some(p), true) => {
+                let mut best = p;
+                for k in self.members(p) {
+                    if self.table.pinned(k) > self.table.pinned(best) {
+                        best = k;
+                    }
+                }
+                best
+            }
+            (None, _) => match free {
                 Some(k) => k,
                 None => {
                     return refuse(format!(
@@ -285,7 +473,31 @@ impl NfManager {
                     ))
                 }
             },
+            // One more instance: a dead one's slot that no flow is pinned
+            // to, else a free one.
+            (Some(p), false) => {
+                let idle = self
+                    .members(p)
+                    .into_iter()
+                    .find(|&k| self.table.state(k) == crate::nfs::DEAD && self.table.pinned(k) == 0);
+                match idle.or(free) {
+                    Some(k) => k,
+                    None => {
+                        return refuse(format!(
+                            "cannot add an instance of NF '{name}': all {} NF slots are taken (raise runtime.max_nfs)",
+                            self.sessions.len()
+                        ))
+                    }
+                }
+            }
         };
+        let group = primary.unwrap_or(slot);
+        // Its slot's number again (a restart), else the lowest free one.
+        let used: Vec<u32> =
+            live.iter().filter_map(|&k| self.sessions[k].as_ref().map(|s| s.instance.max(1))).collect();
+        let before = self.sessions[slot].as_ref().map_or(0, |s| s.instance);
+        let instance =
+            if before > 0 && !used.contains(&before) { before } else { (1..).find(|i| !used.contains(i)).unwrap_or(1) };
         if manifest.subscriptions.len() > MAX_SUBS || manifest.publications.len() > MAX_SUBS {
             return refuse(format!(
                 "NF '{name}' has {} subscriptions and {} publications; at most {MAX_SUBS} of each",
@@ -346,6 +558,8 @@ impl NfManager {
         *s.filters.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(filters);
         s.nf_id.store(id.0, Ordering::Relaxed);
         s.faulty.store(false, Ordering::Relaxed);
+        s.group.store(group as u32, Ordering::Relaxed);
+        s.draining.store(false, Ordering::Relaxed);
         s.gen.fetch_add(1, Ordering::AcqRel);
         s.state.store(LIVE, Ordering::Release);
         if self.table.policy_name.get() == Some(&name) {
@@ -360,10 +574,20 @@ impl NfManager {
             version,
             progress: (answered, std::time::Instant::now()),
             peer,
+            group,
+            instance,
+            drain: None,
         });
-        self.slot_of.insert(name.clone(), slot);
+        self.slot_of.insert(name.clone(), group);
         let who = peer.map_or_else(String::new, |p| format!(" (pid {}, uid {}, gid {})", p.pid, p.uid, p.gid));
-        tracing::info!("NF '{name}' registered as {id} in slot {slot}{who}");
+        let label = self.label(slot);
+        tracing::info!("NF '{label}' registered as {id} in slot {slot}{who}");
+        if let Join::Takeover { drain_ms } = join {
+            for &k in &live {
+                self.start_drain(k, drain_ms);
+            }
+            tracing::info!("NF '{label}' takes over from {} running instance(s), which drain", live.len());
+        }
         crate::control::Reply { response: Response::Registered(session), files: grant.into_files() }
     }
 
@@ -397,6 +621,9 @@ impl NfManager {
             version: String::new(),
             progress: (0, std::time::Instant::now()),
             peer: None,
+            group: k,
+            instance: 0,
+            drain: None,
         });
         self.slot_of.insert(name.to_string(), k);
         Some(k)
@@ -416,15 +643,22 @@ impl NfManager {
         // Dropping the stream closes the session: a hung NF that wakes up
         // finds the runtime gone and exits.
         sess.stream = None;
+        let told = sess.drain.take().is_some_and(|(_, told)| told.is_some());
         self.table.slots[k].state.store(DEAD, Ordering::Release);
         self.table.deaths.fetch_add(1, Ordering::AcqRel);
-        tracing::warn!("NF '{}' {why}", sess.name);
+        let label = self.label(k);
+        if told {
+            tracing::info!("NF '{label}' exited after its drain");
+        } else {
+            tracing::warn!("NF '{label}' {why}");
+        }
     }
 
     /// Notice NFs whose connection closed, or that hold events without
     /// answering any for `timeout` (hung, stopped): both are dead from then
     /// on. Returns the slots that died now.
     pub fn poll(&mut self, timeout: std::time::Duration) -> Vec<usize> {
+        self.poll_drains();
         let mut died = Vec::new();
         let now = std::time::Instant::now();
         for (k, s) in self.sessions.iter_mut().enumerate() {
@@ -492,8 +726,13 @@ impl NfManager {
                 .map(|&c| (c.name().to_string(), slot.counts[c as usize].load(Ordering::Relaxed)))
                 .filter(|&(_, v)| v > 0)
                 .collect();
+            let scaled = self.members(sess.group).len() > 1;
             out.push(NfStats {
-                name: sess.name.clone(),
+                name: self.label(k),
+                instance: if scaled { sess.instance.max(1) } else { 0 },
+                draining: slot.draining.load(Ordering::Relaxed),
+                flows: self.table.pinned(k),
+                flows_assigned: slot.assigned.load(Ordering::Relaxed),
                 state: state.into(),
                 events_in: slot.events_in.load(Ordering::Relaxed),
                 events_out: slot.events_out.load(Ordering::Relaxed),
@@ -518,7 +757,7 @@ impl NfManager {
             let slot = &self.table.slots[k];
             out.push(NfInfo {
                 nf_id: entry.id.0,
-                name: sess.name.clone(),
+                name: self.label(k),
                 version: sess.version.clone(),
                 state: if slot.state.load(Ordering::Acquire) == LIVE { "running" } else { "dead" }.into(),
                 subscriptions: entry.subscriptions.iter().map(|s| path(s.event)).collect(),
@@ -550,7 +789,12 @@ impl crate::capture::Names for NfManager {
         self.slot_of.get(name).copied()
     }
 
+    /// As stats name it: `NAME#N` for one of several instances.
     fn name(&self, slot: usize) -> Option<String> {
+        let l = self.label(slot);
+        if !l.is_empty() {
+            return Some(l);
+        }
         self.slot_of.iter().find(|(_, &k)| k == slot).map(|(n, _)| n.clone())
     }
 

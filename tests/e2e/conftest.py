@@ -35,7 +35,7 @@ NAMES = Names()
 KEEP = os.environ.get("UBOX_E2E_KEEP", "0") not in ("", "0")
 # The order of scripts/e2e.sh's test list: modules in this order, tests in
 # file order within each; the hardening tests and the soak (the longest) last.
-MODULE_ORDER = ["test_errors", "test_wire", "test_nf", "test_monitor", "test_stream_tap", "test_splicer", "test_l4lb", "test_l4lb_ecmp", "test_capture", "test_bench", "test_hardening", "test_perms",
+MODULE_ORDER = ["test_errors", "test_wire", "test_nf", "test_monitor", "test_stream_tap", "test_splicer", "test_l4lb", "test_l4lb_ecmp", "test_capture", "test_scaling", "test_bench", "test_hardening", "test_perms",
                 "test_metrics", "test_web", "test_isolation", "test_service", "test_soak"]
 _failed = []
 _work = []

@@ -132,6 +132,27 @@ enum NfCmd {
     /// Registered NFs: state, process and user, subscriptions,
     /// publications, events in/out.
     List,
+    /// Stop giving new flows to an NF instance (`NAME#N`, as `uboxctl
+    /// stats` lists it) or to every instance of `NAME`; each is told to
+    /// exit (its process exits 0) once its flows have ended, or when the
+    /// timeout passes (its remaining flows then get the chain's policy, as
+    /// for a dead NF). Needs root.
+    Drain {
+        /// `NAME` or `NAME#N`.
+        target: String,
+        /// Most milliseconds the instance keeps its flows before it is told
+        /// to exit regardless.
+        #[arg(long, default_value_t = api::DEFAULT_DRAIN_MS)]
+        timeout_ms: u64,
+    },
+    /// Arm a release: the next registration of NAME (the new build, started
+    /// as usual, or with --takeover) runs next to the old instances and takes
+    /// every new flow; the old ones drain as with `nf drain`. Needs root.
+    Release {
+        name: String,
+        #[arg(long, default_value_t = api::DEFAULT_DRAIN_MS)]
+        timeout_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -151,6 +172,22 @@ fn main() -> ExitCode {
         Cmd::Stats => Request::Stats,
         Cmd::Ping => Request::Ping,
         Cmd::Nf(NfCmd::List) => Request::NfList,
+        Cmd::Nf(NfCmd::Drain { target, timeout_ms }) => {
+            let (name, instance) = match target.split_once('#') {
+                None => (target.clone(), None),
+                Some((n, i)) => match i.parse::<u32>() {
+                    Ok(i) if i > 0 => (n.to_string(), Some(i)),
+                    _ => {
+                        eprintln!("uboxctl: bad instance in '{target}': write NAME or NAME#N (N = 1, 2, ...)");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            Request::NfDrain { name, instance, timeout_ms: Some(*timeout_ms) }
+        }
+        Cmd::Nf(NfCmd::Release { name, timeout_ms }) => {
+            Request::NfRelease { name: name.clone(), timeout_ms: Some(*timeout_ms) }
+        }
         Cmd::Chain(ChainCmd::Show) => Request::ChainShow,
         Cmd::Chain(ChainCmd::Apply { file }) => match std::fs::read_to_string(file) {
             Ok(text) => Request::ChainApply { text, origin: file.display().to_string() },
@@ -218,7 +255,11 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Ok(Response::Registered(_) | Response::Capture { .. }) => {
+        Ok(Response::Done { message }) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Registered(_) | Response::Exit { .. } | Response::Capture { .. }) => {
             eprintln!("uboxctl: unexpected answer from the runtime");
             ExitCode::FAILURE
         }

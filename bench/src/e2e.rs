@@ -514,6 +514,10 @@ fn run_workload(w: Workload, opts: &Opts, seconds: u64) -> anyhow::Result<(Vec<(
             if r.requests == 0 {
                 bail!("wrk completed no request");
             }
+            if r.bad_status > 0 {
+                // Not the object: a measurement of error pages is no measurement.
+                bail!("wrk got {} non-2xx answers for {url} (another server on port 80?)", r.bad_status);
+            }
             let note = if r.socket_errors + r.bad_status > 0 {
                 format!(
                     "  (errors: socket {} incl. {} timeouts, non-2xx {})",

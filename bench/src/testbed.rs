@@ -321,6 +321,17 @@ impl Nginx {
             let text = std::fs::read_to_string(&file)?;
             std::fs::write(&file, with_status_server(&text)?)?;
         }
+        // Another server on port 80 would answer wrk instead (this nginx
+        // would fail to bind while wait_listening saw the other listen):
+        // refuse, naming it.
+        let taken = sh(Command::new("ip").args(["netns", "exec", ns, "ss", "-Hltnp", "sport = :80"]), "ss")?;
+        if !taken.trim().is_empty() {
+            bail!(
+                "port 80 in {ns} is already taken ({}): the bench serves its own object from its own nginx; \
+                 stop that server first",
+                taken.split_whitespace().last().unwrap_or("?")
+            );
+        }
         let mut cmd = traffic::in_ns(ns, cpus, "nginx");
         cmd.arg("-c").arg(conf.join("nginx.conf")).arg("-p").arg(&conf);
         let mut proc_ = Proc::spawn("nginx", cmd, &dir.join("nginx.log"))?;

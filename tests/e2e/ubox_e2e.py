@@ -5,6 +5,7 @@ conftest.py turns them into fixtures; the tests use them through those
 fixtures and import only the small helpers at the bottom of this file.
 Nothing here asserts what a test checks: it starts, stops and reads.
 """
+import contextlib
 import hashlib
 import json
 import os
@@ -305,6 +306,9 @@ class Testbed:
         self.www.mkdir(exist_ok=True)
         (self.www / "10M.bin").write_bytes(os.urandom(10_000_000))
         (self.www / "small.bin").write_bytes(os.urandom(2000))
+        self.start_nginx()
+
+    def start_nginx(self):
         conf = self.work / "nginx"
         # The nginx.conf of scripts/lib.sh, which the benchmarks use too.
         rc, out = run(["bash", "-c", '. "$0"/scripts/lib.sh && write_nginx_conf "$1" "$2"', ROOT, conf, self.www])
@@ -314,9 +318,23 @@ class Testbed:
                           self.work / "nginx.log")
         wait_listening(self.n.s1, 80, proc=self.nginx)
 
-    def down(self):
+    def stop_nginx(self):
         if self.nginx is not None:
             self.nginx.cleanup()
+            self.nginx = None
+
+    @contextlib.contextmanager
+    def without_nginx(self):
+        """Port 80 of the first server free (a benchmark starts its own
+        nginx there), the testbed's nginx back afterwards."""
+        self.stop_nginx()
+        try:
+            yield
+        finally:
+            self.start_nginx()
+
+    def down(self):
+        self.stop_nginx()
         self.script("down")
 
 

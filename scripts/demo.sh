@@ -15,7 +15,8 @@
 #      nginx servers;
 #   7. the L4 load balancer: the l4lb NF (Maglev, L2 direct server return)
 #      splitting connections over both servers;
-#   8. an NF release (a placeholder: see step_nf_release).
+#   8. a zero-downtime NF release: stateful-firewall replaced with
+#      --takeover under a running iperf3.
 # Every step checks what it shows and the demo stops with "DEMO FAILED"
 # when a capability is broken. Tears everything down at the end. Run as
 # root; takes under a minute once built.
@@ -146,7 +147,7 @@ ev=$(metric 'ubox_nf_events_in_total{nf="counter"}')
 ok "/metrics: $rx packets in on the server port, $ev events to the counter NF"
 
 step "3. the web view: open http://$WEB/ ([web] listen; ssh -L 9418:$WEB from elsewhere)"
-curl -fsS "http://$WEB/" | grep -qi "<html" || fail "no web view at http://$WEB/"
+curl -fsS -o "$WORK/web.html" "http://$WEB/" && grep -qi "<html" "$WORK/web.html" || fail "no web view at http://$WEB/"
 sleep 0.6  # the page's rates need two reads 0.5 s apart
 curl -fsS "http://$WEB/api/view" > /dev/null
 sleep 0.6
@@ -316,19 +317,63 @@ stop_runtime || fail "ubox-runtime (l4lb) exited with an error"
 undo_dsr_backends
 ok "l4lb split 16 connections over both servers ($(grep -ow one "$WORK/l4.txt" | wc -l) / $(grep -ow two "$WORK/l4.txt" | wc -l)) and served wrk without errors"
 
-# ---------------------------------------------------------------------------
-# 8. NF release: TO BE FILLED IN by the branch that implements NF releases
-# (issue 12 §8: "It shows each new capability as it lands: the splicer LB,
-# the L4 LB and a release"). This function is where that step goes: start
-# a runtime and an NF, release a new version of the NF, show that traffic
-# goes on and that the new version took over, and check it (fail on error).
-# Until then it only says so; it must not fail the demo.
-step_nf_release() {
-  step "8. an NF release (not shown yet: no release support on this branch)"
-  echo "(placeholder: see step_nf_release in scripts/demo.sh)"
-}
-step_nf_release
-# ---------------------------------------------------------------------------
+step "8. a zero-downtime NF release: stateful-firewall replaced under a running iperf3 upload"
+start_runtime examples/wire.toml "$WORK/runtime-release.log"
+"$UBOX_BIN/stateful-firewall" --instance ubox --inside 10.10.0.1/32 --json-out "$WORK/fw-old.json" > "$WORK/fw-old.log" 2>&1 &
+FW_OLD=$!; BG+=("$FW_OLD")
+wait_nf stateful-firewall
+cat > "$WORK/fw-chain.toml" <<TOML
+[[chain]]
+name = "guard"
+nfs = ["stateful-firewall"]
+[chain.match]
+protocol = "tcp"
+[chain.policy]
+stateful-firewall = "fail-closed"
+TOML
+"$UBOX_BIN/uboxctl" -i ubox chain apply "$WORK/fw-chain.toml"
+ip netns exec ubox-s1 iperf3 -s -1 -p 5299 > "$WORK/iperf3-s.log" 2>&1 &
+IPS=$!; BG+=("$IPS")
+sleep 0.3
+# A 6 s upload through the old version; the new one takes over at 2 s.
+ip netns exec ubox-c iperf3 -c 10.10.0.11 -p 5299 -t 6 -b 200M --json > "$WORK/iperf3-release.json" 2>&1 &
+IPC=$!
+sleep 2
+echo "the new version (here the same binary) starts with --takeover:"
+"$UBOX_BIN/stateful-firewall" --instance ubox --inside 10.10.0.1/32 --takeover --drain-timeout-ms 20000 \
+  --json-out "$WORK/fw-new.json" > "$WORK/fw-new.log" 2>&1 &
+FW_NEW=$!; BG+=("$FW_NEW")
+sleep 0.5
+"$UBOX_BIN/uboxctl" -i ubox nf list
+echo "a new connection while the old version drains goes to the new one:"
+ip netns exec ubox-c curl -fsS --max-time 5 -o /dev/null -w '  HTTP %{http_code}\n' http://10.10.0.11/index.html \
+  || fail "a new connection during the release"
+wait "$IPC" || fail "iperf3 broke during the release: $(tail -3 "$WORK/iperf3-release.json")"
+python3 - "$WORK/iperf3-release.json" <<'PY' || fail "iperf3 through the release"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert "error" not in r, r.get("error")
+b = r["end"]["sum_received"]["bytes"]
+print(f"  iperf3 across the release: {b / 1e6:.1f} MB in one unbroken connection")
+assert b > 1_000_000, b
+PY
+# The old version kept the upload to its end, then was told to exit.
+for i in $(seq 1 100); do kill -0 "$FW_OLD" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$FW_OLD" 2>/dev/null; then fail "the old version did not exit after its flows ended"; fi
+wait "$FW_OLD" || fail "the old version exited with an error"
+grep -h "asked it to exit" "$WORK/fw-old.log" | tail -1
+"$UBOX_BIN/uboxctl" -i ubox nf list
+ip netns exec ubox-c curl -fsS --max-time 5 -o /dev/null http://10.10.0.11/index.html || fail "traffic after the release"
+stop_nf "$FW_NEW"
+python3 - "$WORK/fw-old.json" "$WORK/fw-new.json" <<'PY' || fail "the firewall counters after the release"
+import json, sys
+old, new = (json.load(open(f)) for f in sys.argv[1:])
+print(f"  old version: {old['allowed_flows']} flows, {old['passed']} packets; "
+      f"new version: {new['allowed_flows']} flows, {new['passed']} packets")
+assert old["allowed_flows"] >= 1 and new["allowed_flows"] >= 2, (old, new)
+PY
+stop_runtime || fail "ubox-runtime (release) exited with an error"
+ok "stateful-firewall released under a running iperf3: the upload unbroken, new connections on the new version, the old one exited 0"
 
 step "done in $(( $(date +%s) - T0 )) s; tearing down the testbed"
 printf '%s\n' "${SUMMARY[@]}"

@@ -63,10 +63,15 @@ pub enum RuntimeDrop {
     Unmonitored,
     /// No mbuf for a frame the runtime made (a splicer's SYN-ACK, RST, ...).
     NoMbuf,
+    /// A segment of a strict flow (`on_unmonitored = "drop"`) the TCP
+    /// monitor could not keep (its side's out-of-order ranges full): not
+    /// forwarded, so that its sender sends it again once the hole before it
+    /// fills, instead of a hole the receiver acknowledges and nobody fills.
+    MonitorUnkept,
 }
 
 impl RuntimeDrop {
-    pub const ALL: [RuntimeDrop; 10] = [
+    pub const ALL: [RuntimeDrop; 11] = [
         RuntimeDrop::NoRoute,
         RuntimeDrop::HandoffFull,
         RuntimeDrop::MultiSegment,
@@ -77,6 +82,7 @@ impl RuntimeDrop {
         RuntimeDrop::TcpTerminated,
         RuntimeDrop::Unmonitored,
         RuntimeDrop::NoMbuf,
+        RuntimeDrop::MonitorUnkept,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +97,7 @@ impl RuntimeDrop {
             RuntimeDrop::TcpTerminated => "tcp_terminated",
             RuntimeDrop::Unmonitored => "unmonitored",
             RuntimeDrop::NoMbuf => "no_mbuf",
+            RuntimeDrop::MonitorUnkept => "monitor_holes_full",
         }
     }
 }

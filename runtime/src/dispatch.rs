@@ -114,6 +114,9 @@ pub enum MonitorVerdict {
     /// established) under `on_unmonitored = "drop"`; its sender gets a RST
     /// ([`crate::monitor::reset_reply`]).
     Refused,
+    /// Drop, no RST: a strict flow's segment the monitor could not keep
+    /// (holes full); its sender will send it again.
+    Unkept,
 }
 
 /// The chains in force, as the workers see them.
@@ -1067,10 +1070,10 @@ impl<'a> Dispatcher<'a> {
         if !self.mon.reports.is_empty() {
             self.report_for = Some((flow_tag, *key, flow_id));
         }
-        if seg == Seg::Forward {
-            MonitorVerdict::Forward
-        } else {
-            MonitorVerdict::Terminated
+        match seg {
+            Seg::Forward => MonitorVerdict::Forward,
+            Seg::Unkept => MonitorVerdict::Unkept,
+            Seg::Drop | Seg::NoRing => MonitorVerdict::Terminated,
         }
     }
 

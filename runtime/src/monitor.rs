@@ -70,6 +70,13 @@ pub enum Seg {
     /// It brought a side's first payload byte, that side must be
     /// reassembled (the flow is strict) and no ring is free.
     NoRing,
+    /// A strict flow's segment whose new bytes the side could not keep
+    /// (out-of-order ranges full): drop it. Forwarded, the receiver would
+    /// acknowledge bytes the monitor never saw, its sender would never send
+    /// them again, and the side would stop on a gap (the flow reset);
+    /// dropped, the sender sends them again, in order by then or once a
+    /// range frees up.
+    Unkept,
 }
 
 /// This worker's share of the arena's stream rings.
@@ -626,7 +633,9 @@ impl Monitor {
         let action = f.conn.on_segment(&self.cfg, &seg, side, now, streams, &mut |ev, snap| {
             reports.push(Report::Tcp(ev, snap));
         });
-        tally_add_delta(&mut self.tally, &before, &tally_of(&f.conn, &f.sides));
+        let after = tally_of(&f.conn, &f.sides);
+        let unkept = f.strict && after.holes_full > before.holes_full;
+        tally_add_delta(&mut self.tally, &before, &after);
         if no_ring {
             // Tracked, not reassembled: say so once, as a stop.
             let stop = TcpEvent::ReassemblyStopped { side, reason: ustack::tcp::StopReason::NoBuffer };
@@ -670,10 +679,12 @@ impl Monitor {
             // refused as one that found no ring: RSTs both ways.
             return Seg::NoRing;
         }
-        if action == ustack::tcp::Action::Forward {
-            Seg::Forward
-        } else {
+        if action != ustack::tcp::Action::Forward {
             Seg::Drop
+        } else if unkept {
+            Seg::Unkept
+        } else {
+            Seg::Forward
         }
     }
 
@@ -1272,6 +1283,38 @@ mod tests {
             let want = if strict { Seg::NoRing } else { Seg::Forward };
             assert_eq!(g.seg(1, Side::Server, 501, 205, ACK, b""), want, "strict {strict}");
             assert_eq!(g.mon.tally.stopped_gap, 1);
+        }
+    }
+
+    #[test]
+    fn a_strict_flows_segment_past_the_holes_is_dropped_to_be_sent_again_not_forwarded() {
+        let client = Needs { tcp: true, client: true, server: false };
+        for strict in [true, false] {
+            let mut g = h(if strict { "strict-holes" } else { "lax-holes" });
+            assert!(g.mon.open(1, 1, g.key, client, strict));
+            g.handshake(100, 500);
+            assert_eq!(g.seg(1, Side::Client, 101, 501, ACK, b"a"), Seg::Forward);
+            // 16 out-of-order ranges (the default max_holes), each 1 byte
+            // after a 9-byte hole; the 17th does not fit.
+            for k in 1..=16u32 {
+                assert_eq!(g.seg(1, Side::Client, 102 + 10 * k, 501, ACK, b"x"), Seg::Forward, "range {k}");
+            }
+            let want = if strict { Seg::Unkept } else { Seg::Forward };
+            assert_eq!(g.seg(1, Side::Client, 102 + 10 * 17, 501, ACK, b"y"), want, "strict {strict}");
+            assert_eq!(g.mon.tally.holes_full, 1);
+            if strict {
+                // Dropped, it was not acknowledged: the side goes on, and the
+                // segment sent again once the holes filled is kept.
+                for k in 0..=16u32 {
+                    let fill = vec![b'f'; if k == 0 { 10 } else { 9 }];
+                    let at = if k == 0 { 102 } else { 103 + 10 * k };
+                    assert_eq!(g.seg(1, Side::Client, at, 501, ACK, &fill), Seg::Forward, "fill {k}");
+                }
+                assert_eq!(g.seg(1, Side::Client, 102 + 10 * 17, 501, ACK, b"y"), Seg::Forward, "sent again");
+                assert_eq!(g.seg(1, Side::Server, 501, 102 + 10 * 17 + 1, ACK, b""), Seg::Forward);
+                assert_eq!(g.mon.tally.stopped_gap, 0, "no gap: nothing was acknowledged unseen");
+                assert_eq!(g.mon.tally.conflicts, 0, "the fills fit the holes exactly");
+            }
         }
     }
 

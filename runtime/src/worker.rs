@@ -413,6 +413,10 @@ impl Worker {
                                     self.counters.drop_runtime(RuntimeDrop::Unmonitored);
                                     return;
                                 }
+                                MonitorVerdict::Unkept => {
+                                    self.counters.drop_runtime(RuntimeDrop::MonitorUnkept);
+                                    return;
+                                }
                             }
                         }
                         match disp.start(m, out, flow_tag, &f.key, id, side) {

@@ -59,6 +59,10 @@ pub enum Request {
     /// without `--takeover`) registers next to the running instances, takes
     /// the new flows, and they drain (`timeout_ms`, default 30 s).
     NfRelease { name: String, timeout_ms: Option<u64> },
+    /// Ask every running instance of an NF to read its configuration again
+    /// (SIGHUP to its process; refused for an NF that does not catch it,
+    /// which SIGHUP would kill).
+    NfReload { name: String },
     /// The registered NFs.
     NfList,
     /// Apply a chain file (its text; `origin` names it in errors). New flows
@@ -91,6 +95,7 @@ impl Request {
                 | Request::CaptureStop { .. }
                 | Request::NfDrain { .. }
                 | Request::NfRelease { .. }
+                | Request::NfReload { .. }
         )
     }
 
@@ -106,6 +111,7 @@ impl Request {
             Request::CaptureStart { .. } | Request::CaptureRead { .. } | Request::CaptureStop { .. } => "capture",
             Request::NfDrain { .. } => "nf drain",
             Request::NfRelease { .. } => "nf release",
+            Request::NfReload { .. } => "nf reload",
         }
     }
 }

@@ -718,6 +718,7 @@ fn run_with_eal(
             Request::NfRelease { name, timeout_ms } => {
                 nf_manager.arm_release(&name, timeout_ms.unwrap_or(controller::api::DEFAULT_DRAIN_MS)).into()
             }
+            Request::NfReload { name } => nf_manager.reload(&name).into(),
             Request::NfList => Response::Nfs { nfs: nf_manager.list() }.into(),
             Request::ChainApply { text, origin } => {
                 apply_chains(&mut nf_manager, &chain_board, &text, &origin, xdp_port).into()

@@ -311,6 +311,42 @@ impl NfManager {
         }
     }
 
+    /// `uboxctl nf reload NAME`: SIGHUP to every running instance's process,
+    /// each checked first to catch SIGHUP (`SigCgt` in /proc/PID/status),
+    /// since the default action of SIGHUP is to terminate. The pid is the
+    /// one the kernel gave for the registration's connection, which is still
+    /// open (the instance is live), so it is that process.
+    pub fn reload(&mut self, name: &str) -> Response {
+        let Some(&primary) = self.slot_of.get(name) else {
+            return Response::Error { message: format!("no NF named '{name}' (see uboxctl nf list)") };
+        };
+        let live: Vec<usize> = self.members(primary).into_iter().filter(|&k| self.table.state(k) == LIVE).collect();
+        let pids: Vec<(String, u32)> =
+            live.iter().filter_map(|&k| Some((self.label(k), self.sessions[k].as_ref()?.peer?.pid))).collect();
+        if pids.is_empty() {
+            return Response::Error { message: format!("NF '{name}' is not running: nothing to reload") };
+        }
+        for (label, pid) in &pids {
+            if !catches_sighup(*pid) {
+                return Response::Error {
+                    message: format!(
+                        "NF '{label}' (pid {pid}) does not catch SIGHUP, which would kill it: it has no live reload \
+                         (restart it, or release a new one: uboxctl nf release {name})"
+                    ),
+                };
+            }
+        }
+        let mut sent = Vec::new();
+        for (label, pid) in &pids {
+            match nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGHUP) {
+                Ok(()) => sent.push(format!("{label} (pid {pid})")),
+                Err(e) => return Response::Error { message: format!("SIGHUP to NF '{label}' (pid {pid}): {e}") },
+            }
+        }
+        tracing::info!("NF '{name}': SIGHUP sent to {} to reload its configuration", sent.join(", "));
+        Response::Done { message: format!("asked {} to read its configuration again (SIGHUP)", sent.join(", ")) }
+    }
+
     /// `uboxctl nf drain NAME[#N]`: instance `instance` (or every instance)
     /// of `name` takes no new flows and is told to exit once its flows have
     /// ended, or when `timeout_ms` has passed.
@@ -803,4 +839,15 @@ impl crate::capture::Names for NfManager {
         v.sort();
         v
     }
+}
+
+/// Whether process `pid` catches SIGHUP (its `SigCgt` mask in
+/// /proc/PID/status has bit 0 set, SIGHUP being signal 1).
+fn catches_sighup(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| mask & 1 != 0)
 }

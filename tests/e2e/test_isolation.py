@@ -164,7 +164,11 @@ def test_hostile_nf_cannot_reach_the_runtime_or_other_nfs(runtime, nf, procs, tr
     shutil.copy2(HOSTILE, bins / "hostile_nf")
     (bins / "hostile_nf").chmod(0o755)
 
-    rt = runtime("iso", nf_timeout_ms=1000)
+    # The good NFs share CPU 0 with the hostile one's busy loop (and, on a
+    # loaded machine, with whatever else runs): rings deep enough for tens
+    # of milliseconds of starvation, so that a skipped event (BAD_COUNTS)
+    # says something about isolation, not about CPU share.
+    rt = runtime("iso", nf_timeout_ms=1000, nf_ring_size=4096)
     good = {n: nf(rt, "counter", "--name", n, "--json-out", tdir / f"{n}.json", log=tdir / f"{n}.log") for n in GOOD}
     for n, p in good.items():
         assert _wait_running(rt, n, p.pid, p), f"{n} did not register"

@@ -163,7 +163,10 @@ def test_l4lb_dsr_balances_and_keeps_connections(testbed, nf, traffic, procs, td
         held = first[0]
         drained = (0, 1) if held == "one" else (1, 0)
         cfg.write_text(lb_config(macs, drained))
-        lb.send_signal(1)  # SIGHUP
+        # Applied live through the runtime (SIGHUP to the NF's process).
+        said = rt.ctl("nf", "reload", "l4lb")
+        print(f"uboxctl nf reload l4lb: {said.strip()}")
+        assert "SIGHUP" in said and f"pid {lb.p.pid}" in said, said
         time.sleep(0.5)
         # New connections avoid the drained backend...
         after = [who(traffic)[0][0] for _ in range(8)]
@@ -176,6 +179,18 @@ def test_l4lb_dsr_balances_and_keeps_connections(testbed, nf, traffic, procs, td
         ports = set(re.findall(r"^port=(\d+)$", text, re.M))
         print(f"long connection: {len(bodies)} answers from {set(bodies)} over local port(s) {ports}")
         assert bodies == [held] * 12 and len(ports) == 1, text
+
+        # An NF that does not catch SIGHUP (it would die of it) is refused.
+        cnt = nf(rt, "counter", log=tdir / "counter.log")
+        assert rt.wait_nf_state("l4lb=running,counter=running"), cnt.tail()
+        p = subprocess.run([str(BIN / "uboxctl"), "-i", rt.instance, "nf", "reload", "counter"],
+                           capture_output=True, text=True, timeout=30)
+        print(f"uboxctl nf reload counter: exit {p.returncode}: {p.stderr.strip()}")
+        assert p.returncode != 0 and "does not catch SIGHUP" in p.stderr, p.stderr
+        assert cnt.alive(), "the counter was signalled"
+        p = subprocess.run([str(BIN / "uboxctl"), "-i", rt.instance, "nf", "reload", "nosuch"],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode != 0 and "no NF named 'nosuch'" in p.stderr, p.stderr
 
         time.sleep(0.5)  # stragglers (last ACKs) counted on both sides
         stats = rt.stats(save=tdir / "stats.json")

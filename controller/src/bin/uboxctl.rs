@@ -153,6 +153,11 @@ enum NfCmd {
         #[arg(long, default_value_t = api::DEFAULT_DRAIN_MS)]
         timeout_ms: u64,
     },
+    /// Apply an NF's edited configuration live: every running instance of
+    /// NAME gets SIGHUP and reads its files again (l4lb: VIPs and backends;
+    /// see the NF's --help). Refused for an NF whose process does not catch
+    /// SIGHUP (the signal would kill it). Needs root.
+    Reload { name: String },
 }
 
 fn main() -> ExitCode {
@@ -188,6 +193,7 @@ fn main() -> ExitCode {
         Cmd::Nf(NfCmd::Release { name, timeout_ms }) => {
             Request::NfRelease { name: name.clone(), timeout_ms: Some(*timeout_ms) }
         }
+        Cmd::Nf(NfCmd::Reload { name }) => Request::NfReload { name: name.clone() },
         Cmd::Chain(ChainCmd::Show) => Request::ChainShow,
         Cmd::Chain(ChainCmd::Apply { file }) => match std::fs::read_to_string(file) {
             Ok(text) => Request::ChainApply { text, origin: file.display().to_string() },

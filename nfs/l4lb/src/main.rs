@@ -40,9 +40,10 @@ sends the VIP's flows to l4lb (it passes what is not for a VIP). The NF
 cannot grow packets, so mode = \"ipip\" is checked by --check but refused
 at start-up (the packet function in the library implements it).
 
-SIGHUP reads the config again: new rings at once, connections in the
-tables stay with their backends unless those were removed; a bad file is
-refused with one line per problem and the running config kept.
+SIGHUP (`uboxctl nf reload l4lb`) reads the config again: new rings at
+once, connections in the tables stay with their backends unless those were
+removed; a bad file is refused with one line per problem and the running
+config kept.
 
 Exit status: 0 after a clean stop or a good --check; 1 when --check finds
 problems (one line FILE:LINE: what; how to fix, each) or the NF fails

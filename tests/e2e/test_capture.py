@@ -1,8 +1,10 @@
 """Capture on demand: `uboxctl capture` writes a pcapng file that tshark
 reads, each packet with a comment naming its flow, worker, verdict and the
 NF that decided; bounded by --count; --flow takes only matching flows;
-unknown names, bad filters and a second capture get clear errors."""
+unknown names, bad filters and a second capture get clear errors; Ctrl-C
+ends a capture with a complete file."""
 import re
+import signal
 import subprocess
 import time
 
@@ -181,4 +183,34 @@ def test_capture_errors(runtime, nf, testbed, tdir):
     r = uboxctl(rt, "capture", "--flow", "udp", "-o", tdir / "y.pcapng", "--timeout", 0.5)
     assert r.returncode == 0, r.stderr
     c.stop()
+    assert rt.stop() == 0, "runtime exit code"
+
+
+# Ctrl-C ends a capture early with a complete file: the packets captured so
+# far, each commented, and the runtime free for the next capture at once.
+def test_capture_interrupted(runtime, testbed, tdir, names):
+    rt = runtime("capint")
+    out = tdir / "int.pcapng"
+    cap = start_capture(rt, tdir, "capture-int", "--flow", "icmp", "--count", 100000, "-o", out, "--timeout", 120)
+    ping = subprocess.run(["ip", "netns", "exec", names.c, "ping", "-c", "10", "-i", "0.1", SERVER_IP],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30)
+    assert ping.returncode == 0, f"ping through the box: {ping.stdout}"
+    replies = int(re.search(r"(\d+) received", ping.stdout).group(1))
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    cap.send_signal(signal.SIGINT)
+    rc = cap.wait(10)
+    took = time.monotonic() - t0
+    said = (tdir / "capture-int.log").read_text()
+    print(f"    after Ctrl-C ({took:.2f} s): {said.strip()}")
+    assert rc == 0, said
+    assert "ended: stopped" in said, said
+    rows = tshark(out, "frame.comment", "icmp.type")
+    written = int(re.search(r"^(\d+) packets written", said, re.M).group(1))
+    # The 10 echo requests and their replies went through the box: all captured.
+    assert len(rows) == written == 10 + replies, (len(rows), replies, said)
+    assert all(COMMENT.match(c) and t in ("0", "8") for c, t in rows), rows[:3]
+    assert rt.stats()["capture"]["active"] is False, "the runtime still holds the capture"
+    r = uboxctl(rt, "capture", "--flow", "udp", "-o", tdir / "next.pcapng", "--timeout", 0.5)
+    assert r.returncode == 0, r.stderr
     assert rt.stop() == 0, "runtime exit code"

@@ -61,8 +61,9 @@ enum Cmd {
     ///
     /// Bounded: it ends at --count packets, --max-bytes captured bytes or
     /// --timeout, whichever comes first (and if uboxctl stops reading for
-    /// 5 s); frames are cut at --snaplen. One capture at a time per runtime.
-    /// Needs root.
+    /// 5 s); frames are cut at --snaplen. Ctrl-C ends it early with a
+    /// complete file of what was captured so far. One capture at a time
+    /// per runtime. Needs root.
     Capture(CaptureArgs),
 }
 
@@ -289,6 +290,8 @@ fn user_name(uid: u32) -> String {
 fn capture(socket: &std::path::Path, a: &CaptureArgs, json: bool) -> Result<(), String> {
     use controller::capture::{CaptureTarget, FlowMatch, PcapngOut};
     use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     let target = match (&a.chain, &a.nf, &a.flow) {
         (Some(name), _, _) => CaptureTarget::Chain { name: name.clone() },
         (_, Some(name), _) => CaptureTarget::Nf { name: name.clone() },
@@ -323,11 +326,21 @@ fn capture(socket: &std::path::Path, a: &CaptureArgs, json: bool) -> Result<(), 
     let file = file?;
     let mut out = PcapngOut::new(std::io::BufWriter::new(file), snaplen, &target.to_string())
         .map_err(|e| format!("writing {}: {e}", a.out.display()))?;
+    // Ctrl-C (or SIGTERM) ends the capture as an operator expects: the
+    // runtime stops it and hands over what it holds, and the file is
+    // complete. A second signal still kills at once (signal-hook's
+    // conditional default).
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_default(sig, Arc::clone(&interrupted))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&interrupted)))
+            .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
+    }
     // The runtime ends it at the timeout; this is in case it cannot answer.
     let give_up = std::time::Instant::now() + timeout + Duration::from_secs(5);
     let mut written = 0u64;
     let (counts, ended) = loop {
-        let req = if std::time::Instant::now() > give_up {
+        let req = if interrupted.load(Ordering::Relaxed) || std::time::Instant::now() > give_up {
             Request::CaptureStop { id }
         } else {
             Request::CaptureRead { id, max: 512 }

@@ -370,6 +370,41 @@ pub fn events_points(results: &[ScenarioResult]) -> Vec<EventPoint> {
     v
 }
 
+/// One panel of the event-path chart: NFs in the chain (0..=`max_nfs`) on
+/// x, `y_desc` from 0 to `ymax` on y, with its mesh drawn.
+fn nf_panel<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: &str,
+    y_desc: &str,
+    xr: std::ops::Range<f64>,
+    ymax: f64,
+    max_nfs: f64,
+) -> anyhow::Result<
+    ChartContext<
+        'a,
+        SVGBackend<'b>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+> {
+    let mut c = ChartBuilder::on(area)
+        .caption(caption, (FONT, 16))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(xr, 0.0..ymax)
+        .map_err(err)?;
+    c.configure_mesh()
+        .x_labels(max_nfs as usize + 1)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_desc("NFs in the chain")
+        .y_desc(y_desc)
+        .y_label_formatter(&|v| tick(*v))
+        .label_style((FONT, 12))
+        .draw()
+        .map_err(err)?;
+    Ok(c)
+}
+
 fn events(points: &[EventPoint], path: &Path) -> anyhow::Result<()> {
     let full = SVGBackend::new(path, (1100, 480)).into_drawing_area();
     full.fill(&WHITE).map_err(err)?;
@@ -391,22 +426,7 @@ fn events(points: &[EventPoint], path: &Path) -> anyhow::Result<()> {
 
     // Throughput.
     let mpps_max = points.iter().map(|p| p.mpps).fold(0.0, f64::max).max(0.001) * 1.2;
-    let mut c = ChartBuilder::on(&left)
-        .caption("throughput", (FONT, 16))
-        .margin(14)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
-        .build_cartesian_2d(xr.clone(), 0.0..mpps_max)
-        .map_err(err)?;
-    c.configure_mesh()
-        .x_labels(max_nfs as usize + 1)
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .x_desc("NFs in the chain")
-        .y_desc("Mpps")
-        .y_label_formatter(&|v| tick(*v))
-        .label_style((FONT, 12))
-        .draw()
-        .map_err(err)?;
+    let mut c = nf_panel(&left, "throughput", "Mpps", xr.clone(), mpps_max, max_nfs)?;
     let s = seq(&|p| Some(p.mpps));
     c.draw_series(LineSeries::new(s.clone(), UBOX.stroke_width(2)))
         .map_err(err)?
@@ -439,22 +459,7 @@ fn events(points: &[EventPoint], path: &Path) -> anyhow::Result<()> {
 
     // Cost per event.
     let ns_max = points.iter().flat_map(|p| [p.worker_ns, p.nf_ns]).flatten().fold(0.0, f64::max).max(1.0) * 1.3;
-    let mut c = ChartBuilder::on(&right)
-        .caption("cost per event", (FONT, 16))
-        .margin(14)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
-        .build_cartesian_2d(xr, 0.0..ns_max)
-        .map_err(err)?;
-    c.configure_mesh()
-        .x_labels(max_nfs as usize + 1)
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .x_desc("NFs in the chain")
-        .y_desc("ns per event")
-        .y_label_formatter(&|v| tick(*v))
-        .label_style((FONT, 12))
-        .draw()
-        .map_err(err)?;
+    let mut c = nf_panel(&right, "cost per event", "ns per event", xr, ns_max, max_nfs)?;
     let green = PALETTE[2];
     for (name, col, f) in [
         ("worker ns/event", UBOX, (|p: &EventPoint| p.worker_ns) as fn(&EventPoint) -> Option<f64>),

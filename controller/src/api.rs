@@ -551,6 +551,11 @@ pub struct MonitorStats {
     /// (ring full, no event slot), made again at a later flush.
     #[serde(default)]
     pub data_deferred: u64,
+    /// Worker loops that left frames in the NIC queues because some
+    /// stream's readers held nearly its whole ring (`runtime.nf_backpressure`:
+    /// waiting instead of stopping the side).
+    #[serde(default)]
+    pub rx_held: u64,
     /// Flows that ended with stream bytes never announced: a `fail-closed`
     /// reader stayed without room through the wait at the close (2 s past
     /// the linger), or the flow idled out or was evicted meanwhile.
@@ -792,7 +797,7 @@ impl Stats {
             let w0 = &self.workers[0].monitor;
             out.push_str(&format!(
                 "tcp monitor: {} flows now, {} in all, {} evicted (closed or half-open) and {} refused at max_flows, {} sides without a ring, {} packets passed unmonitored, {} RSTs sent, {} sides stopped reassembling, \
-                 {} restarts on reused ports ({} rings kept for readers), {} DATA_RDY announcements ({} held back for a fail-closed reader without room, {} flows ended with bytes never announced); {} B state per flow + {} B and a {} KiB ring per reassembled side\n",
+                 {} restarts on reused ports ({} rings kept for readers), {} DATA_RDY announcements ({} held back for a fail-closed reader without room, {} flows ended with bytes never announced, {} loops RX waited for readers); {} B state per flow + {} B and a {} KiB ring per reassembled side\n",
                 self.workers.iter().map(|w| w.monitor.active).sum::<u64>(),
                 mon,
                 self.workers.iter().map(|w| w.monitor.evicted).sum::<u64>(),
@@ -806,6 +811,7 @@ impl Stats {
                 self.workers.iter().map(|w| w.monitor.data_events).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.data_deferred).sum::<u64>(),
                 self.workers.iter().map(|w| w.monitor.data_unannounced).sum::<u64>(),
+                self.workers.iter().map(|w| w.monitor.rx_held).sum::<u64>(),
                 w0.state_bytes_per_flow,
                 w0.state_bytes_per_side,
                 w0.ring_bytes / 1024

@@ -353,6 +353,12 @@ const WORKER: &[M<WorkerStats>] = &[
         get: |w| V::N(w.monitor.data_deferred),
     },
     M {
+        name: "ubox_monitor_rx_held_total",
+        kind: C,
+        help: "Worker loops that received nothing because a stream's readers held nearly its whole ring (nf_backpressure).",
+        get: |w| V::N(w.monitor.rx_held),
+    },
+    M {
         name: "ubox_monitor_flows_unannounced_total",
         kind: C,
         help: "Flows that ended with stream bytes never announced to a fail-closed reader that stayed without room.",

@@ -214,6 +214,9 @@ pub struct WorkerCounters {
     /// `DATA_RDY` announcements held back for a `fail-closed` reader with
     /// no room, and made again later.
     pub mon_deferred: Counter,
+    /// Worker loops that received nothing because some stream's readers
+    /// held nearly its whole ring (`runtime.nf_backpressure`).
+    pub mon_rx_held: Counter,
     pub mon_unannounced: Counter,
     /// The monitor's segment counters (`monitor::SegTally`, as an array).
     pub mon_tally: [Counter; crate::monitor::TALLY_FIELDS],
@@ -267,6 +270,7 @@ impl WorkerCounters {
             mon_stopped: Counter::default(),
             mon_data_events: Counter::default(),
             mon_deferred: Counter::default(),
+            mon_rx_held: Counter::default(),
             mon_unannounced: Counter::default(),
             mon_tally: Default::default(),
             splice_active: Counter::default(),

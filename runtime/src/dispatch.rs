@@ -588,6 +588,12 @@ impl<'a> Dispatcher<'a> {
         let cap = pool.capacity() as usize;
         let payload = pool.payload_size();
         let region = arena.data_region();
+        let mut mon = mon;
+        if backpressure {
+            // A frame's TCP payload fits in one mbuf's data room (the
+            // worker does not reassemble chained mbufs), under 2 KiB.
+            mon.hold_for_readers(rx_room as u64 * 2048);
+        }
         Ok(Dispatcher {
             data_start: arena.data_ptr() as usize,
             data_len: region.len as usize,
@@ -1604,8 +1610,20 @@ impl<'a> Dispatcher<'a> {
     /// RX queue (where the port counts what it cannot hold) instead of
     /// skipping events. A dead NF's rings are drained by reclaim, so this
     /// never waits on it for longer than `runtime.nf_timeout_ms`.
+    ///
+    /// Also true while a reassembled side's readers hold so much of its
+    /// stream ring that this loop's RX could fill it: bytes are then not
+    /// skipped either (the side would stop, and a strict chain reset the
+    /// flow); counted `monitor.rx_held`.
     pub fn congested(&mut self) -> bool {
-        if !self.backpressure || (self.parked_count == 0 && self.notices == 0) {
+        if !self.backpressure {
+            return false;
+        }
+        if self.mon.readers_behind() {
+            self.counters.mon_rx_held.add(1);
+            return true;
+        }
+        if self.parked_count == 0 && self.notices == 0 {
             return false;
         }
         let rx_room = self.rx_room;

@@ -860,6 +860,7 @@ fn collect_stats(
                 reasm_stopped: c.mon_stopped.get(),
                 data_events: c.mon_data_events.get(),
                 data_deferred: c.mon_deferred.get(),
+                rx_held: c.mon_rx_held.get(),
                 data_unannounced: c.mon_unannounced.get(),
                 segments: monitor::tally_from_array(std::array::from_fn(|i| c.mon_tally[i].get())),
                 state_bytes_per_flow: monitor::Monitor::flow_bytes() as u64,

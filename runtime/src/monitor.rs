@@ -121,6 +121,9 @@ pub struct SideStream {
     /// Snapshot of the last segment that brought new bytes not announced
     /// yet (`Some` = an announcement is due).
     due: Option<TcpSnapshot>,
+    /// In the monitor's list of sides whose readers hold nearly the whole
+    /// ring (see [`Monitor::readers_behind`]).
+    tight: bool,
 }
 
 impl SideStream {
@@ -132,7 +135,14 @@ impl SideStream {
             announced: 0,
             stopped: 0,
             due: None,
+            tight: false,
         }
+    }
+
+    /// Whether the bytes readers still hold (announced or due, not all
+    /// answered) leave less than `room` of the `cap`-byte ring.
+    fn behind(&self, cap: u64, room: u64) -> bool {
+        self.reasm.stopped().is_none() && self.reasm.frontier() - self.reasm.floor() + room > cap
     }
 }
 
@@ -394,6 +404,14 @@ pub struct Monitor {
     /// Connections that closed, in order: `(when their flow ends, flow,
     /// connection generation)`.
     closing: VecDeque<(u64, u64, u32)>,
+    /// `closing`'s length that triggers its next compaction.
+    closing_limit: usize,
+    /// Ring room one loop's RX can need (`runtime.nf_backpressure`), 0 when
+    /// the worker never waits for stream readers.
+    hold_room: u64,
+    /// Sides whose readers left less than `hold_room` of their ring:
+    /// `(flow, side index)`.
+    tight: Vec<(u64, u8)>,
     /// Connections closed by FIN/FIN/ACK whose rings go back at the next
     /// [`closed_due`](Self::closed_due): `(flow, connection generation)`.
     release: Vec<(u64, u32)>,
@@ -441,8 +459,39 @@ impl Monitor {
             tally: SegTally::default(),
             embryonic: VecDeque::new(),
             closing: VecDeque::new(),
+            closing_limit: 2 * max.max(64),
+            hold_room: 0,
+            tight: Vec::new(),
             release: Vec::new(),
         }
+    }
+
+    /// Under `runtime.nf_backpressure`: the worker receives at most `bytes`
+    /// of payload per loop, and waits ([`readers_behind`](Self::readers_behind))
+    /// while some side's readers leave less than that of its ring, instead
+    /// of stopping the side on a full ring. At most half a ring, so readers
+    /// that caught up always let RX go on.
+    pub fn hold_for_readers(&mut self, bytes: u64) {
+        self.hold_room = bytes.min(u64::from(self.bufs.ring_len) / 2);
+    }
+
+    /// True while some reassembled side's readers hold so much of its ring
+    /// that one more loop of RX could fill it (see
+    /// [`hold_for_readers`](Self::hold_for_readers)): the worker then only
+    /// polls answers. What they hold was announced (or is due and announced
+    /// at the next flush), so their answers, or their death, free it
+    /// without any new packet: waiting cannot deadlock.
+    pub fn readers_behind(&mut self) -> bool {
+        if self.tight.is_empty() {
+            return false;
+        }
+        let (flows, cap, room) = (&mut self.flows, u64::from(self.bufs.ring_len), self.hold_room);
+        self.tight.retain(|&(id, i)| {
+            let Some(s) = flows.get_mut(&id).and_then(|f| f.sides[usize::from(i)].as_mut()) else { return false };
+            s.tight = s.behind(cap, room);
+            s.tight
+        });
+        !self.tight.is_empty()
     }
 
     /// Flows monitored now (including ended ones whose rings are still read).
@@ -635,6 +684,15 @@ impl Monitor {
         });
         let after = tally_of(&f.conn, &f.sides);
         let unkept = f.strict && after.holes_full > before.holes_full;
+        if self.hold_room > 0 {
+            let cap = u64::from(self.bufs.ring_len);
+            for (i, s) in f.sides.iter_mut().enumerate() {
+                if let Some(s) = s.as_mut().filter(|s| !s.tight && s.behind(cap, self.hold_room)) {
+                    s.tight = true;
+                    self.tight.push((flow_id, i as u8));
+                }
+            }
+        }
         tally_add_delta(&mut self.tally, &before, &after);
         if no_ring {
             // Tracked, not reassembled: say so once, as a stop.
@@ -653,9 +711,16 @@ impl Monitor {
                 self.release.push((flow_id, closing.2));
             }
             self.closing.push_back(closing);
-            if self.closing.len() > 2 * self.max.max(64) {
+            if self.closing.len() > self.closing_limit {
+                // Only an entry for a flow's current connection can end it;
+                // one for an earlier connection on a reused port is dead
+                // weight. The limit then doubles what is left, so the scan
+                // is amortized O(1) per close even when every flow is live
+                // and closing over and over (it used to rescan 2 x max_flows
+                // entries at every close once that many had piled up).
                 let flows = &self.flows;
-                self.closing.retain(|(_, id, _)| flows.contains_key(id));
+                self.closing.retain(|(_, id, g)| flows.get(id).is_some_and(|f| f.conn.generation() == *g));
+                self.closing_limit = (2 * self.closing.len()).max(2 * self.max.max(64));
             }
         }
         let mut stopped_now = false;
@@ -1410,6 +1475,60 @@ mod tests {
         let d = h.due().pop().expect("reassembled now");
         assert_eq!(h.ring_bytes(&d), b"kept");
         assert_eq!(h.mon.restarts, 1);
+    }
+
+    #[test]
+    fn a_connection_closing_over_and_over_on_one_port_keeps_the_closing_list_short() {
+        // Port reuse at a high rate: every connection closes and its flow
+        // lives on. Only the current connection's entry can end the flow;
+        // the list once kept them all and rescanned it at every close.
+        let mut h = h("reclose");
+        let needs = Needs { tcp: true, client: false, server: false };
+        assert!(h.mon.open(1, 1, h.key, needs, false));
+        for i in 0..2000u32 {
+            let (c, s) = (i * 1000, 500_000 + i * 1000);
+            h.handshake(c, s);
+            h.send(Side::Client, c + 1, s + 1, FIN | ACK, b"");
+            h.send(Side::Server, s + 1, c + 2, FIN | ACK, b"");
+            h.send(Side::Client, c + 2, s + 2, ACK, b"");
+            assert!(h.mon.closing.len() <= h.mon.closing_limit, "{} > {}", h.mon.closing.len(), h.mon.closing_limit);
+        }
+        assert_eq!(h.mon.restarts, 1999);
+        assert!(h.mon.closing_limit <= 2 * 64, "the limit did not grow: {}", h.mon.closing_limit);
+        // The entry of the last connection still ends the flow.
+        let mut out = Vec::new();
+        h.mon.closed_due(u64::MAX, &mut out);
+        assert_eq!(out, [h.key]);
+    }
+
+    #[test]
+    fn under_backpressure_a_reader_a_ring_behind_holds_rx_instead_of_the_side_stopping() {
+        let mut h = h("hold");
+        h.mon.hold_for_readers(1 << 20);
+        assert_eq!(h.mon.hold_room, u64::from(RING) / 2, "at most half a ring");
+        let needs = Needs { tcp: true, client: true, server: false };
+        assert!(h.mon.open(1, 1, h.key, needs, true));
+        h.handshake(100, 500);
+        h.send(Side::Client, 101, 501, ACK, &[b'a'; 1500]);
+        let d = h.due().pop().unwrap();
+        h.mon.pin(1, Side::Client, d.buf, d.end, 1);
+        assert!(!h.mon.readers_behind(), "1500 held, 2596 free of 4096");
+        h.send(Side::Client, 1601, 501, ACK, &[b'b'; 1000]);
+        let d2 = h.due().pop().unwrap();
+        h.mon.pin(1, Side::Client, d2.buf, d2.end, 1);
+        assert!(h.mon.readers_behind(), "2500 held: another 2048 might not fit");
+        h.mon.unpin(1, Side::Client, d.buf, d.end);
+        assert!(!h.mon.readers_behind(), "the first range answered: 1000 held");
+        assert!(h.mon.tight.is_empty());
+        h.mon.unpin(1, Side::Client, d2.buf, d2.end);
+        // Without backpressure nothing is ever held.
+        let mut h = super::tests::h("nohold");
+        assert!(h.mon.open(1, 1, h.key, needs, true));
+        h.handshake(100, 500);
+        h.send(Side::Client, 101, 501, ACK, &[b'a'; 3000]);
+        let d = h.due().pop().unwrap();
+        h.mon.pin(1, Side::Client, d.buf, d.end, 1);
+        assert!(!h.mon.readers_behind());
     }
 
     #[test]

@@ -124,6 +124,8 @@ pub struct SideStream {
     /// In the monitor's list of sides whose readers hold nearly the whole
     /// ring (see [`Monitor::readers_behind`]).
     tight: bool,
+    /// The written-up-to value last stored in the ring's cell.
+    published: u64,
 }
 
 impl SideStream {
@@ -136,6 +138,7 @@ impl SideStream {
             stopped: 0,
             due: None,
             tight: false,
+            published: 0,
         }
     }
 
@@ -639,11 +642,13 @@ impl Monitor {
         self.reports.clear();
         let Some(tcp) = frame.get(l4).and_then(|b| TcpPacket::new_checked(b).ok()) else { return Seg::Forward };
         let seg = Segment::from_packet(&tcp);
-        if self.flows.get(&flow_id).is_some_and(|f| f.conn.restarts_on(&seg, side)) {
-            self.restart(flow_id);
-        }
         let i = idx(side);
+        // One lookup per segment (it used to take three).
         let Some(f) = self.flows.get_mut(&flow_id) else { return Seg::Forward };
+        if f.conn.restarts_on(&seg, side) {
+            self.restarts += 1;
+            self.retired_rings += Self::restart(f, &mut self.retired);
+        }
         // Remember how to impersonate this side (for RSTs), from its first
         // segment: a flow's addresses, MACs and ports do not change.
         let e = &mut f.ends[i];
@@ -699,10 +704,18 @@ impl Monitor {
             let stop = TcpEvent::ReassemblyStopped { side, reason: ustack::tcp::StopReason::NoBuffer };
             reports.push(Report::Tcp(stop, f.conn.snapshot(side)));
         }
-        // Publish how far each ring is written before announcing ranges.
-        for s in f.sides.iter().flatten() {
-            let _ = arena.store_u64(self.bufs.cell(s.buf), s.reasm.written_end());
+        // Publish how far each ring is written before announcing ranges;
+        // only a cell that moved: NFs read it, and a store to it costs the
+        // line's round trip from their core (the other side's pure ACKs
+        // used to pay it too).
+        for s in f.sides.iter_mut().flatten() {
+            let w = s.reasm.written_end();
+            if w != s.published {
+                s.published = w;
+                let _ = arena.store_u64(self.bufs.cell(s.buf), w);
+            }
         }
+        let strict = f.strict;
         let closing = (now.saturating_add(self.cfg.linger), flow_id, f.conn.generation());
         if Self::finish_reports(flow_id, f, &self.bufs, &mut self.reports, &mut self.scratch, &mut self.due) {
             if f.tcp_end == ubox_shm::event::FLOW_END_TCP_CLOSED {
@@ -736,7 +749,7 @@ impl Monitor {
                 }
             }
         }
-        if stopped_now && self.flows.get(&flow_id).is_some_and(|f| f.strict) {
+        if stopped_now && strict {
             // A side the chain needs can no longer be reassembled (a hole
             // that will never fill, a ring full behind a slow reader): from
             // here its bytes would pass uninspected, which a strict chain
@@ -757,10 +770,10 @@ impl Monitor {
     /// reuse): its streams go back to offset 0. A ring readers still hold
     /// is retired and the side gets a fresh one, so no pinned byte is
     /// overwritten and no old answer releases new bytes.
-    fn restart(&mut self, flow_id: u64) {
-        self.restarts += 1;
+    /// Returns how many rings it retired.
+    fn restart(f: &mut MonFlow, retired: &mut Vec<Retired>) -> u64 {
+        let mut n = 0;
         for i in 0..2 {
-            let Some(f) = self.flows.get_mut(&flow_id) else { return };
             f.payload[i] = 0;
             // A side without a ring tries again with its first payload byte.
             f.ring_tried[i] = f.sides[i].is_some();
@@ -773,9 +786,10 @@ impl Monitor {
             }
             let Some(old) = f.sides[i].take() else { continue };
             f.ring_tried[i] = false;
-            self.retired.push(Retired { buf: old.buf, pins: old.pins });
-            self.retired_rings += 1;
+            retired.push(Retired { buf: old.buf, pins: old.pins });
+            n += 1;
         }
+        n
     }
 
     /// Notes new bytes as due for announcement and how the connection

@@ -521,3 +521,40 @@ proptest! {
         run_session([client, server], isns, muts, interleave, acks, handshake, last_wins)?;
     }
 }
+
+/// Option bytes: arbitrary, or built around the layouts `from_raw` reads
+/// directly (none, `NOP NOP TS`), possibly cut short or with a wrong byte.
+fn option_bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..40),
+        (any::<[u8; 8]>(), 0usize..13, any::<Option<(usize, u8)>>()).prop_map(|(ts, len, flip)| {
+            let mut v = vec![1, 1, 8, 10];
+            v.extend_from_slice(&ts);
+            v.truncate(len);
+            if let Some((i, b)) = flip {
+                if !v.is_empty() {
+                    let n = v.len();
+                    v[i % n] = b;
+                }
+            }
+            v
+        }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn options_read_directly_equal_the_general_walk(raw in option_bytes()) {
+        let walked = SegmentOptions::parse(ustack::wire::TcpOptions::new(&raw));
+        prop_assert_eq!(SegmentOptions::from_raw(&raw), walked);
+    }
+}
+
+#[test]
+fn linux_timestamp_layout_is_read_directly() {
+    let raw = [1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 1, 0];
+    let o = SegmentOptions::from_raw(&raw);
+    assert_eq!(o.timestamps, Some((7, 256)));
+    assert_eq!(o, SegmentOptions::parse(ustack::wire::TcpOptions::new(&raw)));
+    assert_eq!(SegmentOptions::from_raw(&[]), SegmentOptions::default());
+}

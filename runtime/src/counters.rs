@@ -68,10 +68,14 @@ pub enum RuntimeDrop {
     /// forwarded, so that its sender sends it again once the hole before it
     /// fills, instead of a hole the receiver acknowledges and nobody fills.
     MonitorUnkept,
+    /// A segment of a strict flow that needed stream-ring space its NFs
+    /// still read: not forwarded, so that its sender sends it again once
+    /// they caught up, instead of the side stopping and the flow reset.
+    MonitorRingFull,
 }
 
 impl RuntimeDrop {
-    pub const ALL: [RuntimeDrop; 11] = [
+    pub const ALL: [RuntimeDrop; 12] = [
         RuntimeDrop::NoRoute,
         RuntimeDrop::HandoffFull,
         RuntimeDrop::MultiSegment,
@@ -83,6 +87,7 @@ impl RuntimeDrop {
         RuntimeDrop::Unmonitored,
         RuntimeDrop::NoMbuf,
         RuntimeDrop::MonitorUnkept,
+        RuntimeDrop::MonitorRingFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -98,6 +103,7 @@ impl RuntimeDrop {
             RuntimeDrop::Unmonitored => "unmonitored",
             RuntimeDrop::NoMbuf => "no_mbuf",
             RuntimeDrop::MonitorUnkept => "monitor_holes_full",
+            RuntimeDrop::MonitorRingFull => "monitor_ring_full",
         }
     }
 }

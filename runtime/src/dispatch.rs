@@ -117,6 +117,9 @@ pub enum MonitorVerdict {
     /// Drop, no RST: a strict flow's segment the monitor could not keep
     /// (holes full); its sender will send it again.
     Unkept,
+    /// Dropped: a strict flow's segment with no room behind slow readers
+    /// (see `monitor::Seg::Full`).
+    RingFull,
 }
 
 /// The chains in force, as the workers see them.
@@ -1079,6 +1082,7 @@ impl<'a> Dispatcher<'a> {
         match seg {
             Seg::Forward => MonitorVerdict::Forward,
             Seg::Unkept => MonitorVerdict::Unkept,
+            Seg::Full => MonitorVerdict::RingFull,
             Seg::Drop | Seg::NoRing => MonitorVerdict::Terminated,
         }
     }

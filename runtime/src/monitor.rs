@@ -30,8 +30,11 @@
 //! - **Pins.** Each `DATA_RDY` event pins its range until every NF it went
 //!   to answered (or died); the reassembler's floor follows the oldest
 //!   pinned range, so bytes an NF may still read are never overwritten.
-//!   Reassembly running a whole ring ahead of the slowest reader stops for
-//!   that side (`BufferFull`), and the flow goes on being forwarded.
+//!   A segment that needs ring space the slowest reader still holds stops
+//!   that side (`BufferFull`) and the flow goes on being forwarded; for a
+//!   strict flow it is dropped instead ([`Seg::Full`]), to be sent again.
+//!   Under `runtime.nf_backpressure` the worker holds RX before that
+//!   happens ([`Monitor::readers_behind`]).
 //! - **One `DATA_RDY` per burst.** New in-order bytes are announced when
 //!   the worker flushes its RX burst (or before the flow's next state
 //!   event), one event per flow and side covering every segment of the
@@ -77,6 +80,12 @@ pub enum Seg {
     /// dropped, the sender sends them again, in order by then or once a
     /// range frees up.
     Unkept,
+    /// A strict flow's segment that needs ring space its readers still
+    /// hold: drop it. Its sender sends it again, by when the readers will
+    /// have caught up (or been declared dead); TCP's own loss recovery
+    /// slows the flow to what its NFs read, where stopping the side would
+    /// reset the connection.
+    Full,
 }
 
 /// This worker's share of the arena's stream rings.
@@ -129,9 +138,16 @@ pub struct SideStream {
 }
 
 impl SideStream {
-    fn new(cfg: &MonitorConfig, buf: u32) -> SideStream {
+    /// `strict`: the flow's chain does not let bytes pass unseen, so a
+    /// segment with no room in the ring is refused (and dropped) rather
+    /// than stopping the side.
+    fn new(cfg: &MonitorConfig, buf: u32, strict: bool) -> SideStream {
+        let mut reasm = Reassembler::from_config(cfg);
+        if strict {
+            reasm.refuse_when_full();
+        }
         SideStream {
-            reasm: Reassembler::from_config(cfg),
+            reasm,
             buf,
             pins: VecDeque::new(),
             announced: 0,
@@ -667,7 +683,7 @@ impl Monitor {
         if !seg.payload.is_empty() && f.wants[i] && !f.ring_tried[i] && !f.conn.is_terminated() {
             f.ring_tried[i] = true;
             match self.bufs.free.pop() {
-                Some(buf) => f.sides[i] = Some(Box::new(SideStream::new(&self.cfg, buf))),
+                Some(buf) => f.sides[i] = Some(Box::new(SideStream::new(&self.cfg, buf, f.strict))),
                 None => {
                     self.no_buffer += 1;
                     if f.strict {
@@ -678,6 +694,7 @@ impl Monitor {
             }
         }
         let before = tally_of(&f.conn, &f.sides);
+        let refused_before = f.sides[i].as_ref().map_or(0, |s| s.reasm.counters().full_refused);
         let (client, server) = f.sides.split_at_mut(1);
         let streams = Streams {
             client: stream_of(arena, &self.bufs, &mut client[0]),
@@ -689,6 +706,7 @@ impl Monitor {
         });
         let after = tally_of(&f.conn, &f.sides);
         let unkept = f.strict && after.holes_full > before.holes_full;
+        let full = f.sides[i].as_ref().is_some_and(|s| s.reasm.counters().full_refused > refused_before);
         if self.hold_room > 0 {
             let cap = u64::from(self.bufs.ring_len);
             for (i, s) in f.sides.iter_mut().enumerate() {
@@ -761,6 +779,8 @@ impl Monitor {
             Seg::Drop
         } else if unkept {
             Seg::Unkept
+        } else if full {
+            Seg::Full
         } else {
             Seg::Forward
         }
@@ -1569,6 +1589,32 @@ mod tests {
         // then a last (here empty) range that says the side stopped.
         assert_eq!(announced, [(0, 2800, 0, 0), (2800, 2800, 1, 0)]);
         assert!(h.due().is_empty());
+    }
+
+    #[test]
+    fn a_strict_flows_segment_with_no_ring_room_is_dropped_to_be_sent_again_not_a_stop() {
+        let mut h = h("fullstrict");
+        let needs = Needs { tcp: true, client: false, server: true };
+        assert!(h.mon.open(1, 1, h.key, needs, true));
+        h.handshake(100, 500);
+        let chunk = |i: u32| [b'a' + i as u8; 1400];
+        assert_eq!(h.seg(1, Side::Server, 501, 101, ACK, &chunk(0)), Seg::Forward);
+        assert_eq!(h.seg(1, Side::Server, 1901, 101, ACK, &chunk(1)), Seg::Forward);
+        let d = h.due().pop().expect("2800 bytes announced");
+        h.mon.pin(1, Side::Server, d.buf, d.end, 1); // a reader holds them
+                                                     // 4200 > 4096: no room while the reader holds 0..2800.
+        assert_eq!(h.seg(1, Side::Server, 3301, 101, ACK, &chunk(2)), Seg::Full);
+        assert_eq!(h.seg(1, Side::Server, 4701, 101, ACK, &chunk(3)), Seg::Full, "later ones too");
+        assert_eq!(h.mon.stopped, 0, "the side goes on");
+        assert!(h.due().is_empty(), "nothing new kept");
+        // The reader answers; the sender sends the dropped segments again.
+        h.mon.unpin(1, Side::Server, d.buf, d.end);
+        assert_eq!(h.seg(1, Side::Server, 3301, 101, ACK, &chunk(2)), Seg::Forward);
+        assert_eq!(h.seg(1, Side::Server, 4701, 101, ACK, &chunk(3)), Seg::Forward);
+        let d = h.due().pop().expect("the resent bytes");
+        assert_eq!((d.start, d.end), (2800, 5600));
+        assert_eq!(h.ring_bytes(&DataReady { end: 4096, ..d }), [b'c'; 1296]);
+        assert_eq!(h.mon.stopped, 0);
     }
 
     #[test]

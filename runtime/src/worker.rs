@@ -417,6 +417,10 @@ impl Worker {
                                     self.counters.drop_runtime(RuntimeDrop::MonitorUnkept);
                                     return;
                                 }
+                                MonitorVerdict::RingFull => {
+                                    self.counters.drop_runtime(RuntimeDrop::MonitorRingFull);
+                                    return;
+                                }
                             }
                         }
                         match disp.start(m, out, flow_tag, &f.key, id, side) {

@@ -273,3 +273,33 @@ def test_monitor_counts_loss_and_reordering(runtime, nf, traffic, testbed, tdir,
         # the bytes up to there.
         assert seg["holes_full"] > 0 and seg["stopped_gap"] > 0, "a stop without its cause counted"
         assert res["bytes_scanned"] < got.stat().st_size, "stopped, yet the ids saw everything"
+
+
+# A reader slower than the sender, in a strict (fail-closed) chain, with
+# small stream rings: segments that need ring space the reader still holds
+# are dropped (monitor_ring_full) and sent again by the server's TCP once
+# the reader caught up, so the download arrives intact and is never reset;
+# the side never stops. (Before, the side stopped on a full ring and the
+# strict chain reset the connection.)
+def test_a_slow_reader_slows_a_strict_flow_down_instead_of_resetting_it(runtime, nf, traffic, testbed, tdir):
+    rt = runtime("slowrd", extra="[monitor]\nstream_buffers = 8\nstream_buffer_kb = 64")
+    c = nf(rt, "counter", "--no-packets", "--events", "DATA_RDY", "--slow-us", 100)
+    time.sleep(0.5)
+    rt.apply_chain(tdir / "slow.toml", '[[chain]]\nname = "slow"\nnfs = ["counter"]\n'
+                   '[chain.policy]\ncounter = "fail-closed"\n[chain.match]\nprotocol = "tcp"\n')
+    got = tdir / "got.bin"
+    t0 = time.time()
+    assert traffic.fetch("10M.bin", got, max_time=120), "download through a slow strict reader"
+    took = time.time() - t0
+    assert same_file(got, testbed.www / "10M.bin"), "download corrupted"
+    st = rt.stats(tdir / "stats.json")
+    c.stop()
+    assert rt.stop() == 0, "runtime exit code"
+    full = sum(w["drops"].get("monitor_ring_full", 0) for w in st["workers"])
+    seg = {k: sum(w["monitor"]["segments"][k] for w in st["workers"]) for k in st["workers"][0]["monitor"]["segments"]}
+    rsts = sum(w["monitor"]["rsts"] for w in st["workers"])
+    print(f"    10 MB in {took:.1f} s through a 64 KiB ring and a 100 us/DATA_RDY reader: "
+          f"{full} segments dropped as monitor_ring_full, stops {seg['stopped_buffer_full']}, RSTs {rsts}")
+    assert full > 0, "the reader was never behind: the test did not test anything"
+    assert seg["stopped_buffer_full"] == 0, "a strict flow's side stopped on a full ring"
+    assert rsts == 0, "the box reset a connection"

@@ -52,7 +52,8 @@ struct Args {
     /// Also count events of this type (repeatable), e.g. FLOW/ACL_DENY.
     #[arg(long = "events")]
     events: Vec<String>,
-    /// Busy-wait this many microseconds per packet event (for tests).
+    /// Busy-wait this many microseconds per event, packets and --events
+    /// types alike (for tests: a slow reader).
     #[arg(long, default_value_t = 0)]
     slow_us: u64,
     /// Do not subscribe to packets at all, only to the --events types (an
@@ -148,6 +149,14 @@ pub struct Options {
 pub fn counter_nf(builder: NfBuilder, table: Arc<Mutex<FlowTable>>, opts: &Options) -> NfBuilder {
     let filter = (!opts.ports.is_empty()).then(|| FlowFilter { ports: opts.ports.clone(), ..FlowFilter::default() });
     let slow = opts.slow;
+    let spin = move || {
+        if !slow.is_zero() {
+            let until = Instant::now() + slow;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+    };
     let t = Arc::clone(&table);
     let mut b = builder.version(env!("CARGO_PKG_VERSION")).modifies_packets(false);
     if opts.no_packets {
@@ -156,6 +165,7 @@ pub fn counter_nf(builder: NfBuilder, table: Arc<Mutex<FlowTable>>, opts: &Optio
             let p = path.clone();
             b.subscribe(path, move |_ev: &Event<'_>| {
                 t.lock().unwrap_or_else(|e| e.into_inner()).record_event(&p);
+                spin();
                 Verdict::Pass
             })
         });
@@ -163,12 +173,7 @@ pub fn counter_nf(builder: NfBuilder, table: Arc<Mutex<FlowTable>>, opts: &Optio
     b = b.subscribe_filtered("PKT", filter, move |ev: &Event<'_>| {
         let len = ev.packet().map_or(0, <[u8]>::len);
         t.lock().unwrap_or_else(|e| e.into_inner()).record(ev.flow_id(), len);
-        if !slow.is_zero() {
-            let until = Instant::now() + slow;
-            while Instant::now() < until {
-                std::hint::spin_loop();
-            }
-        }
+        spin();
         Verdict::Pass
     });
     for path in &opts.events {
@@ -176,6 +181,7 @@ pub fn counter_nf(builder: NfBuilder, table: Arc<Mutex<FlowTable>>, opts: &Optio
         let p = path.clone();
         b = b.subscribe(path, move |_ev: &Event<'_>| {
             t.lock().unwrap_or_else(|e| e.into_inner()).record_event(&p);
+            spin();
             Verdict::Pass
         });
     }

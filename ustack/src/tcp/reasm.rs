@@ -107,6 +107,10 @@ pub struct ReasmCounters {
     pub out_of_order: u64,
     /// Out-of-order segments not reassembled: the range set was full.
     pub ooo_dropped: u64,
+    /// Segments not reassembled because they needed ring space readers
+    /// still hold, with [`Reassembler::refuse_when_full`] (else the side
+    /// stops with [`StopReason::BufferFull`]).
+    pub full_refused: u64,
     /// Bytes offered after reassembly stopped.
     pub bytes_after_stop: u64,
 }
@@ -282,6 +286,7 @@ pub struct Reassembler {
     max_ranges: u8,
     policy: OverlapPolicy,
     stopped: Option<StopReason>,
+    refuse_when_full: bool,
 }
 
 impl Reassembler {
@@ -298,7 +303,17 @@ impl Reassembler {
             max_ranges: max_ranges.min(MAX_OOO_RANGES) as u8,
             policy,
             stopped: None,
+            refuse_when_full: false,
         }
+    }
+
+    /// A segment that needs ring space readers still hold is refused
+    /// (counted in [`ReasmCounters::full_refused`], nothing stored, the
+    /// side goes on) instead of stopping the side: for a caller that drops
+    /// such a segment, so that its sender sends it again once the readers
+    /// caught up. Kept by [`reset`](Self::reset).
+    pub fn refuse_when_full(&mut self) {
+        self.refuse_when_full = true;
     }
 
     /// [`Reassembler::new`] with the policy and range limit of a monitor
@@ -346,6 +361,10 @@ impl Reassembler {
             if end > self.floor.saturating_add(cap) {
                 out.conflict = diff.conflict();
                 self.count_overlap(&diff, overlapped);
+                if self.refuse_when_full {
+                    self.counters.full_refused += 1;
+                    return out;
+                }
                 self.counters.bytes_after_stop += end - start;
                 out.stopped = self.stop(StopReason::BufferFull).then_some(StopReason::BufferFull);
                 return out;
@@ -451,7 +470,9 @@ impl Reassembler {
     /// Back to an empty stream at offset 0, running, counters cleared (a new
     /// connection on the same flow); policy and range limit are kept.
     pub fn reset(&mut self) {
+        let refuse = self.refuse_when_full;
         *self = Reassembler::new(self.policy, usize::from(self.max_ranges));
+        self.refuse_when_full = refuse;
     }
 
     /// End of the contiguous stream.

@@ -470,10 +470,12 @@ fn monitor_scenario(
             let (r, mon) =
                 events::measure_monitor(&pcap, case, window).with_context(|| format!("{} run", case.scenario))?;
             println!(
-                "  round {round}: {:<20} {:>7.3} Mpps {:>7.2} Gbit/s  monitored flows {} (restarts {}, rings retired {}, DATA_RDY {}, sides without ring {}, stopped {})  drops {}",
+                "  round {round}: {:<20} {:>7.3} Mpps {:>7.2} Gbit/s  worker {:.0} ns/pkt, {:.3} events/pkt  monitored flows {} (restarts {}, rings retired {}, DATA_RDY {}, sides without ring {}, stopped {})  drops {}",
                 case.label,
                 r.m.mpps,
                 r.m.gbps,
+                r.costs.worker_ns_per_packet,
+                r.costs.events_per_packet,
                 mon.flows,
                 mon.restarts,
                 mon.rings_retired,
@@ -496,6 +498,9 @@ fn monitor_scenario(
         r.samples_ubox = rs.iter().map(|(r, _)| r.m.gbps).collect();
         r.samples_peer = runs[0].iter().map(|(r, _)| r.m.gbps).collect();
         r.extra.insert("mpps".into(), median(rs.iter().map(|(r, _)| r.m.mpps)));
+        r.extra.insert("worker_ns_per_packet".into(), median(rs.iter().map(|(r, _)| r.costs.worker_ns_per_packet)));
+        r.extra.insert("events_per_packet".into(), median(rs.iter().map(|(r, _)| r.costs.events_per_packet)));
+        r.extra.insert("dropped".into(), median(rs.iter().map(|(r, _)| r.dropped as f64)));
         if let Some((_, m)) = rs.first() {
             r.extra.insert("state_bytes_per_flow".into(), m.state_bytes_per_flow as f64);
             r.extra.insert("ring_bytes_per_reassembled_side".into(), m.ring_bytes as f64);

@@ -50,6 +50,15 @@ fn idx(side: Side) -> usize {
     }
 }
 
+/// Both sides' storage for one `on_segment` call, or none (tracking only).
+fn streams_of<'a>(reasm: &'a mut [Reassembler; 2], rings: &'a mut [Vec<u8>; 2], reassemble: bool) -> Streams<'a> {
+    if !reassemble {
+        return Streams { client: None, server: None };
+    }
+    let ([rc, rs], [gc, gs]) = (reasm, rings);
+    Streams { client: Some(Stream { reasm: rc, ring: gc }), server: Some(Stream { reasm: rs, ring: gs }) }
+}
+
 fn usage() -> ! {
     eprintln!("usage: reassemble FILE.pcap [OUTDIR] [--ring BYTES] [--track-only]");
     std::process::exit(2);
@@ -86,10 +95,7 @@ fn main() {
         let Ok(tcp) = TcpPacket::new_checked(&p.frame[p.l4.clone()]) else { continue };
         let seg = Segment::from_packet(&tcp);
         let f = &mut flows[p.flow];
-        let [rc, rs] = &mut f.reasm;
-        let [gc, gs] = &mut f.rings;
-        let streams =
-            Streams { client: Some(Stream { reasm: rc, ring: gc }), server: Some(Stream { reasm: rs, ring: gs }) };
+        let streams = streams_of(&mut f.reasm, &mut f.rings, true);
         events.clear();
         f.conn.on_segment(&cfg, &seg, p.side, p.ts, streams, &mut |e, s| events.push((e, s)));
         for &(e, _) in &events {
@@ -157,13 +163,7 @@ fn main() {
             let Ok(tcp) = TcpPacket::new_checked(&p.frame[p.l4.clone()]) else { continue };
             let seg = Segment::from_packet(&tcp);
             let f = &mut flows[p.flow];
-            let [rc, rs] = &mut f.reasm;
-            let [gc, gs] = &mut f.rings;
-            let streams = if track_only {
-                Streams { client: None, server: None }
-            } else {
-                Streams { client: Some(Stream { reasm: rc, ring: gc }), server: Some(Stream { reasm: rs, ring: gs }) }
-            };
+            let streams = streams_of(&mut f.reasm, &mut f.rings, !track_only);
             let mut released = [None, None];
             f.conn.on_segment(&cfg, &seg, p.side, p.ts, streams, &mut |e, _| {
                 n_events += 1;

@@ -154,7 +154,9 @@ impl SideStream {
             stopped: 0,
             due: None,
             tight: false,
-            published: 0,
+            // Never a real value: the first segment stores the cell (the
+            // ring may come from another flow, its cell still says so).
+            published: u64::MAX,
         }
     }
 

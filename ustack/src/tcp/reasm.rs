@@ -19,7 +19,8 @@
 //!   with [`Reassembler::release`] (monotonic, at most the frontier). Bytes
 //!   at or after the floor are never overwritten: data that would need ring
 //!   space still pinned (`offset + len > floor + capacity`) stops
-//!   reassembly for the side with [`StopReason::BufferFull`].
+//!   reassembly for the side with [`StopReason::BufferFull`], or, with
+//!   [`Reassembler::refuse_when_full`], is refused and counted.
 //! - **written_end**: the highest offset ever written into the ring,
 //!   out-of-order data included. Ring bytes for offsets in
 //!   `[written_end - capacity, frontier)` are valid stream bytes; a reader
@@ -468,7 +469,8 @@ impl Reassembler {
     }
 
     /// Back to an empty stream at offset 0, running, counters cleared (a new
-    /// connection on the same flow); policy and range limit are kept.
+    /// connection on the same flow); policy, range limit and
+    /// [`refuse_when_full`](Self::refuse_when_full) are kept.
     pub fn reset(&mut self) {
         let refuse = self.refuse_when_full;
         *self = Reassembler::new(self.policy, usize::from(self.max_ranges));
@@ -610,6 +612,28 @@ impl<'a> RingReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusing_when_full_keeps_the_side_running_and_takes_the_bytes_once_released() {
+        let mut ring = [0u8; 8];
+        let mut r = Reassembler::new(OverlapPolicy::FirstWins, 4);
+        r.refuse_when_full();
+        assert_eq!(r.insert(&mut ring, 0, b"abcdefgh").ready, Some((0, 8)));
+        let out = r.insert(&mut ring, 8, b"ij");
+        assert_eq!(out, Insert::default(), "refused: nothing ready, no stop");
+        assert_eq!((r.counters().full_refused, r.stopped(), r.frontier()), (1, None, 8));
+        r.release(4);
+        assert_eq!(r.insert(&mut ring, 8, b"ij").ready, Some((8, 10)), "sent again, kept");
+        assert_eq!(&ring[..2], b"ij");
+        r.reset();
+        assert_eq!(r.insert(&mut ring, 0, b"abcdefgh").ready, Some((0, 8)));
+        let _ = r.insert(&mut ring, 8, b"x");
+        assert_eq!((r.counters().full_refused, r.stopped()), (1, None), "kept across reset");
+        // Without it, the side stops.
+        let mut r = Reassembler::new(OverlapPolicy::FirstWins, 4);
+        let _ = r.insert(&mut ring, 0, b"abcdefgh");
+        assert_eq!(r.insert(&mut ring, 8, b"ij").stopped, Some(StopReason::BufferFull));
+    }
 
     #[test]
     fn range_set_merges_and_bounds() {
